@@ -17,5 +17,23 @@ lint:
 control-plane:
 	tests/control-plane/build.sh
 
+# One control plane for the whole run, in a temporary directory; it is stopped when the
+# run ends, also on failure (trap) or if this shell is killed (start.sh --watch-pid).
 integration:
-	$(CARGO) test --workspace
+	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
+	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
+	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
+	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --workspace
+
+# A control plane that stays up for manual use and the demo:
+#   eval "$$(make -s cluster-up)"   # then kubectl/helm are on PATH, KUBECONFIG is set
+cluster-up:
+	@tests/control-plane/start.sh --dir "$(CLUSTER_DIR)"
+
+cluster-down:
+	@tests/control-plane/stop.sh --dir "$(CLUSTER_DIR)"
+
+# Regenerates crds/ from the Rust types (a unit test fails when it is stale).
+crds:
+	mkdir -p crds
+	$(CARGO) run --quiet -- crd > crds/policyattachments.iam.vultr-operator.io.yaml

@@ -1,0 +1,106 @@
+//! Command line: `run` (the operator) and `crd` (print the CRD YAML).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+#[derive(Parser, Debug)]
+#[command(name = "vultr-iam-operator", version, about = "Vultr IAM policy attachments as Kubernetes objects")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator (uses KUBECONFIG or the in-cluster service account).
+    Run(Box<RunArgs>),
+    /// Print the PolicyAttachment CRD as YAML (the same as crds/).
+    Crd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Base URL of the Vultr API.
+    #[arg(long, env = "VULTR_API_URL", default_value = "https://api.vultr.com")]
+    pub vultr_api_url: Url,
+
+    /// File holding the Vultr API key (e.g. a mounted Secret). Without it the key is read
+    /// from the environment variable VULTR_API_KEY. Never pass the key itself as a flag.
+    #[arg(long)]
+    pub vultr_api_key_file: Option<PathBuf>,
+
+    /// Allow plain http:// to a non-loopback Vultr API URL (testing only).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+
+    /// Client-side limit of Vultr requests per second for the whole process (Vultr allows ~30).
+    #[arg(long, default_value_t = 10.0)]
+    pub vultr_rate_limit: f64,
+
+    /// Burst size of the client-side Vultr rate limiter.
+    #[arg(long, default_value_t = 10)]
+    pub vultr_burst: u32,
+
+    /// Timeout of one Vultr request.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub vultr_timeout: Duration,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_bind_address: SocketAddr,
+
+    /// Period of drift verification against Vultr (jittered by ±10%).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// How long a fresh attach may stay invisible in Vultr's listing before it is sent again.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub attach_visibility_timeout: Duration,
+
+    /// Maximum number of PolicyAttachments reconciled in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+
+    /// First retry delay after a failure; doubles per consecutive failure (with jitter).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub backoff_base: Duration,
+
+    /// Upper bound of the retry delay after failures.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub backoff_max: Duration,
+
+    /// Only watch these namespaces (repeatable). Default: all namespaces.
+    #[arg(long = "watch-namespace")]
+    pub watch_namespaces: Vec<String>,
+
+    /// Elect a leader through a coordination.k8s.io Lease; only the leader reconciles.
+    #[arg(long)]
+    pub leader_election: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "vultr-iam-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader election Lease (default: the pod's namespace from
+    /// POD_NAMESPACE, else "default").
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Lease duration: how long a dead leader blocks a hand-over.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

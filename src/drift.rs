@@ -1,0 +1,69 @@
+//! Periodic drift verification. Each pass fetches one listing per (policy, subject
+//! kind) that any PolicyAttachment refers to, then asks the controllers to reconcile
+//! every attachment; those reconciles are served from the fresh listings, re-attach
+//! whatever vanished out of band, and refresh `lastVerifiedAt`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::Store;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::crd::PolicyAttachment;
+use crate::reconcile::Context;
+
+/// `interval` scaled by a random factor in [0.9, 1.1], so replicas and restarts spread out.
+pub fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.9..=1.1))
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    stores: Vec<Store<PolicyAttachment>>,
+    triggers: Vec<UnboundedSender<()>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(ctx.settings.resync_interval)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let objects: Vec<_> = stores.iter().flat_map(|s| s.state()).collect();
+        verify_pass(&ctx, &objects, &triggers).await;
+    }
+}
+
+/// One verification pass; returns the number of listings fetched.
+pub async fn verify_pass(
+    ctx: &Context,
+    objects: &[Arc<PolicyAttachment>],
+    triggers: &[UnboundedSender<()>],
+) -> usize {
+    let live: Vec<_> = objects
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .collect();
+    let keys: HashSet<_> = live
+        .iter()
+        .filter_map(|o| o.recorded_grant())
+        .map(|g| (g.policy_id, g.subject.kind()))
+        .collect();
+    let mut fetched = 0;
+    for (policy_id, kind) in &keys {
+        // Zero max age: a pass always asks Vultr, whatever a reconcile cached before.
+        match ctx.listings.get(policy_id, *kind, Duration::ZERO).await {
+            Ok(_) => fetched += 1,
+            Err(err) => warn!(policy_id, %kind, reason = err.reason(), error = %err, "verification listing failed"),
+        }
+    }
+    ctx.listings.retain(&keys);
+    for trigger in triggers {
+        let _ = trigger.unbounded_send(());
+    }
+    info!(policies = keys.len(), listings = fetched, attachments = live.len(), "verification pass");
+    fetched
+}

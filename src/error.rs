@@ -1,0 +1,86 @@
+//! The reconciler's errors. Each variant has a stable reason that becomes the `Ready`
+//! condition reason and the Event reason.
+
+use std::time::Duration;
+
+use kube::runtime::finalizer;
+
+use crate::vultr::VultrError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Vultr(#[from] VultrError),
+
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// Only reachable if the CRD's admission rules were bypassed (e.g. an old CRD).
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl From<finalizer::Error<Error>> for Error {
+    fn from(err: finalizer::Error<Error>) -> Self {
+        Self::Finalizer(Box::new(err))
+    }
+}
+
+impl Error {
+    /// Stable, machine-readable reason (condition reason, Event reason, metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Vultr(e) => e.reason(),
+            Self::Kube(_) => "KubernetesApiError",
+            Self::InvalidSpec(_) => "InvalidSpec",
+            Self::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.reason()
+                }
+                finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => {
+                    "KubernetesApiError"
+                }
+                finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
+                    "InvalidObject"
+                }
+            },
+        }
+    }
+
+    /// How long Vultr asked us to wait before the next attempt, if it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Vultr(e) => e.retry_after(),
+            Self::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.retry_after()
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalizer_errors_keep_the_inner_reason() {
+        let inner = Error::Vultr(VultrError::RateLimited {
+            route: "DELETE /v2/policies/{policy_id}/users/{user_id}",
+            retry_after: Some(Duration::from_secs(7)),
+        });
+        let err = Error::from(finalizer::Error::CleanupFailed(inner));
+        assert_eq!(err.reason(), "RateLimited");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            Error::from(finalizer::Error::<Error>::UnnamedObject).reason(),
+            "InvalidObject"
+        );
+    }
+}

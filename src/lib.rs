@@ -1,0 +1,19 @@
+//! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects.
+//!
+//! - [`crd`]: the PolicyAttachment resource and its admission rules
+//! - [`vultr`]: the Vultr IAM API client
+//! - [`reconcile`]: attach on apply, guaranteed revocation on delete
+//! - [`drift`]: periodic verification against Vultr
+//! - [`run`]: wiring of the `run` command
+pub mod cli;
+pub mod crd;
+pub mod crdgen;
+pub mod drift;
+pub mod error;
+pub mod http;
+pub mod listings;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
+pub mod telemetry;
+pub mod vultr;

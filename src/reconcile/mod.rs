@@ -1,0 +1,64 @@
+//! The reconcile flow. `kube::runtime::finalizer` is the only top-level step: it adds
+//! `iam.vultr-operator.io/detach` before anything is attached, runs [`attach::apply`]
+//! while the object lives and [`revoke::cleanup`] once it is deleted, and removes the
+//! finalizer only when cleanup succeeded.
+
+pub mod attach;
+pub mod backoff;
+pub mod context;
+pub mod resolve;
+pub mod revoke;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use tracing::{Instrument, field, info_span, warn};
+
+use crate::crd::{FINALIZER, PolicyAttachment};
+use crate::error::Error;
+pub use context::{Context, Settings};
+
+pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let span = info_span!(
+        "reconcile",
+        namespace = %namespace,
+        name = %obj.name_any(),
+        policy_id = field::Empty,
+        subject = field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let uid = obj.uid().unwrap_or_default();
+        let api: Api<PolicyAttachment> = Api::namespaced(ctx.client.clone(), &namespace);
+        let deleting = obj.metadata.deletion_timestamp.is_some();
+        let result = finalizer(&api, FINALIZER, obj, |event| async {
+            match event {
+                Event::Apply(obj) => attach::apply(obj, &ctx).await,
+                Event::Cleanup(obj) => revoke::cleanup(obj, &ctx).await,
+            }
+        })
+        .await
+        .map_err(Error::from);
+        ctx.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+        match &result {
+            Ok(_) if deleting => ctx.forget(&uid),
+            Ok(_) => ctx.backoff.reset(&uid),
+            Err(err) => warn!(reason = err.reason(), error = %err, "reconcile failed"),
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Requeue after a per-object exponential backoff with jitter (Retry-After is a floor).
+pub fn error_policy(obj: Arc<PolicyAttachment>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = obj.uid().unwrap_or_default();
+    Action::requeue(ctx.backoff.next_delay(&key, err.retry_after()))
+}

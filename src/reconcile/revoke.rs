@@ -1,0 +1,98 @@
+//! Cleanup: revoke the pair recorded in status (never a fresh resolution of the spec),
+//! unless the object says `Orphan` or another live PolicyAttachment still declares the
+//! same pair. Only an answer from Vultr that the grant is gone (204 or 404) lets the
+//! finalizer go; every other outcome keeps it and says why on the object.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::info;
+
+use crate::crd::{DeletionPolicy, Grant, PolicyAttachment};
+use crate::error::Error;
+use crate::reconcile::context::Context;
+use crate::reconcile::status::{self, reason, set_ready};
+use crate::vultr::RevokeOutcome;
+
+pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
+    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
+        let note = match obj.recorded_grant() {
+            Some(grant) => format!("deletionPolicy is Orphan: left {grant} in Vultr"),
+            None => "deletionPolicy is Orphan: nothing was revoked".to_owned(),
+        };
+        ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note).await;
+        return Ok(Action::await_change());
+    }
+    let Some(grant) = obj.recorded_grant() else {
+        // Resolution never completed, so nothing was ever attached for this object.
+        info!("no pair recorded: nothing to revoke");
+        return Ok(Action::await_change());
+    };
+    if let Some(holder) = other_holder(ctx, &obj, &grant).await? {
+        ctx.event(&obj, EventType::Normal, "GrantShared", "Revoke",
+            format!("kept {grant}: still declared by PolicyAttachment {holder}")).await;
+        return Ok(Action::await_change());
+    }
+
+    let api: Api<PolicyAttachment> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let mut st = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    match ctx.vultr.revoke(&grant.policy_id, &grant.subject).await {
+        Ok(outcome) => {
+            ctx.listings.invalidate(&grant.policy_id, grant.subject.kind()).await;
+            let note = match outcome {
+                RevokeOutcome::Revoked => format!("revoked {grant} in Vultr"),
+                RevokeOutcome::AlreadyAbsent => format!("{grant} was already absent in Vultr"),
+            };
+            info!(?outcome, "revoked");
+            ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note).await;
+            Ok(Action::await_change())
+        }
+        Err(err) => {
+            let err = Error::from(err);
+            let message = format!("revocation of {grant} pending, will retry: {err}");
+            set_ready(&mut st, false, err.reason(), &message, generation, Timestamp::now());
+            if let Err(write_err) = status::write(&api, &obj, &st).await {
+                tracing::warn!(%write_err, "could not record the failed revocation in status");
+            }
+            ctx.event(&obj, EventType::Warning, err.reason(), "Revoke", message).await;
+            Err(err)
+        }
+    }
+}
+
+/// Another PolicyAttachment (any namespace) that is not being deleted and has the same
+/// recorded pair. Asked of the API server, not the watch cache, so an object deleted a
+/// moment ago can never keep a grant alive.
+async fn other_holder(
+    ctx: &Context,
+    obj: &PolicyAttachment,
+    grant: &Grant,
+) -> Result<Option<String>, Error> {
+    let apis: Vec<Api<PolicyAttachment>> = if ctx.settings.namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        ctx.settings
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    let mut items = Vec::new();
+    for api in apis {
+        items.extend(api.list(&ListParams::default()).await?.items);
+    }
+    Ok(items
+        .into_iter()
+        .find(|other| {
+            other.uid() != obj.uid()
+                && other.metadata.deletion_timestamp.is_none()
+                && other.recorded_grant().as_ref() == Some(grant)
+        })
+        .map(|other| format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())))
+}

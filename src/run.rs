@@ -1,0 +1,173 @@
+//! `vultr-iam-operator run`: wires the Vultr client, the controllers, the drift
+//! verifier and the HTTP endpoints together and shuts them down on SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::RunArgs;
+use crate::crd::PolicyAttachment;
+use crate::http::{self, Health, Stores};
+use crate::metrics::Metrics;
+use crate::reconcile::backoff::Backoff;
+use crate::reconcile::{self, Context, Settings};
+use crate::vultr::{ApiKey, ClientConfig, RateLimiter, VultrClient};
+
+/// Errors that stop the operator before it starts reconciling.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("Vultr API key: {0}")]
+    ApiKey(#[from] crate::vultr::ApiKeyError),
+    #[error("Vultr rate limit: {0}")]
+    RateLimit(#[from] crate::vultr::InvalidRateLimit),
+    #[error("Vultr client: {0}")]
+    VultrConfig(#[from] crate::vultr::ConfigError),
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot listen on the metrics address: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+pub const CONTROLLER_NAME: &str = "vultr-iam-operator";
+
+pub async fn run(args: RunArgs) -> Result<(), StartupError> {
+    let api_key = match &args.vultr_api_key_file {
+        Some(path) => ApiKey::from_file(path)?,
+        None => ApiKey::from_env()?,
+    };
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+    let mut vultr_config = ClientConfig::new(args.vultr_api_url.clone(), api_key);
+    vultr_config.timeout = args.vultr_timeout;
+    vultr_config.limiter = RateLimiter::new(args.vultr_rate_limit, args.vultr_burst)?;
+    vultr_config.allow_insecure_http = args.allow_insecure_http;
+    vultr_config.observer = Some(Arc::new(metrics.clone()));
+    let vultr = VultrClient::new(vultr_config)?;
+    health.credentials_loaded.store(true, Ordering::Relaxed);
+
+    let client = kube::Client::try_default().await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+
+    let stores: Stores = Arc::default();
+    let listener = http::bind(args.metrics_bind_address).await?;
+    info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        stores.clone(),
+        shutdown.clone(),
+    ));
+
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let settings = Settings {
+        resync_interval: args.resync_interval,
+        listing_max_age: (args.resync_interval / 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        ),
+        attach_visibility_timeout: args.attach_visibility_timeout,
+        verify_interval: std::time::Duration::from_secs(1),
+        namespaces: args.watch_namespaces.clone(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        vultr,
+        Recorder::new(client.clone(), reporter),
+        Backoff::new(args.backoff_base, args.backoff_max),
+        settings,
+        metrics,
+    ));
+
+    run_controllers(&args, client, ctx, stores, health, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Ok(Err(err)) = server.await {
+        warn!(%err, "metrics server failed");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// One controller per watched namespace (or one for the whole cluster), sharing the
+/// context; each drift verification pass triggers a reconcile of every object.
+async fn run_controllers(
+    args: &RunArgs,
+    client: kube::Client,
+    ctx: Arc<Context>,
+    stores: Stores,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let config = controller::Config::default().concurrency(args.concurrency);
+    let mut triggers = Vec::new();
+    let mut runs = Vec::new();
+    for scope in &scopes {
+        let api: Api<PolicyAttachment> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let (tx, rx) = mpsc::unbounded::<()>();
+        triggers.push(tx);
+        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+            .with_config(config.clone())
+            .reconcile_all_on(rx)
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(controller.store());
+        runs.push(
+            controller
+                .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+                .for_each(|_| futures::future::ready(())),
+        );
+    }
+
+    let all_stores: Vec<_> = stores.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let readiness = {
+        let all_stores = all_stores.clone();
+        async move {
+            for store in &all_stores {
+                if store.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            health.caches_synced.store(true, Ordering::Relaxed);
+            info!("watch caches synced");
+        }
+    };
+    let verifier = crate::drift::run(ctx, all_stores, triggers, shutdown);
+    tokio::join!(futures::future::join_all(runs), readiness, verifier);
+}
+
+async fn shutdown_on_signal(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            warn!(%err, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: finishing in-flight reconciles"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: finishing in-flight reconciles"),
+    }
+    token.cancel();
+}

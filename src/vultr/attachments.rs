@@ -1,0 +1,150 @@
+//! The two shapes of `GET /v2/policies/{id}/users` (resp. `/groups`):
+//! govultr's `{"users":[{"id":..}]}` and the OpenAPI document's
+//! `{"policy_user_relationships":[{"user_id":..}]}`. Sources disagree, so accept both.
+
+use serde_json::Value;
+
+use super::model::SubjectKind;
+use super::pagination::{Page, next_cursor};
+
+/// Field names of one listing shape.
+struct Shape {
+    array: &'static str,
+    id_field: &'static str,
+}
+
+fn shapes(kind: SubjectKind) -> [Shape; 2] {
+    match kind {
+        SubjectKind::User => [
+            Shape {
+                array: "users",
+                id_field: "id",
+            },
+            Shape {
+                array: "policy_user_relationships",
+                id_field: "user_id",
+            },
+        ],
+        SubjectKind::Group => [
+            Shape {
+                array: "groups",
+                id_field: "id",
+            },
+            Shape {
+                array: "policy_group_relationships",
+                id_field: "group_id",
+            },
+        ],
+    }
+}
+
+/// The subject IDs of one page of an attachment listing, in whichever shape it comes.
+/// A body with neither array, or an entry without a string ID, is an error: guessing
+/// "empty" there could make verification believe a live grant is gone.
+pub(crate) fn parse_attached_page(body: &Value, kind: SubjectKind) -> Result<Page<String>, String> {
+    let mut found_any = false;
+    let mut ids = Vec::new();
+    for shape in shapes(kind) {
+        let entries = match body.get(shape.array) {
+            None => continue,
+            Some(Value::Null) => {
+                found_any = true;
+                continue;
+            }
+            Some(Value::Array(entries)) => entries,
+            Some(_) => return Err(format!("`{}` is not an array", shape.array)),
+        };
+        found_any = true;
+        for entry in entries {
+            let id = entry
+                .get(shape.id_field)
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "an entry of `{}` has no string `{}`",
+                        shape.array, shape.id_field
+                    )
+                })?;
+            ids.push(id.to_owned());
+        }
+    }
+    if !found_any {
+        let [a, b] = shapes(kind);
+        return Err(format!(
+            "the body has neither `{}` nor `{}`",
+            a.array, b.array
+        ));
+    }
+    Ok(Page {
+        items: ids,
+        next: next_cursor(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn govultr_user_shape() {
+        let body = json!({
+            "users":[{"id":"u1","name":"Alice","email":"a@x","first_name":"A","extra":1},{"id":"u2"}],
+            "meta":{"total":3,"links":{"next":"n","prev":""}}
+        });
+        let page = parse_attached_page(&body, SubjectKind::User).unwrap();
+        assert_eq!(page.items, vec!["u1", "u2"]);
+        assert_eq!(page.next.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn openapi_user_shape() {
+        let body = json!({
+            "policy_user_relationships":[
+                {"user_id":"u1","policy_id":"p","policy_name":"x","date_assigned":"d","assigned_by":"b"}
+            ],
+            "meta":{"total":1,"links":{"next":"","prev":""}}
+        });
+        let page = parse_attached_page(&body, SubjectKind::User).unwrap();
+        assert_eq!(page.items, vec!["u1"]);
+        assert_eq!(page.next, None);
+    }
+
+    #[test]
+    fn both_group_shapes() {
+        let govultr = json!({"groups":[{"id":"g1","display_name":"ops"}],"meta":{}});
+        let openapi = json!({"policy_group_relationships":[{"group_id":"g1","policy_id":"p"}]});
+        for body in [govultr, openapi] {
+            let page = parse_attached_page(&body, SubjectKind::Group).unwrap();
+            assert_eq!(page.items, vec!["g1"], "{body}");
+        }
+    }
+
+    #[test]
+    fn empty_listings() {
+        for body in [
+            json!({"users":[],"meta":{"links":{"next":""}}}),
+            json!({"users":null}),
+            json!({"policy_user_relationships":[]}),
+        ] {
+            let page = parse_attached_page(&body, SubjectKind::User).unwrap();
+            assert!(page.items.is_empty(), "{body}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_broken_shapes_are_errors() {
+        // A group listing where a user listing is expected is not silently "empty".
+        assert!(parse_attached_page(&json!({"groups":[]}), SubjectKind::User).is_err());
+        assert!(parse_attached_page(&json!({"users":[{"name":"x"}]}), SubjectKind::User).is_err());
+        assert!(
+            parse_attached_page(
+                &json!({"policy_user_relationships":[{"id":"u1"}]}),
+                SubjectKind::User
+            )
+            .is_err()
+        );
+        assert!(parse_attached_page(&json!({"users":"u1"}), SubjectKind::User).is_err());
+    }
+}

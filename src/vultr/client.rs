@@ -1,0 +1,245 @@
+//! The HTTP core of the Vultr client: one place that rate-limits, authenticates, times,
+//! logs and classifies every request. Endpoint methods live in `endpoints.rs`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+use tracing::{Instrument, field};
+use url::Url;
+
+use super::config::{ClientConfig, ConfigError, check_base_url};
+use super::error::VultrError;
+use super::limiter::RateLimiter;
+use super::observe::{RequestObserver, RequestRecord};
+use super::response::{check_status, transport_error};
+
+/// Client of the Vultr IAM API. Cheap to clone; clones share the connection pool and
+/// the rate limiter. It never retries: the reconciler owns retries and backoff.
+#[derive(Clone)]
+pub struct VultrClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    /// `Bearer <key>`, marked sensitive so that hyper and reqwest never print it.
+    authorization: HeaderValue,
+    limiter: RateLimiter,
+    timeout: Duration,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// A 2xx answer.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+impl VultrClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
+        check_base_url(&config.base_url, config.allow_insecure_http)?;
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
+                .map_err(|_| ConfigError::InvalidApiKey)?;
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent)
+            // A redirect could carry the request (and, same-host, the key) somewhere
+            // unexpected; the API does not redirect, so treat one as an odd answer.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(ConfigError::HttpClient)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base_url: config.base_url,
+                authorization,
+                limiter: config.limiter,
+                timeout: config.timeout,
+                observer: config.observer,
+            }),
+        })
+    }
+
+    /// The API base URL this client talks to.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// The limiter every request goes through.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// Sends one request and returns the 2xx answer, or the classified error.
+    /// `segments` are the path after the base URL, each percent-encoded on its own;
+    /// callers validate IDs first (see `endpoints::path_id`).
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        route: &'static str,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Answer, VultrError> {
+        let span = tracing::info_span!(
+            "vultr_request",
+            method = %method,
+            route,
+            status = field::Empty,
+            latency_ms = field::Empty,
+            limiter_wait_ms = field::Empty,
+        );
+        self.request_inner(method, route, segments, query)
+            .instrument(span)
+            .await
+    }
+
+    async fn request_inner(
+        &self,
+        method: Method,
+        route: &'static str,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Answer, VultrError> {
+        let url = self.url(segments, query);
+        let limiter_wait = self.inner.limiter.acquire().await;
+        let started = Instant::now();
+        let result = self.send(method, route, url).await;
+        let latency = started.elapsed();
+
+        let span = tracing::Span::current();
+        let status = match &result {
+            Ok(answer) => Some(answer.status.as_u16()),
+            Err(err) => err.status(),
+        };
+        if let Some(status) = status {
+            span.record("status", status);
+        }
+        span.record("latency_ms", latency.as_millis() as u64);
+        span.record("limiter_wait_ms", limiter_wait.as_millis() as u64);
+        match &result {
+            Ok(_) => tracing::debug!("Vultr request succeeded"),
+            Err(err) if err.is_transient() => {
+                tracing::warn!(reason = err.reason(), error = %err, "Vultr request failed")
+            }
+            Err(err) => {
+                tracing::info!(reason = err.reason(), error = %err, "Vultr request failed")
+            }
+        }
+        if let Some(observer) = &self.inner.observer {
+            observer.on_request(&RequestRecord {
+                route,
+                status,
+                latency,
+                limiter_wait,
+                outcome: match &result {
+                    Ok(_) => "ok",
+                    Err(err) => err.reason(),
+                },
+            });
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        route: &'static str,
+        url: Url,
+    ) -> Result<Answer, VultrError> {
+        let timeout = self.inner.timeout;
+        let response = self
+            .inner
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, self.inner.authorization.clone())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| transport_error(route, e, timeout))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        // Read the whole body even on errors: the `error` text makes messages useful.
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(route, e, timeout))?;
+        check_status(route, status, &headers, &body)?;
+        Ok(Answer {
+            status,
+            body: body.to_vec(),
+        })
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.base_url.clone();
+        // Cannot fail: `check_base_url` only accepts http(s) URLs with a host.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+}
+
+impl fmt::Debug for VultrClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VultrClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("limiter", &self.inner.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vultr::api_key::ApiKey;
+
+    fn client(base: &str) -> VultrClient {
+        let key = ApiKey::new("K3Y", "a test").unwrap();
+        VultrClient::new(ClientConfig::new(Url::parse(base).unwrap(), key)).unwrap()
+    }
+
+    #[test]
+    fn urls_keep_the_base_path_and_encode_segments() {
+        let c = client("https://api.example.com/prefix/");
+        let url = c.url(
+            &["v2", "policies", "a/b?c", "users"],
+            &[("per_page", "500")],
+        );
+        assert_eq!(
+            url.as_str(),
+            "https://api.example.com/prefix/v2/policies/a%2Fb%3Fc/users?per_page=500"
+        );
+        let c = client("https://api.example.com");
+        assert_eq!(
+            c.url(&["v2", "users"], &[]).as_str(),
+            "https://api.example.com/v2/users"
+        );
+    }
+
+    #[test]
+    fn insecure_http_is_refused_with_the_flag_name() {
+        let key = ApiKey::new("K3Y", "a test").unwrap();
+        let config = ClientConfig::new(Url::parse("http://vultr.internal").unwrap(), key);
+        let err = VultrClient::new(config).unwrap_err();
+        assert!(err.to_string().contains("--allow-insecure-http"), "{err}");
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let shown = format!("{:?}", client("https://api.example.com"));
+        assert!(!shown.contains("K3Y"), "{shown}");
+    }
+}

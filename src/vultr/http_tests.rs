@@ -1,0 +1,539 @@
+//! The client against a real HTTP server on loopback (see `fake.rs`).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::fake::{FakeVultr, Recorded, Reply, TEST_KEY, paged};
+use super::*;
+
+const POLICY: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
+const USER: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
+
+fn ids(list: &[&str]) -> HashSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn list_policies_follows_cursors_across_three_pages() {
+    let policies: Vec<Value> = (0..5)
+        .map(
+            |i| json!({"id": format!("p{i}"), "name": format!("policy-{i}"), "future_field": true}),
+        )
+        .collect();
+    let fake = FakeVultr::start(move |r| {
+        assert_eq!(r.path, "/v2/policies");
+        paged("policies", &policies, 2, r)
+    })
+    .await;
+    let got = fake.client().list_policies().await.unwrap();
+    let names: Vec<_> = got.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["policy-0", "policy-1", "policy-2", "policy-3", "policy-4"]
+    );
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    let cursors: Vec<_> = requests.iter().map(|r| r.query("cursor")).collect();
+    assert_eq!(cursors, [None, Some("c1"), Some("c2")]);
+    for r in &requests {
+        assert_eq!(r.query("per_page"), Some("500"));
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {TEST_KEY}").as_str())
+        );
+        assert_eq!(r.accept.as_deref(), Some("application/json"));
+    }
+}
+
+#[tokio::test]
+async fn attachment_listing_in_govultr_shape_across_pages() {
+    let users: Vec<Value> = ["u1", "u2", "u3"]
+        .iter()
+        .map(|id| json!({"id": id, "email": format!("{id}@x.io"), "first_name": "F"}))
+        .collect();
+    let fake = FakeVultr::start(move |r| {
+        assert_eq!(r.path, format!("/v2/policies/{POLICY}/users"));
+        paged("users", &users, 1, r)
+    })
+    .await;
+    let got = fake.client().policy_user_ids(POLICY).await.unwrap();
+    assert_eq!(got, ids(&["u1", "u2", "u3"]));
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn attachment_listing_in_openapi_shape() {
+    let fake = FakeVultr::start(|r| match r.path.as_str() {
+        p if p.ends_with("/users") => Reply::json(
+            200,
+            json!({"policy_user_relationships": [
+                {"user_id": "u1", "policy_id": POLICY, "policy_name": "x",
+                 "date_assigned": "2025-01-01", "assigned_by": "admin"}
+            ], "meta": {"total": 1, "links": {"next": "", "prev": ""}}}),
+        ),
+        _ => Reply::json(
+            200,
+            json!({"policy_group_relationships": [{"group_id": "g1"}, {"group_id": "g2"}]}),
+        ),
+    })
+    .await;
+    let client = fake.client();
+    assert_eq!(client.policy_user_ids(POLICY).await.unwrap(), ids(&["u1"]));
+    assert_eq!(
+        client.policy_group_ids(POLICY).await.unwrap(),
+        ids(&["g1", "g2"])
+    );
+    assert_eq!(fake.lines()[1], format!("GET /v2/policies/{POLICY}/groups"));
+}
+
+#[tokio::test]
+async fn revoke_treats_404_as_already_absent_and_204_as_revoked() {
+    let fake = FakeVultr::start(|r| {
+        assert_eq!(r.method, Method::DELETE);
+        if r.path.ends_with("/gone") {
+            Reply::error(404, "Not found.")
+        } else {
+            Reply::empty(204)
+        }
+    })
+    .await;
+    let client = fake.client();
+    assert_eq!(
+        client
+            .revoke(POLICY, &Subject::User("gone".into()))
+            .await
+            .unwrap(),
+        RevokeOutcome::AlreadyAbsent
+    );
+    assert_eq!(
+        client
+            .revoke(POLICY, &Subject::Group("g1".into()))
+            .await
+            .unwrap(),
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        fake.lines(),
+        [
+            format!("DELETE /v2/policies/{POLICY}/users/gone"),
+            format!("DELETE /v2/policies/{POLICY}/groups/g1"),
+        ]
+    );
+    // The raw call keeps the typed 404.
+    let err = client.detach_user(POLICY, "gone").await.unwrap_err();
+    assert!(err.is_not_found());
+}
+
+#[tokio::test]
+async fn rate_limited_surfaces_retry_after() {
+    let fake =
+        FakeVultr::start(|_| Reply::error(429, "Too many requests").header("retry-after", "3"))
+            .await;
+    let err = fake
+        .client()
+        .revoke(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "RateLimited");
+    assert!(err.is_transient());
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    assert_eq!(fake.requests().len(), 1, "the client itself never retries");
+}
+
+#[tokio::test]
+async fn server_error_is_transient_api_unavailable() {
+    let fake = FakeVultr::start(|_| Reply::error(500, "Internal error")).await;
+    let err = fake.client().list_users().await.unwrap_err();
+    assert_eq!(err.reason(), "ApiUnavailable");
+    assert!(err.is_transient());
+    assert_eq!(err.status(), Some(500));
+    assert_eq!(err.retry_after(), None);
+    assert_eq!(
+        err.to_string(),
+        "Vultr API unavailable on GET /v2/users: 500 Internal Server Error: Internal error"
+    );
+}
+
+#[tokio::test]
+async fn timeout_is_api_unavailable() {
+    let fake = FakeVultr::start(|_| {
+        Reply::json(200, json!({"policies": []})).delayed(Duration::from_secs(3))
+    })
+    .await;
+    let mut config = fake.config();
+    config.timeout = Duration::from_millis(200);
+    let client = VultrClient::new(config).unwrap();
+    let err = client.list_policies().await.unwrap_err();
+    assert_eq!(err.reason(), "ApiUnavailable", "{err}");
+    assert!(err.is_transient());
+    assert_eq!(err.status(), None);
+    assert!(err.to_string().contains("within 200ms"), "{err}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_api_unavailable() {
+    // Bind then drop to get a port on which nothing listens.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut config = FakeVultr::start(|_| Reply::empty(500)).await.config();
+    config.base_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let err = VultrClient::new(config)
+        .unwrap()
+        .list_groups()
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ApiUnavailable");
+    assert!(err.to_string().contains("could not connect"), "{err}");
+}
+
+#[tokio::test]
+async fn unauthorized_and_forbidden() {
+    let fake = FakeVultr::start(|r| {
+        if r.path == "/v2/users" {
+            Reply::error(401, "Invalid API token.")
+        } else {
+            Reply::error(403, "Insufficient permissions.")
+        }
+    })
+    .await;
+    let client = fake.client();
+    let err = client.list_users().await.unwrap_err();
+    assert_eq!(err.reason(), "Unauthorized");
+    assert!(
+        err.to_string()
+            .starts_with("Vultr rejected the API key (401 Unauthorized)")
+    );
+    let err = client.list_groups().await.unwrap_err();
+    assert_eq!(err.reason(), "Forbidden");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn undecodable_success_body_is_invalid_response() {
+    let fake = FakeVultr::start(|r| match r.path.as_str() {
+        "/v2/policies" => Reply::empty(200),
+        "/v2/users" => Reply::json(200, json!({"unexpected": []})),
+        _ => Reply::json(200, json!({"groups": [{"display_name": "no id"}]})),
+    })
+    .await;
+    let client = fake.client();
+    for err in [
+        client.list_policies().await.unwrap_err(),
+        client.list_users().await.unwrap_err(),
+        client.list_groups().await.unwrap_err(),
+    ] {
+        assert_eq!(err.reason(), "InvalidResponse", "{err}");
+        assert!(!err.is_transient());
+    }
+}
+
+#[tokio::test]
+async fn ensure_attached_sends_no_post_when_already_listed() {
+    let fake = FakeVultr::start(|r| {
+        assert_eq!(r.method, Method::GET, "no write expected");
+        Reply::json(
+            200,
+            json!({"users": [{"id": USER}], "meta": {"links": {"next": ""}}}),
+        )
+    })
+    .await;
+    let outcome = fake
+        .client()
+        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap();
+    assert_eq!(outcome, AttachOutcome::AlreadyAttached);
+    assert_eq!(fake.lines(), [format!("GET /v2/policies/{POLICY}/users")]);
+}
+
+#[tokio::test]
+async fn ensure_attached_posts_when_missing() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::GET => Reply::json(200, json!({"groups": []})),
+        _ => Reply::json(201, json!({"whatever": "ignored"})),
+    })
+    .await;
+    let outcome = fake
+        .client()
+        .ensure_attached(POLICY, &Subject::Group("g1".into()))
+        .await
+        .unwrap();
+    assert_eq!(outcome, AttachOutcome::Attached);
+    assert_eq!(
+        fake.lines(),
+        [
+            format!("GET /v2/policies/{POLICY}/groups"),
+            format!("POST /v2/policies/{POLICY}/groups/g1"),
+        ]
+    );
+}
+
+/// A POST that fails with 409 while someone else attached the pair: the second listing
+/// shows it, which is success.
+#[tokio::test]
+async fn ensure_attached_conflict_then_listed_is_success() {
+    let attached = Arc::new(Mutex::new(false));
+    let state = attached.clone();
+    let fake = FakeVultr::start(move |r: &Recorded| {
+        let mut attached = state.lock().unwrap();
+        match r.method {
+            Method::POST => {
+                *attached = true;
+                Reply::error(409, "Policy is already attached to the user.")
+            }
+            _ if *attached => Reply::json(200, json!({"users": [{"id": USER}]})),
+            _ => Reply::json(200, json!({"users": []})),
+        }
+    })
+    .await;
+    let outcome = fake
+        .client()
+        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap();
+    assert_eq!(outcome, AttachOutcome::AlreadyAttached);
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn ensure_attached_rejection_without_listing_is_an_error() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::POST => Reply::error(422, "User is not in this account."),
+        _ => Reply::json(200, json!({"users": []})),
+    })
+    .await;
+    let err = fake
+        .client()
+        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Rejected");
+    assert_eq!(err.status(), Some(422));
+    assert!(
+        err.to_string().contains("User is not in this account."),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ensure_attached_does_not_relist_after_forbidden() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::POST => Reply::error(403, "Forbidden"),
+        _ => Reply::json(200, json!({"users": []})),
+    })
+    .await;
+    let err = fake
+        .client()
+        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Forbidden");
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn ambiguous_email_lists_both_ids() {
+    let users = vec![
+        json!({"id": "u1", "email": "bob@example.com"}),
+        json!({"id": "u2", "email": "alice@example.com"}),
+        json!({"id": "u3", "email": "Bob@Example.com"}),
+    ];
+    let fake = FakeVultr::start(move |r| paged("users", &users, 2, r)).await;
+    let err = fake
+        .client()
+        .resolve_user(&UserRef::ByEmail("bob@example.com".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        VultrError::Ambiguous {
+            what: "users",
+            reference: "email \"bob@example.com\"".into(),
+            ids: vec!["u1".into(), "u3".into()],
+        }
+    );
+    assert_eq!(fake.requests().len(), 2, "the whole listing was read");
+}
+
+#[tokio::test]
+async fn policy_name_not_found_names_it() {
+    let policies = vec![json!({"id": "p1", "name": "dns-admin"})];
+    let fake = FakeVultr::start(move |r| paged("policies", &policies, 500, r)).await;
+    let client = fake.client();
+    let err = client
+        .resolve_policy(&PolicyRef::ByName("billing-admin".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "PolicyNotFound");
+    assert!(err.to_string().contains("\"billing-admin\""), "{err}");
+    assert_eq!(
+        client
+            .resolve_policy(&PolicyRef::ByName("dns-admin".into()))
+            .await
+            .unwrap(),
+        "p1"
+    );
+}
+
+#[tokio::test]
+async fn resolution_by_id_checks_existence() {
+    let fake = FakeVultr::start(|r| match r.path.as_str() {
+        p if p == format!("/v2/policies/{POLICY}") => {
+            Reply::json(200, json!({"policy": {"id": POLICY, "name": "dns-admin"}}))
+        }
+        p if p == format!("/v2/users/{USER}") => {
+            Reply::json(200, json!({"user": {"id": USER, "email": "a@x.io"}}))
+        }
+        "/v2/groups" => Reply::json(
+            200,
+            json!({"groups": [{"id": "g1", "display_name": "ops"}]}),
+        ),
+        _ => Reply::error(404, "Not found."),
+    })
+    .await;
+    let client = fake.client();
+    assert_eq!(
+        client
+            .resolve_policy(&PolicyRef::ById(POLICY.into()))
+            .await
+            .unwrap(),
+        POLICY
+    );
+    let err = client
+        .resolve_policy(&PolicyRef::ById("other".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "PolicyNotFound");
+    assert_eq!(
+        client
+            .resolve_subject(&SubjectRef::User(UserRef::ById(USER.into())))
+            .await
+            .unwrap(),
+        Subject::User(USER.into())
+    );
+    let err = client
+        .resolve_user(&UserRef::ById("nobody".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "UserNotFound");
+    assert_eq!(
+        client
+            .resolve_subject(&SubjectRef::Group(GroupRef::ByName("ops".into())))
+            .await
+            .unwrap(),
+        Subject::Group("g1".into())
+    );
+    let err = client
+        .resolve_group(&GroupRef::ById("g9".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "GroupNotFound");
+}
+
+#[tokio::test]
+async fn unusable_ids_send_nothing() {
+    let fake = FakeVultr::start(|_| Reply::empty(204)).await;
+    let client = fake.client();
+    let err = client
+        .revoke(POLICY, &Subject::User("..".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "UserNotFound");
+    assert!(fake.requests().is_empty());
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<RequestRecord>>);
+
+impl RequestObserver for Collect {
+    fn on_request(&self, record: &RequestRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+#[tokio::test]
+async fn observer_sees_route_status_and_limiter_wait() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::DELETE => Reply::error(404, "Not found."),
+        _ => Reply::json(200, json!({"users": []})),
+    })
+    .await;
+    let observer = Arc::new(Collect::default());
+    let mut config = fake.config();
+    config.observer = Some(observer.clone());
+    // Burst 1 at 20/s: the second request waits about 50 ms for the shared bucket.
+    config.limiter = RateLimiter::new(20.0, 1).unwrap();
+    let client = VultrClient::new(config).unwrap();
+    client.policy_user_ids(POLICY).await.unwrap();
+    client.clone().detach_user(POLICY, USER).await.unwrap_err();
+
+    let records = observer.0.lock().unwrap().clone();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].route, routes::LIST_POLICY_USERS);
+    assert_eq!(records[0].status, Some(200));
+    assert_eq!(records[0].outcome, "ok");
+    assert_eq!(records[1].route, routes::DETACH_USER);
+    assert_eq!(records[1].status, Some(404));
+    assert_eq!(records[1].outcome, "NotFound");
+    assert!(
+        records[1].limiter_wait >= Duration::from_millis(30),
+        "{:?}",
+        records[1].limiter_wait
+    );
+}
+
+/// Everything the client logs, at every level, from every crate, never shows the key.
+#[tokio::test]
+async fn the_key_never_appears_in_logs_or_errors() {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fake = FakeVultr::start(|r| match r.path.as_str() {
+        "/v2/users" => Reply::error(401, "Invalid API token."),
+        "/v2/groups" => Reply::error(429, "slow down").header("retry-after", "1"),
+        _ => Reply::error(500, "boom"),
+    })
+    .await;
+    let client = fake.client();
+    let mut shown = format!("{client:?} {:?}", fake.config());
+    for err in [
+        client.list_users().await.unwrap_err(),
+        client.list_groups().await.unwrap_err(),
+        client.list_policies().await.unwrap_err(),
+    ] {
+        shown.push_str(&format!("{err} {err:?}\n"));
+    }
+    let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("vultr_request"),
+        "the subscriber saw the requests: {logs}"
+    );
+    assert!(logs.contains("GET /v2/users"), "{logs}");
+    assert!(!logs.contains(TEST_KEY), "key in logs:\n{logs}");
+    assert!(!shown.contains(TEST_KEY), "key in errors:\n{shown}");
+}

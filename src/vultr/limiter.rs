@@ -1,0 +1,203 @@
+//! One process-wide token bucket in front of every Vultr request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Default sustained rate: a third of Vultr's documented 30 requests/second per IP,
+/// leaving room for other tools sharing the same egress address.
+pub const DEFAULT_PER_SECOND: f64 = 10.0;
+/// Default burst size.
+pub const DEFAULT_BURST: u32 = 10;
+
+/// An async token bucket. Clones share the same bucket.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    per_second: f64,
+    burst: f64,
+    // tokio's Mutex queues waiters in FIFO order, so holding it while sleeping gives
+    // fairness, and a cancelled acquire simply releases it without consuming a token.
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+/// A rate limit that cannot work (zero, negative, not a number, or a zero burst).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid Vultr rate limit: {per_second} requests/second with burst {burst} \
+     (the rate must be a positive number and the burst at least 1)"
+)]
+pub struct InvalidRateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimiter {
+    /// A bucket refilled at `per_second` tokens per second holding at most `burst`;
+    /// it starts full.
+    pub fn new(per_second: f64, burst: u32) -> Result<Self, InvalidRateLimit> {
+        if !per_second.is_finite() || per_second <= 0.0 || burst == 0 {
+            return Err(InvalidRateLimit { per_second, burst });
+        }
+        Ok(Self::build(per_second, burst))
+    }
+
+    fn build(per_second: f64, burst: u32) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                per_second,
+                burst: f64::from(burst),
+                bucket: Mutex::new(Bucket {
+                    tokens: f64::from(burst),
+                    refilled_at: Instant::now(),
+                }),
+            }),
+        }
+    }
+
+    /// Sustained rate, in requests per second.
+    pub fn per_second(&self) -> f64 {
+        self.inner.per_second
+    }
+
+    /// Maximum burst.
+    pub fn burst(&self) -> u32 {
+        // Built from a u32, so the conversion back is exact.
+        self.inner.burst as u32
+    }
+
+    /// Waits for a token and takes it. Returns how long the caller waited.
+    pub async fn acquire(&self) -> Duration {
+        let started = Instant::now();
+        let mut bucket = self.inner.bucket.lock().await;
+        self.refill(&mut bucket);
+        if bucket.tokens < 1.0 {
+            let missing = 1.0 - bucket.tokens;
+            tokio::time::sleep(Duration::from_secs_f64(missing / self.inner.per_second)).await;
+            self.refill(&mut bucket);
+        }
+        // Float rounding may leave a hair under 1.0 after the sleep; never go negative.
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        started.elapsed()
+    }
+
+    fn refill(&self, bucket: &mut Bucket) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(bucket.refilled_at);
+        bucket.tokens =
+            (bucket.tokens + elapsed.as_secs_f64() * self.inner.per_second).min(self.inner.burst);
+        bucket.refilled_at = now;
+    }
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::build(DEFAULT_PER_SECOND, DEFAULT_BURST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unusable_limits() {
+        assert!(RateLimiter::new(0.0, 1).is_err());
+        assert!(RateLimiter::new(-1.0, 1).is_err());
+        assert!(RateLimiter::new(f64::NAN, 1).is_err());
+        assert!(RateLimiter::new(f64::INFINITY, 1).is_err());
+        assert!(RateLimiter::new(1.0, 0).is_err());
+        let err = RateLimiter::new(0.0, 0).unwrap_err().to_string();
+        assert!(err.contains("positive"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn default_is_ten_per_second_burst_ten() {
+        let limiter = RateLimiter::default();
+        assert_eq!(limiter.per_second(), 10.0);
+        assert_eq!(limiter.burst(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_is_free_then_requests_are_spaced() {
+        let limiter = RateLimiter::new(10.0, 3).unwrap();
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.acquire().await, Duration::ZERO);
+        }
+        // The fourth waits for one token: 100 ms at 10/s.
+        let waited = limiter.acquire().await;
+        assert_eq!(waited, Duration::from_millis(100));
+        // Ten more take one second in total.
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        let total = start.elapsed();
+        assert!(
+            total >= Duration::from_millis(1100) && total < Duration::from_millis(1110),
+            "{total:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_refills_up_to_burst_only() {
+        let limiter = RateLimiter::new(2.0, 2).unwrap();
+        limiter.acquire().await;
+        limiter.acquire().await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(limiter.acquire().await, Duration::ZERO);
+        assert_eq!(limiter.acquire().await, Duration::ZERO);
+        assert_eq!(limiter.acquire().await, Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clones_share_one_bucket() {
+        let a = RateLimiter::new(1.0, 1).unwrap();
+        let b = a.clone();
+        assert_eq!(a.acquire().await, Duration::ZERO);
+        assert_eq!(b.acquire().await, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_waiters_are_served_in_turn() {
+        let limiter = RateLimiter::new(5.0, 1).unwrap();
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire().await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // 1 immediate + 4 spaced by 200 ms.
+        let total = start.elapsed();
+        assert!(
+            total >= Duration::from_millis(800) && total < Duration::from_millis(810),
+            "{total:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_acquire_does_not_consume_a_token() {
+        let limiter = RateLimiter::new(1.0, 1).unwrap();
+        limiter.acquire().await;
+        // Give up after half the wait; the token must still be there for the next caller.
+        let cancelled = tokio::time::timeout(Duration::from_millis(500), limiter.acquire()).await;
+        assert!(cancelled.is_err());
+        assert_eq!(limiter.acquire().await, Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,35 @@
+//! Client of the Vultr IAM API: typed errors with stable reasons, a process-wide rate
+//! limiter, cursor pagination, both attachment listing shapes, name/email resolution.
+
+mod api_key;
+mod attachments;
+mod client;
+mod config;
+mod endpoints;
+mod error;
+mod grants;
+mod limiter;
+mod model;
+mod observe;
+mod pagination;
+mod resolve;
+mod response;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod http_tests;
+
+pub use api_key::{API_KEY_ENV, ApiKey, ApiKeyError};
+pub use client::VultrClient;
+pub use config::{
+    ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+};
+pub use endpoints::routes;
+pub use error::VultrError;
+pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimiter};
+pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Subject, SubjectKind, User};
+pub use observe::{RequestObserver, RequestRecord};
+pub use pagination::{MAX_PAGES, PER_PAGE};
+pub use resolve::{GroupRef, PolicyRef, SubjectRef, UserRef};
+pub use response::{MAX_RETRY_AFTER, parse_retry_after};

@@ -1,0 +1,183 @@
+//! Vultr IAM objects and the operator's view of a grant's subject.
+//!
+//! Parsing is lenient: unknown fields are ignored and everything but `id` may be missing
+//! or `null`, because the contract was pieced together from sources that disagree.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+/// A Vultr IAM policy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Policy {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Kept as raw JSON: the operator never interprets it.
+    #[serde(default)]
+    pub policy_document: Option<serde_json::Value>,
+    /// Raw JSON: sources disagree on whether it is a number or a string.
+    #[serde(default)]
+    pub version: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub is_system_policy: bool,
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
+/// A Vultr user of the organization.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub email: String,
+    #[serde(default)]
+    pub api_enabled: Option<bool>,
+    #[serde(default)]
+    pub service_user: Option<bool>,
+}
+
+/// A Vultr user group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Group {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub display_name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
+/// What a policy is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    User,
+    Group,
+}
+
+impl SubjectKind {
+    /// "User" or "Group", as written to `status.subjectKind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Group => "Group",
+        }
+    }
+}
+
+impl fmt::Display for SubjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resolved subject: a Vultr user or group by ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    User(String),
+    Group(String),
+}
+
+impl Subject {
+    pub fn kind(&self) -> SubjectKind {
+        match self {
+            Self::User(_) => SubjectKind::User,
+            Self::Group(_) => SubjectKind::Group,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(id) | Self::Group(id) => id,
+        }
+    }
+
+    /// Builds a subject from its kind and ID (e.g. from a recorded status).
+    pub fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
+        match kind {
+            SubjectKind::User => Self::User(id.into()),
+            SubjectKind::Group => Self::Group(id.into()),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind(), self.id())
+    }
+}
+
+/// Result of [`super::VultrClient::ensure_attached`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// This call created the attachment.
+    Attached,
+    /// The listing already showed it; nothing was changed.
+    AlreadyAttached,
+}
+
+/// Result of [`super::VultrClient::revoke`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Vultr confirmed the detach.
+    Revoked,
+    /// Vultr answered 404: nothing was left to revoke.
+    AlreadyAbsent,
+}
+
+/// `null` reads as the type's default, like a missing field.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_parses_govultr_shape_and_ignores_unknown_fields() {
+        let p: Policy = serde_json::from_str(
+            r#"{"id":"p1","name":"dns-admin","description":"d",
+                "policy_document":{"Version":"2024-01-01","Statement":[]},
+                "version":3,"is_system_policy":true,"date_created":"2024-01-01T00:00:00Z",
+                "something_new":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.id, "p1");
+        assert_eq!(p.name, "dns-admin");
+        assert!(p.is_system_policy);
+    }
+
+    #[test]
+    fn minimal_and_null_fields_are_fine() {
+        let p: Policy = serde_json::from_str(r#"{"id":"p1","name":null}"#).unwrap();
+        assert_eq!(p.name, "");
+        let u: User = serde_json::from_str(r#"{"id":"u1","email":null}"#).unwrap();
+        assert_eq!(u.email, "");
+        let g: Group = serde_json::from_str(r#"{"id":"g1"}"#).unwrap();
+        assert_eq!(g.display_name, "");
+    }
+
+    #[test]
+    fn missing_id_is_an_error() {
+        assert!(serde_json::from_str::<User>(r#"{"email":"a@b.c"}"#).is_err());
+    }
+
+    #[test]
+    fn subject_helpers() {
+        let s = Subject::new(SubjectKind::Group, "g1");
+        assert_eq!(s, Subject::Group("g1".into()));
+        assert_eq!(s.kind().as_str(), "Group");
+        assert_eq!(s.id(), "g1");
+        assert_eq!(s.to_string(), "Group g1");
+    }
+}

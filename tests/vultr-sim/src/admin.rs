@@ -1,0 +1,206 @@
+//! The control API under `/_sim`: unauthenticated, not rate limited, not journaled.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde::Serialize;
+
+use crate::config::{Behaviour, RateLimit};
+use crate::error::ApiError;
+use crate::extract::{Ids, JsonBody, json};
+use crate::faults::Fault;
+use crate::seed::{Seed, SeedGroup, SeedPolicy, SeedUser};
+use crate::shared::Shared;
+use crate::state::{AttachOutcome, DetachOutcome};
+
+type Sh = State<Arc<Shared>>;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sim/state", get(state))
+        .route("/_sim/seed", post(load_seed))
+        .route("/_sim/policies", post(add_policy))
+        .route("/_sim/policies/{policy_id}", delete(remove_policy))
+        .route("/_sim/users", post(add_user))
+        .route("/_sim/users/{user_id}", delete(remove_user))
+        .route("/_sim/groups", post(add_group))
+        .route("/_sim/groups/{group_id}", delete(remove_group))
+        .route(
+            "/_sim/groups/{group_id}/users/{user_id}",
+            put(add_member).delete(remove_member),
+        )
+        .route(
+            "/_sim/policies/{policy_id}/users/{user_id}",
+            put(attach_user).delete(detach_user),
+        )
+        .route(
+            "/_sim/policies/{policy_id}/groups/{group_id}",
+            put(attach_group).delete(detach_group),
+        )
+        .route("/_sim/journal", get(journal).delete(clear_journal))
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/_sim/faults/{fault_id}", delete(remove_fault))
+        .route("/_sim/behaviour", get(get_behaviour).put(set_behaviour))
+        .route("/_sim/rate-limit", get(get_rate_limit).put(set_rate_limit))
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// 204 if something was found (and changed), 404 otherwise.
+fn found(ok: bool) -> Response {
+    if ok {
+        no_content()
+    } else {
+        ApiError::not_found().into_response()
+    }
+}
+
+fn created<T: Serialize>(result: Result<T, String>) -> Response {
+    match result {
+        Ok(item) => json(StatusCode::CREATED, &item),
+        Err(id) => ApiError::conflict(format!("id {id} already exists")).into_response(),
+    }
+}
+
+/// Out-of-band attach is idempotent: 204 whether new or present.
+fn attached(outcome: AttachOutcome) -> Response {
+    found(matches!(
+        outcome,
+        AttachOutcome::Created | AttachOutcome::AlreadyAttached
+    ))
+}
+
+fn detached(outcome: DetachOutcome) -> Response {
+    found(outcome == DetachOutcome::Removed)
+}
+
+async fn state(State(sh): Sh) -> Response {
+    json(StatusCode::OK, &sh.snapshot())
+}
+
+async fn load_seed(State(sh): Sh, JsonBody(seed): JsonBody<Seed>) -> Response {
+    match sh.load_seed(&seed) {
+        Ok(()) => no_content(),
+        Err(e) => ApiError::bad_request(e.to_string()).into_response(),
+    }
+}
+
+async fn add_policy(State(sh): Sh, JsonBody(p): JsonBody<SeedPolicy>) -> Response {
+    created(sh.add_policy(&p))
+}
+
+async fn remove_policy(State(sh): Sh, Ids(id): Ids<String>) -> Response {
+    found(sh.remove_policy(&id))
+}
+
+async fn add_user(State(sh): Sh, JsonBody(u): JsonBody<SeedUser>) -> Response {
+    created(sh.add_user(&u))
+}
+
+async fn remove_user(State(sh): Sh, Ids(id): Ids<String>) -> Response {
+    found(sh.remove_user(&id))
+}
+
+async fn add_group(State(sh): Sh, JsonBody(g): JsonBody<SeedGroup>) -> Response {
+    created(sh.add_group(&g))
+}
+
+async fn remove_group(State(sh): Sh, Ids(id): Ids<String>) -> Response {
+    found(sh.remove_group(&id))
+}
+
+async fn add_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {
+    // Idempotent like the attachments: 204 if the pair is members afterwards.
+    found(sh.add_member(&g, &u) || sh.is_member(&g, &u))
+}
+
+async fn remove_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {
+    found(sh.remove_member(&g, &u))
+}
+
+async fn attach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
+    attached(sh.attach_user(&p, &u))
+}
+
+async fn detach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
+    detached(sh.detach_user(&p, &u))
+}
+
+async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
+    attached(sh.attach_group(&p, &g))
+}
+
+async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
+    detached(sh.detach_group(&p, &g))
+}
+
+async fn journal(State(sh): Sh) -> Response {
+    json(StatusCode::OK, &sh.journal())
+}
+
+async fn clear_journal(State(sh): Sh) -> Response {
+    sh.clear_journal();
+    no_content()
+}
+
+#[derive(Serialize)]
+struct FaultWithId {
+    id: u64,
+    #[serde(flatten)]
+    fault: Fault,
+}
+
+async fn list_faults(State(sh): Sh) -> Response {
+    let faults: Vec<FaultWithId> = sh
+        .faults()
+        .into_iter()
+        .map(|(id, fault)| FaultWithId { id, fault })
+        .collect();
+    json(StatusCode::OK, &faults)
+}
+
+async fn add_fault(State(sh): Sh, JsonBody(fault): JsonBody<Fault>) -> Response {
+    let id = sh.add_fault(fault);
+    json(StatusCode::CREATED, &serde_json::json!({ "id": id }))
+}
+
+async fn remove_fault(State(sh): Sh, Ids(id): Ids<u64>) -> Response {
+    found(sh.remove_fault(id))
+}
+
+async fn clear_faults(State(sh): Sh) -> Response {
+    sh.clear_faults();
+    no_content()
+}
+
+async fn get_behaviour(State(sh): Sh) -> Response {
+    json(StatusCode::OK, &sh.behaviour())
+}
+
+/// Fields left out keep their defaults (not their current values).
+async fn set_behaviour(State(sh): Sh, JsonBody(b): JsonBody<Behaviour>) -> Response {
+    if let Err(e) = b.validate() {
+        return ApiError::bad_request(e).into_response();
+    }
+    sh.set_behaviour(b);
+    json(StatusCode::OK, &b)
+}
+
+async fn get_rate_limit(State(sh): Sh) -> Response {
+    json(StatusCode::OK, &sh.rate_limit())
+}
+
+/// A `RateLimit` object, or `null` to turn limiting off.
+async fn set_rate_limit(State(sh): Sh, JsonBody(r): JsonBody<Option<RateLimit>>) -> Response {
+    sh.set_rate_limit(r);
+    json(StatusCode::OK, &sh.rate_limit())
+}

@@ -1,0 +1,135 @@
+//! Start-up configuration and the switchable "undocumented" behaviours.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::seed::Seed;
+
+/// Everything [`crate::Sim::start`] needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimConfig {
+    /// Address to bind; port 0 picks a free one. Loopback unless told otherwise.
+    pub listen: SocketAddr,
+    /// Keys with full access.
+    pub api_keys: Vec<String>,
+    /// Keys that may read but get 403 on POST and DELETE.
+    pub read_only_keys: Vec<String>,
+    /// Token bucket over all `/v2` requests; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+    /// Initial shape of the attachment listings (also switchable at run time).
+    pub listing_shape: ListingShape,
+    /// Organization loaded at start.
+    pub seed: Seed,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_keys: vec!["test-key".to_owned()],
+            read_only_keys: Vec::new(),
+            rate_limit: Some(RateLimit::default()),
+            listing_shape: ListingShape::Govultr,
+            seed: Seed::default(),
+        }
+    }
+}
+
+/// Token bucket parameters. A `per_second` of zero or less means "no limit".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    /// Vultr's documented limit: about 30 requests per second.
+    fn default() -> Self {
+        Self {
+            per_second: 30.0,
+            burst: 30,
+        }
+    }
+}
+
+/// The two shapes the contract allows for `GET /v2/policies/{id}/users|groups`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListingShape {
+    /// `{"users":[{id,name,email,...}]}`, what govultr decodes.
+    #[default]
+    Govultr,
+    /// `{"policy_user_relationships":[{user_id,policy_id,...}]}`, the OpenAPI document's.
+    Relationships,
+}
+
+impl fmt::Display for ListingShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Govultr => "govultr",
+            Self::Relationships => "relationships",
+        })
+    }
+}
+
+impl FromStr for ListingShape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "govultr" => Ok(Self::Govultr),
+            "relationships" => Ok(Self::Relationships),
+            other => Err(format!(
+                "unknown listing shape {other:?} (govultr or relationships)"
+            )),
+        }
+    }
+}
+
+/// The behaviours the contract leaves open, selectable at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Behaviour {
+    /// Status for POST attach of a pair that is already attached (201, 400, 409, 422...).
+    pub attach_existing: u16,
+    /// Status for DELETE of an absent pair or unknown policy/user/group (404 or 204).
+    pub detach_absent: u16,
+    /// A fresh attach made through `/v2` stays out of listings for this long.
+    #[serde(rename = "listing_lag_ms", with = "crate::timefmt::duration_ms")]
+    pub listing_lag: Duration,
+    /// Shape of the attachment listings.
+    pub listing_shape: ListingShape,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            attach_existing: 201,
+            detach_absent: 404,
+            listing_lag: Duration::ZERO,
+            listing_shape: ListingShape::Govultr,
+        }
+    }
+}
+
+impl Behaviour {
+    /// Rejects statuses that cannot be sent as an HTTP status line.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        for (name, code) in [
+            ("attach_existing", self.attach_existing),
+            ("detach_absent", self.detach_absent),
+        ] {
+            if !(200..=599).contains(&code) {
+                return Err(format!(
+                    "{name} must be an HTTP status 200..=599, got {code}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

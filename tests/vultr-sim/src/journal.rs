@@ -1,0 +1,50 @@
+//! The request journal: one entry per `/v2` request, faulted ones included.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Bounds memory under a benchmark; the oldest entries go first.
+const CAPACITY: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Raw query string, empty if none.
+    pub query: String,
+    /// Method and route template, e.g. `DELETE /v2/policies/{policy_id}/users/{user_id}`;
+    /// the template is `(unmatched)` for unknown paths.
+    pub route: String,
+    /// Status sent; 0 when a hang or drop fault sent none.
+    pub status: u16,
+    /// When the request arrived, as unix milliseconds in JSON.
+    #[serde(with = "crate::timefmt::unix_ms")]
+    pub at: SystemTime,
+    /// Time from arrival to the response (or to the hang/drop decision).
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    entries: VecDeque<JournalEntry>,
+}
+
+impl Journal {
+    pub(crate) fn record(&mut self, entry: JournalEntry) {
+        if self.entries.len() == CAPACITY {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+    }
+
+    pub(crate) fn entries(&self) -> Vec<JournalEntry> {
+        self.entries.iter().cloned().collect()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}

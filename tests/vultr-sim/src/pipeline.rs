@@ -1,0 +1,110 @@
+//! What happens to every `/v2` request before its handler: journaling, faults,
+//! rate limiting and authentication, in that order (an outage answers before
+//! anything else looks at the request).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::faults::FaultKind;
+use crate::journal::JournalEntry;
+use crate::server::ConnControl;
+use crate::shared::{Access, Shared, lock};
+use crate::timefmt::retry_after_secs;
+
+fn is_v2(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
+pub(crate) async fn v2_pipeline(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !is_v2(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    let entry = JournalEntry {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        route: format!(
+            "{} {}",
+            req.method(),
+            req.extensions()
+                .get::<MatchedPath>()
+                .map_or("(unmatched)", MatchedPath::as_str)
+        ),
+        status: 0,
+        at: SystemTime::now(),
+        latency_ms: 0.0,
+    };
+    let record = |mut entry: JournalEntry, status: u16| {
+        entry.status = status;
+        entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        lock(&shared.journal).record(entry);
+    };
+
+    let decision =
+        lock(&shared.faults).decide(&entry.method, &entry.path, started, rand::random::<f64>);
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let response = match decision.terminal {
+        Some(FaultKind::Status {
+            status,
+            retry_after,
+        }) => ApiError::from_code(status)
+            .with_retry_after(retry_after)
+            .into_response(),
+        Some(FaultKind::Hang) => {
+            record(entry, 0);
+            return std::future::pending().await;
+        }
+        Some(FaultKind::Drop) => {
+            record(entry, 0);
+            if let Some(conn) = req.extensions().get::<ConnControl>() {
+                conn.kill();
+            }
+            // The connection task drops this future together with the connection.
+            return std::future::pending().await;
+        }
+        Some(FaultKind::Latency { .. }) | None => match admit(&shared, &req) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
+    };
+    record(entry, response.status().as_u16());
+    response
+}
+
+/// Rate limit, then bearer-key authentication.
+fn admit(shared: &Shared, req: &Request) -> Result<(), ApiError> {
+    if let Some(bucket) = lock(&shared.limiter).as_mut() {
+        bucket
+            .try_take(Instant::now())
+            .map_err(|wait| ApiError::too_many_requests(retry_after_secs(wait)))?;
+    }
+    let key = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(ApiError::unauthorized)?;
+    match shared.access(key) {
+        None => Err(ApiError::unauthorized()),
+        Some(Access::ReadOnly) if is_write(req.method()) => Err(ApiError::forbidden()),
+        Some(_) => Ok(()),
+    }
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}

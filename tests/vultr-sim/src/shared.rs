@@ -1,0 +1,190 @@
+//! State shared by the server tasks and the [`crate::Sim`] handle.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use crate::config::{Behaviour, RateLimit, SimConfig};
+use crate::faults::{Fault, FaultSet};
+use crate::journal::{Journal, JournalEntry};
+use crate::ratelimit::TokenBucket;
+use crate::seed::{Seed, SeedError, SeedGroup, SeedPolicy, SeedUser};
+use crate::state::{AttachOutcome, DetachOutcome, Group, Policy, Snapshot, Store, User};
+
+/// `assigned_by` of attachments made out of band.
+const ADMIN: &str = "sim-admin";
+
+/// Locks a mutex; a panic elsewhere while holding it leaves data that is still
+/// consistent enough for a test double, so poisoning is ignored.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Full,
+    ReadOnly,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Mutex<Store>,
+    pub(crate) journal: Mutex<Journal>,
+    pub(crate) faults: Mutex<FaultSet>,
+    pub(crate) limiter: Mutex<Option<TokenBucket>>,
+    pub(crate) behaviour: Mutex<Behaviour>,
+    api_keys: HashSet<String>,
+    read_only_keys: HashSet<String>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &SimConfig) -> Result<Self, SeedError> {
+        let mut store = Store::default();
+        config.seed.apply(&mut store, SystemTime::now())?;
+        let behaviour = Behaviour {
+            listing_shape: config.listing_shape,
+            ..Behaviour::default()
+        };
+        Ok(Self {
+            store: Mutex::new(store),
+            journal: Mutex::default(),
+            faults: Mutex::default(),
+            limiter: Mutex::new(
+                config
+                    .rate_limit
+                    .and_then(|r| TokenBucket::new(r, Instant::now())),
+            ),
+            behaviour: Mutex::new(behaviour),
+            api_keys: config.api_keys.iter().cloned().collect(),
+            read_only_keys: config.read_only_keys.iter().cloned().collect(),
+        })
+    }
+
+    /// A key listed as read-only is read-only even if also listed as full.
+    pub(crate) fn access(&self, key: &str) -> Option<Access> {
+        if self.read_only_keys.contains(key) {
+            Some(Access::ReadOnly)
+        } else if self.api_keys.contains(key) {
+            Some(Access::Full)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn behaviour(&self) -> Behaviour {
+        *lock(&self.behaviour)
+    }
+
+    pub(crate) fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        *lock(&self.limiter) = limit.and_then(|r| TokenBucket::new(r, Instant::now()));
+    }
+
+    pub(crate) fn rate_limit(&self) -> Option<RateLimit> {
+        lock(&self.limiter).as_ref().map(TokenBucket::limit)
+    }
+
+    /// Loads a seed all or nothing.
+    pub(crate) fn load_seed(&self, seed: &Seed) -> Result<(), SeedError> {
+        let mut store = lock(&self.store);
+        let mut copy = store.clone();
+        seed.apply(&mut copy, SystemTime::now())?;
+        *store = copy;
+        Ok(())
+    }
+
+    // The control operations below back both the Sim handle and /_sim; out-of-band
+    // changes are visible in listings at once and are not journaled.
+
+    /// Err carries an id that already exists.
+    pub(crate) fn add_policy(&self, p: &SeedPolicy) -> Result<Policy, String> {
+        lock(&self.store).add_policy(p, SystemTime::now())
+    }
+
+    pub(crate) fn add_user(&self, u: &SeedUser) -> Result<User, String> {
+        lock(&self.store).add_user(u, SystemTime::now())
+    }
+
+    pub(crate) fn add_group(&self, g: &SeedGroup) -> Result<Group, String> {
+        lock(&self.store).add_group(g, SystemTime::now())
+    }
+
+    pub(crate) fn remove_policy(&self, id: &str) -> bool {
+        lock(&self.store).remove_policy(id)
+    }
+
+    pub(crate) fn remove_user(&self, id: &str) -> bool {
+        lock(&self.store).remove_user(id)
+    }
+
+    pub(crate) fn remove_group(&self, id: &str) -> bool {
+        lock(&self.store).remove_group(id)
+    }
+
+    pub(crate) fn attach_user(&self, policy: &str, user: &str) -> AttachOutcome {
+        lock(&self.store).attach_user(policy, user, SystemTime::now(), None, ADMIN)
+    }
+
+    pub(crate) fn detach_user(&self, policy: &str, user: &str) -> DetachOutcome {
+        lock(&self.store).detach_user(policy, user)
+    }
+
+    pub(crate) fn attach_group(&self, policy: &str, group: &str) -> AttachOutcome {
+        lock(&self.store).attach_group(policy, group, SystemTime::now(), None, ADMIN)
+    }
+
+    pub(crate) fn detach_group(&self, policy: &str, group: &str) -> DetachOutcome {
+        lock(&self.store).detach_group(policy, group)
+    }
+
+    pub(crate) fn add_member(&self, group: &str, user: &str) -> bool {
+        lock(&self.store).add_member(group, user)
+    }
+
+    pub(crate) fn is_member(&self, group: &str, user: &str) -> bool {
+        lock(&self.store).is_member(group, user)
+    }
+
+    pub(crate) fn remove_member(&self, group: &str, user: &str) -> bool {
+        lock(&self.store).remove_member(group, user)
+    }
+
+    pub(crate) fn is_user_attached(&self, policy: &str, user: &str) -> bool {
+        lock(&self.store).is_user_attached(policy, user)
+    }
+
+    pub(crate) fn is_group_attached(&self, policy: &str, group: &str) -> bool {
+        lock(&self.store).is_group_attached(policy, group)
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        lock(&self.store).snapshot(Instant::now())
+    }
+
+    pub(crate) fn journal(&self) -> Vec<JournalEntry> {
+        lock(&self.journal).entries()
+    }
+
+    pub(crate) fn clear_journal(&self) {
+        lock(&self.journal).clear();
+    }
+
+    pub(crate) fn add_fault(&self, fault: Fault) -> u64 {
+        lock(&self.faults).add(fault, Instant::now())
+    }
+
+    pub(crate) fn remove_fault(&self, id: u64) -> bool {
+        lock(&self.faults).remove(id)
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    pub(crate) fn faults(&self) -> Vec<(u64, Fault)> {
+        lock(&self.faults).list(Instant::now())
+    }
+
+    pub(crate) fn set_behaviour(&self, b: Behaviour) {
+        *lock(&self.behaviour) = b;
+    }
+}

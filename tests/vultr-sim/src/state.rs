@@ -1,0 +1,536 @@
+//! The in-memory organization: policies, users, groups, attachments, membership.
+//!
+//! Tables keep insertion order so pagination is stable between pages.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::seed::{SeedGroup, SeedPolicy, SeedUser};
+use crate::timefmt::rfc3339;
+
+/// A policy as `/v2/policies` serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub policy_document: Value,
+    pub version: String,
+    pub is_system_policy: bool,
+    pub date_created: String,
+}
+
+/// A user as `/v2/users` serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub api_enabled: bool,
+    pub service_user: bool,
+    pub date_created: String,
+}
+
+/// A group as `/v2/groups` serves it (members are added when serving).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub date_created: String,
+}
+
+/// One policy attachment, to a user or a group, in [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub policy_id: String,
+    /// User id or group id, depending on the list it is in.
+    pub target_id: String,
+    pub date_assigned: String,
+    pub assigned_by: String,
+    /// False while the listing lag hides it from `/v2` listings.
+    pub visible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub group_id: String,
+    pub user_id: String,
+}
+
+/// Everything the simulator holds, as `GET /_sim/state` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub policies: Vec<Policy>,
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    pub user_attachments: Vec<AttachmentView>,
+    pub group_attachments: Vec<AttachmentView>,
+    pub group_members: Vec<MemberView>,
+}
+
+/// Insertion-ordered table keyed by id.
+#[derive(Debug, Clone)]
+pub(crate) struct Table<T> {
+    order: Vec<String>,
+    by_id: HashMap<String, T>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            order: Vec::new(),
+            by_id: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Table<T> {
+    fn insert(&mut self, id: String, value: T) -> Result<(), String> {
+        if self.by_id.contains_key(&id) {
+            return Err(id);
+        }
+        self.order.push(id.clone());
+        self.by_id.insert(id, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        if self.by_id.remove(id).is_some() {
+            self.order.retain(|x| x != id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&T> {
+        self.by_id.get(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Items in insertion order from `offset`, at most `limit`.
+    pub(crate) fn slice(&self, offset: usize, limit: usize) -> impl Iterator<Item = &T> {
+        self.order
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|id| self.by_id.get(id))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slice(0, usize::MAX)
+    }
+}
+
+/// An attachment of a policy to a user or group.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) target: String,
+    pub(crate) date_assigned: String,
+    pub(crate) assigned_by: String,
+    /// Listings show the link only from this instant on (the listing lag).
+    pub(crate) visible_at: Instant,
+}
+
+/// Attachments per policy, in attach order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Links {
+    by_policy: HashMap<String, Vec<Link>>,
+}
+
+impl Links {
+    fn contains(&self, policy: &str, target: &str) -> bool {
+        self.by_policy
+            .get(policy)
+            .is_some_and(|v| v.iter().any(|l| l.target == target))
+    }
+
+    fn insert(&mut self, policy: &str, link: Link) {
+        self.by_policy
+            .entry(policy.to_owned())
+            .or_default()
+            .push(link);
+    }
+
+    fn remove(&mut self, policy: &str, target: &str) -> bool {
+        let Some(v) = self.by_policy.get_mut(policy) else {
+            return false;
+        };
+        let before = v.len();
+        v.retain(|l| l.target != target);
+        before != v.len()
+    }
+
+    fn remove_policy(&mut self, policy: &str) {
+        self.by_policy.remove(policy);
+    }
+
+    fn remove_target(&mut self, target: &str) {
+        for v in self.by_policy.values_mut() {
+            v.retain(|l| l.target != target);
+        }
+    }
+
+    /// Links of `policy` that listings may show at `now`.
+    pub(crate) fn visible(&self, policy: &str, now: Instant) -> Vec<&Link> {
+        self.by_policy
+            .get(policy)
+            .map(|v| v.iter().filter(|l| l.visible_at <= now).collect())
+            .unwrap_or_default()
+    }
+
+    fn views(&self, order: &[String], now: Instant) -> Vec<AttachmentView> {
+        order
+            .iter()
+            .flat_map(|p| {
+                self.by_policy
+                    .get(p)
+                    .into_iter()
+                    .flatten()
+                    .map(|l| AttachmentView {
+                        policy_id: p.clone(),
+                        target_id: l.target.clone(),
+                        date_assigned: l.date_assigned.clone(),
+                        assigned_by: l.assigned_by.clone(),
+                        visible: l.visible_at <= now,
+                    })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttachOutcome {
+    Created,
+    AlreadyAttached,
+    UnknownPolicy,
+    UnknownTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DetachOutcome {
+    Removed,
+    NotAttached,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Store {
+    pub(crate) policies: Table<Policy>,
+    pub(crate) users: Table<User>,
+    pub(crate) groups: Table<Group>,
+    pub(crate) user_links: Links,
+    pub(crate) group_links: Links,
+    /// (group id, user id) pairs.
+    members: Vec<(String, String)>,
+}
+
+fn new_id(given: &Option<String>) -> String {
+    given
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// A plausible document: the part of the name before the first '-' as the service.
+fn document_for(name: &str) -> Value {
+    let service = name.split('-').next().unwrap_or(name);
+    json!({
+        "Version": "2024-01-01",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": [format!("{service}:*")],
+            "Resource": ["*"],
+        }],
+    })
+}
+
+impl Store {
+    /// Err carries the id that already exists.
+    pub(crate) fn add_policy(&mut self, p: &SeedPolicy, now: SystemTime) -> Result<Policy, String> {
+        let policy = Policy {
+            id: new_id(&p.id),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            policy_document: document_for(&p.name),
+            version: "1".to_owned(),
+            is_system_policy: false,
+            date_created: rfc3339(now),
+        };
+        self.policies.insert(policy.id.clone(), policy.clone())?;
+        Ok(policy)
+    }
+
+    pub(crate) fn add_user(&mut self, u: &SeedUser, now: SystemTime) -> Result<User, String> {
+        let name = if u.name.is_empty() {
+            u.email.split('@').next().unwrap_or_default().to_owned()
+        } else {
+            u.name.clone()
+        };
+        let (first, last) = match name.split_once(' ') {
+            Some((f, l)) => (f.to_owned(), l.to_owned()),
+            None => (name.clone(), String::new()),
+        };
+        let user = User {
+            id: new_id(&u.id),
+            name,
+            email: u.email.clone(),
+            first_name: first,
+            last_name: last,
+            api_enabled: true,
+            service_user: false,
+            date_created: rfc3339(now),
+        };
+        self.users.insert(user.id.clone(), user.clone())?;
+        Ok(user)
+    }
+
+    pub(crate) fn add_group(&mut self, g: &SeedGroup, now: SystemTime) -> Result<Group, String> {
+        let group = Group {
+            id: new_id(&g.id),
+            display_name: g.display_name.clone(),
+            description: String::new(),
+            date_created: rfc3339(now),
+        };
+        self.groups.insert(group.id.clone(), group.clone())?;
+        Ok(group)
+    }
+
+    /// Removing an entity removes its attachments and memberships too.
+    pub(crate) fn remove_policy(&mut self, id: &str) -> bool {
+        self.user_links.remove_policy(id);
+        self.group_links.remove_policy(id);
+        self.policies.remove(id)
+    }
+
+    pub(crate) fn remove_user(&mut self, id: &str) -> bool {
+        self.user_links.remove_target(id);
+        self.members.retain(|(_, u)| u != id);
+        self.users.remove(id)
+    }
+
+    pub(crate) fn remove_group(&mut self, id: &str) -> bool {
+        self.group_links.remove_target(id);
+        self.members.retain(|(g, _)| g != id);
+        self.groups.remove(id)
+    }
+
+    /// `visible_at: None` makes the attachment visible at once.
+    pub(crate) fn attach_user(
+        &mut self,
+        policy: &str,
+        user: &str,
+        now: SystemTime,
+        visible_at: Option<Instant>,
+        by: &str,
+    ) -> AttachOutcome {
+        let known = self.users.get(user).is_some();
+        attach(
+            &self.policies,
+            known,
+            &mut self.user_links,
+            (policy, user),
+            now,
+            visible_at,
+            by,
+        )
+    }
+
+    pub(crate) fn attach_group(
+        &mut self,
+        policy: &str,
+        group: &str,
+        now: SystemTime,
+        visible_at: Option<Instant>,
+        by: &str,
+    ) -> AttachOutcome {
+        let known = self.groups.get(group).is_some();
+        attach(
+            &self.policies,
+            known,
+            &mut self.group_links,
+            (policy, group),
+            now,
+            visible_at,
+            by,
+        )
+    }
+
+    pub(crate) fn detach_user(&mut self, policy: &str, user: &str) -> DetachOutcome {
+        outcome(self.user_links.remove(policy, user))
+    }
+
+    pub(crate) fn detach_group(&mut self, policy: &str, group: &str) -> DetachOutcome {
+        outcome(self.group_links.remove(policy, group))
+    }
+
+    pub(crate) fn is_user_attached(&self, policy: &str, user: &str) -> bool {
+        self.user_links.contains(policy, user)
+    }
+
+    pub(crate) fn is_group_attached(&self, policy: &str, group: &str) -> bool {
+        self.group_links.contains(policy, group)
+    }
+
+    /// False if either id is unknown or the user is already a member.
+    pub(crate) fn add_member(&mut self, group: &str, user: &str) -> bool {
+        if self.groups.get(group).is_none()
+            || self.users.get(user).is_none()
+            || self.is_member(group, user)
+        {
+            return false;
+        }
+        self.members.push((group.to_owned(), user.to_owned()));
+        true
+    }
+
+    pub(crate) fn is_member(&self, group: &str, user: &str) -> bool {
+        self.members.iter().any(|(g, u)| g == group && u == user)
+    }
+
+    pub(crate) fn remove_member(&mut self, group: &str, user: &str) -> bool {
+        let before = self.members.len();
+        self.members.retain(|(g, u)| !(g == group && u == user));
+        before != self.members.len()
+    }
+
+    /// Users in `group`, in the order they joined.
+    pub(crate) fn members_of(&self, group: &str) -> Vec<&User> {
+        self.members
+            .iter()
+            .filter(|(g, _)| g == group)
+            .filter_map(|(_, u)| self.users.get(u))
+            .collect()
+    }
+
+    /// (direct, inherited through groups) policies of a user as listings see them
+    /// at `now`, each in policy order; `None` if the user is unknown.
+    pub(crate) fn user_policies(
+        &self,
+        user: &str,
+        now: Instant,
+    ) -> Option<(Vec<&Policy>, Vec<&Policy>)> {
+        self.users.get(user)?;
+        let groups: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|(_, u)| u == user)
+            .map(|(g, _)| g.as_str())
+            .collect();
+        let mut direct = Vec::new();
+        let mut inherited = Vec::new();
+        for p in self.policies.iter() {
+            if self
+                .user_links
+                .visible(&p.id, now)
+                .iter()
+                .any(|l| l.target == user)
+            {
+                direct.push(p);
+            }
+            if self
+                .group_links
+                .visible(&p.id, now)
+                .iter()
+                .any(|l| groups.contains(&l.target.as_str()))
+            {
+                inherited.push(p);
+            }
+        }
+        Some((direct, inherited))
+    }
+
+    /// Resolution helpers for seeds: (id match, natural-key matches).
+    pub(crate) fn policy_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
+        let by_id = self.policies.get(r).map(|p| p.id.clone());
+        let by_key = self
+            .policies
+            .iter()
+            .filter(|p| p.name == r)
+            .map(|p| p.id.clone());
+        (by_id, by_key.collect())
+    }
+
+    pub(crate) fn user_ids_with_email(&self, r: &str) -> (Option<String>, Vec<String>) {
+        let by_id = self.users.get(r).map(|u| u.id.clone());
+        let by_key = self
+            .users
+            .iter()
+            .filter(|u| u.email == r)
+            .map(|u| u.id.clone());
+        (by_id, by_key.collect())
+    }
+
+    pub(crate) fn group_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
+        let by_id = self.groups.get(r).map(|g| g.id.clone());
+        let by_key = self
+            .groups
+            .iter()
+            .filter(|g| g.display_name == r)
+            .map(|g| g.id.clone());
+        (by_id, by_key.collect())
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            policies: self.policies.iter().cloned().collect(),
+            users: self.users.iter().cloned().collect(),
+            groups: self.groups.iter().cloned().collect(),
+            user_attachments: self.user_links.views(&self.policies.order, now),
+            group_attachments: self.group_links.views(&self.policies.order, now),
+            group_members: self
+                .members
+                .iter()
+                .map(|(g, u)| MemberView {
+                    group_id: g.clone(),
+                    user_id: u.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn attach(
+    policies: &Table<Policy>,
+    target_known: bool,
+    links: &mut Links,
+    (policy, target): (&str, &str),
+    now: SystemTime,
+    visible_at: Option<Instant>,
+    by: &str,
+) -> AttachOutcome {
+    if policies.get(policy).is_none() {
+        return AttachOutcome::UnknownPolicy;
+    }
+    if !target_known {
+        return AttachOutcome::UnknownTarget;
+    }
+    if links.contains(policy, target) {
+        return AttachOutcome::AlreadyAttached;
+    }
+    links.insert(
+        policy,
+        Link {
+            target: target.to_owned(),
+            date_assigned: rfc3339(now),
+            assigned_by: by.to_owned(),
+            visible_at: visible_at.unwrap_or_else(Instant::now),
+        },
+    );
+    AttachOutcome::Created
+}
+
+fn outcome(removed: bool) -> DetachOutcome {
+    if removed {
+        DetachOutcome::Removed
+    } else {
+        DetachOutcome::NotAttached
+    }
+}

@@ -1,0 +1,140 @@
+//! Helpers shared by the test binaries.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use vultr_sim::{Seed, Sim, SimConfig};
+
+pub const KEY: &str = "test-key";
+pub const READ_ONLY_KEY: &str = "read-only-key";
+
+pub const DNS_ADMIN: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
+pub const BILLING_READ: &str = "0b6b6c1e-5f0a-4c55-9d3e-6f2f1c3e9a01";
+pub const COMPUTE_ADMIN: &str = "3c1d7a52-8e4b-4f6a-b2d9-7a0e5c4b1f02";
+pub const ALICE: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
+pub const BOB: &str = "5d2c9b71-3a4e-4b8f-9c6d-1e0f2a3b4c03";
+pub const CAROL: &str = "9e8f7a6b-5c4d-4e3f-8a2b-1c0d9e8f7a04";
+pub const OPS: &str = "7f3e2d1c-0b9a-4876-a543-210fedcba907";
+pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
+
+/// Demo organization, no rate limit, plus a read-only key.
+pub fn demo_config() -> SimConfig {
+    SimConfig {
+        rate_limit: None,
+        read_only_keys: vec![READ_ONLY_KEY.to_owned()],
+        seed: Seed::demo(),
+        ..SimConfig::default()
+    }
+}
+
+pub async fn demo_sim() -> Sim {
+    Sim::start(demo_config()).await.expect("sim starts")
+}
+
+pub fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(10))
+}
+
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("client builds")
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    /// Parsed body; `Null` if empty or not JSON.
+    pub body: Value,
+}
+
+impl Resp {
+    /// Asserts the contract's error shape with `status`.
+    pub fn assert_error(&self, status: u16) {
+        assert_eq!(self.status, status, "unexpected status: {self:?}");
+        assert!(
+            self.body["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "error text missing: {self:?}"
+        );
+        assert_eq!(self.body["status"], status, "status in body: {self:?}");
+        assert_eq!(
+            self.headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "content type: {self:?}"
+        );
+    }
+}
+
+pub async fn send(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Result<Resp, reqwest::Error> {
+    let mut req = client.request(method, url);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(Resp {
+        status,
+        headers,
+        text,
+        body,
+    })
+}
+
+/// A `/v2` call with the full-access key.
+pub async fn v2(sim: &Sim, method: Method, path: &str) -> Resp {
+    send(
+        &client(),
+        method,
+        &format!("{}{path}", sim.url()),
+        Some(KEY),
+        None,
+    )
+    .await
+    .expect("request succeeds")
+}
+
+pub async fn get(sim: &Sim, path: &str) -> Resp {
+    v2(sim, Method::GET, path).await
+}
+
+/// An unauthenticated `/_sim` call.
+pub async fn admin(sim: &Sim, method: Method, path: &str, body: Option<Value>) -> Resp {
+    send(
+        &client(),
+        method,
+        &format!("{}{path}", sim.url()),
+        None,
+        body,
+    )
+    .await
+    .expect("request succeeds")
+}
+
+/// The ids in a govultr-shaped listing under `key`.
+pub fn ids(body: &Value, key: &str) -> Vec<String> {
+    body[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {body}"))
+        .iter()
+        .map(|v| v["id"].as_str().expect("id").to_owned())
+        .collect()
+}
