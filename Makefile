@@ -37,3 +37,12 @@ cluster-down:
 crds:
 	mkdir -p crds
 	$(CARGO) run --quiet -- crd > crds/policyattachments.iam.vultr-operator.io.yaml
+
+# The Vultr simulator on its own: `make sim` serves the demo organization on a free
+# loopback port; `make bench-sim` measures its throughput with wrk (rate limit off).
+.PHONY: sim bench-sim
+sim:
+	$(CARGO) run --quiet -p vultr-sim -- --demo
+
+bench-sim:
+	tests/vultr-sim/bench.sh

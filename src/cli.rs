@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 #[derive(Parser, Debug)]
-#[command(name = "vultr-iam-operator", version, about = "Vultr IAM policy attachments as Kubernetes objects")]
+#[command(
+    name = "vultr-iam-operator",
+    version,
+    about = "Vultr IAM policy attachments as Kubernetes objects"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -57,13 +57,20 @@ pub async fn verify_pass(
         // Zero max age: a pass always asks Vultr, whatever a reconcile cached before.
         match ctx.listings.get(policy_id, *kind, Duration::ZERO).await {
             Ok(_) => fetched += 1,
-            Err(err) => warn!(policy_id, %kind, reason = err.reason(), error = %err, "verification listing failed"),
+            Err(err) => {
+                warn!(policy_id, %kind, reason = err.reason(), error = %err, "verification listing failed")
+            }
         }
     }
     ctx.listings.retain(&keys);
     for trigger in triggers {
         let _ = trigger.unbounded_send(());
     }
-    info!(policies = keys.len(), listings = fetched, attachments = live.len(), "verification pass");
+    info!(
+        policies = keys.len(),
+        listings = fetched,
+        attachments = live.len(),
+        "verification pass"
+    );
     fetched
 }

@@ -37,9 +37,7 @@ impl Error {
             Self::Kube(_) => "KubernetesApiError",
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::Finalizer(e) => match e.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
-                    e.reason()
-                }
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
                 finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => {
                     "KubernetesApiError"
                 }

@@ -27,7 +27,8 @@ pub struct Health {
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.caches_synced.load(Ordering::Relaxed) && self.credentials_loaded.load(Ordering::Relaxed)
+        self.caches_synced.load(Ordering::Relaxed)
+            && self.credentials_loaded.load(Ordering::Relaxed)
     }
 }
 
@@ -56,7 +57,11 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health, stores });
+        .with_state(AppState {
+            metrics,
+            health,
+            stores,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -82,7 +87,10 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     match state.metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

@@ -83,8 +83,9 @@ impl Metrics {
             "Vultr API requests by route template and HTTP status (\"none\": no answer)",
             vultr_requests.clone(),
         );
-        let vultr_request_duration =
-            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let vultr_request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "vultr_request_duration_seconds",
             "Latency of Vultr API requests by route template, excluding limiter wait",
@@ -136,8 +137,14 @@ impl Metrics {
 
     pub fn reconciled(&self, took: Duration, error_reason: Option<&'static str>) {
         let labels = match error_reason {
-            None => ResultLabels { result: "success", reason: "" },
-            Some(reason) => ResultLabels { result: "error", reason },
+            None => ResultLabels {
+                result: "success",
+                reason: "",
+            },
+            Some(reason) => ResultLabels {
+                result: "error",
+                reason,
+            },
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
@@ -165,8 +172,12 @@ impl Metrics {
                 .status
                 .as_ref()
                 .and_then(|s| s.condition(READY))
-                .map_or(("Unknown".to_owned(), String::new()), |c| (c.status.clone(), c.reason.clone()));
-            self.attachments.get_or_create(&ReadyLabels { ready, reason }).inc();
+                .map_or(("Unknown".to_owned(), String::new()), |c| {
+                    (c.status.clone(), c.reason.clone())
+                });
+            self.attachments
+                .get_or_create(&ReadyLabels { ready, reason })
+                .inc();
         }
         self.revocations_pending.set(pending);
         self.oldest_revocation_seconds.set(oldest.as_secs_f64());
@@ -183,12 +194,19 @@ use kube::ResourceExt;
 
 impl RequestObserver for Metrics {
     fn on_request(&self, record: &RequestRecord) {
-        let status = record.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+        let status = record
+            .status
+            .map_or_else(|| "none".to_owned(), |s| s.to_string());
         self.vultr_requests
-            .get_or_create(&RouteStatusLabels { route: record.route, status })
+            .get_or_create(&RouteStatusLabels {
+                route: record.route,
+                status,
+            })
             .inc();
         self.vultr_request_duration
-            .get_or_create(&RouteLabels { route: record.route })
+            .get_or_create(&RouteLabels {
+                route: record.route,
+            })
             .observe(record.latency.as_secs_f64());
         self.limiter_wait.observe(record.limiter_wait.as_secs_f64());
     }

@@ -488,3 +488,40 @@ async fn garbage_collector_deletes_dependents() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn kubectl_and_helm_reach_the_cluster() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(&cp.client().await, "cp-cli").await;
+
+    let out = cp
+        .kubectl()
+        .args(["version", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl version: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for side in ["clientVersion", "serverVersion"] {
+        let v = version[side]["gitVersion"].as_str().unwrap_or_default();
+        assert!(v.starts_with("v1.37."), "{side} {v}");
+    }
+
+    let out = cp
+        .helm()
+        .args(["list", "--namespace", &ns.name, "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        json!([])
+    );
+}

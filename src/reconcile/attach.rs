@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::{Span, info};
 
 use crate::crd::{Grant, PolicyAttachment};
@@ -20,7 +20,8 @@ use crate::reconcile::status::{self, reason, set_ready};
 use crate::vultr::AttachOutcome;
 
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
-    let api: Api<PolicyAttachment> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api: Api<PolicyAttachment> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let generation = obj.metadata.generation;
     let uid = obj.uid().unwrap_or_default();
     let mut st = obj.status.clone().unwrap_or_default();
@@ -32,7 +33,14 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
         st.subject_kind = st.subject_kind.or(kind);
         st.subject = Some(subject);
         if !status::is_ready(Some(&st)) {
-            set_ready(&mut st, false, reason::ATTACHING, "resolving the policy and subject in Vultr", generation, Timestamp::now());
+            set_ready(
+                &mut st,
+                false,
+                reason::ATTACHING,
+                "resolving the policy and subject in Vultr",
+                generation,
+                Timestamp::now(),
+            );
         } else {
             st.observed_generation = generation;
             for c in &mut st.conditions {
@@ -46,10 +54,24 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
     if let Err(err) = &result {
         // Every failure is visible on the object: condition + Warning Event.
         let was_ready = status::is_ready(Some(&st));
-        set_ready(&mut st, false, err.reason(), err.to_string(), generation, Timestamp::now());
+        set_ready(
+            &mut st,
+            false,
+            err.reason(),
+            err.to_string(),
+            generation,
+            Timestamp::now(),
+        );
         status::write(&api, &obj, &st).await?;
         if ctx.backoff.failures(&uid) == 0 || was_ready {
-            ctx.event(&obj, EventType::Warning, err.reason(), "Attach", err.to_string()).await;
+            ctx.event(
+                &obj,
+                EventType::Warning,
+                err.reason(),
+                "Attach",
+                err.to_string(),
+            )
+            .await;
         }
     }
     result
@@ -77,18 +99,37 @@ async fn attach_and_verify(
 
     let listing = ctx
         .listings
-        .get(&grant.policy_id, grant.subject.kind(), ctx.settings.listing_max_age)
+        .get(
+            &grant.policy_id,
+            grant.subject.kind(),
+            ctx.settings.listing_max_age,
+        )
         .await?;
     if listing.contains(grant.subject.id()) {
         let was_ready = status::is_ready(Some(st));
-        let verified = Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
+        let verified =
+            Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
         st.attached_at.get_or_insert_with(|| verified.clone());
         st.last_verified_at = Some(verified);
-        set_ready(st, true, reason::ATTACHED, format!("{grant} is attached and verified in Vultr"), generation, Timestamp::now());
+        set_ready(
+            st,
+            true,
+            reason::ATTACHED,
+            format!("{grant} is attached and verified in Vultr"),
+            generation,
+            Timestamp::now(),
+        );
         status::write(api, obj, st).await?;
         ctx.forget(uid);
         if !was_ready {
-            ctx.event(obj, EventType::Normal, reason::ATTACHED, "Attach", format!("{grant} attached and verified in Vultr")).await;
+            ctx.event(
+                obj,
+                EventType::Normal,
+                reason::ATTACHED,
+                "Attach",
+                format!("{grant} attached and verified in Vultr"),
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
@@ -101,18 +142,37 @@ async fn attach_and_verify(
     }
 
     let drifted = st.attached_at.is_some();
-    let outcome = ctx.vultr.ensure_attached(&grant.policy_id, &grant.subject).await?;
-    ctx.listings.invalidate(&grant.policy_id, grant.subject.kind()).await;
+    let outcome = ctx
+        .vultr
+        .ensure_attached(&grant.policy_id, &grant.subject)
+        .await?;
+    ctx.listings
+        .invalidate(&grant.policy_id, grant.subject.kind())
+        .await;
     ctx.mark_attach_sent(uid);
     if drifted {
         ctx.metrics.drift_repaired();
-        ctx.event(obj, EventType::Warning, "DriftRepaired", "Attach", format!("{grant} was missing in Vultr (removed out of band); attached it again")).await;
+        ctx.event(
+            obj,
+            EventType::Warning,
+            "DriftRepaired",
+            "Attach",
+            format!("{grant} was missing in Vultr (removed out of band); attached it again"),
+        )
+        .await;
     }
     let message = match outcome {
         AttachOutcome::Attached => format!("attached {grant}; waiting for Vultr to list it"),
         AttachOutcome::AlreadyAttached => format!("{grant} is attached; verifying"),
     };
-    set_ready(st, false, reason::ATTACHING, message, generation, Timestamp::now());
+    set_ready(
+        st,
+        false,
+        reason::ATTACHING,
+        message,
+        generation,
+        Timestamp::now(),
+    );
     status::write(api, obj, st).await?;
     Ok(Action::requeue(ctx.settings.verify_interval))
 }

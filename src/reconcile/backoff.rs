@@ -1,18 +1,36 @@
 //! Per-object exponential backoff with jitter. kube-rs has none (its `error_policy`
 //! never hears about successes), so failures are counted here per object UID and the
 //! count is reset when a reconcile succeeds.
+//!
+//! The retry time is also enforced: a reconcile triggered early by the operator's own
+//! status write would otherwise call Vultr again at once, ignoring the backoff and
+//! `Retry-After`. Only a change by a person (new generation, or a deletion) skips it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
+
+/// What, on the object, must change for a retry to skip the remaining wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub generation: Option<i64>,
+    pub deleting: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    failures: u32,
+    retry_at: Instant,
+    revision: Revision,
+}
 
 #[derive(Debug)]
 pub struct Backoff {
     base: Duration,
     max: Duration,
-    failures: Mutex<HashMap<String, u32>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl Backoff {
@@ -20,53 +38,75 @@ impl Backoff {
         Self {
             base,
             max: max.max(base),
-            failures: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records one more failure of `key` and returns how long to wait before retrying:
     /// `base * 2^(failures-1)` capped at `max`, with "equal jitter" (uniform in the upper
     /// half) so objects that failed together do not retry together. A server's
     /// `Retry-After` is a floor.
-    pub fn next_delay(&self, key: &str, retry_after: Option<Duration>) -> Duration {
-        let failures = {
-            let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(key.to_owned()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
+    pub fn next_delay(
+        &self,
+        key: &str,
+        revision: Revision,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let mut entries = self.entries();
+        let entry = entries.entry(key.to_owned()).or_insert(Entry {
+            failures: 0,
+            retry_at: Instant::now(),
+            revision,
+        });
+        entry.failures = entry.failures.saturating_add(1);
         let exp = self
             .base
-            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(30)))
+            .saturating_mul(2u32.saturating_pow(entry.failures.saturating_sub(1).min(30)))
             .min(self.max);
         let half = exp / 2;
         let jitter = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
-        let delay = half + Duration::from_millis(jitter);
-        retry_after.map_or(delay, |ra| delay.max(ra))
+        let delay = retry_after.map_or(half + Duration::from_millis(jitter), |ra| {
+            (half + Duration::from_millis(jitter)).max(ra)
+        });
+        entry.retry_at = Instant::now() + delay;
+        entry.revision = revision;
+        delay
+    }
+
+    /// Time left before `key` may be retried, unless the object changed since it failed.
+    pub fn remaining(&self, key: &str, revision: Revision) -> Option<Duration> {
+        let entries = self.entries();
+        let entry = entries.get(key)?;
+        if entry.revision != revision {
+            return None;
+        }
+        let left = entry.retry_at.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Forgets the failures of `key` (after a success, or when the object is gone).
     pub fn reset(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.entries().remove(key);
     }
 
     /// Number of consecutive failures recorded for `key`.
     pub fn failures(&self, key: &str) -> u32 {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .copied()
-            .unwrap_or(0)
+        self.entries().get(key).map_or(0, |e| e.failures)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const REV: Revision = Revision {
+        generation: Some(1),
+        deleting: false,
+    };
 
     fn backoff() -> Backoff {
         Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
@@ -76,9 +116,12 @@ mod tests {
     fn delay_doubles_within_jitter_bounds_and_caps() {
         let b = backoff();
         for attempt in 1..=10u32 {
-            let d = b.next_delay("a", None);
+            let d = b.next_delay("a", REV, None);
             let exp = Duration::from_secs(1 << (attempt - 1)).min(Duration::from_secs(60));
-            assert!(d >= exp / 2 && d <= exp + Duration::from_millis(1), "attempt {attempt}: {d:?} vs {exp:?}");
+            assert!(
+                d >= exp / 2 && d <= exp + Duration::from_millis(1),
+                "attempt {attempt}: {d:?} vs {exp:?}"
+            );
         }
         assert_eq!(b.failures("a"), 10);
     }
@@ -87,17 +130,33 @@ mod tests {
     fn objects_back_off_independently_and_reset_on_success() {
         let b = backoff();
         for _ in 0..5 {
-            b.next_delay("a", None);
+            b.next_delay("a", REV, None);
         }
-        assert!(b.next_delay("b", None) <= Duration::from_millis(1001));
+        assert!(b.next_delay("b", REV, None) <= Duration::from_millis(1001));
         b.reset("a");
         assert_eq!(b.failures("a"), 0);
-        assert!(b.next_delay("a", None) <= Duration::from_millis(1001));
+        assert!(b.next_delay("a", REV, None) <= Duration::from_millis(1001));
     }
 
     #[test]
     fn retry_after_is_a_floor() {
         let b = backoff();
-        assert!(b.next_delay("a", Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert!(b.next_delay("a", REV, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_wait_holds_until_the_object_changes() {
+        let b = backoff();
+        b.next_delay("a", REV, Some(Duration::from_secs(30)));
+        assert!(
+            b.remaining("a", REV)
+                .is_some_and(|d| d > Duration::from_secs(29))
+        );
+        let deleted = Revision {
+            deleting: true,
+            ..REV
+        };
+        assert_eq!(b.remaining("a", deleted), None);
+        assert_eq!(b.remaining("other", REV), None);
     }
 }

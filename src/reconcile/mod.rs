@@ -21,6 +21,7 @@ use tracing::{Instrument, field, info_span, warn};
 
 use crate::crd::{FINALIZER, PolicyAttachment};
 use crate::error::Error;
+use backoff::Revision;
 pub use context::{Context, Settings};
 
 pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -35,6 +36,10 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
     async move {
         let started = Instant::now();
         let uid = obj.uid().unwrap_or_default();
+        if let Some(wait) = ctx.backoff.remaining(&uid, revision(&obj)) {
+            // Woken early by our own status write: keep the backoff (and Retry-After).
+            return Ok(Action::requeue(wait));
+        }
         let api: Api<PolicyAttachment> = Api::namespaced(ctx.client.clone(), &namespace);
         let deleting = obj.metadata.deletion_timestamp.is_some();
         let result = finalizer(&api, FINALIZER, obj, |event| async {
@@ -45,7 +50,8 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
         })
         .await
         .map_err(Error::from);
-        ctx.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+        ctx.metrics
+            .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
         match &result {
             Ok(_) if deleting => ctx.forget(&uid),
             Ok(_) => ctx.backoff.reset(&uid),
@@ -60,5 +66,15 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
 /// Requeue after a per-object exponential backoff with jitter (Retry-After is a floor).
 pub fn error_policy(obj: Arc<PolicyAttachment>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = obj.uid().unwrap_or_default();
-    Action::requeue(ctx.backoff.next_delay(&key, err.retry_after()))
+    Action::requeue(
+        ctx.backoff
+            .next_delay(&key, revision(&obj), err.retry_after()),
+    )
+}
+
+fn revision(obj: &PolicyAttachment) -> Revision {
+    Revision {
+        generation: obj.metadata.generation,
+        deleting: obj.metadata.deletion_timestamp.is_some(),
+    }
 }

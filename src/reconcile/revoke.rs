@@ -24,7 +24,8 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
             Some(grant) => format!("deletionPolicy is Orphan: left {grant} in Vultr"),
             None => "deletionPolicy is Orphan: nothing was revoked".to_owned(),
         };
-        ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note).await;
+        ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note)
+            .await;
         return Ok(Action::await_change());
     }
     let Some(grant) = obj.recorded_grant() else {
@@ -33,8 +34,14 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         return Ok(Action::await_change());
     };
     if let Some(holder) = other_holder(ctx, &obj, &grant).await? {
-        ctx.event(&obj, EventType::Normal, "GrantShared", "Revoke",
-            format!("kept {grant}: still declared by PolicyAttachment {holder}")).await;
+        ctx.event(
+            &obj,
+            EventType::Normal,
+            "GrantShared",
+            "Revoke",
+            format!("kept {grant}: still declared by PolicyAttachment {holder}"),
+        )
+        .await;
         return Ok(Action::await_change());
     }
 
@@ -44,23 +51,34 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     let generation = obj.metadata.generation;
     match ctx.vultr.revoke(&grant.policy_id, &grant.subject).await {
         Ok(outcome) => {
-            ctx.listings.invalidate(&grant.policy_id, grant.subject.kind()).await;
+            ctx.listings
+                .invalidate(&grant.policy_id, grant.subject.kind())
+                .await;
             let note = match outcome {
                 RevokeOutcome::Revoked => format!("revoked {grant} in Vultr"),
                 RevokeOutcome::AlreadyAbsent => format!("{grant} was already absent in Vultr"),
             };
             info!(?outcome, "revoked");
-            ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note).await;
+            ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note)
+                .await;
             Ok(Action::await_change())
         }
         Err(err) => {
             let err = Error::from(err);
             let message = format!("revocation of {grant} pending, will retry: {err}");
-            set_ready(&mut st, false, err.reason(), &message, generation, Timestamp::now());
+            set_ready(
+                &mut st,
+                false,
+                err.reason(),
+                &message,
+                generation,
+                Timestamp::now(),
+            );
             if let Err(write_err) = status::write(&api, &obj, &st).await {
                 tracing::warn!(%write_err, "could not record the failed revocation in status");
             }
-            ctx.event(&obj, EventType::Warning, err.reason(), "Revoke", message).await;
+            ctx.event(&obj, EventType::Warning, err.reason(), "Revoke", message)
+                .await;
             Err(err)
         }
     }
@@ -94,5 +112,11 @@ async fn other_holder(
                 && other.metadata.deletion_timestamp.is_none()
                 && other.recorded_grant().as_ref() == Some(grant)
         })
-        .map(|other| format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())))
+        .map(|other| {
+            format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            )
+        }))
 }

@@ -90,7 +90,14 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut s = PolicyAttachmentStatus::default();
-        set_ready(&mut s, false, reason::ATTACHING, "resolving", Some(1), at(10));
+        set_ready(
+            &mut s,
+            false,
+            reason::ATTACHING,
+            "resolving",
+            Some(1),
+            at(10),
+        );
         set_ready(&mut s, false, "ApiUnavailable", "down", Some(1), at(20));
         let c = s.condition(READY).expect("ready condition");
         assert_eq!(c.last_transition_time, Time(at(10)));

@@ -177,7 +177,7 @@ fail() {
 # wait_for DESCRIPTION SECONDS CMD...
 wait_for() {
   local what="$1" deadline=$(( $(date +%s) + $2 )); shift 2
-  until "$@"; do
+  until "$@" >/dev/null 2>&1; do
     all_alive || fail "a process exited while waiting for $what"
     (( $(date +%s) < deadline )) || fail "timed out waiting for $what"
     sleep 0.2
@@ -194,6 +194,8 @@ spawn etcd "$bin/etcd" --name=vio --data-dir="$dir/etcd" \
 etcd_ok() { curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q '"health":"true"'; }
 wait_for etcd 30 etcd_ok
 
+# --endpoint-reconciler-type=none: a loopback advertise address is rejected by the
+# endpoint reconciler of the `kubernetes` Service (fatal since 1.37); no pods use it here.
 spawn kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$etcd_port" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
@@ -203,6 +205,7 @@ spawn kube-apiserver "$bin/kube-apiserver" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+  --endpoint-reconciler-type=none \
   --cert-dir="$dir/apiserver-certs" --profiling=false
 wait_for "kube-apiserver /readyz" 120 readyz
 

@@ -36,24 +36,13 @@ ours() { # PID: alive, not us, and its command line mentions DIR (guards against
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir"
 }
 
-pids=()
-if [[ -s "$dir/pids" ]]; then
-  # Watchdog first, so it does not race this stop; then the rest in reverse start order.
-  while read -r name pid; do
-    [[ "$name" == watchdog ]] && ours "$pid" && kill -TERM "$pid" 2>/dev/null || true
-  done <"$dir/pids"
-  while read -r name pid; do
-    [[ "$name" == watchdog ]] && continue
-    ours "$pid" && pids=("$pid" "${pids[@]}")
-  done <"$dir/pids"
-fi
-
-if [[ ${#pids[@]} -gt 0 ]]; then
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  deadline=$(( $(date +%s) + timeout ))
+# terminate PID...: SIGTERM, wait up to $timeout seconds, then SIGKILL what is left.
+terminate() {
+  local pid alive deadline=$(( $(date +%s) + timeout ))
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
   while :; do
     alive=()
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
     [[ ${#alive[@]} -eq 0 ]] && break
     if (( $(date +%s) >= deadline )); then
       echo "control-plane: SIGKILL ${alive[*]} after ${timeout}s" >&2
@@ -63,8 +52,25 @@ if [[ ${#pids[@]} -gt 0 ]]; then
     sleep 0.1
   done
   # Each process led its own session: make sure nothing it spawned is left behind.
-  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-fi
+  for pid in "$@"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+}
+# pids_of NAME...: the recorded PIDs of those names that are still ours.
+pids_of() {
+  [[ -s "$dir/pids" ]] || return 0
+  local name pid want
+  while read -r name pid; do
+    for want in "$@"; do [[ "$name" == "$want" ]] && ours "$pid" && echo "$pid"; done
+  done <"$dir/pids"
+  return 0
+}
+
+# The watchdog first, so it does not race this stop; etcd last, so the API server can
+# shut down cleanly.
+for stage in watchdog "kube-controller-manager kube-apiserver" etcd; do
+  # shellcheck disable=SC2086
+  mapfile -t stage_pids < <(pids_of $stage)
+  if [[ ${#stage_pids[@]} -gt 0 ]]; then terminate "${stage_pids[@]}"; fi
+done
 
 if $purge; then
   rm -rf "$dir"

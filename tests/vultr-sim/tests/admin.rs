@@ -71,7 +71,7 @@ async fn bad_seeds_are_refused() {
         user: "shared@example.com".into(),
     });
     let err = Sim::start(SimConfig {
-        seed: ambiguous.clone(),
+        seed: ambiguous,
         ..SimConfig::default()
     })
     .await
@@ -80,8 +80,13 @@ async fn bad_seeds_are_refused() {
     assert!(err.to_string().contains("ambiguous"), "{err}");
 
     let sim = demo_sim().await;
-    let mut extra = Seed::default();
-    extra.user_attachments = ambiguous.user_attachments.clone();
+    let mut extra = Seed {
+        user_attachments: vec![SeedUserAttachment {
+            policy: "dns-admin".into(),
+            user: "shared@example.com".into(),
+        }],
+        ..Seed::default()
+    };
     assert!(matches!(
         sim.load_seed(&extra),
         Err(SeedError::Ambiguous { count: 2, .. })

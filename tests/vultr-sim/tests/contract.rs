@@ -302,7 +302,7 @@ async fn detach_absent_follows_the_behaviour() {
         format!("/v2/policies/nope/users/{ALICE}"),
         format!("/v2/policies/{DNS_ADMIN}/users/nope"),
         format!("/v2/policies/{DNS_ADMIN}/groups/{OPS}"),
-        format!("/v2/policies/nope/groups/nope"),
+        "/v2/policies/nope/groups/nope".to_owned(),
     ];
     for path in &absent {
         v2(&sim, Method::DELETE, path).await.assert_error(404);

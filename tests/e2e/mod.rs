@@ -1,0 +1,328 @@
+//! Fixture for operator end-to-end tests: the real control plane (from `support`), an
+//! in-process Vultr simulator, and the operator binary as a child process restricted
+//! to the test's own namespace, so tests run in parallel without seeing each other.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::Value;
+use vultr_iam_operator::crd::{PolicyAttachment, READY};
+use vultr_sim::{Seed, Sim, SimConfig};
+
+use crate::support::{ControlPlane, TestNamespace, wait_for};
+
+/// The key the simulator accepts. Distinctive, so a test can look for leaks of it.
+pub const API_KEY: &str = "vk-SECRET-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// A key the simulator answers 403 to on writes.
+pub const READ_ONLY_KEY: &str = "vk-READONLY-aa11bb22cc33dd44ee55ff66";
+
+pub const DNS_ADMIN: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
+pub const BILLING_READ: &str = "0b6b6c1e-5f0a-4c55-9d3e-6f2f1c3e9a01";
+pub const COMPUTE_ADMIN: &str = "3c1d7a52-8e4b-4f6a-b2d9-7a0e5c4b1f02";
+pub const ALICE: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
+pub const BOB: &str = "5d2c9b71-3a4e-4b8f-9c6d-1e0f2a3b4c03";
+pub const OPS: &str = "7f3e2d1c-0b9a-4876-a543-210fedcba907";
+pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Installs the committed CRD once per test binary and waits until it is Established.
+pub fn install_crd(cp: &ControlPlane) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let crd = repo_path("crds/policyattachments.iam.vultr-operator.io.yaml");
+        run_ok(
+            cp.kubectl()
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
+                .arg(&crd),
+        );
+        run_ok(cp.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/policyattachments.iam.vultr-operator.io",
+        ]));
+    });
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs a command and returns its output, panicking with stderr when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The operator binary as a child process; killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub metrics_addr: String,
+}
+
+impl Operator {
+    pub fn start(
+        cp: &ControlPlane,
+        vultr_url: &str,
+        api_key: &str,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Operator {
+        let dir = tempfile::Builder::new()
+            .prefix("vio-operator-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let log = dir.join("operator.log");
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log_file = std::fs::File::create(&log).expect("create operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+            .args([
+                "run",
+                "--vultr-api-url",
+                vultr_url,
+                "--metrics-bind-address",
+                &metrics_addr,
+            ])
+            .args(["--watch-namespace", namespace])
+            .args([
+                "--resync-interval",
+                "3s",
+                "--backoff-base",
+                "200ms",
+                "--backoff-max",
+                "2s",
+            ])
+            .args([
+                "--attach-visibility-timeout",
+                "5s",
+                "--vultr-rate-limit",
+                "50",
+                "--vultr-burst",
+                "50",
+            ])
+            .args(["--vultr-timeout", "2s"])
+            .args(extra)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("VULTR_API_KEY", api_key)
+            .env("RUST_LOG", "info,vultr_iam_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn the operator");
+        Operator {
+            child: Some(child),
+            log,
+            metrics_addr,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Everything one test needs. Field order matters for drop: operator first.
+pub struct Env {
+    pub operator: Operator,
+    pub sim: Sim,
+    pub api: Api<PolicyAttachment>,
+    pub client: kube::Client,
+    pub ns: TestNamespace,
+    pub cp: &'static ControlPlane,
+}
+
+impl Env {
+    /// Demo organization, the regular key, default operator flags.
+    pub async fn start(prefix: &str) -> Env {
+        Self::start_with(prefix, API_KEY, &[]).await
+    }
+
+    pub async fn start_with(prefix: &str, operator_key: &str, extra: &[&str]) -> Env {
+        let cp = ControlPlane::shared();
+        install_crd(cp);
+        let client = cp.client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let sim = Sim::start(SimConfig {
+            api_keys: vec![API_KEY.to_owned()],
+            read_only_keys: vec![READ_ONLY_KEY.to_owned()],
+            rate_limit: None,
+            seed: Seed::demo(),
+            ..SimConfig::default()
+        })
+        .await
+        .expect("start the simulator");
+        let operator = Operator::start(cp, &sim.url(), operator_key, &ns.name, extra);
+        let api = Api::namespaced(client.clone(), &ns.name);
+        Env {
+            operator,
+            sim,
+            api,
+            client,
+            ns,
+            cp,
+        }
+    }
+
+    pub async fn create(&self, name: &str, spec: Value) -> PolicyAttachment {
+        let obj: PolicyAttachment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "iam.vultr-operator.io/v1alpha1",
+            "kind": "PolicyAttachment",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("a valid PolicyAttachment");
+        self.api
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
+    /// Waits until `Ready` has this status and reason (and the current generation).
+    pub async fn wait_ready(&self, name: &str, status: &str, reason: &str) -> PolicyAttachment {
+        wait_for(
+            &format!("{name} Ready={status} reason {reason}"),
+            WAIT,
+            || async {
+                let obj = self.api.get_opt(name).await.ok().flatten()?;
+                let st = obj.status.as_ref()?;
+                let c = st.condition(READY)?;
+                (c.status == status
+                    && c.reason == reason
+                    && c.observed_generation == obj.metadata.generation)
+                    .then_some(obj)
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        wait_for(&format!("{name} to disappear"), WAIT, || async {
+            matches!(self.api.get_opt(name).await, Ok(None)).then_some(())
+        })
+        .await
+    }
+
+    /// (type, reason, note) of the Events about `name`, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let mut list = events
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        list.into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn wait_event(&self, name: &str, reason: &str) -> String {
+        wait_for(&format!("event {reason} on {name}"), WAIT, || async {
+            self.events(name)
+                .await
+                .into_iter()
+                .find(|(_, r, _)| r == reason)
+                .map(|(_, _, note)| note)
+        })
+        .await
+    }
+
+    /// Journal entries of the simulator with this method whose path starts with `prefix`.
+    pub fn requests(&self, method: &str, prefix: &str) -> Vec<vultr_sim::JournalEntry> {
+        self.sim
+            .journal()
+            .into_iter()
+            .filter(|e| e.method == method && e.path.starts_with(prefix))
+            .collect()
+    }
+
+    /// A kubectl bound to the test namespace.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = self.cp.kubectl();
+        cmd.args(["-n", &self.ns.name]);
+        cmd
+    }
+}
+
+/// `spec.user`/`spec.group` JSON helpers.
+pub fn by_ids(policy: &str, user: &str) -> Value {
+    serde_json::json!({"policy": {"id": policy}, "user": {"id": user}})
+}

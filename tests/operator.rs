@@ -1,0 +1,431 @@
+//! End-to-end behaviour of the operator against the real control plane and the Vultr
+//! simulator: attach, guaranteed revocation, failures, shared grants, drift.
+
+mod e2e;
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use e2e::*;
+use serde_json::json;
+use vultr_sim::{Behaviour, Fault, FaultKind};
+
+fn attach_posts(env: &Env, policy: &str) -> usize {
+    env.requests("POST", &format!("/v2/policies/{policy}/"))
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaches_by_id_and_revokes_before_the_object_goes() {
+    let env = Env::start("pa-by-id").await;
+    env.create("alice-dns", by_ids(DNS_ADMIN, ALICE)).await;
+
+    let obj = env.wait_ready("alice-dns", "True", "Attached").await;
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    let st = obj.status.expect("status");
+    assert_eq!(st.policy_id.as_deref(), Some(DNS_ADMIN));
+    assert_eq!(st.subject_id.as_deref(), Some(ALICE));
+    assert!(st.attached_at.is_some() && st.last_verified_at.is_some());
+    assert!(
+        obj.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"iam.vultr-operator.io/detach".to_owned())
+    );
+    let note = env.wait_event("alice-dns", "Attached").await;
+    assert!(note.contains(DNS_ADMIN), "{note}");
+
+    // `kubectl wait` works on the condition as written.
+    run_ok(env.kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "pa/alice-dns",
+    ]));
+
+    // Hold the DELETE for a while: the object must stay until Vultr confirms.
+    env.sim.add_fault(
+        Fault::new(FaultKind::Latency { ms: 1500 })
+            .on(Some("DELETE"), Some("/v2/policies/"))
+            .times(1),
+    );
+    env.delete("alice-dns").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        env.api.get_opt("alice-dns").await.expect("get").is_some(),
+        "object went before the revocation"
+    );
+    env.wait_gone("alice-dns").await;
+    let gone_at = SystemTime::now();
+
+    let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].status, 204);
+    assert!(deletes[0].at <= gone_at);
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolves_names_and_emails_and_groups() {
+    let env = Env::start("pa-names").await;
+    env.create(
+        "by-name",
+        json!({"policy": {"name": "billing-read"}, "user": {"email": "Bob@Example.com"}}),
+    )
+    .await;
+    env.create(
+        "group-by-name",
+        json!({"policy": {"name": "dns-admin"}, "group": {"name": "developers"}}),
+    )
+    .await;
+    env.create(
+        "group-by-id",
+        json!({"policy": {"id": COMPUTE_ADMIN}, "group": {"id": OPS}}),
+    )
+    .await;
+
+    let obj = env.wait_ready("by-name", "True", "Attached").await;
+    assert_eq!(
+        obj.status.as_ref().and_then(|s| s.subject_id.as_deref()),
+        Some(BOB)
+    );
+    env.wait_ready("group-by-name", "True", "Attached").await;
+    env.wait_ready("group-by-id", "True", "Attached").await;
+    assert!(env.sim.is_user_attached(BILLING_READ, BOB));
+    assert!(env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
+    assert!(env.sim.is_group_attached(COMPUTE_ADMIN, OPS));
+
+    // `kubectl get pa` shows Ready, Reason, policy, subject.
+    let table = run_ok(env.kubectl().args(["get", "pa"]));
+    assert!(
+        table.contains("READY")
+            && table.contains("REASON")
+            && table.contains("POLICY")
+            && table.contains("SUBJECT"),
+        "{table}"
+    );
+    assert!(
+        table.contains("billing-read")
+            && table.contains("Bob@Example.com")
+            && table.contains("developers"),
+        "{table}"
+    );
+
+    env.delete("group-by-name").await;
+    env.wait_gone("group-by-name").await;
+    assert!(!env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolution_failures_are_conditions_not_crashes() {
+    let env = Env::start("pa-notfound").await;
+    env.create(
+        "no-policy",
+        json!({"policy": {"name": "no-such-policy"}, "user": {"id": ALICE}}),
+    )
+    .await;
+    env.create(
+        "no-user",
+        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "nobody@example.com"}}),
+    )
+    .await;
+    env.create(
+        "no-group",
+        json!({"policy": {"id": DNS_ADMIN}, "group": {"name": "nobody"}}),
+    )
+    .await;
+    env.create(
+        "ambiguous",
+        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "shared@example.com"}}),
+    )
+    .await;
+
+    let obj = env.wait_ready("no-policy", "False", "PolicyNotFound").await;
+    let msg = &obj
+        .status
+        .as_ref()
+        .and_then(|s| s.condition("Ready"))
+        .expect("Ready")
+        .message;
+    assert!(msg.contains("no-such-policy"), "{msg}");
+    env.wait_ready("no-user", "False", "UserNotFound").await;
+    env.wait_ready("no-group", "False", "GroupNotFound").await;
+    let obj = env.wait_ready("ambiguous", "False", "Ambiguous").await;
+    let msg = &obj
+        .status
+        .as_ref()
+        .and_then(|s| s.condition("Ready"))
+        .expect("Ready")
+        .message;
+    assert!(
+        msg.contains("c0ffee00-1111-4222-8333-444455556605"),
+        "{msg}"
+    );
+    env.wait_event("ambiguous", "Ambiguous").await;
+
+    // Nothing was recorded, so deleting them revokes nothing and does not hang.
+    env.delete("no-policy").await;
+    env.wait_gone("no-policy").await;
+    assert!(env.requests("DELETE", "/v2/").is_empty());
+
+    // The user appears in Vultr later: the backoff retry picks it up.
+    env.sim.add_user("nobody@example.com");
+    env.wait_ready("no-user", "True", "Attached").await;
+
+    let mut env = env;
+    assert!(
+        env.operator.is_running(),
+        "operator crashed:\n{}",
+        env.operator.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_and_forbidden_keys_are_reported() {
+    let env = Env::start_with("pa-badkey", "vk-WRONG-key-1234567890", &[]).await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    let obj = env.wait_ready("a", "False", "Unauthorized").await;
+    let msg = &obj
+        .status
+        .as_ref()
+        .and_then(|s| s.condition("Ready"))
+        .expect("Ready")
+        .message;
+    assert!(msg.contains("401"), "{msg}");
+    assert!(!msg.contains("vk-WRONG"), "key leaked into status: {msg}");
+    drop(env);
+
+    let env = Env::start_with("pa-readonly", READ_ONLY_KEY, &[]).await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "False", "Forbidden").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    let logs = env.operator.logs();
+    assert!(!logs.contains(READ_ONLY_KEY), "key leaked into logs");
+}
+
+/// 5xx, 429 and a full outage during deletion: the finalizer holds, the status says
+/// why, and the grant is revoked once Vultr recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_during_deletion_keep_the_finalizer() {
+    let env = Env::start("pa-faults").await;
+    env.create("five-hundred", by_ids(DNS_ADMIN, ALICE)).await;
+    env.create("rate-limited", by_ids(BILLING_READ, ALICE))
+        .await;
+    env.create("outage", by_ids(COMPUTE_ADMIN, BOB)).await;
+    for name in ["five-hundred", "rate-limited", "outage"] {
+        env.wait_ready(name, "True", "Attached").await;
+    }
+
+    let p500 = format!("/v2/policies/{DNS_ADMIN}/users/");
+    let p429 = format!("/v2/policies/{BILLING_READ}/users/");
+    let f500 = env
+        .sim
+        .add_fault(Fault::status(503).on(Some("DELETE"), Some(&p500)));
+    let f429 = env.sim.add_fault(
+        Fault::new(FaultKind::Status {
+            status: 429,
+            retry_after: Some(1),
+        })
+        .on(Some("DELETE"), Some(&p429)),
+    );
+    let outage = env.sim.add_fault(
+        Fault::new(FaultKind::Drop)
+            .for_duration(Duration::from_secs(600))
+            .on(None, Some(&format!("/v2/policies/{COMPUTE_ADMIN}"))),
+    );
+
+    for name in ["five-hundred", "rate-limited", "outage"] {
+        env.delete(name).await;
+    }
+    env.wait_ready("five-hundred", "False", "ApiUnavailable")
+        .await;
+    env.wait_ready("rate-limited", "False", "RateLimited").await;
+    env.wait_ready("outage", "False", "ApiUnavailable").await;
+    env.wait_event("five-hundred", "ApiUnavailable").await;
+    // Several attempts, all failed, and the objects are still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(env.requests("DELETE", &p500).len() >= 2);
+    for name in ["five-hundred", "rate-limited", "outage"] {
+        assert!(
+            env.api.get_opt(name).await.expect("get").is_some(),
+            "{name} went while Vultr failed"
+        );
+    }
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+
+    // Retry-After is honoured: attempts on the 429 route are at least ~1 s apart.
+    let times: Vec<_> = env.requests("DELETE", &p429).iter().map(|e| e.at).collect();
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
+        assert!(
+            gap >= Duration::from_millis(900),
+            "429 retried after {gap:?}"
+        );
+    }
+
+    env.sim.remove_fault(f500);
+    env.sim.remove_fault(f429);
+    env.sim.remove_fault(outage);
+    for name in ["five-hundred", "rate-limited", "outage"] {
+        env.wait_gone(name).await;
+    }
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    assert!(!env.sim.is_user_attached(BILLING_READ, ALICE));
+    assert!(!env.sim.is_user_attached(COMPUTE_ADMIN, BOB));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_on_detach_means_revoked() {
+    let env = Env::start("pa-404").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    // The grant vanishes, and the policy with it: DELETE answers 404.
+    env.sim.remove_policy(DNS_ADMIN);
+    env.delete("a").await;
+    env.wait_gone("a").await;
+    let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/"));
+    assert!(deletes.iter().any(|e| e.status == 404), "{deletes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_leaves_the_grant() {
+    let env = Env::start("pa-orphan").await;
+    env.create(
+        "a",
+        json!({"policy": {"id": DNS_ADMIN}, "user": {"id": ALICE}, "deletionPolicy": "Orphan"}),
+    )
+    .await;
+    env.wait_ready("a", "True", "Attached").await;
+    env.delete("a").await;
+    env.wait_gone("a").await;
+    assert!(env.requests("DELETE", "/v2/").is_empty());
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    assert!(
+        env.events("a")
+            .await
+            .iter()
+            .any(|(_, r, _)| r == "Orphaned")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_grant_survives_until_its_last_holder_goes() {
+    let env = Env::start("pa-shared").await;
+    env.create("first", by_ids(DNS_ADMIN, ALICE)).await;
+    env.create(
+        "second",
+        json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}}),
+    )
+    .await;
+    env.wait_ready("first", "True", "Attached").await;
+    env.wait_ready("second", "True", "Attached").await;
+
+    env.delete("first").await;
+    env.wait_gone("first").await;
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    assert!(env.requests("DELETE", "/v2/").is_empty());
+
+    env.delete("second").await;
+    env.wait_gone("second").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_detach_is_repaired_at_the_next_verification() {
+    let env = Env::start("pa-drift").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.create("b", by_ids(DNS_ADMIN, BOB)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    env.wait_ready("b", "True", "Attached").await;
+
+    assert!(env.sim.detach_user(DNS_ADMIN, ALICE));
+    let note = env.wait_event("a", "DriftRepaired").await;
+    assert!(note.contains("out of band"), "{note}");
+    wait_attached(&env, DNS_ADMIN, ALICE).await;
+    env.wait_ready("a", "True", "Attached").await;
+
+    // One listing per policy per pass, not one per attachment: over several passes the
+    // listing count stays about the number of passes.
+    env.sim.clear_journal();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let listings = env
+        .requests("GET", &format!("/v2/policies/{DNS_ADMIN}/users"))
+        .len();
+    assert!(
+        (2..=6).contains(&listings),
+        "{listings} listings in 10 s at a 3 s resync"
+    );
+}
+
+async fn wait_attached(env: &Env, policy: &str, user: &str) {
+    support::wait_for("re-attach", WAIT, || async {
+        env.sim.is_user_attached(policy, user).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_listing_does_not_cause_flapping_or_double_attach() {
+    let env = Env::start("pa-lag").await;
+    env.sim.set_behaviour(Behaviour {
+        listing_lag: Duration::from_secs(3),
+        attach_existing: 409,
+        ..Behaviour::default()
+    });
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
+}
+
+/// SIGKILL the operator while a revocation is failing; a new process finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_operator_loses_no_revocation() {
+    let mut env = Env::start("pa-kill").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    let fault = env
+        .sim
+        .add_fault(Fault::status(500).on(Some("DELETE"), None));
+    env.delete("a").await;
+    env.wait_ready("a", "False", "ApiUnavailable").await;
+    env.operator.kill();
+    env.sim.remove_fault(fault);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.api.get_opt("a").await.expect("get").is_some());
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+
+    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.wait_gone("a").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_and_the_key_never_leaks() {
+    let mut env = Env::start("pa-term").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    let obj = env.api.get("a").await.expect("get");
+    let status = serde_json::to_string(&obj.status).expect("status json");
+    assert!(!status.contains(API_KEY));
+    for (_, _, note) in env.events("a").await {
+        assert!(!note.contains(API_KEY));
+    }
+    assert!(
+        env.operator.terminate(),
+        "operator did not exit cleanly on SIGTERM"
+    );
+    let logs = env.operator.logs();
+    // Reconcile logs carry the object's namespace/name and the resolved pair.
+    assert!(
+        logs.contains(&format!("namespace={}", env.ns.name)) && logs.contains("name=a"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("policy_id=\"{DNS_ADMIN}\"")),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(API_KEY),
+        "the API key appears in the operator's output"
+    );
+}
