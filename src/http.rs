@@ -17,17 +17,18 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::PolicyAttachment;
 use crate::metrics::Metrics;
 
-/// What `/readyz` reports: the watch caches are synced (or, on a standby replica,
-/// the Kubernetes API answered) and the Vultr credentials are loaded.
+/// What `/readyz` reports: the Vultr credentials are loaded and Kubernetes is usable:
+/// the watch caches are synced or, on a standby replica (whose readiness must not
+/// depend on the lease), the API server answered.
 #[derive(Default)]
 pub struct Health {
-    pub caches_synced: AtomicBool,
+    pub kubernetes_ready: AtomicBool,
     pub credentials_loaded: AtomicBool,
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.caches_synced.load(Ordering::Relaxed)
+        self.kubernetes_ready.load(Ordering::Relaxed)
             && self.credentials_loaded.load(Ordering::Relaxed)
     }
 }

@@ -11,6 +11,7 @@ pub mod crdgen;
 pub mod drift;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod listings;
 pub mod metrics;
 pub mod reconcile;

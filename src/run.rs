@@ -11,17 +11,18 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::crd::PolicyAttachment;
 use crate::http::{self, Health, Stores};
+use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::{self, Context, Settings};
 use crate::vultr::{ApiKey, ClientConfig, RateLimiter, VultrClient};
 
-/// Errors that stop the operator before it starts reconciling.
+/// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("Vultr API key: {0}")]
@@ -34,6 +35,10 @@ pub enum StartupError {
     Kube(#[from] kube::Error),
     #[error("cannot listen on the metrics address: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease; exiting so that a restart stands by again")]
+    LeaseLost,
 }
 
 pub const CONTROLLER_NAME: &str = "vultr-iam-operator";
@@ -68,9 +73,36 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         shutdown.clone(),
     ));
 
+    let identity = instance_identity();
+    let leadership = if args.leader_election {
+        // A standby is ready (it can take over at once) without holding the lease.
+        if client.apiserver_version().await.is_ok() {
+            health.kubernetes_ready.store(true, Ordering::Relaxed);
+        }
+        let lease = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+        };
+        match leader::acquire(client.clone(), &lease, shutdown.clone().cancelled_owned()).await? {
+            Some(leadership) => Some(leadership),
+            None => {
+                let _ = server.await;
+                info!("stopped while standing by");
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+
     let reporter = Reporter {
         controller: CONTROLLER_NAME.into(),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: Some(identity),
     };
     let settings = Settings {
         resync_interval: args.resync_interval,
@@ -91,13 +123,51 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         metrics,
     ));
 
-    run_controllers(&args, client, ctx, stores, health, shutdown.clone()).await;
+    // Reconciles stop on SIGTERM, or at once when the lease is lost: by then another
+    // replica may already be reconciling the same objects.
+    let stop = shutdown.child_token();
+    let controllers = run_controllers(&args, client, ctx, stores, health, stop.clone());
+    let lease_lost = match leadership {
+        None => {
+            controllers.await;
+            None
+        }
+        Some(mut leadership) => {
+            tokio::pin!(controllers);
+            let lost = tokio::select! {
+                _ = &mut controllers => false,
+                _ = leadership.lost() => true,
+            };
+            if lost {
+                error!("lost the leader lease: stopping reconciles");
+                stop.cancel();
+                controllers.await;
+                Some(())
+            } else {
+                leadership.release().await;
+                None
+            }
+        }
+    };
     shutdown.cancel();
     if let Ok(Err(err)) = server.await {
         warn!(%err, "metrics server failed");
     }
-    info!("stopped");
-    Ok(())
+    match lease_lost {
+        Some(()) => Err(StartupError::LeaseLost),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Events' reporting instance and lease holder: the pod name, else host and PID.
+fn instance_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
 }
 
 /// One controller per watched namespace (or one for the whole cluster), sharing the
@@ -149,7 +219,7 @@ async fn run_controllers(
                     return;
                 }
             }
-            health.caches_synced.store(true, Ordering::Relaxed);
+            health.kubernetes_ready.store(true, Ordering::Relaxed);
             info!("watch caches synced");
         }
     };

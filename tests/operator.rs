@@ -417,7 +417,7 @@ async fn sigterm_exits_cleanly_and_the_key_never_leaks() {
     let logs = env.operator.logs();
     // Reconcile logs carry the object's namespace/name and the resolved pair.
     assert!(
-        logs.contains(&format!("namespace={}", env.ns.name)) && logs.contains("name=a"),
+        logs.contains(&format!("namespace={}", env.ns.name)) && logs.contains("object=a"),
         "{logs}"
     );
     assert!(

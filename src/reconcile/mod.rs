@@ -29,7 +29,8 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
     let span = info_span!(
         "reconcile",
         namespace = %namespace,
-        name = %obj.name_any(),
+        // Not `name`: JSON logs use that key for the span's own name.
+        object = %obj.name_any(),
         policy_id = field::Empty,
         subject = field::Empty,
     );

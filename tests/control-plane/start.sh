@@ -117,10 +117,14 @@ chmod 600 "$pki/tokens.csv"
 # ---- free loopback ports -----------------------------------------------------------
 declare -A taken=()
 while read -r p; do taken[$p]=1; done < <(ss -Htan | awk '{n=split($4,a,":"); print a[n]}')
+# Below the kernel's ephemeral range, so an outgoing connection cannot take the port
+# between this check and the bind.
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
+(( ephemeral_low > 12000 )) || ephemeral_low=32768
 free_port() {
   local p
   while :; do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    p=$(( 10000 + (RANDOM * 32768 + RANDOM) % (ephemeral_low - 10000) ))
     [[ -z "${taken[$p]:-}" ]] && { taken[$p]=1; echo "$p"; return; }
   done
 }

@@ -82,6 +82,18 @@ impl Operator {
         namespace: &str,
         extra: &[&str],
     ) -> Operator {
+        Self::start_with_env(cp, vultr_url, api_key, namespace, extra, &[])
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (e.g. POD_NAME).
+    pub fn start_with_env(
+        cp: &ControlPlane,
+        vultr_url: &str,
+        api_key: &str,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let dir = tempfile::Builder::new()
             .prefix("vio-operator-")
             .tempdir()
@@ -121,6 +133,7 @@ impl Operator {
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("VULTR_API_KEY", api_key)
             .env("RUST_LOG", "info,vultr_iam_operator=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone log handle"))
             .stderr(log_file)
@@ -163,6 +176,18 @@ impl Operator {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// GET `path` on the metrics listener: (status, body); status 0 if unreachable.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.metrics_addr);
+        match reqwest::get(&url).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

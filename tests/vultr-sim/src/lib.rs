@@ -246,6 +246,12 @@ impl Sim {
     }
 }
 
+// Tests share the handle across tasks.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Sim>();
+};
+
 impl Drop for Sim {
     fn drop(&mut self) {
         // The server task sees the signal (or the closed channel) and stops by itself.
