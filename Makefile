@@ -46,3 +46,7 @@ sim:
 
 bench-sim:
 	tests/vultr-sim/bench.sh
+
+# The operator at work on the local control plane and the simulator (see tests/demo.sh).
+demo:
+	tests/demo.sh
