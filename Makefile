@@ -50,3 +50,12 @@ bench-sim:
 # The operator at work on the local control plane and the simulator (see tests/demo.sh).
 demo:
 	tests/demo.sh
+
+# Operator benchmark on the real control plane and the simulator (prints figures).
+# BENCH_N sets the attachments per population (default 60).
+.PHONY: bench
+bench: control-plane
+	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
+	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
+	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
+	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --release --test bench -- --ignored --nocapture

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::{Span, info};
+use tracing::{Span, info, warn};
 
 use crate::crd::{Grant, PolicyAttachment};
 use crate::error::Error;
@@ -52,27 +52,22 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
 
     let result = attach_and_verify(&obj, ctx, &api, &mut st, &uid).await;
     if let Err(err) = &result {
-        // Every failure is visible on the object: condition + Warning Event.
-        let was_ready = status::is_ready(Some(&st));
+        // Every failure is visible on the object: condition + Warning Event (the
+        // recorder folds repeats into one series).
+        let message = err.to_string();
         set_ready(
             &mut st,
             false,
             err.reason(),
-            err.to_string(),
+            &message,
             generation,
             Timestamp::now(),
         );
-        status::write(&api, &obj, &st).await?;
-        if ctx.backoff.failures(&uid) == 0 || was_ready {
-            ctx.event(
-                &obj,
-                EventType::Warning,
-                err.reason(),
-                "Attach",
-                err.to_string(),
-            )
-            .await;
+        if let Err(write_err) = status::write(&api, &obj, &st).await {
+            warn!(%write_err, "could not record the failure in status");
         }
+        ctx.event(&obj, EventType::Warning, err.reason(), "Attach", message)
+            .await;
     }
     result
 }
