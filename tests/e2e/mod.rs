@@ -112,23 +112,7 @@ impl Operator {
                 &metrics_addr,
             ])
             .args(["--watch-namespace", namespace])
-            .args([
-                "--resync-interval",
-                "3s",
-                "--backoff-base",
-                "200ms",
-                "--backoff-max",
-                "2s",
-            ])
-            .args([
-                "--attach-visibility-timeout",
-                "5s",
-                "--vultr-rate-limit",
-                "50",
-                "--vultr-burst",
-                "50",
-            ])
-            .args(["--vultr-timeout", "2s"])
+            .args(fast_defaults(extra))
             .args(extra)
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("VULTR_API_KEY", api_key)
@@ -201,6 +185,23 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Short timings for tests, except for the flags `extra` sets itself.
+fn fast_defaults(extra: &[&str]) -> Vec<&'static str> {
+    [
+        ("--resync-interval", "3s"),
+        ("--backoff-base", "200ms"),
+        ("--backoff-max", "2s"),
+        ("--attach-visibility-timeout", "5s"),
+        ("--vultr-rate-limit", "50"),
+        ("--vultr-burst", "50"),
+        ("--vultr-timeout", "2s"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| !extra.contains(flag))
+    .flat_map(|(flag, value)| [flag, value])
+    .collect()
 }
 
 fn free_port() -> u16 {
