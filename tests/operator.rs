@@ -50,11 +50,8 @@ async fn attaches_by_id_and_revokes_before_the_object_goes() {
             .times(1),
     );
     env.delete("alice-dns").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        env.api.get_opt("alice-dns").await.expect("get").is_some(),
-        "object went before the revocation"
-    );
+    // While the DELETE is in flight the object is still there and says so.
+    env.wait_ready("alice-dns", "False", "Detaching").await;
     env.wait_gone("alice-dns").await;
     let gone_at = SystemTime::now();
 

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::{Span, info, warn};
+use tracing::{Span, info};
 
 use crate::crd::{Grant, PolicyAttachment};
 use crate::error::Error;
@@ -20,8 +20,7 @@ use crate::reconcile::status::{self, reason, set_ready};
 use crate::vultr::AttachOutcome;
 
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
-    let api: Api<PolicyAttachment> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api = ctx.api_for(&obj);
     let generation = obj.metadata.generation;
     let uid = obj.uid().unwrap_or_default();
     let mut st = obj.status.clone().unwrap_or_default();
@@ -52,21 +51,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
 
     let result = attach_and_verify(&obj, ctx, &api, &mut st, &uid).await;
     if let Err(err) = &result {
-        // Every failure is visible on the object: condition + Warning Event (the
-        // recorder folds repeats into one series).
-        let message = err.to_string();
-        set_ready(
-            &mut st,
-            false,
-            err.reason(),
-            &message,
-            generation,
-            Timestamp::now(),
-        );
-        if let Err(write_err) = status::write(&api, &obj, &st).await {
-            warn!(%write_err, "could not record the failure in status");
-        }
-        ctx.event(&obj, EventType::Warning, err.reason(), "Attach", message)
+        ctx.report_failure(&obj, &mut st, err, "Attach", err.to_string())
             .await;
     }
     result

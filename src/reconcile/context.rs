@@ -4,14 +4,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::Resource;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use crate::crd::PolicyAttachment;
+use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
+use crate::error::Error;
 use crate::listings::ListingCache;
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
+use crate::reconcile::status::{self, set_ready};
 use crate::vultr::VultrClient;
 
 /// Tunables of the reconciler (all come from `run` flags).
@@ -82,6 +86,38 @@ impl Context {
         if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(%err, reason, "failed to publish event");
         }
+    }
+
+    /// The namespaced API of `obj`.
+    pub fn api_for(&self, obj: &PolicyAttachment) -> Api<PolicyAttachment> {
+        Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default())
+    }
+
+    /// Makes a failure visible on the object: `Ready=False` with the error's reason and
+    /// `message`, and a Warning Event (the recorder folds repeats into one series).
+    /// Failing to write either is logged, never returned: the caller returns the
+    /// original error.
+    pub async fn report_failure(
+        &self,
+        obj: &PolicyAttachment,
+        status: &mut PolicyAttachmentStatus,
+        err: &Error,
+        action: &str,
+        message: String,
+    ) {
+        set_ready(
+            status,
+            false,
+            err.reason(),
+            &message,
+            obj.metadata.generation,
+            Timestamp::now(),
+        );
+        if let Err(write_err) = status::write(&self.api_for(obj), obj, status).await {
+            warn!(%write_err, "could not record the failure in status");
+        }
+        self.event(obj, EventType::Warning, err.reason(), action, message)
+            .await;
     }
 
     pub fn mark_attach_sent(&self, uid: &str) {

@@ -45,10 +45,20 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         return Ok(Action::await_change());
     }
 
-    let api: Api<PolicyAttachment> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let mut st = obj.status.clone().unwrap_or_default();
-    let generation = obj.metadata.generation;
+    if status::is_ready(Some(&st)) {
+        // The grant stops being usable now: say so while the revocation is in flight.
+        let message = format!("revoking {grant} in Vultr");
+        set_ready(
+            &mut st,
+            false,
+            reason::DETACHING,
+            message,
+            obj.metadata.generation,
+            Timestamp::now(),
+        );
+        status::write(&ctx.api_for(&obj), &obj, &st).await?;
+    }
     match ctx.vultr.revoke(&grant.policy_id, &grant.subject).await {
         Ok(outcome) => {
             ctx.listings
@@ -66,18 +76,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         Err(err) => {
             let err = Error::from(err);
             let message = format!("revocation of {grant} pending, will retry: {err}");
-            set_ready(
-                &mut st,
-                false,
-                err.reason(),
-                &message,
-                generation,
-                Timestamp::now(),
-            );
-            if let Err(write_err) = status::write(&api, &obj, &st).await {
-                tracing::warn!(%write_err, "could not record the failed revocation in status");
-            }
-            ctx.event(&obj, EventType::Warning, err.reason(), "Revoke", message)
+            ctx.report_failure(&obj, &mut st, &err, "Revoke", message)
                 .await;
             Err(err)
         }
