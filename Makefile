@@ -33,10 +33,12 @@ cluster-up:
 cluster-down:
 	@tests/control-plane/stop.sh --dir "$(CLUSTER_DIR)"
 
-# Regenerates crds/ from the Rust types (a unit test fails when it is stale).
+# Regenerates crds/ from the Rust types and copies it into the chart (tests fail when
+# either is stale); `make manifests` then refreshes deploy/kustomize/base.
 crds:
 	mkdir -p crds
 	$(CARGO) run --quiet -- crd > crds/policyattachments.iam.vultr-operator.io.yaml
+	$(MAKE) --no-print-directory chart-crds
 
 # The Vultr simulator on its own: `make sim` serves the demo organization on a free
 # loopback port; `make bench-sim` measures its throughput with wrk (rate limit off).
@@ -59,3 +61,32 @@ bench: control-plane
 	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
 	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
 	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --release --test bench -- --ignored --nocapture
+
+# ---- Helm chart and plain manifests (charts/vultr-iam-operator, deploy/) ---------------
+# helm and kubectl come from the control-plane build (cached after the first build).
+.PHONY: chart-crds manifests helm-lint chart-test
+TOOLS_BIN = $(shell tests/control-plane/build.sh | tail -n 1)
+
+# Copies crds/ into the chart, which renders it as a template (tests/chart.rs fails
+# when the copy differs from crds/). `make crds` runs it.
+chart-crds:
+	rm -f charts/vultr-iam-operator/files/crds/*.yaml
+	cp crds/*.yaml charts/vultr-iam-operator/files/crds/
+
+# Regenerates deploy/kustomize/base from the chart's default render (tests/chart.rs
+# fails when it is stale).
+manifests: chart-crds
+	VIO_UPDATE_MANIFESTS=1 $(CARGO) test --quiet --test chart plain_manifests_match_the_chart
+
+helm-lint:
+	@bin="$(TOOLS_BIN)"; set -e; \
+	"$$bin/helm" lint --strict charts/vultr-iam-operator; \
+	"$$bin/helm" lint --strict charts/vultr-iam-operator -f charts/vultr-iam-operator/ci/non-default-values.yaml
+
+# The chart's tests alone, on a control plane of their own (needs lua5.4 for the
+# Argo CD health check).
+chart-test:
+	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
+	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
+	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
+	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --test chart

@@ -44,7 +44,13 @@ pub struct Context {
     pub metrics: Metrics,
     /// Objects (by UID) whose attach was sent but not yet seen in a listing.
     attach_sent: Mutex<HashMap<String, Instant>>,
+    /// Objects (by UID) whose grant this process revoked: a reconcile queued from a
+    /// stale cache entry (finalizer not yet seen removed) must not revoke again.
+    revoked: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a revoked UID is remembered; the watch cache catches up long before.
+const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -64,6 +70,7 @@ impl Context {
             settings,
             metrics,
             attach_sent: Mutex::default(),
+            revoked: Mutex::default(),
         }
     }
 
@@ -134,6 +141,19 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .get(uid)
             .copied()
+    }
+
+    pub fn mark_revoked(&self, uid: &str) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|_, at| at.elapsed() < REVOKED_MEMORY);
+        revoked.insert(uid.to_owned(), Instant::now());
+    }
+
+    pub fn was_revoked(&self, uid: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(uid)
     }
 
     pub fn forget(&self, uid: &str) {

@@ -28,6 +28,11 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
             .await;
         return Ok(Action::await_change());
     }
+    let uid = obj.uid().unwrap_or_default();
+    if ctx.was_revoked(&uid) {
+        // A reconcile from a stale cache entry: the revocation already succeeded.
+        return Ok(Action::await_change());
+    }
     let Some(grant) = obj.recorded_grant() else {
         // Resolution never completed, so nothing was ever attached for this object.
         info!("no pair recorded: nothing to revoke");
@@ -68,6 +73,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
                 RevokeOutcome::Revoked => format!("revoked {grant} in Vultr"),
                 RevokeOutcome::AlreadyAbsent => format!("{grant} was already absent in Vultr"),
             };
+            ctx.mark_revoked(&uid);
             info!(?outcome, "revoked");
             ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note)
                 .await;

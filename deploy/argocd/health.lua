@@ -1,0 +1,62 @@
+-- Argo CD health check for iam.vultr-operator.io/PolicyAttachment.
+-- Healthy: Ready=True for the current generation (the grant is verified in Vultr).
+-- Progressing: no status yet, a generation the operator has not observed, Ready=Unknown,
+--   or Ready=False while attaching/detaching.
+-- Degraded: Ready=False for any other reason (PolicyNotFound, UserNotFound, Forbidden,
+--   ApiUnavailable, ...): the message says why.
+-- Written for Argo CD's Lua 5.1 (gopher-lua); tested with lua5.4 by tests/chart.rs.
+local hs = {}
+local generation = nil
+if obj.metadata ~= nil then
+  generation = obj.metadata.generation
+end
+
+if obj.status == nil or obj.status.conditions == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to report status"
+  return hs
+end
+
+local ready = nil
+for _, condition in ipairs(obj.status.conditions) do
+  if condition.type == "Ready" then
+    ready = condition
+  end
+end
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Ready condition"
+  return hs
+end
+
+local observed = ready.observedGeneration
+if observed == nil then
+  observed = obj.status.observedGeneration
+end
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local reason = ready.reason or ""
+local message = ready.message or ""
+local detail = reason
+if message ~= "" then
+  detail = reason .. ": " .. message
+end
+
+if ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = detail
+elseif ready.status == "False" and (reason == "Attaching" or reason == "Detaching") then
+  hs.status = "Progressing"
+  hs.message = detail
+elseif ready.status == "False" then
+  hs.status = "Degraded"
+  hs.message = detail
+else
+  hs.status = "Progressing"
+  hs.message = "Ready is " .. tostring(ready.status) .. " " .. detail
+end
+return hs
