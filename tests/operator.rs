@@ -533,3 +533,41 @@ async fn the_client_side_limiter_avoids_vultr_429s() {
     let throttled: Vec<_> = journal.iter().filter(|e| e.status == 429).collect();
     assert!(throttled.is_empty(), "{throttled:?}");
 }
+
+/// SIGKILL the operator while its attach request is in flight: a new process converges
+/// (one grant, Ready) and the deletion still revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
+    let mut env = Env::start("pa-kill-attach").await;
+    let slow = env.sim.add_fault(
+        Fault::new(FaultKind::Latency { ms: 3000 }).on(Some("POST"), Some("/v2/policies/")),
+    );
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    // The pair is recorded before the POST leaves, which then takes 3 s to answer.
+    support::wait_for("the pair to be recorded", WAIT, || async {
+        let obj = env.api.get("a").await.ok()?;
+        obj.recorded_grant().map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.operator.kill();
+    // Killed before Vultr answered: the object must not claim a verified grant.
+    let obj = env.api.get("a").await.expect("get");
+    let ready = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.condition("Ready"))
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Attaching")
+    );
+    env.sim.remove_fault(slow);
+
+    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.wait_ready("a", "True", "Attached").await;
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    env.delete("a").await;
+    env.wait_gone("a").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
