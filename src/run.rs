@@ -106,8 +106,10 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     };
     let settings = Settings {
         resync_interval: args.resync_interval,
+        // Long enough for a pass's reconciles to share its listings, short enough
+        // that an event-driven reconcile sees recent state.
         listing_max_age: (args.resync_interval / 2).clamp(
-            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(60),
         ),
         attach_visibility_timeout: args.attach_visibility_timeout,

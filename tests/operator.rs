@@ -341,17 +341,37 @@ async fn out_of_band_detach_is_repaired_at_the_next_verification() {
     wait_attached(&env, DNS_ADMIN, ALICE).await;
     env.wait_ready("a", "True", "Attached").await;
 
-    // One listing per policy per pass, not one per attachment: over several passes the
-    // listing count stays about the number of passes.
+    // One listing per policy per pass serves every attachment of that policy: with 8
+    // attachments, per-attachment verification would list at least 8 times per pass.
+    for i in 0..6 {
+        let user = env.sim.add_user(&format!("drift-{i}@example.com"));
+        env.create(&format!("more-{i}"), by_ids(DNS_ADMIN, &user))
+            .await;
+        env.wait_ready(&format!("more-{i}"), "True", "Attached")
+            .await;
+    }
+    let before = SystemTime::now();
     env.sim.clear_journal();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let listings = env
         .requests("GET", &format!("/v2/policies/{DNS_ADMIN}/users"))
         .len();
     assert!(
-        (2..=6).contains(&listings),
-        "{listings} listings in 10 s at a 3 s resync"
+        (2..=8).contains(&listings),
+        "{listings} listings in 10 s at a 3 s resync for 8 attachments"
     );
+    // ...and every attachment was verified by those passes.
+    for obj in env.api.list(&Default::default()).await.expect("list").items {
+        let verified = obj
+            .status
+            .and_then(|s| s.last_verified_at)
+            .expect("lastVerifiedAt");
+        assert!(
+            SystemTime::from(verified.0) > before,
+            "{:?} not re-verified",
+            obj.metadata.name
+        );
+    }
 }
 
 async fn wait_attached(env: &Env, policy: &str, user: &str) {
