@@ -37,12 +37,12 @@ pub async fn run(
     }
 }
 
-/// One verification pass; returns the number of listings fetched.
+/// One verification pass: refresh every listing in use, then reconcile everything.
 pub async fn verify_pass(
     ctx: &Context,
     objects: &[Arc<PolicyAttachment>],
     triggers: &[UnboundedSender<()>],
-) -> usize {
+) {
     let live: Vec<_> = objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
@@ -72,5 +72,4 @@ pub async fn verify_pass(
         attachments = live.len(),
         "verification pass"
     );
-    fetched
 }

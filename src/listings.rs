@@ -15,7 +15,6 @@ pub struct Listing {
     pub members: Arc<HashSet<String>>,
     /// Wall-clock time of the fetch, reported as `lastVerifiedAt`.
     pub fetched_at: SystemTime,
-    fetched: Instant,
 }
 
 impl Listing {
@@ -25,7 +24,9 @@ impl Listing {
 }
 
 type Key = (String, SubjectKind);
-type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
+/// The last answer for a key, failures included: during an outage the attachments of a
+/// policy share one failed request instead of each sending their own.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
 
 #[derive(Clone)]
 pub struct ListingCache {
@@ -49,9 +50,9 @@ impl ListingCache {
             .clone()
     }
 
-    /// The listing for `policy_id`, fetched now unless one younger than `max_age` is
-    /// cached. Callers for the same policy queue on one lock, so a burst of reconciles
-    /// costs one fetch.
+    /// The listing for `policy_id`, fetched now unless an answer younger than `max_age`
+    /// is cached. Callers for the same policy queue on one lock, so a burst of
+    /// reconciles costs one fetch.
     pub async fn get(
         &self,
         policy_id: &str,
@@ -60,22 +61,21 @@ impl ListingCache {
     ) -> Result<Listing, VultrError> {
         let slot = self.slot(policy_id, kind);
         let mut cached = slot.lock().await;
-        if let Some(listing) = cached.as_ref()
-            && listing.fetched.elapsed() <= max_age
+        if let Some((at, answer)) = cached.as_ref()
+            && at.elapsed() <= max_age
         {
-            return Ok(listing.clone());
+            return answer.clone();
         }
-        let members = match kind {
-            SubjectKind::User => self.vultr.policy_user_ids(policy_id).await?,
-            SubjectKind::Group => self.vultr.policy_group_ids(policy_id).await?,
-        };
-        let listing = Listing {
-            members: Arc::new(members),
-            fetched_at: SystemTime::now(),
-            fetched: Instant::now(),
-        };
-        *cached = Some(listing.clone());
-        Ok(listing)
+        let answer = self
+            .vultr
+            .attached_ids(policy_id, kind)
+            .await
+            .map(|members| Listing {
+                members: Arc::new(members),
+                fetched_at: SystemTime::now(),
+            });
+        *cached = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     /// Forgets the listing after this process changed the policy's attachments.

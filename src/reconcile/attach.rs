@@ -41,6 +41,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
                 Timestamp::now(),
             );
         } else {
+            // Only deletionPolicy can change (the rest is immutable): the grant stands.
             st.observed_generation = generation;
             for c in &mut st.conditions {
                 c.observed_generation = generation;
@@ -77,13 +78,14 @@ async fn attach_and_verify(
     };
     record_span(&grant);
 
+    // While a fresh attach is awaited, look again each time instead of reusing a listing.
+    let max_age = match ctx.attach_sent_at(uid) {
+        Some(_) => ctx.settings.verify_interval,
+        None => ctx.settings.listing_max_age,
+    };
     let listing = ctx
         .listings
-        .get(
-            &grant.policy_id,
-            grant.subject.kind(),
-            ctx.settings.listing_max_age,
-        )
+        .get(&grant.policy_id, grant.subject.kind(), max_age)
         .await?;
     if listing.contains(grant.subject.id()) {
         let was_ready = status::is_ready(Some(st));

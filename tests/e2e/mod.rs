@@ -221,6 +221,32 @@ pub struct Env {
     pub cp: &'static ControlPlane,
 }
 
+impl Drop for Env {
+    /// The test's operator dies with it, so nobody would honour the finalizers left in
+    /// its namespace: strip them (in the background) so the namespace really goes and no
+    /// later cluster-wide operator inherits this test's objects.
+    fn drop(&mut self) {
+        let ns = &self.ns.name;
+        let script = format!(
+            "for o in $(kubectl get pa -n {ns} -o name); do \
+             kubectl patch -n {ns} \"$o\" --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'; done"
+        );
+        let path = format!(
+            "{}:{}",
+            self.cp.bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+}
+
 impl Env {
     /// Demo organization, the regular key, default operator flags.
     pub async fn start(prefix: &str) -> Env {
