@@ -143,10 +143,10 @@ pub struct PolicyAttachmentStatus {
     /// The resolved user or group ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_id: Option<String>,
-    /// Human-readable policy (name or ID, as declared), for `kubectl get`.
+    /// The policy's name (as declared until resolved), for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
-    /// Human-readable subject (email, name or ID, as declared), for `kubectl get`.
+    /// The user's email or the group's name (as declared until resolved), for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// When the operator first saw the grant live in Vultr.

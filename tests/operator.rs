@@ -25,6 +25,9 @@ async fn attaches_by_id_and_revokes_before_the_object_goes() {
     let st = obj.status.expect("status");
     assert_eq!(st.policy_id.as_deref(), Some(DNS_ADMIN));
     assert_eq!(st.subject_id.as_deref(), Some(ALICE));
+    // Declared by IDs, shown by name in `kubectl get pa`.
+    assert_eq!(st.policy.as_deref(), Some("dns-admin"));
+    assert_eq!(st.subject.as_deref(), Some("alice@example.com"));
     assert!(st.attached_at.is_some() && st.last_verified_at.is_some());
     assert!(
         obj.metadata

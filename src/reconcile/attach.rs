@@ -69,8 +69,11 @@ async fn attach_and_verify(
     let grant = match st.grant() {
         Some(grant) => grant,
         None => {
-            let grant = resolve(&ctx.vultr, &obj.spec).await?;
+            let resolution = resolve(&ctx.vultr, &obj.spec).await?;
+            let grant = resolution.grant;
             st.record(&grant);
+            st.policy = Some(resolution.policy_name);
+            st.subject = Some(resolution.subject_name);
             status::write(api, obj, st).await?;
             info!(%grant, "resolved");
             grant

@@ -378,7 +378,8 @@ async fn policy_name_not_found_names_it() {
         client
             .resolve_policy(&PolicyRef::ByName("dns-admin".into()))
             .await
-            .unwrap(),
+            .unwrap()
+            .id,
         "p1"
     );
 }
@@ -405,7 +406,10 @@ async fn resolution_by_id_checks_existence() {
             .resolve_policy(&PolicyRef::ById(POLICY.into()))
             .await
             .unwrap(),
-        POLICY
+        Resolved {
+            id: POLICY.into(),
+            name: "dns-admin".into()
+        }
     );
     let err = client
         .resolve_policy(&PolicyRef::ById("other".into()))
@@ -417,7 +421,7 @@ async fn resolution_by_id_checks_existence() {
             .resolve_subject(&SubjectRef::User(UserRef::ById(USER.into())))
             .await
             .unwrap(),
-        Subject::User(USER.into())
+        (Subject::User(USER.into()), "a@x.io".into())
     );
     let err = client
         .resolve_user(&UserRef::ById("nobody".into()))
@@ -429,7 +433,7 @@ async fn resolution_by_id_checks_existence() {
             .resolve_subject(&SubjectRef::Group(GroupRef::ByName("ops".into())))
             .await
             .unwrap(),
-        Subject::Group("g1".into())
+        (Subject::Group("g1".into()), "ops".into())
     );
     let err = client
         .resolve_group(&GroupRef::ById("g9".into()))

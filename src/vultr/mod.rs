@@ -31,5 +31,5 @@ pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimit
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Subject, SubjectKind, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::{MAX_PAGES, PER_PAGE};
-pub use resolve::{GroupRef, PolicyRef, SubjectRef, UserRef};
+pub use resolve::{GroupRef, PolicyRef, Resolved, SubjectRef, UserRef};
 pub use response::{MAX_RETRY_AFTER, parse_retry_after};

@@ -26,6 +26,14 @@ pub enum GroupRef {
     ByName(String),
 }
 
+/// A resolved object: its ID, and what people call it (a policy's name, a user's email,
+/// a group's display name) for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub id: String,
+    pub name: String,
+}
+
 /// How a manifest names the subject of a grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SubjectRef {
@@ -36,49 +44,76 @@ pub enum SubjectRef {
 impl VultrClient {
     /// The ID of the policy: checked with a GET when given by ID, else the one policy
     /// whose name matches exactly (case-sensitive).
-    pub async fn resolve_policy(&self, policy: &PolicyRef) -> Result<String, VultrError> {
+    pub async fn resolve_policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
         match policy {
             PolicyRef::ById(id) => match self.get_policy(id).await {
-                Ok(found) => Ok(canonical_id(found.id, id)),
+                Ok(found) => Ok(Resolved {
+                    id: canonical_id(found.id, id),
+                    name: found.name,
+                }),
                 Err(VultrError::NotFound { .. }) => Err(VultrError::PolicyNotFound {
                     reference: format!("id {id:?}"),
                 }),
                 Err(err) => Err(err),
             },
-            PolicyRef::ByName(name) => policy_by_name(&self.list_policies().await?, name),
+            PolicyRef::ByName(name) => Ok(Resolved {
+                id: policy_by_name(&self.list_policies().await?, name)?,
+                name: name.clone(),
+            }),
         }
     }
 
     /// The ID of the user: checked with a GET when given by ID, else the one user whose
     /// email matches (ignoring ASCII case).
-    pub async fn resolve_user(&self, user: &UserRef) -> Result<String, VultrError> {
+    pub async fn resolve_user(&self, user: &UserRef) -> Result<Resolved, VultrError> {
         match user {
             UserRef::ById(id) => match self.get_user(id).await {
-                Ok(found) => Ok(canonical_id(found.id, id)),
+                Ok(found) => Ok(Resolved {
+                    id: canonical_id(found.id, id),
+                    name: found.email,
+                }),
                 Err(VultrError::NotFound { .. }) => Err(VultrError::UserNotFound {
                     reference: format!("id {id:?}"),
                 }),
                 Err(err) => Err(err),
             },
-            UserRef::ByEmail(email) => user_by_email(&self.list_users().await?, email),
+            UserRef::ByEmail(email) => Ok(Resolved {
+                id: user_by_email(&self.list_users().await?, email)?,
+                name: email.clone(),
+            }),
         }
     }
 
     /// The ID of the group, found in the group listing (the contract has no GET for a
     /// single group) by ID or by exact `display_name`.
-    pub async fn resolve_group(&self, group: &GroupRef) -> Result<String, VultrError> {
+    pub async fn resolve_group(&self, group: &GroupRef) -> Result<Resolved, VultrError> {
         let groups = self.list_groups().await?;
-        match group {
-            GroupRef::ById(id) => group_by_id(&groups, id),
-            GroupRef::ByName(name) => group_by_name(&groups, name),
-        }
+        let id = match group {
+            GroupRef::ById(id) => group_by_id(&groups, id)?,
+            GroupRef::ByName(name) => group_by_name(&groups, name)?,
+        };
+        let name = groups
+            .iter()
+            .find(|g| g.id == id)
+            .map(|g| g.display_name.clone())
+            .unwrap_or_default();
+        Ok(Resolved { id, name })
     }
 
-    /// The resolved subject of a grant.
-    pub async fn resolve_subject(&self, subject: &SubjectRef) -> Result<Subject, VultrError> {
+    /// The resolved subject of a grant, and its display name.
+    pub async fn resolve_subject(
+        &self,
+        subject: &SubjectRef,
+    ) -> Result<(Subject, String), VultrError> {
         Ok(match subject {
-            SubjectRef::User(user) => Subject::User(self.resolve_user(user).await?),
-            SubjectRef::Group(group) => Subject::Group(self.resolve_group(group).await?),
+            SubjectRef::User(user) => {
+                let user = self.resolve_user(user).await?;
+                (Subject::User(user.id), user.name)
+            }
+            SubjectRef::Group(group) => {
+                let group = self.resolve_group(group).await?;
+                (Subject::Group(group.id), group.name)
+            }
         })
     }
 }
