@@ -2,8 +2,10 @@
 //! reasons are the stable error reasons and routes are templates, never IDs or names.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
+use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -48,7 +50,7 @@ pub struct Metrics {
     limiter_wait: Histogram,
     attachments: Family<ReadyLabels, Gauge>,
     revocations_pending: Gauge,
-    oldest_revocation_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    oldest_revocation_seconds: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
 }
 
@@ -109,7 +111,7 @@ impl Metrics {
             "Deleted PolicyAttachments whose finalizer still holds (revocation not yet confirmed)",
             revocations_pending.clone(),
         );
-        let oldest_revocation_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let oldest_revocation_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "oldest_pending_revocation_age_seconds",
             "Age of the oldest pending revocation (0 when none)",
@@ -189,8 +191,6 @@ impl Metrics {
         Ok(out)
     }
 }
-
-use kube::ResourceExt;
 
 impl RequestObserver for Metrics {
     fn on_request(&self, record: &RequestRecord) {

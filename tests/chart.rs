@@ -1322,22 +1322,7 @@ impl ServiceAccountOperator {
 
     /// SIGTERM, then waits up to 10 s; true if the process exited successfully.
     fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.child.take().is_some_and(e2e::terminate)
     }
 }
 

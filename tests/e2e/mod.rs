@@ -144,22 +144,7 @@ impl Operator {
 
     /// SIGTERM and wait for a graceful exit; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.child.take().is_some_and(terminate)
     }
 
     /// GET `path` on the metrics listener: (status, body); status 0 if unreachable.
@@ -202,6 +187,23 @@ fn fast_defaults(extra: &[&str]) -> Vec<&'static str> {
     .filter(|(flag, _)| !extra.contains(flag))
     .flat_map(|(flag, value)| [flag, value])
     .collect()
+}
+
+/// SIGTERM, then waits up to 10 s (SIGKILL after); true if the process exited cleanly.
+pub fn terminate(mut child: Child) -> bool {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 fn free_port() -> u16 {
