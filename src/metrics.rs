@@ -211,3 +211,84 @@ impl RequestObserver for Metrics {
         self.limiter_wait.observe(record.limiter_wait.as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn object(value: serde_json::Value) -> Arc<PolicyAttachment> {
+        Arc::new(serde_json::from_value(value).expect("a PolicyAttachment"))
+    }
+
+    fn pa(name: &str, ready: &str, reason: &str) -> Arc<PolicyAttachment> {
+        object(serde_json::json!({
+            "apiVersion": "iam.vultr-operator.io/v1alpha1", "kind": "PolicyAttachment",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"policy": {"name": "p"}, "user": {"email": "a@example.com"}},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": reason,
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+    }
+
+    #[test]
+    fn object_gauges_count_ready_states_and_pending_revocations() {
+        let metrics = Metrics::new();
+        let deleted_at = Timestamp::from_second(1_000).expect("timestamp");
+        let mut deleting = (*pa("gone", "False", "ApiUnavailable")).clone();
+        deleting.metadata.deletion_timestamp = Some(Time(deleted_at));
+        deleting.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        let objects = vec![
+            pa("a", "True", "Attached"),
+            pa("b", "True", "Attached"),
+            pa("c", "False", "PolicyNotFound"),
+            Arc::new(deleting),
+        ];
+        let now = SystemTime::from(Timestamp::from_second(1_090).expect("timestamp"));
+        metrics.observe_objects(&objects, now);
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains(r#"vultr_iam_policyattachments{ready="True",reason="Attached"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"vultr_iam_policyattachments{ready="False",reason="PolicyNotFound"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("vultr_iam_revocations_pending 1"), "{text}");
+        assert!(
+            text.contains("vultr_iam_oldest_pending_revocation_age_seconds 90.0"),
+            "{text}"
+        );
+
+        // A later scrape forgets states no object has any more.
+        metrics.observe_objects(&objects[..1], now);
+        let text = metrics.encode().expect("encode");
+        assert!(!text.contains("PolicyNotFound"), "{text}");
+        assert!(text.contains("vultr_iam_revocations_pending 0"), "{text}");
+    }
+
+    #[test]
+    fn vultr_requests_are_labelled_by_route_template_and_status() {
+        let metrics = Metrics::new();
+        metrics.on_request(&RequestRecord {
+            route: "GET /v2/policies/{policy_id}/users",
+            status: None,
+            latency: Duration::from_millis(20),
+            limiter_wait: Duration::from_millis(5),
+            outcome: "ApiUnavailable",
+        });
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains(r#"vultr_iam_vultr_requests_total{route="GET /v2/policies/{policy_id}/users",status="none"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("vultr_iam_vultr_limiter_wait_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
