@@ -417,6 +417,16 @@ async fn a_killed_operator_loses_no_revocation() {
     env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
     env.wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    // The new process only cleaned up; its revocation log still names the pair.
+    let logs = env.operator.logs();
+    let revoked = logs
+        .lines()
+        .find(|l| l.contains("revoked"))
+        .unwrap_or_default();
+    assert!(
+        revoked.contains(&format!("policy_id=\"{DNS_ADMIN}\"")),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{Span, info};
 
-use crate::crd::{Grant, PolicyAttachment};
+use crate::crd::PolicyAttachment;
 use crate::error::Error;
 use crate::reconcile::context::Context;
+use crate::reconcile::record_grant;
 use crate::reconcile::resolve::resolve;
 use crate::reconcile::status::{self, reason, set_ready};
 use crate::vultr::AttachOutcome;
@@ -76,10 +77,10 @@ async fn attach_and_verify(
             st.subject = Some(resolution.subject_name);
             status::write(api, obj, st).await?;
             info!(%grant, "resolved");
+            record_grant(&Span::current(), &grant);
             grant
         }
     };
-    record_span(&grant);
 
     // While a fresh attach is awaited, look again each time instead of reusing a listing.
     let max_age = match ctx.attach_sent_at(uid) {
@@ -160,10 +161,4 @@ async fn attach_and_verify(
     );
     status::write(api, obj, st).await?;
     Ok(Action::requeue(ctx.settings.verify_interval))
-}
-
-fn record_span(grant: &Grant) {
-    let span = Span::current();
-    span.record("policy_id", grant.policy_id.as_str());
-    span.record("subject", tracing::field::display(&grant.subject));
 }

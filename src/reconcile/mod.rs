@@ -17,9 +17,9 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use tracing::{Instrument, field, info_span, warn};
+use tracing::{Instrument, Span, field, info_span, warn};
 
-use crate::crd::{FINALIZER, PolicyAttachment};
+use crate::crd::{FINALIZER, Grant, PolicyAttachment};
 use crate::error::Error;
 use backoff::Revision;
 pub use context::{Context, Settings};
@@ -34,6 +34,9 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
         policy_id = field::Empty,
         subject = field::Empty,
     );
+    if let Some(grant) = obj.recorded_grant() {
+        record_grant(&span, &grant);
+    }
     async move {
         let started = Instant::now();
         let uid = obj.uid().unwrap_or_default();
@@ -71,6 +74,12 @@ pub fn error_policy(obj: Arc<PolicyAttachment>, err: &Error, ctx: Arc<Context>) 
         ctx.backoff
             .next_delay(&key, revision(&obj), err.retry_after()),
     )
+}
+
+/// Puts the resolved pair on a reconcile span (it is empty until resolution).
+pub(crate) fn record_grant(span: &Span, grant: &Grant) {
+    span.record("policy_id", grant.policy_id.as_str());
+    span.record("subject", field::display(&grant.subject));
 }
 
 fn revision(obj: &PolicyAttachment) -> Revision {
