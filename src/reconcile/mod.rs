@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use tracing::{Instrument, Span, field, info_span, warn};
@@ -44,7 +43,7 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
             // Woken early by our own status write: keep the backoff (and Retry-After).
             return Ok(Action::requeue(wait));
         }
-        let api: Api<PolicyAttachment> = Api::namespaced(ctx.client.clone(), &namespace);
+        let api = ctx.api_for(&obj);
         let deleting = obj.metadata.deletion_timestamp.is_some();
         let result = finalizer(&api, FINALIZER, obj, |event| async {
             match event {
