@@ -6,7 +6,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::vultr::{Subject, SubjectKind as VultrSubjectKind};
+// The status speaks of the same subject kinds as the Vultr client.
+use crate::vultr::Subject;
+pub use crate::vultr::SubjectKind;
 
 /// API group of every resource of this operator.
 pub const GROUP: &str = "iam.vultr-operator.io";
@@ -116,13 +118,6 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
-/// Kind of Vultr principal a policy is attached to.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum SubjectKind {
-    User,
-    Group,
-}
-
 /// Observed state, written by the operator only.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -170,37 +165,19 @@ impl std::fmt::Display for Grant {
     }
 }
 
-impl From<SubjectKind> for VultrSubjectKind {
-    fn from(kind: SubjectKind) -> Self {
-        match kind {
-            SubjectKind::User => VultrSubjectKind::User,
-            SubjectKind::Group => VultrSubjectKind::Group,
-        }
-    }
-}
-
-impl From<VultrSubjectKind> for SubjectKind {
-    fn from(kind: VultrSubjectKind) -> Self {
-        match kind {
-            VultrSubjectKind::User => SubjectKind::User,
-            VultrSubjectKind::Group => SubjectKind::Group,
-        }
-    }
-}
-
 impl PolicyAttachmentStatus {
     /// The recorded pair, if resolution ever completed.
     pub fn grant(&self) -> Option<Grant> {
         Some(Grant {
             policy_id: self.policy_id.clone()?,
-            subject: Subject::new(self.subject_kind?.into(), self.subject_id.clone()?),
+            subject: Subject::new(self.subject_kind?, self.subject_id.clone()?),
         })
     }
 
     /// Records the resolved pair.
     pub fn record(&mut self, grant: &Grant) {
         self.policy_id = Some(grant.policy_id.clone());
-        self.subject_kind = Some(grant.subject.kind().into());
+        self.subject_kind = Some(grant.subject.kind());
         self.subject_id = Some(grant.subject.id().to_owned());
     }
 

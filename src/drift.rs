@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
-use kube::runtime::reflector::Store;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,7 +22,6 @@ pub fn jittered(interval: Duration) -> Duration {
 
 pub async fn run(
     ctx: Arc<Context>,
-    stores: Vec<Store<PolicyAttachment>>,
     triggers: Vec<UnboundedSender<()>>,
     shutdown: CancellationToken,
 ) {
@@ -32,7 +30,7 @@ pub async fn run(
             _ = tokio::time::sleep(jittered(ctx.settings.resync_interval)) => {}
             _ = shutdown.cancelled() => return,
         }
-        let objects: Vec<_> = stores.iter().flat_map(|s| s.state()).collect();
+        let objects = ctx.cached_objects().await;
         verify_pass(&ctx, &objects, &triggers).await;
     }
 }

@@ -1,6 +1,5 @@
 //! `/metrics`, `/healthz` and `/readyz` on one listener.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
@@ -37,15 +36,11 @@ impl Health {
 struct AppState {
     metrics: Metrics,
     health: Arc<Health>,
-    stores: Arc<std::sync::Mutex<Vec<Store<PolicyAttachment>>>>,
+    stores: Stores,
 }
 
 /// Shared list of watch caches, filled once the controllers start.
 pub type Stores = Arc<std::sync::Mutex<Vec<Store<PolicyAttachment>>>>;
-
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
 
 pub async fn serve(
     listener: TcpListener,

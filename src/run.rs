@@ -63,7 +63,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
 
     let stores: Stores = Arc::default();
-    let listener = http::bind(args.metrics_bind_address).await?;
+    let listener = tokio::net::TcpListener::bind(args.metrics_bind_address).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     let server = tokio::spawn(http::serve(
         listener,
@@ -114,7 +114,6 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         ),
         attach_visibility_timeout: args.attach_visibility_timeout,
         verify_interval: std::time::Duration::from_secs(1),
-        namespaces: args.watch_namespaces.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -123,6 +122,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         Backoff::new(args.backoff_base, args.backoff_max),
         settings,
         metrics,
+        stores.clone(),
     ));
 
     // Reconciles stop on SIGTERM, or at once when the lease is lost: by then another
@@ -132,7 +132,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     let lease_lost = match leadership {
         None => {
             controllers.await;
-            None
+            false
         }
         Some(mut leadership) => {
             tokio::pin!(controllers);
@@ -144,24 +144,21 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
                 error!("lost the leader lease: stopping reconciles");
                 stop.cancel();
                 controllers.await;
-                Some(())
             } else {
                 leadership.release().await;
-                None
             }
+            lost
         }
     };
     shutdown.cancel();
     if let Ok(Err(err)) = server.await {
         warn!(%err, "metrics server failed");
     }
-    match lease_lost {
-        Some(()) => Err(StartupError::LeaseLost),
-        None => {
-            info!("stopped");
-            Ok(())
-        }
+    if lease_lost {
+        return Err(StartupError::LeaseLost);
     }
+    info!("stopped");
+    Ok(())
 }
 
 /// Events' reporting instance and lease holder: the pod name, else host and PID.
@@ -213,19 +210,16 @@ async fn run_controllers(
     }
 
     let all_stores: Vec<_> = stores.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let readiness = {
-        let all_stores = all_stores.clone();
-        async move {
-            for store in &all_stores {
-                if store.wait_until_ready().await.is_err() {
-                    return;
-                }
+    let readiness = async move {
+        for store in &all_stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
             }
-            health.kubernetes_ready.store(true, Ordering::Relaxed);
-            info!("watch caches synced");
         }
+        health.kubernetes_ready.store(true, Ordering::Relaxed);
+        info!("watch caches synced");
     };
-    let verifier = crate::drift::run(ctx, all_stores, triggers, shutdown);
+    let verifier = crate::drift::run(ctx, triggers, shutdown);
     tokio::join!(futures::future::join_all(runs), readiness, verifier);
 }
 

@@ -3,29 +3,12 @@
 mod e2e;
 mod support;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use e2e::*;
 use support::{ControlPlane, TestNamespace};
 
 /// `kubectl apply` of `manifest`; returns (success, combined output).
 fn apply(cp: &ControlPlane, ns: &str, manifest: &str) -> (bool, String) {
-    let mut child = cp
-        .kubectl()
-        .args(["apply", "-n", ns, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(manifest.as_bytes())
-        .expect("write manifest");
-    let out = child.wait_with_output().expect("kubectl output");
+    let out = with_stdin(cp.kubectl().args(["apply", "-n", ns, "-f", "-"]), manifest);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

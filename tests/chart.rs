@@ -816,20 +816,10 @@ async fn restricted_namespace(
 }
 
 fn dry_run(cp: &ControlPlane, yaml: &str) -> String {
-    let mut child = cp
-        .kubectl()
-        .args(["apply", "--dry-run=server", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kubectl");
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(yaml.as_bytes()).expect("write to kubectl");
-    }
-    let out = child.wait_with_output().expect("kubectl apply");
+    let out = e2e::with_stdin(
+        cp.kubectl().args(["apply", "--dry-run=server", "-f", "-"]),
+        yaml,
+    );
     let text = combined(&out);
     assert!(out.status.success(), "dry run failed: {text}\n{yaml}");
     text
@@ -1153,23 +1143,8 @@ async fn prepare_release_namespace(cp: &ControlPlane, client: &kube::Client) {
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    \
          pod-security.kubernetes.io/enforce: restricted\n"
     );
-    let mut child = cp
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn kubectl");
-    {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write");
-    }
-    assert!(child.wait().expect("kubectl").success());
+    let out = e2e::with_stdin(cp.kubectl().args(["apply", "-f", "-"]), &manifest);
+    assert!(out.status.success(), "{}", combined(&out));
 }
 
 /// Another test binary (or `make crds`) may have created the CRD with kubectl: hand it

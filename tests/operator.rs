@@ -141,22 +141,12 @@ async fn resolution_failures_are_conditions_not_crashes() {
     .await;
 
     let obj = env.wait_ready("no-policy", "False", "PolicyNotFound").await;
-    let msg = &obj
-        .status
-        .as_ref()
-        .and_then(|s| s.condition("Ready"))
-        .expect("Ready")
-        .message;
+    let msg = &ready(&obj).message;
     assert!(msg.contains("no-such-policy"), "{msg}");
     env.wait_ready("no-user", "False", "UserNotFound").await;
     env.wait_ready("no-group", "False", "GroupNotFound").await;
     let obj = env.wait_ready("ambiguous", "False", "Ambiguous").await;
-    let msg = &obj
-        .status
-        .as_ref()
-        .and_then(|s| s.condition("Ready"))
-        .expect("Ready")
-        .message;
+    let msg = &ready(&obj).message;
     assert!(
         msg.contains("c0ffee00-1111-4222-8333-444455556605"),
         "{msg}"
@@ -185,12 +175,7 @@ async fn unauthorized_and_forbidden_keys_are_reported() {
     let env = Env::start_with("pa-badkey", "vk-WRONG-key-1234567890", &[]).await;
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
     let obj = env.wait_ready("a", "False", "Unauthorized").await;
-    let msg = &obj
-        .status
-        .as_ref()
-        .and_then(|s| s.condition("Ready"))
-        .expect("Ready")
-        .message;
+    let msg = &ready(&obj).message;
     assert!(msg.contains("401"), "{msg}");
     assert!(!msg.contains("vk-WRONG"), "key leaked into status: {msg}");
     drop(env);
@@ -469,12 +454,7 @@ async fn timeouts_are_transient_on_attach_and_on_revoke() {
         .add_fault(Fault::new(FaultKind::Hang).on(None, Some("/v2/")));
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
     let obj = env.wait_ready("a", "False", "ApiUnavailable").await;
-    let msg = &obj
-        .status
-        .as_ref()
-        .and_then(|s| s.condition("Ready"))
-        .expect("Ready")
-        .message;
+    let msg = &ready(&obj).message;
     assert!(
         msg.to_lowercase().contains("timed out") || msg.contains("timeout"),
         "{msg}"
@@ -586,11 +566,7 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
     env.operator.kill();
     // Killed before Vultr answered: the object must not claim a verified grant.
     let obj = env.api.get("a").await.expect("get");
-    let ready = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.condition("Ready"))
-        .expect("Ready");
+    let ready = ready(&obj);
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "Attaching")

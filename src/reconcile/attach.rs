@@ -130,7 +130,7 @@ async fn attach_and_verify(
     let drifted = st.attached_at.is_some();
     let outcome = ctx
         .vultr
-        .ensure_attached(&grant.policy_id, &grant.subject)
+        .attach_confirmed(&grant.policy_id, &grant.subject)
         .await?;
     ctx.listings
         .invalidate(&grant.policy_id, grant.subject.kind())

@@ -94,7 +94,8 @@ impl Backoff {
     }
 
     /// Number of consecutive failures recorded for `key`.
-    pub fn failures(&self, key: &str) -> u32 {
+    #[cfg(test)]
+    fn failures(&self, key: &str) -> u32 {
         self.entries().get(key).map_or(0, |e| e.failures)
     }
 }

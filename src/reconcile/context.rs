@@ -1,7 +1,7 @@
 //! What every reconcile shares: clients, caches, backoff state and settings.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
@@ -12,6 +12,7 @@ use tracing::warn;
 
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
 use crate::error::Error;
+use crate::http::Stores;
 use crate::listings::ListingCache;
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
@@ -30,8 +31,6 @@ pub struct Settings {
     pub attach_visibility_timeout: Duration,
     /// Delay between checks while waiting for a fresh attach to show up.
     pub verify_interval: Duration,
-    /// Watched namespaces (empty: all). Shared grants are looked up in the same scope.
-    pub namespaces: Vec<String>,
 }
 
 pub struct Context {
@@ -42,6 +41,8 @@ pub struct Context {
     pub backoff: Backoff,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// The controllers' watch caches (one per watched scope).
+    stores: Stores,
     /// Objects (by UID) whose attach was sent but not yet seen in a listing.
     attach_sent: Mutex<HashMap<String, Instant>>,
     /// Objects (by UID) whose grant this process revoked: a reconcile queued from a
@@ -60,8 +61,10 @@ impl Context {
         backoff: Backoff,
         settings: Settings,
         metrics: Metrics,
+        stores: Stores,
     ) -> Self {
         Self {
+            stores,
             listings: ListingCache::new(vultr.clone()),
             client,
             vultr,
@@ -93,6 +96,22 @@ impl Context {
         if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(%err, reason, "failed to publish event");
         }
+    }
+
+    /// Every PolicyAttachment in the watch caches, once they are synced.
+    pub async fn cached_objects(&self) -> Vec<Arc<PolicyAttachment>> {
+        let stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut objects = Vec::new();
+        for store in stores {
+            if store.wait_until_ready().await.is_ok() {
+                objects.extend(store.state());
+            }
+        }
+        objects
     }
 
     /// The namespaced API of `obj`.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::info;
@@ -89,39 +88,36 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     }
 }
 
-/// Another PolicyAttachment (any namespace) that is not being deleted and has the same
-/// recorded pair. Asked of the API server, not the watch cache, so an object deleted a
-/// moment ago can never keep a grant alive.
+/// Another live PolicyAttachment (any watched namespace) with the same recorded pair.
+/// The watch cache names the candidates; each is confirmed with a GET, since the cache
+/// can lag behind a deletion and an object deleted a moment ago must never keep a grant
+/// alive. (It cannot lag the other way: a pair is only recorded by a reconcile of an
+/// object this cache has seen.)
 async fn other_holder(
     ctx: &Context,
     obj: &PolicyAttachment,
     grant: &Grant,
 ) -> Result<Option<String>, Error> {
-    let apis: Vec<Api<PolicyAttachment>> = if ctx.settings.namespaces.is_empty() {
-        vec![Api::all(ctx.client.clone())]
-    } else {
-        ctx.settings
-            .namespaces
-            .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
-            .collect()
+    let declares = |other: &PolicyAttachment| {
+        other.uid() != obj.uid()
+            && other.metadata.deletion_timestamp.is_none()
+            && other.recorded_grant().as_ref() == Some(grant)
     };
-    let mut items = Vec::new();
-    for api in apis {
-        items.extend(api.list(&ListParams::default()).await?.items);
-    }
-    Ok(items
-        .into_iter()
-        .find(|other| {
-            other.uid() != obj.uid()
-                && other.metadata.deletion_timestamp.is_none()
-                && other.recorded_grant().as_ref() == Some(grant)
-        })
-        .map(|other| {
-            format!(
+    for candidate in ctx.cached_objects().await {
+        if !declares(&candidate) {
+            continue;
+        }
+        let live = ctx
+            .api_for(&candidate)
+            .get_opt(&candidate.name_any())
+            .await?;
+        if let Some(live) = live.filter(|live| declares(live)) {
+            return Ok(Some(format!(
                 "{}/{}",
-                other.namespace().unwrap_or_default(),
-                other.name_any()
-            )
-        }))
+                live.namespace().unwrap_or_default(),
+                live.name_any()
+            )));
+        }
+    }
+    Ok(None)
 }

@@ -150,46 +150,16 @@ impl VultrClient {
         Ok(ids.into_iter().collect())
     }
 
-    /// IDs of the users the policy is directly attached to.
-    pub async fn policy_user_ids(&self, policy_id: &str) -> Result<HashSet<String>, VultrError> {
-        self.attached_ids(policy_id, SubjectKind::User).await
-    }
-
-    /// IDs of the groups the policy is directly attached to.
-    pub async fn policy_group_ids(&self, policy_id: &str) -> Result<HashSet<String>, VultrError> {
-        self.attached_ids(policy_id, SubjectKind::Group).await
-    }
-
     /// `POST /v2/policies/{policy_id}/users|groups/{id}`; any 2xx is success, the body
-    /// is ignored (undocumented). See `ensure_attached` for the idempotent version.
+    /// is ignored (undocumented). See `attach_confirmed` for the tolerant version.
     pub async fn attach(&self, policy_id: &str, subject: &Subject) -> Result<(), VultrError> {
         self.change(Method::POST, policy_id, subject).await
-    }
-
-    pub async fn attach_user(&self, policy_id: &str, user_id: &str) -> Result<(), VultrError> {
-        self.attach(policy_id, &Subject::User(user_id.to_owned()))
-            .await
-    }
-
-    pub async fn attach_group(&self, policy_id: &str, group_id: &str) -> Result<(), VultrError> {
-        self.attach(policy_id, &Subject::Group(group_id.to_owned()))
-            .await
     }
 
     /// `DELETE /v2/policies/{policy_id}/users|groups/{id}`; any 2xx is success, a 404
     /// comes back as `NotFound`. See `revoke` for the deletion semantics.
     pub async fn detach(&self, policy_id: &str, subject: &Subject) -> Result<(), VultrError> {
         self.change(Method::DELETE, policy_id, subject).await
-    }
-
-    pub async fn detach_user(&self, policy_id: &str, user_id: &str) -> Result<(), VultrError> {
-        self.detach(policy_id, &Subject::User(user_id.to_owned()))
-            .await
-    }
-
-    pub async fn detach_group(&self, policy_id: &str, group_id: &str) -> Result<(), VultrError> {
-        self.detach(policy_id, &Subject::Group(group_id.to_owned()))
-            .await
     }
 
     async fn change(

@@ -6,20 +6,17 @@ use super::error::VultrError;
 use super::model::{AttachOutcome, RevokeOutcome, Subject};
 
 impl VultrClient {
-    /// Makes sure `policy_id` is attached to `subject`: lists first and POSTs only when
-    /// the listing does not show it.
-    pub async fn ensure_attached(
+    /// Attaches `policy_id` to `subject`, for a caller whose listing did not show the
+    /// pair. What Vultr answers to an existing pair is undocumented (400, 409 and 422 are
+    /// all plausible, e.g. after a concurrent or out-of-band attach): on such a
+    /// rejection the listing decides.
+    pub async fn attach_confirmed(
         &self,
         policy_id: &str,
         subject: &Subject,
     ) -> Result<AttachOutcome, VultrError> {
-        if self.is_attached(policy_id, subject).await? {
-            return Ok(AttachOutcome::AlreadyAttached);
-        }
         match self.attach(policy_id, subject).await {
             Ok(()) => Ok(AttachOutcome::Attached),
-            // What Vultr answers to a duplicate attach is undocumented (400, 409 and
-            // 422 are all plausible), e.g. after a concurrent attach: ask the listing.
             Err(err @ VultrError::Rejected { .. }) => {
                 if self.is_attached(policy_id, subject).await? {
                     tracing::debug!(
@@ -51,11 +48,7 @@ impl VultrClient {
     }
 
     /// Whether the policy's listing shows `subject` as directly attached.
-    pub async fn is_attached(
-        &self,
-        policy_id: &str,
-        subject: &Subject,
-    ) -> Result<bool, VultrError> {
+    async fn is_attached(&self, policy_id: &str, subject: &Subject) -> Result<bool, VultrError> {
         Ok(self
             .attached_ids(policy_id, subject.kind())
             .await?

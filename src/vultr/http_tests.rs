@@ -62,7 +62,11 @@ async fn attachment_listing_in_govultr_shape_across_pages() {
         paged("users", &users, 1, r)
     })
     .await;
-    let got = fake.client().policy_user_ids(POLICY).await.unwrap();
+    let got = fake
+        .client()
+        .attached_ids(POLICY, SubjectKind::User)
+        .await
+        .unwrap();
     assert_eq!(got, ids(&["u1", "u2", "u3"]));
     assert_eq!(fake.requests().len(), 3);
 }
@@ -84,9 +88,18 @@ async fn attachment_listing_in_openapi_shape() {
     })
     .await;
     let client = fake.client();
-    assert_eq!(client.policy_user_ids(POLICY).await.unwrap(), ids(&["u1"]));
     assert_eq!(
-        client.policy_group_ids(POLICY).await.unwrap(),
+        client
+            .attached_ids(POLICY, SubjectKind::User)
+            .await
+            .unwrap(),
+        ids(&["u1"])
+    );
+    assert_eq!(
+        client
+            .attached_ids(POLICY, SubjectKind::Group)
+            .await
+            .unwrap(),
         ids(&["g1", "g2"])
     );
     assert_eq!(fake.lines()[1], format!("GET /v2/policies/{POLICY}/groups"));
@@ -126,7 +139,10 @@ async fn revoke_treats_404_as_already_absent_and_204_as_revoked() {
         ]
     );
     // The raw call keeps the typed 404.
-    let err = client.detach_user(POLICY, "gone").await.unwrap_err();
+    let err = client
+        .detach(POLICY, &Subject::User("gone".into()))
+        .await
+        .unwrap_err();
     assert!(err.is_not_found());
 }
 
@@ -236,26 +252,7 @@ async fn undecodable_success_body_is_invalid_response() {
 }
 
 #[tokio::test]
-async fn ensure_attached_sends_no_post_when_already_listed() {
-    let fake = FakeVultr::start(|r| {
-        assert_eq!(r.method, Method::GET, "no write expected");
-        Reply::json(
-            200,
-            json!({"users": [{"id": USER}], "meta": {"links": {"next": ""}}}),
-        )
-    })
-    .await;
-    let outcome = fake
-        .client()
-        .ensure_attached(POLICY, &Subject::User(USER.into()))
-        .await
-        .unwrap();
-    assert_eq!(outcome, AttachOutcome::AlreadyAttached);
-    assert_eq!(fake.lines(), [format!("GET /v2/policies/{POLICY}/users")]);
-}
-
-#[tokio::test]
-async fn ensure_attached_posts_when_missing() {
+async fn attach_confirmed_posts_once() {
     let fake = FakeVultr::start(|r| match r.method {
         Method::GET => Reply::json(200, json!({"groups": []})),
         _ => Reply::json(201, json!({"whatever": "ignored"})),
@@ -263,23 +260,20 @@ async fn ensure_attached_posts_when_missing() {
     .await;
     let outcome = fake
         .client()
-        .ensure_attached(POLICY, &Subject::Group("g1".into()))
+        .attach_confirmed(POLICY, &Subject::Group("g1".into()))
         .await
         .unwrap();
     assert_eq!(outcome, AttachOutcome::Attached);
     assert_eq!(
         fake.lines(),
-        [
-            format!("GET /v2/policies/{POLICY}/groups"),
-            format!("POST /v2/policies/{POLICY}/groups/g1"),
-        ]
+        [format!("POST /v2/policies/{POLICY}/groups/g1")]
     );
 }
 
 /// A POST that fails with 409 while someone else attached the pair: the second listing
 /// shows it, which is success.
 #[tokio::test]
-async fn ensure_attached_conflict_then_listed_is_success() {
+async fn attach_confirmed_conflict_then_listed_is_success() {
     let attached = Arc::new(Mutex::new(false));
     let state = attached.clone();
     let fake = FakeVultr::start(move |r: &Recorded| {
@@ -296,15 +290,15 @@ async fn ensure_attached_conflict_then_listed_is_success() {
     .await;
     let outcome = fake
         .client()
-        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .attach_confirmed(POLICY, &Subject::User(USER.into()))
         .await
         .unwrap();
     assert_eq!(outcome, AttachOutcome::AlreadyAttached);
-    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.requests().len(), 2);
 }
 
 #[tokio::test]
-async fn ensure_attached_rejection_without_listing_is_an_error() {
+async fn attach_confirmed_rejection_without_listing_is_an_error() {
     let fake = FakeVultr::start(|r| match r.method {
         Method::POST => Reply::error(422, "User is not in this account."),
         _ => Reply::json(200, json!({"users": []})),
@@ -312,7 +306,7 @@ async fn ensure_attached_rejection_without_listing_is_an_error() {
     .await;
     let err = fake
         .client()
-        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .attach_confirmed(POLICY, &Subject::User(USER.into()))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "Rejected");
@@ -324,7 +318,7 @@ async fn ensure_attached_rejection_without_listing_is_an_error() {
 }
 
 #[tokio::test]
-async fn ensure_attached_does_not_relist_after_forbidden() {
+async fn attach_confirmed_does_not_relist_after_forbidden() {
     let fake = FakeVultr::start(|r| match r.method {
         Method::POST => Reply::error(403, "Forbidden"),
         _ => Reply::json(200, json!({"users": []})),
@@ -332,11 +326,11 @@ async fn ensure_attached_does_not_relist_after_forbidden() {
     .await;
     let err = fake
         .client()
-        .ensure_attached(POLICY, &Subject::User(USER.into()))
+        .attach_confirmed(POLICY, &Subject::User(USER.into()))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "Forbidden");
-    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(fake.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -476,8 +470,15 @@ async fn observer_sees_route_status_and_limiter_wait() {
     // Burst 1 at 20/s: the second request waits about 50 ms for the shared bucket.
     config.limiter = RateLimiter::new(20.0, 1).unwrap();
     let client = VultrClient::new(config).unwrap();
-    client.policy_user_ids(POLICY).await.unwrap();
-    client.clone().detach_user(POLICY, USER).await.unwrap_err();
+    client
+        .attached_ids(POLICY, SubjectKind::User)
+        .await
+        .unwrap();
+    client
+        .clone()
+        .detach(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap_err();
 
     let records = observer.0.lock().unwrap().clone();
     assert_eq!(records.len(), 2);

@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A Vultr IAM policy.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -53,8 +54,8 @@ pub struct Group {
     pub date_created: Option<String>,
 }
 
-/// What a policy is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a policy is attached to; also `status.subjectKind` of a PolicyAttachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum SubjectKind {
     User,
     Group,
@@ -112,12 +113,12 @@ impl fmt::Display for Subject {
     }
 }
 
-/// Result of [`super::VultrClient::ensure_attached`].
+/// Result of [`super::VultrClient::attach_confirmed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachOutcome {
     /// This call created the attachment.
     Attached,
-    /// The listing already showed it; nothing was changed.
+    /// Vultr refused the POST but the listing shows the pair: it was already there.
     AlreadyAttached,
 }
 

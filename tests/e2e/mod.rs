@@ -10,6 +10,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
@@ -65,6 +66,24 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd` with `input` on its standard input (e.g. `kubectl apply -f -`).
+pub fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write to stdin");
+    child.wait_with_output().expect("wait for the command")
 }
 
 /// The operator binary as a child process; killed when dropped.
@@ -374,6 +393,14 @@ impl Env {
         cmd.args(["-n", &self.ns.name]);
         cmd
     }
+}
+
+/// The `Ready` condition of an object the operator has written status for.
+pub fn ready(obj: &PolicyAttachment) -> &Condition {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .expect("a Ready condition")
 }
 
 /// `spec.user`/`spec.group` JSON helpers.
