@@ -6,9 +6,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-// The status speaks of the same subject kinds as the Vultr client.
-use crate::vultr::Subject;
-pub use crate::vultr::SubjectKind;
+use crate::domain::Subject;
+pub use crate::domain::{Grant, SubjectKind};
 
 /// API group of every resource of this operator.
 pub const GROUP: &str = "iam.vultr-operator.io";
@@ -150,19 +149,6 @@ pub struct PolicyAttachmentStatus {
     /// When the grant was last seen in a Vultr listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_at: Option<Time>,
-}
-
-/// The (policy, subject) pair recorded in status: exactly what a deletion revokes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Grant {
-    pub policy_id: String,
-    pub subject: Subject,
-}
-
-impl std::fmt::Display for Grant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "policy {} on {}", self.policy_id, self.subject)
-    }
 }
 
 impl PolicyAttachmentStatus {

@@ -30,7 +30,7 @@ pub async fn run(
             _ = tokio::time::sleep(jittered(ctx.settings.resync_interval)) => {}
             _ = shutdown.cancelled() => return,
         }
-        let objects = ctx.cached_objects().await;
+        let objects = ctx.cached_objects();
         verify_pass(&ctx, &objects, &triggers).await;
     }
 }
@@ -61,6 +61,7 @@ pub async fn verify_pass(
         }
     }
     ctx.listings.retain(&keys);
+    ctx.pairs.prune();
     for trigger in triggers {
         let _ = trigger.unbounded_send(());
     }

@@ -1,5 +1,6 @@
 //! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects.
 //!
+//! - [`domain`]: grants and subjects, shared by the CRD and the client
 //! - [`crd`]: the PolicyAttachment resource and its admission rules
 //! - [`vultr`]: the Vultr IAM API client
 //! - [`reconcile`]: attach on apply, guaranteed revocation on delete
@@ -8,6 +9,7 @@
 pub mod cli;
 pub mod crd;
 pub mod crdgen;
+pub mod domain;
 pub mod drift;
 pub mod error;
 pub mod http;

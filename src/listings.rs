@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::vultr::{SubjectKind, VultrClient, VultrError};
+use crate::domain::SubjectKind;
+use crate::vultr::{VultrClient, VultrError};
 
 /// The IDs a policy was attached to when Vultr was asked.
 #[derive(Debug, Clone)]

@@ -12,9 +12,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{Span, info};
 
-use crate::crd::PolicyAttachment;
+use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
+use crate::domain::Grant;
 use crate::error::Error;
 use crate::reconcile::context::Context;
+use crate::reconcile::decide::{self, AttachStep};
+use crate::reconcile::pairs::Declarer;
 use crate::reconcile::record_grant;
 use crate::reconcile::resolve::resolve;
 use crate::reconcile::status::{self, reason, set_ready};
@@ -23,7 +26,6 @@ use crate::vultr::AttachOutcome;
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
     let api = ctx.api_for(&obj);
     let generation = obj.metadata.generation;
-    let uid = obj.uid().unwrap_or_default();
     let mut st = obj.status.clone().unwrap_or_default();
 
     // Ready=False on the very first reconcile, so kstatus/Flux see progress at once.
@@ -51,7 +53,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
         status::write(&api, &obj, &st).await?;
     }
 
-    let result = attach_and_verify(&obj, ctx, &api, &mut st, &uid).await;
+    let result = attach_and_verify(&obj, ctx, &api, &mut st).await;
     if let Err(err) = &result {
         ctx.report_failure(&obj, &mut st, err, "Attach", err.to_string())
             .await;
@@ -63,27 +65,43 @@ async fn attach_and_verify(
     obj: &PolicyAttachment,
     ctx: &Context,
     api: &Api<PolicyAttachment>,
-    st: &mut crate::crd::PolicyAttachmentStatus,
-    uid: &str,
+    st: &mut PolicyAttachmentStatus,
 ) -> Result<Action, Error> {
-    let generation = obj.metadata.generation;
-    let grant = match st.grant() {
-        Some(grant) => grant,
+    let uid = obj.uid().unwrap_or_default();
+    let (grant, newly_resolved) = match st.grant() {
+        Some(grant) => (grant, false),
         None => {
             let resolution = resolve(&ctx.vultr, &obj.spec).await?;
-            let grant = resolution.grant;
-            st.record(&grant);
+            st.record(&resolution.grant);
             st.policy = Some(resolution.policy_name);
             st.subject = Some(resolution.subject_name);
-            status::write(api, obj, st).await?;
-            info!(%grant, "resolved");
-            record_grant(&Span::current(), &grant);
-            grant
+            (resolution.grant, true)
         }
     };
+    record_grant(&Span::current(), &grant);
+
+    // Every Vultr read and write of this pair below happens under its lock, after the
+    // pair is recorded and declared (see `pairs.rs`).
+    let _pair = ctx.pairs.lock(&grant).await;
+    if newly_resolved || !status::pair_owned(obj) {
+        status::record_pair(api, obj, &grant).await?;
+    }
+    if newly_resolved {
+        status::write(api, obj, st).await?;
+        info!(%grant, "resolved");
+    }
+    ctx.pairs.declare(
+        &grant,
+        Declarer {
+            uid: uid.clone(),
+            namespace: obj.namespace().unwrap_or_default(),
+            name: obj.name_any(),
+        },
+    );
 
     // While a fresh attach is awaited, look again each time instead of reusing a listing.
-    let max_age = match ctx.attach_sent_at(uid) {
+    let sent_at = ctx.memory.attach_sent_at(&uid);
+    let max_age = match sent_at {
         Some(_) => ctx.settings.verify_interval,
         None => ctx.settings.listing_max_age,
     };
@@ -91,52 +109,85 @@ async fn attach_and_verify(
         .listings
         .get(&grant.policy_id, grant.subject.kind(), max_age)
         .await?;
-    if listing.contains(grant.subject.id()) {
-        let was_ready = status::is_ready(Some(st));
-        let verified =
-            Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
-        st.attached_at.get_or_insert_with(|| verified.clone());
-        st.last_verified_at = Some(verified);
-        set_ready(
-            st,
-            true,
-            reason::ATTACHED,
-            format!("{grant} is attached and verified in Vultr"),
-            generation,
-            Timestamp::now(),
-        );
-        status::write(api, obj, st).await?;
-        ctx.forget(uid);
-        if !was_ready {
-            ctx.event(
-                obj,
-                EventType::Normal,
-                reason::ATTACHED,
-                "Attach",
-                format!("{grant} attached and verified in Vultr"),
-            )
-            .await;
+    let step = decide::attach_step(
+        listing.contains(grant.subject.id()),
+        sent_at.map(|at| at.elapsed()),
+        ctx.settings.attach_visibility_timeout,
+        st.attached_at.is_some(),
+    );
+    match step {
+        AttachStep::Verified => {
+            let verified =
+                Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
+            verified_ready(obj, ctx, api, st, &grant, verified).await?;
+            ctx.memory.attach_seen(&uid);
+            ctx.backoff.reset(&uid);
+            Ok(Action::await_change())
         }
-        return Ok(Action::await_change());
+        // Our attach is not visible yet: look again soon, do not send it twice.
+        AttachStep::AwaitVisibility => Ok(Action::requeue(ctx.settings.verify_interval)),
+        AttachStep::Attach { drift } => {
+            attach(obj, ctx, api, st, &grant, drift).await?;
+            // Verify soon: the listing lags behind writes.
+            Ok(Action::requeue(ctx.settings.verify_interval))
+        }
     }
+}
 
-    // Not listed. A recent attach of ours may just not be visible yet: wait, don't flap.
-    if let Some(sent) = ctx.attach_sent_at(uid)
-        && sent.elapsed() < ctx.settings.attach_visibility_timeout
-    {
-        return Ok(Action::requeue(ctx.settings.verify_interval));
+/// `Ready=True` from a listing that shows the grant, with an Event on the transition.
+async fn verified_ready(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    api: &Api<PolicyAttachment>,
+    st: &mut PolicyAttachmentStatus,
+    grant: &Grant,
+    verified: Time,
+) -> Result<(), Error> {
+    let was_ready = status::is_ready(Some(st));
+    st.attached_at.get_or_insert_with(|| verified.clone());
+    st.last_verified_at = Some(verified);
+    set_ready(
+        st,
+        true,
+        reason::ATTACHED,
+        format!("{grant} is attached and verified in Vultr"),
+        obj.metadata.generation,
+        Timestamp::now(),
+    );
+    status::write(api, obj, st).await?;
+    if !was_ready {
+        ctx.event(
+            obj,
+            EventType::Normal,
+            reason::ATTACHED,
+            "Attach",
+            format!("{grant} attached and verified in Vultr"),
+        )
+        .await;
     }
+    Ok(())
+}
 
-    let drifted = st.attached_at.is_some();
-    let outcome = ctx
+/// Sends the attach, then says on the object that it waits for the listing.
+async fn attach(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    api: &Api<PolicyAttachment>,
+    st: &mut PolicyAttachmentStatus,
+    grant: &Grant,
+    drift: bool,
+) -> Result<(), Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let result = ctx
         .vultr
         .attach_confirmed(&grant.policy_id, &grant.subject)
-        .await?;
+        .await;
+    // Also after a failure: a POST that timed out may still have been applied.
     ctx.listings
         .invalidate(&grant.policy_id, grant.subject.kind())
         .await;
-    ctx.mark_attach_sent(uid);
-    if drifted {
+    let outcome = result?;
+    if drift {
         ctx.metrics.drift_repaired();
         ctx.event(
             obj,
@@ -147,18 +198,29 @@ async fn attach_and_verify(
         )
         .await;
     }
-    let message = match outcome {
+    let message = match &outcome {
         AttachOutcome::Attached => format!("attached {grant}; waiting for Vultr to list it"),
         AttachOutcome::AlreadyAttached => format!("{grant} is attached; verifying"),
+        AttachOutcome::Unconfirmed(err) => format!(
+            "{err}; an earlier attach may not be listed yet: waiting for Vultr to list {grant}"
+        ),
     };
+    // An unconfirmed rejection waits like a fresh attach; if the listing still does not
+    // show the pair after the visibility timeout, the next attempt reports it.
+    match outcome {
+        AttachOutcome::Unconfirmed(err) if ctx.memory.attach_sent_at(&uid).is_some() => {
+            return Err(err.into());
+        }
+        _ => ctx.memory.mark_attach_sent(&uid),
+    }
     set_ready(
         st,
         false,
         reason::ATTACHING,
         message,
-        generation,
+        obj.metadata.generation,
         Timestamp::now(),
     );
     status::write(api, obj, st).await?;
-    Ok(Action::requeue(ctx.settings.verify_interval))
+    Ok(())
 }

@@ -62,6 +62,11 @@ impl Backoff {
             retry_at: Instant::now(),
             revision,
         });
+        if entry.revision != revision {
+            // A new generation or a deletion starts afresh: a deletion is never delayed
+            // by the attach failures before it.
+            entry.failures = 0;
+        }
         entry.failures = entry.failures.saturating_add(1);
         let exp = self
             .base
@@ -137,6 +142,20 @@ mod tests {
         b.reset("a");
         assert_eq!(b.failures("a"), 0);
         assert!(b.next_delay("a", REV, None) <= Duration::from_millis(1001));
+    }
+
+    #[test]
+    fn the_count_starts_afresh_when_the_object_changes() {
+        let b = backoff();
+        for _ in 0..8 {
+            b.next_delay("a", REV, None);
+        }
+        let deleted = Revision {
+            deleting: true,
+            ..REV
+        };
+        assert!(b.next_delay("a", deleted, None) <= Duration::from_millis(1001));
+        assert_eq!(b.failures("a"), 1);
     }
 
     #[test]

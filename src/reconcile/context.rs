@@ -1,22 +1,21 @@
-//! What every reconcile shares: clients, caches, backoff state and settings.
+//! What every reconcile shares: clients, caches, per-object memories and settings.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use futures::FutureExt;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
-use tracing::warn;
+use kube::runtime::events::Recorder;
+use tracing::debug;
 
-use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
-use crate::error::Error;
+use crate::crd::PolicyAttachment;
 use crate::http::Stores;
 use crate::listings::ListingCache;
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
-use crate::reconcile::status::{self, set_ready};
+use crate::reconcile::memory::Memory;
+use crate::reconcile::pairs::Pairs;
 use crate::vultr::VultrClient;
 
 /// Tunables of the reconciler (all come from `run` flags).
@@ -41,17 +40,13 @@ pub struct Context {
     pub backoff: Backoff,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Per-UID memories of this process (attach awaited, revocation done).
+    pub memory: Memory,
+    /// Per-pair locks and the pairs known to be declared.
+    pub pairs: Pairs,
     /// The controllers' watch caches (one per watched scope).
     stores: Stores,
-    /// Objects (by UID) whose attach was sent but not yet seen in a listing.
-    attach_sent: Mutex<HashMap<String, Instant>>,
-    /// Objects (by UID) whose grant this process revoked: a reconcile queued from a
-    /// stale cache entry (finalizer not yet seen removed) must not revoke again.
-    revoked: Mutex<HashMap<String, Instant>>,
 }
-
-/// How long a revoked UID is remembered; the watch cache catches up long before.
-const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -72,34 +67,15 @@ impl Context {
             backoff,
             settings,
             metrics,
-            attach_sent: Mutex::default(),
-            revoked: Mutex::default(),
+            memory: Memory::default(),
+            pairs: Pairs::default(),
         }
     }
 
-    /// Publishes an Event about `obj`. Failing to publish never fails a reconcile.
-    pub async fn event(
-        &self,
-        obj: &PolicyAttachment,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(%err, reason, "failed to publish event");
-        }
-    }
-
-    /// Every PolicyAttachment in the watch caches, once they are synced.
-    pub async fn cached_objects(&self) -> Vec<Arc<PolicyAttachment>> {
+    /// Every PolicyAttachment in the watch caches that have synced. A scope that is
+    /// not synced (its LIST refused, its namespace being re-created) is skipped, never
+    /// waited for: one unreadable scope must not stall the others.
+    pub fn cached_objects(&self) -> Vec<Arc<PolicyAttachment>> {
         let stores = self
             .stores
             .lock()
@@ -107,8 +83,9 @@ impl Context {
             .clone();
         let mut objects = Vec::new();
         for store in stores {
-            if store.wait_until_ready().await.is_ok() {
-                objects.extend(store.state());
+            match store.wait_until_ready().now_or_never() {
+                Some(Ok(())) => objects.extend(store.state()),
+                _ => debug!("a watched scope is not synced; skipping it"),
             }
         }
         objects
@@ -119,67 +96,10 @@ impl Context {
         Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default())
     }
 
-    /// Makes a failure visible on the object: `Ready=False` with the error's reason and
-    /// `message`, and a Warning Event (the recorder folds repeats into one series).
-    /// Failing to write either is logged, never returned: the caller returns the
-    /// original error.
-    pub async fn report_failure(
-        &self,
-        obj: &PolicyAttachment,
-        status: &mut PolicyAttachmentStatus,
-        err: &Error,
-        action: &str,
-        message: String,
-    ) {
-        set_ready(
-            status,
-            false,
-            err.reason(),
-            &message,
-            obj.metadata.generation,
-            Timestamp::now(),
-        );
-        if let Err(write_err) = status::write(&self.api_for(obj), obj, status).await {
-            warn!(%write_err, "could not record the failure in status");
-        }
-        self.event(obj, EventType::Warning, err.reason(), action, message)
-            .await;
-    }
-
-    pub fn mark_attach_sent(&self, uid: &str) {
-        self.attach_sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(uid.to_owned(), Instant::now());
-    }
-
-    /// When the attach of `uid` was sent, if it has not been seen in a listing yet.
-    pub fn attach_sent_at(&self, uid: &str) -> Option<Instant> {
-        self.attach_sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid)
-            .copied()
-    }
-
-    pub fn mark_revoked(&self, uid: &str) {
-        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        revoked.retain(|_, at| at.elapsed() < REVOKED_MEMORY);
-        revoked.insert(uid.to_owned(), Instant::now());
-    }
-
-    pub fn was_revoked(&self, uid: &str) -> bool {
-        self.revoked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(uid)
-    }
-
+    /// The object is gone (its cleanup finished): forget everything about it.
     pub fn forget(&self, uid: &str) {
-        self.attach_sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
+        self.memory.attach_seen(uid);
+        self.pairs.withdraw(uid);
         self.backoff.reset(uid);
     }
 }

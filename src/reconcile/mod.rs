@@ -6,6 +6,10 @@
 pub mod attach;
 pub mod backoff;
 pub mod context;
+pub mod decide;
+pub mod memory;
+pub mod pairs;
+pub mod report;
 pub mod resolve;
 pub mod revoke;
 pub mod status;
@@ -18,7 +22,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use tracing::{Instrument, Span, field, info_span, warn};
 
-use crate::crd::{FINALIZER, Grant, PolicyAttachment};
+use crate::crd::{FINALIZER, PolicyAttachment};
+use crate::domain::Grant;
 use crate::error::Error;
 use backoff::Revision;
 pub use context::{Context, Settings};

@@ -1,6 +1,7 @@
 //! Dereference: turn the declared policy and subject into Vultr IDs.
 
-use crate::crd::{Grant, PolicyAttachmentSpec};
+use crate::crd::PolicyAttachmentSpec;
+use crate::domain::Grant;
 use crate::error::Error;
 use crate::vultr::{self, VultrClient};
 

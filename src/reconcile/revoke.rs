@@ -1,7 +1,8 @@
 //! Cleanup: revoke the pair recorded in status (never a fresh resolution of the spec),
 //! unless the object says `Orphan` or another live PolicyAttachment still declares the
-//! same pair. Only an answer from Vultr that the grant is gone (204 or 404) lets the
-//! finalizer go; every other outcome keeps it and says why on the object.
+//! same pair. Only an answer from Vultr that the grant is gone (204, or a 404 that the
+//! listing confirms) lets the finalizer go; every other outcome keeps it and says why on
+//! the object. Nothing that only informs (a status write, an Event) gates the DELETE.
 
 use std::sync::Arc;
 
@@ -9,70 +10,113 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::info;
+use tracing::{Span, info};
 
-use crate::crd::{DeletionPolicy, Grant, PolicyAttachment};
+use crate::crd::PolicyAttachment;
+use crate::domain::Grant;
 use crate::error::Error;
 use crate::reconcile::context::Context;
+use crate::reconcile::decide::{self, Candidate, CleanupStep, Holders};
+use crate::reconcile::pairs::Declarer;
+use crate::reconcile::record_grant;
 use crate::reconcile::status::{self, reason, set_ready};
 use crate::vultr::RevokeOutcome;
 
 pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
-    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
-        let note = match obj.recorded_grant() {
-            Some(grant) => format!("deletionPolicy is Orphan: left {grant} in Vultr"),
-            None => "deletionPolicy is Orphan: nothing was revoked".to_owned(),
-        };
-        ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note)
-            .await;
-        return Ok(Action::await_change());
-    }
     let uid = obj.uid().unwrap_or_default();
-    if ctx.was_revoked(&uid) {
+    let known_pair = obj
+        .recorded_grant()
+        .or_else(|| ctx.pairs.recorded_for(&uid));
+    let step = decide::cleanup_step(
+        obj.spec.deletion_policy,
+        ctx.memory.was_revoked(&uid),
+        known_pair,
+    );
+    let grant = match step {
+        CleanupStep::Orphan => {
+            let note = match obj.recorded_grant() {
+                Some(grant) => format!("deletionPolicy is Orphan: left {grant} in Vultr"),
+                None => "deletionPolicy is Orphan: nothing was revoked".to_owned(),
+            };
+            ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note)
+                .await;
+            return Ok(Action::await_change());
+        }
         // A reconcile from a stale cache entry: the revocation already succeeded.
-        return Ok(Action::await_change());
-    }
-    let Some(grant) = obj.recorded_grant() else {
-        // Resolution never completed, so nothing was ever attached for this object.
-        info!("no pair recorded: nothing to revoke");
-        return Ok(Action::await_change());
+        CleanupStep::AlreadyRevoked => return Ok(Action::await_change()),
+        CleanupStep::Revoke(grant) => grant,
+        CleanupStep::ReadLive => match live_pair(ctx, &obj).await? {
+            Some(grant) => {
+                info!(%grant, "the cached object lacked the recorded pair; the live one has it");
+                record_grant(&Span::current(), &grant);
+                grant
+            }
+            None => {
+                // Confirmed live: resolution never completed, nothing was attached.
+                info!("no pair recorded (confirmed with a live read): nothing to revoke");
+                return Ok(Action::await_change());
+            }
+        },
     };
-    if let Some(holder) = other_holder(ctx, &obj, &grant).await? {
-        ctx.event(
-            &obj,
-            EventType::Normal,
-            "GrantShared",
-            "Revoke",
-            format!("kept {grant}: still declared by PolicyAttachment {holder}"),
-        )
-        .await;
-        return Ok(Action::await_change());
+
+    // Held until the DELETE is answered and the listing invalidated, so no verification
+    // of another object with this pair runs in between (see `pairs.rs`).
+    let _pair = ctx.pairs.lock(&grant).await;
+    match other_holders(ctx, &uid, &grant).await {
+        Holders::Kept(holder) => {
+            ctx.event(
+                &obj,
+                EventType::Normal,
+                "GrantShared",
+                "Revoke",
+                format!("kept {grant}: still declared by PolicyAttachment {holder}"),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        Holders::Revoke { unconfirmed } if !unconfirmed.is_empty() => {
+            ctx.event(
+                &obj,
+                EventType::Warning,
+                "HolderUnconfirmed",
+                "Revoke",
+                format!(
+                    "revoking {grant}: could not confirm whether {} still declare it; \
+                     a live one attaches it again at its next verification",
+                    unconfirmed.join(", ")
+                ),
+            )
+            .await;
+        }
+        Holders::Revoke { .. } => {}
     }
 
     let mut st = obj.status.clone().unwrap_or_default();
     if status::is_ready(Some(&st)) {
         // The grant stops being usable now: say so while the revocation is in flight.
-        let message = format!("revoking {grant} in Vultr");
         set_ready(
             &mut st,
             false,
             reason::DETACHING,
-            message,
+            format!("revoking {grant} in Vultr"),
             obj.metadata.generation,
             Timestamp::now(),
         );
-        status::write(&ctx.api_for(&obj), &obj, &st).await?;
+        ctx.write_status_best_effort(&obj, &st).await;
     }
-    match ctx.vultr.revoke(&grant.policy_id, &grant.subject).await {
+    let result = ctx.vultr.revoke(&grant.policy_id, &grant.subject).await;
+    // Also after a failure: a DELETE that timed out may still have been applied.
+    ctx.listings
+        .invalidate(&grant.policy_id, grant.subject.kind())
+        .await;
+    match result {
         Ok(outcome) => {
-            ctx.listings
-                .invalidate(&grant.policy_id, grant.subject.kind())
-                .await;
             let note = match outcome {
                 RevokeOutcome::Revoked => format!("revoked {grant} in Vultr"),
                 RevokeOutcome::AlreadyAbsent => format!("{grant} was already absent in Vultr"),
             };
-            ctx.mark_revoked(&uid);
+            ctx.memory.mark_revoked(&uid);
+            ctx.pairs.withdraw(&uid);
             info!(?outcome, "revoked");
             ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note)
                 .await;
@@ -88,36 +132,45 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     }
 }
 
-/// Another live PolicyAttachment (any watched namespace) with the same recorded pair.
-/// The watch cache names the candidates; each is confirmed with a GET, since the cache
-/// can lag behind a deletion and an object deleted a moment ago must never keep a grant
-/// alive. (It cannot lag the other way: a pair is only recorded by a reconcile of an
-/// object this cache has seen.)
-async fn other_holder(
-    ctx: &Context,
-    obj: &PolicyAttachment,
-    grant: &Grant,
-) -> Result<Option<String>, Error> {
-    let declares = |other: &PolicyAttachment| {
-        other.uid() != obj.uid()
-            && other.metadata.deletion_timestamp.is_none()
-            && other.recorded_grant().as_ref() == Some(grant)
-    };
-    for candidate in ctx.cached_objects().await {
-        if !declares(&candidate) {
-            continue;
-        }
-        let live = ctx
-            .api_for(&candidate)
-            .get_opt(&candidate.name_any())
-            .await?;
-        if let Some(live) = live.filter(|live| declares(live)) {
-            return Ok(Some(format!(
-                "{}/{}",
-                live.namespace().unwrap_or_default(),
-                live.name_any()
-            )));
+/// The pair recorded on the live object (the watch cache may lag behind a status write
+/// of a racing Apply or of the previous leader). `None` if it has none or is gone.
+async fn live_pair(ctx: &Context, obj: &PolicyAttachment) -> Result<Option<Grant>, Error> {
+    let live = ctx.api_for(obj).get_opt(&obj.name_any()).await?;
+    Ok(live
+        .filter(|live| live.uid() == obj.uid())
+        .and_then(|live| live.recorded_grant()))
+}
+
+/// Reads, live, every other object that may declare `grant`: those this process knows
+/// (it recorded or saw their pair, possibly before the watch cache did) and those the
+/// synced watch caches show. A candidate that cannot be read never keeps the grant.
+async fn other_holders(ctx: &Context, uid: &str, grant: &Grant) -> Holders {
+    let mut candidates: Vec<Declarer> = ctx.pairs.declarers(grant, uid);
+    for cached in ctx.cached_objects() {
+        if decide::declares(&cached, uid, grant) {
+            let declarer = Declarer {
+                uid: cached.uid().unwrap_or_default(),
+                namespace: cached.namespace().unwrap_or_default(),
+                name: cached.name_any(),
+            };
+            if !candidates.iter().any(|c| c.uid == declarer.uid) {
+                candidates.push(declarer);
+            }
         }
     }
-    Ok(None)
+    let mut read = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let name = format!("{}/{}", candidate.namespace, candidate.name);
+        let api =
+            kube::Api::<PolicyAttachment>::namespaced(ctx.client.clone(), &candidate.namespace);
+        read.push(match api.get_opt(&candidate.name).await {
+            Ok(Some(live)) if decide::declares(&live, uid, grant) => Candidate::Holds(name),
+            Ok(_) => Candidate::DoesNotHold,
+            Err(err) => Candidate::Unreadable(name, Error::from(err).reason().to_owned()),
+        });
+        if matches!(read.last(), Some(Candidate::Holds(_))) {
+            break;
+        }
+    }
+    decide::holders(read)
 }

@@ -1,6 +1,11 @@
 //! Building and writing `status`: the `Ready` condition (with `observedGeneration` and a
 //! stable `lastTransitionTime`) and the recorded pair, applied server-side on the status
-//! subresource under the operator's field manager.
+//! subresource.
+//!
+//! The recorded pair (`policyId`, `subjectKind`, `subjectId`) has a field manager of its
+//! own that only ever sets it. Every other status write leaves those fields out, so no
+//! write, even one built from a stale snapshot that lacks the pair, can remove it: with
+//! server-side apply, a field is only removed when its last owner stops applying it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -9,9 +14,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, READY};
+use crate::domain::Grant;
 
-/// Field manager for every write of the operator.
+/// Field manager for the operator's writes, except the recorded pair.
 pub const FIELD_MANAGER: &str = "vultr-iam-operator";
+/// Field manager that owns the recorded pair and nothing else.
+pub const PAIR_MANAGER: &str = "vultr-iam-operator-pair";
 
 /// Well-known reasons the reconciler sets itself (errors bring their own).
 pub mod reason {
@@ -59,10 +67,50 @@ pub fn is_ready(status: Option<&PolicyAttachmentStatus>) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-/// Writes the whole status of `obj` (server-side apply, forced: the operator owns it).
+/// Writes the status of `obj` (server-side apply, forced: the operator owns it),
+/// except the recorded pair, which only [`record_pair`] writes.
 pub async fn write(
     api: &Api<PolicyAttachment>,
     obj: &PolicyAttachment,
+    status: &PolicyAttachmentStatus,
+) -> Result<(), kube::Error> {
+    apply(api, obj, FIELD_MANAGER, &without_pair(status)).await
+}
+
+/// Records the resolved pair: what is attached, and what a deletion revokes.
+pub async fn record_pair(
+    api: &Api<PolicyAttachment>,
+    obj: &PolicyAttachment,
+    grant: &Grant,
+) -> Result<(), kube::Error> {
+    let mut pair = PolicyAttachmentStatus::default();
+    pair.record(grant);
+    apply(api, obj, PAIR_MANAGER, &pair).await
+}
+
+/// Whether the pair manager owns the recorded pair. Objects whose pair was recorded
+/// by an older operator (under the main manager) get it re-recorded once.
+pub fn pair_owned(obj: &PolicyAttachment) -> bool {
+    obj.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(PAIR_MANAGER))
+}
+
+fn without_pair(status: &PolicyAttachmentStatus) -> PolicyAttachmentStatus {
+    PolicyAttachmentStatus {
+        policy_id: None,
+        subject_kind: None,
+        subject_id: None,
+        ..status.clone()
+    }
+}
+
+async fn apply(
+    api: &Api<PolicyAttachment>,
+    obj: &PolicyAttachment,
+    manager: &str,
     status: &PolicyAttachmentStatus,
 ) -> Result<(), kube::Error> {
     let patch = json!({
@@ -72,7 +120,7 @@ pub async fn write(
     });
     api.patch_status(
         &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(&patch),
     )
     .await?;
@@ -110,5 +158,17 @@ mod tests {
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.conditions.len(), 1);
         assert!(is_ready(Some(&s)));
+    }
+
+    #[test]
+    fn ordinary_writes_never_carry_the_pair() {
+        let mut s = PolicyAttachmentStatus::default();
+        s.record(&Grant {
+            policy_id: "p".into(),
+            subject: crate::domain::Subject::User("u".into()),
+        });
+        s.policy = Some("dns-admin".into());
+        let shown = serde_json::to_value(without_pair(&s)).unwrap();
+        assert_eq!(shown, json!({"policy": "dns-admin"}));
     }
 }

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use super::model::SubjectKind;
 use super::pagination::{Page, next_cursor};
+use crate::domain::SubjectKind;
 
 /// Field names of one listing shape.
 struct Shape {

@@ -11,9 +11,10 @@ use serde_json::Value;
 use super::attachments::parse_attached_page;
 use super::client::VultrClient;
 use super::error::VultrError;
-use super::model::{Group, Policy, Subject, SubjectKind, User};
+use super::model::{Group, Policy, User};
 use super::pagination::{PER_PAGE, collect_pages, parse_page};
 use super::response::decode;
+use crate::domain::{Subject, SubjectKind};
 
 /// Route templates: what logs and metrics show instead of concrete paths.
 pub mod routes {

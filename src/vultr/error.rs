@@ -130,6 +130,23 @@ impl VultrError {
         }
     }
 
+    /// The route template of a failed request, if the error comes from one.
+    pub fn route(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { route }
+            | Self::Forbidden { route, .. }
+            | Self::RateLimited { route, .. }
+            | Self::ApiUnavailable { route, .. }
+            | Self::InvalidResponse { route, .. }
+            | Self::NotFound { route, .. }
+            | Self::Rejected { route, .. } => route,
+            Self::PolicyNotFound { .. }
+            | Self::UserNotFound { .. }
+            | Self::GroupNotFound { .. }
+            | Self::Ambiguous { .. } => "",
+        }
+    }
+
     /// True for a raw 404 from Vultr.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::fake::{FakeVultr, Recorded, Reply, TEST_KEY, paged};
 use super::*;
+use crate::domain::{Subject, SubjectKind};
 
 const POLICY: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
 const USER: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
@@ -106,14 +107,11 @@ async fn attachment_listing_in_openapi_shape() {
 }
 
 #[tokio::test]
-async fn revoke_treats_404_as_already_absent_and_204_as_revoked() {
-    let fake = FakeVultr::start(|r| {
-        assert_eq!(r.method, Method::DELETE);
-        if r.path.ends_with("/gone") {
-            Reply::error(404, "Not found.")
-        } else {
-            Reply::empty(204)
-        }
+async fn revoke_treats_a_confirmed_404_as_already_absent_and_204_as_revoked() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::DELETE if r.path.ends_with("/gone") => Reply::error(404, "Not found."),
+        Method::DELETE => Reply::empty(204),
+        _ => Reply::json(200, json!({"users": [{"id": USER}]})),
     })
     .await;
     let client = fake.client();
@@ -135,6 +133,7 @@ async fn revoke_treats_404_as_already_absent_and_204_as_revoked() {
         fake.lines(),
         [
             format!("DELETE /v2/policies/{POLICY}/users/gone"),
+            format!("GET /v2/policies/{POLICY}/users"),
             format!("DELETE /v2/policies/{POLICY}/groups/g1"),
         ]
     );
@@ -144,6 +143,49 @@ async fn revoke_treats_404_as_already_absent_and_204_as_revoked() {
         .await
         .unwrap_err();
     assert!(err.is_not_found());
+}
+
+/// A 404 to the DELETE while the listing still shows the grant (a proxy or a misrouted
+/// base URL answering 404) is not a revocation: the finalizer must hold.
+#[tokio::test]
+async fn revoke_does_not_trust_a_404_the_listing_contradicts() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::DELETE => Reply::error(404, "Not found."),
+        _ => Reply::json(200, json!({"users": [{"id": USER}]})),
+    })
+    .await;
+    let err = fake
+        .client()
+        .revoke(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("still lists"), "{err}");
+}
+
+/// When the policy itself is gone (its listing is 404 too), the policy listing decides.
+#[tokio::test]
+async fn revoke_of_a_vanished_policy_is_confirmed_by_the_policy_listing() {
+    let listed = Arc::new(Mutex::new(true));
+    let state = listed.clone();
+    let fake = FakeVultr::start(
+        move |r: &Recorded| match (r.method.clone(), r.path.as_str()) {
+            (Method::GET, "/v2/policies") if *state.lock().unwrap() => {
+                Reply::json(200, json!({"policies": [{"id": POLICY, "name": "p"}]}))
+            }
+            (Method::GET, "/v2/policies") => Reply::json(200, json!({"policies": []})),
+            _ => Reply::error(404, "Not found."),
+        },
+    )
+    .await;
+    let client = fake.client();
+    let subject = Subject::User(USER.into());
+    assert!(client.revoke(POLICY, &subject).await.is_err());
+    *listed.lock().unwrap() = false;
+    assert_eq!(
+        client.revoke(POLICY, &subject).await.unwrap(),
+        RevokeOutcome::AlreadyAbsent
+    );
 }
 
 #[tokio::test]
@@ -263,7 +305,7 @@ async fn attach_confirmed_posts_once() {
         .attach_confirmed(POLICY, &Subject::Group("g1".into()))
         .await
         .unwrap();
-    assert_eq!(outcome, AttachOutcome::Attached);
+    assert!(matches!(outcome, AttachOutcome::Attached), "{outcome:?}");
     assert_eq!(
         fake.lines(),
         [format!("POST /v2/policies/{POLICY}/groups/g1")]
@@ -293,22 +335,30 @@ async fn attach_confirmed_conflict_then_listed_is_success() {
         .attach_confirmed(POLICY, &Subject::User(USER.into()))
         .await
         .unwrap();
-    assert_eq!(outcome, AttachOutcome::AlreadyAttached);
+    assert!(
+        matches!(outcome, AttachOutcome::AlreadyAttached),
+        "{outcome:?}"
+    );
     assert_eq!(fake.requests().len(), 2);
 }
 
+/// A rejected POST whose pair the listing does not show (yet) is not a terminal error:
+/// after a restart, our own earlier attach may still be on its way into the listing.
 #[tokio::test]
-async fn attach_confirmed_rejection_without_listing_is_an_error() {
+async fn attach_confirmed_rejection_without_listing_is_unconfirmed() {
     let fake = FakeVultr::start(|r| match r.method {
         Method::POST => Reply::error(422, "User is not in this account."),
         _ => Reply::json(200, json!({"users": []})),
     })
     .await;
-    let err = fake
+    let outcome = fake
         .client()
         .attach_confirmed(POLICY, &Subject::User(USER.into()))
         .await
-        .unwrap_err();
+        .unwrap();
+    let AttachOutcome::Unconfirmed(err) = outcome else {
+        panic!("expected Unconfirmed, got {outcome:?}");
+    };
     assert_eq!(err.reason(), "Rejected");
     assert_eq!(err.status(), Some(422));
     assert!(

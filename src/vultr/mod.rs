@@ -28,7 +28,7 @@ pub use config::{
 pub use endpoints::routes;
 pub use error::VultrError;
 pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimiter};
-pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Subject, SubjectKind, User};
+pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::{MAX_PAGES, PER_PAGE};
 pub use resolve::{GroupRef, PolicyRef, Resolved, SubjectRef, UserRef};

@@ -1,12 +1,9 @@
-//! Vultr IAM objects and the operator's view of a grant's subject.
+//! Vultr IAM objects as the API returns them.
 //!
 //! Parsing is lenient: unknown fields are ignored and everything but `id` may be missing
 //! or `null`, because the contract was pieced together from sources that disagree.
 
-use std::fmt;
-
-use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 /// A Vultr IAM policy.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,72 +51,16 @@ pub struct Group {
     pub date_created: Option<String>,
 }
 
-/// What a policy is attached to; also `status.subjectKind` of a PolicyAttachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum SubjectKind {
-    User,
-    Group,
-}
-
-impl SubjectKind {
-    /// "User" or "Group", as written to `status.subjectKind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "User",
-            Self::Group => "Group",
-        }
-    }
-}
-
-impl fmt::Display for SubjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A resolved subject: a Vultr user or group by ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subject {
-    User(String),
-    Group(String),
-}
-
-impl Subject {
-    pub fn kind(&self) -> SubjectKind {
-        match self {
-            Self::User(_) => SubjectKind::User,
-            Self::Group(_) => SubjectKind::Group,
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        match self {
-            Self::User(id) | Self::Group(id) => id,
-        }
-    }
-
-    /// Builds a subject from its kind and ID (e.g. from a recorded status).
-    pub fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
-        match kind {
-            SubjectKind::User => Self::User(id.into()),
-            SubjectKind::Group => Self::Group(id.into()),
-        }
-    }
-}
-
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind(), self.id())
-    }
-}
-
 /// Result of [`super::VultrClient::attach_confirmed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AttachOutcome {
     /// This call created the attachment.
     Attached,
     /// Vultr refused the POST but the listing shows the pair: it was already there.
     AlreadyAttached,
+    /// Vultr refused the POST (this rejection) and the listing does not show the pair
+    /// yet: an earlier attach may still be on its way into the listing.
+    Unconfirmed(super::VultrError),
 }
 
 /// Result of [`super::VultrClient::revoke`].
@@ -171,14 +112,5 @@ mod tests {
     #[test]
     fn missing_id_is_an_error() {
         assert!(serde_json::from_str::<User>(r#"{"email":"a@b.c"}"#).is_err());
-    }
-
-    #[test]
-    fn subject_helpers() {
-        let s = Subject::new(SubjectKind::Group, "g1");
-        assert_eq!(s, Subject::Group("g1".into()));
-        assert_eq!(s.kind().as_str(), "Group");
-        assert_eq!(s.id(), "g1");
-        assert_eq!(s.to_string(), "Group g1");
     }
 }

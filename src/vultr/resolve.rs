@@ -3,7 +3,8 @@
 
 use super::client::VultrClient;
 use super::error::VultrError;
-use super::model::{Group, Policy, Subject, User};
+use super::model::{Group, Policy, User};
+use crate::domain::Subject;
 
 /// How a manifest names a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,0 +1,71 @@
+//! Making outcomes visible on the object: Events, and failures as `Ready=False` plus a
+//! Warning Event. Neither ever fails a reconcile, and neither ever gates a Vultr call.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+use tracing::warn;
+
+use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
+use crate::error::Error;
+use crate::reconcile::context::Context;
+use crate::reconcile::status::{self, set_ready};
+
+impl Context {
+    /// Publishes an Event about `obj`. Failing to publish is logged, never returned.
+    pub async fn event(
+        &self,
+        obj: &PolicyAttachment,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(%err, reason, "failed to publish event");
+        }
+    }
+
+    /// Writes `status`, logging a failure instead of returning it: for writes that only
+    /// inform (e.g. `Detaching`) and must never stand between the operator and Vultr.
+    /// In a namespace being deleted, the RoleBindings and Events go first.
+    pub async fn write_status_best_effort(
+        &self,
+        obj: &PolicyAttachment,
+        st: &PolicyAttachmentStatus,
+    ) {
+        if let Err(err) = status::write(&self.api_for(obj), obj, st).await {
+            warn!(%err, "could not write status; going on");
+        }
+    }
+
+    /// Makes a failure visible on the object: `Ready=False` with the error's reason and
+    /// `message`, and a Warning Event (the recorder folds repeats into one series).
+    pub async fn report_failure(
+        &self,
+        obj: &PolicyAttachment,
+        st: &mut PolicyAttachmentStatus,
+        err: &Error,
+        action: &str,
+        message: String,
+    ) {
+        set_ready(
+            st,
+            false,
+            err.reason(),
+            &message,
+            obj.metadata.generation,
+            Timestamp::now(),
+        );
+        self.write_status_best_effort(obj, st).await;
+        self.event(obj, EventType::Warning, err.reason(), action, message)
+            .await;
+    }
+}
