@@ -351,11 +351,22 @@ fn renders_follow_the_values() {
     );
     let monitor = find(&docs, "ServiceMonitor", RELEASE);
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
-    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"));
+    // PolicyAttachment rights stay cluster-wide (they must outlive a watched
+    // namespace's RoleBindings during its deletion); Events are bound per namespace.
+    let binding = find(&docs, "ClusterRoleBinding", RELEASE);
+    assert_eq!(binding["roleRef"]["name"], RELEASE);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRoleBinding" && d["roleRef"]["name"] != RELEASE)
+    );
     let bindings: Vec<_> = docs
         .iter()
         .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
-        .map(|d| d["metadata"]["namespace"].as_str().unwrap_or_default())
+        .map(|d| {
+            assert_eq!(d["roleRef"]["name"], "vultr-iam-operator-events");
+            d["metadata"]["namespace"].as_str().unwrap_or_default()
+        })
         .collect();
     assert_eq!(bindings, ["team-a", "team-b"]);
 }
@@ -1115,6 +1126,126 @@ async fn installed_chart_runs_the_operator_with_least_privilege() {
             "{kind} {RELEASE} survived the uninstall"
         );
     }
+    drop(release);
+}
+
+/// `kubectl delete namespace` of a watched namespace, with the operator running as the
+/// chart's ServiceAccount and `watchNamespaces` set: the namespace's RoleBindings go in
+/// the same sweep as its PolicyAttachments, yet every grant in it is revoked and the
+/// namespace goes away. (Before: the `Detaching` status write got 403, the DELETE was
+/// never sent, and the namespace stayed Terminating with its grants live.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_watched_namespace_revokes_its_grants_under_the_chart_rbac() {
+    let _cluster = CLUSTER.lock().await;
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    prepare_release_namespace(cp, &client).await;
+    let release = Release { cp };
+    let ns = TestNamespace::new(&client, "chart-nsdel").await;
+    let _unstick = StripFinalizers { cp, ns: &ns.name };
+    adopt_existing_crd(cp);
+    run_ok(
+        cp.helm()
+            .args(["install", RELEASE])
+            .arg(repo_path(CHART))
+            .args(["-n", NAMESPACE, "--set", "apiKey.create=true"])
+            .args(["--set", &format!("apiKey.value={API_KEY}")])
+            .args(["--set", &format!("watchNamespaces={{{}}}", ns.name)]),
+    );
+    let deployment: Value = serde_json::from_str(&run_ok(cp.kubectl().args([
+        "get",
+        "deployment",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "-o",
+        "json",
+    ])))
+    .expect("deployment JSON");
+    let chart_args = args_of(&deployment);
+    assert!(
+        chart_args.contains(&format!("--watch-namespace={}", ns.name)),
+        "{chart_args:?}"
+    );
+    let sim = Sim::start(SimConfig {
+        api_keys: vec![API_KEY.to_owned()],
+        rate_limit: None,
+        seed: Seed::demo(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start the simulator");
+    let users: Vec<String> = (0..3)
+        .map(|i| sim.add_user(&format!("nsdel-{i}@example.com")))
+        .collect();
+    let mut operator = ServiceAccountOperator::start(cp, &sim.url(), API_KEY, &chart_args);
+
+    let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
+    for (i, user) in users.iter().enumerate() {
+        let spec = if i == 0 {
+            json!({"policy": {"name": "dns-admin"}, "user": {"email": "nsdel-0@example.com"}})
+        } else {
+            json!({"policy": {"id": DNS_ADMIN}, "user": {"id": user}})
+        };
+        let pa: PolicyAttachment = serde_json::from_value(json!({
+            "apiVersion": "iam.vultr-operator.io/v1alpha1",
+            "kind": "PolicyAttachment",
+            "metadata": {"name": format!("grant-{i}")},
+            "spec": spec,
+        }))
+        .expect("a PolicyAttachment");
+        api.create(&PostParams::default(), &pa)
+            .await
+            .expect("create a PolicyAttachment");
+    }
+    wait_for("every grant Ready", WAIT, || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|o| {
+                o.status
+                    .as_ref()
+                    .and_then(|s| s.condition(READY))
+                    .is_some_and(|c| c.status == "True")
+            })
+            .count();
+        (ready == users.len()).then_some(())
+    })
+    .await;
+    assert!(users.iter().all(|u| sim.is_user_attached(DNS_ADMIN, u)));
+    assert!(
+        operator.is_running(),
+        "the operator exited:\n{}",
+        operator.logs()
+    );
+
+    run_ok(
+        cp.kubectl()
+            .args(["delete", "namespace", &ns.name, "--wait=false"]),
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let deadline = std::time::Instant::now() + WAIT;
+    while namespaces.get_opt(&ns.name).await.ok().flatten().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace {} still Terminating; live grants: {:?}; operator log:\n{}",
+            ns.name,
+            users
+                .iter()
+                .filter(|u| sim.is_user_attached(DNS_ADMIN, u))
+                .collect::<Vec<_>>(),
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for user in &users {
+        assert!(
+            !sim.is_user_attached(DNS_ADMIN, user),
+            "the grant of {user} survived its namespace"
+        );
+    }
+    drop(operator);
     drop(release);
 }
 

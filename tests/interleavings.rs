@@ -1,0 +1,352 @@
+//! The interleavings in which the revocation promise used to break, each reproduced on
+//! purpose (a latency fault, a watch held back by a proxy, an unreadable scope, a kill
+//! at a chosen point) on the real control plane and the Vultr simulator.
+
+mod e2e;
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use serde_json::json;
+use support::watch_delay::WatchDelayProxy;
+use support::{ControlPlane, TestNamespace, wait_for};
+use vultr_iam_operator::crd::{FINALIZER, READY};
+use vultr_sim::{Behaviour, Fault, FaultKind};
+
+fn is_ready(obj: &vultr_iam_operator::crd::PolicyAttachment) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// A rename (delete `a`, create `b` for the same pair) while `a`'s DELETE is slow:
+/// whenever `b` says Ready=True, the grant exists in Vultr, and `b` ends Ready with it.
+/// (Before: `b` verified against a listing from before the DELETE finished and said
+/// Ready=True over a revoked grant until the next resync.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
+    let env = Env::start("il-rename").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    env.sim.add_fault(
+        Fault::new(FaultKind::Latency { ms: 3000 })
+            .on(
+                Some("DELETE"),
+                Some(&format!("/v2/policies/{DNS_ADMIN}/users/")),
+            )
+            .times(1),
+    );
+    let (_, created) = tokio::join!(env.delete("a"), env.create("b", by_ids(DNS_ADMIN, ALICE)));
+    drop(created);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut ready_seen = 0;
+    while Instant::now() < deadline {
+        if let Some(b) = env.api.get_opt("b").await.expect("get b")
+            && is_ready(&b)
+        {
+            ready_seen += 1;
+            assert!(
+                env.sim.is_user_attached(DNS_ADMIN, ALICE),
+                "b says Ready=True but the grant is gone from Vultr"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_gone("a").await;
+    env.wait_ready("b", "True", "Attached").await;
+    assert!(ready_seen > 0, "b never became Ready");
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
+/// Create and delete at once while the operator's watch lags 3 s behind (a proxy): the
+/// cleanup runs on a cached object from before the pair was recorded. A DELETE must be
+/// sent anyway. (Before: "no pair recorded, nothing to revoke" let the object go and
+/// left the grant the racing Apply had just attached.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_racing_the_first_attach_still_revokes() {
+    let mut env = Env::start("il-stale").await;
+    env.operator.kill();
+    let proxy = WatchDelayProxy::start(env.cp, Duration::from_secs(3)).await;
+    let kubeconfig = proxy.kubeconfig.display().to_string();
+    env.operator = Operator::start_with_env(
+        env.cp,
+        &env.sim.url(),
+        API_KEY,
+        &env.ns.name,
+        &[],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    // Resolution by name is slow, so the deletion lands before the pair is recorded.
+    env.sim.add_fault(
+        Fault::new(FaultKind::Latency { ms: 1500 }).on(Some("GET"), Some("/v2/policies")),
+    );
+    env.create(
+        "racy",
+        json!({"policy": {"name": "dns-admin"}, "user": {"id": ALICE}}),
+    )
+    .await;
+    wait_for("the finalizer", WAIT, || async {
+        let obj = env.api.get_opt("racy").await.ok().flatten()?;
+        obj.finalizers()
+            .contains(&FINALIZER.to_owned())
+            .then_some(())
+    })
+    .await;
+    env.delete("racy").await;
+    env.wait_gone("racy").await;
+
+    let posts = env.requests("POST", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
+    let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
+    assert!(
+        !env.sim.is_user_attached(DNS_ADMIN, ALICE),
+        "the grant outlived its object: POSTs {posts:?}, DELETEs {deletes:?}\n{}",
+        env.operator.logs()
+    );
+    // The race really happened: the attach went out, and so did its revocation.
+    assert!(
+        !posts.is_empty(),
+        "no attach was sent; the race did not happen"
+    );
+    assert!(!deletes.is_empty());
+}
+
+trait Finalizers {
+    fn finalizers(&self) -> Vec<String>;
+}
+
+impl Finalizers for vultr_iam_operator::crd::PolicyAttachment {
+    fn finalizers(&self) -> Vec<String> {
+        self.metadata.finalizers.clone().unwrap_or_default()
+    }
+}
+
+/// A 404 to the DELETE while the policy's listing still shows the grant (a proxy or a
+/// misrouted URL answering 404) is not a revocation: the finalizer holds until a real
+/// 204. (Before: one 404 let the object go and left the grant live.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_that_vultr_contradicts_is_not_a_revocation() {
+    let env = Env::start("il-404").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    let path = format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}");
+    env.sim
+        .add_fault(Fault::status(404).on(Some("DELETE"), Some(&path)).times(2));
+    env.delete("a").await;
+    env.wait_gone("a").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    let statuses: Vec<u16> = env
+        .requests("DELETE", &path)
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, [404, 404, 204]);
+}
+
+/// The operator restarts right after a POST that Vultr does not list yet, and Vultr
+/// answers 409 to the repeated POST: the object waits for the listing like after a
+/// fresh attach and becomes Ready, never `Rejected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_attach_after_a_restart_is_not_rejected() {
+    let mut env = Env::start("il-409").await;
+    env.sim.set_behaviour(Behaviour {
+        listing_lag: Duration::from_secs(6),
+        attach_existing: 409,
+        ..Behaviour::default()
+    });
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    let post = format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}");
+    wait_for("the first POST", WAIT, || async {
+        (!env.requests("POST", &post).is_empty()).then_some(())
+    })
+    .await;
+    env.operator.kill();
+    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+
+    let deadline = Instant::now() + WAIT;
+    let mut reasons = Vec::new();
+    loop {
+        let obj = env.api.get_opt("a").await.expect("get").expect("a exists");
+        let c = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(READY))
+            .cloned();
+        if let Some(c) = c {
+            if reasons.last() != Some(&c.reason) {
+                reasons.push(c.reason.clone());
+            }
+            if c.status == "True" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "not Ready: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !reasons.iter().any(|r| r == "Rejected"),
+        "said Rejected on the way: {reasons:?}"
+    );
+    assert_eq!(env.requests("POST", &post).len(), 2, "{reasons:?}");
+}
+
+/// An identity of the test's own (admin impersonating it), for RBAC per namespace.
+fn impersonating_kubeconfig(cp: &ControlPlane, user: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(&cp.kubeconfig).expect("read the admin kubeconfig");
+    let config = admin.replacen("  user:\n", &format!("  user:\n    as: {user}\n"), 1);
+    assert_ne!(config, admin, "cannot place `as:` in the kubeconfig");
+    let path = tempfile::Builder::new()
+        .prefix("vio-impersonate-")
+        .suffix(".kubeconfig")
+        .tempfile()
+        .expect("kubeconfig file")
+        .keep()
+        .expect("keep it")
+        .1;
+    std::fs::write(&path, config).expect("write the kubeconfig");
+    path
+}
+
+/// Lets `user` do, in `ns`, what the chart lets the operator do.
+async fn grant_operator_rights(client: &kube::Client, role: &str, ns: &str, user: &str) {
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("operator".into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: user.into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create the RoleBinding");
+}
+
+/// One watched namespace whose LIST is refused, and another whose holder candidate can
+/// no longer be read: neither stalls a deletion elsewhere. The deletion revokes (an
+/// unconfirmable holder never keeps a grant) and says so in a Warning Event. (Before:
+/// every cleanup waited forever for the unreadable scope's cache, and a candidate
+/// whose GET was refused failed the cleanup forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_scope_stalls_no_other_deletion() {
+    let mut env = Env::start("il-scope").await;
+    env.operator.kill();
+    let client = env.client.clone();
+    let unreadable = TestNamespace::new(&client, "il-scope-denied").await;
+    let other = TestNamespace::new(&client, "il-scope-other").await;
+    let user = format!("vio-test-{}", &env.ns.name);
+    let role_name = format!("vio-test-{}", env.ns.name);
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(role_name.clone()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["iam.vultr-operator.io".into()]),
+                resources: Some(vec![
+                    "policyattachments".into(),
+                    "policyattachments/status".into(),
+                    "policyattachments/finalizers".into(),
+                ]),
+                verbs: ["get", "list", "watch", "patch", "update"]
+                    .map(String::from)
+                    .into(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["events.k8s.io".into()]),
+                resources: Some(vec!["events".into()]),
+                verbs: ["create", "patch"].map(String::from).into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    roles
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create the ClusterRole");
+    grant_operator_rights(&client, &role_name, &env.ns.name, &user).await;
+    grant_operator_rights(&client, &role_name, &other.name, &user).await;
+
+    let kubeconfig = impersonating_kubeconfig(env.cp, &user);
+    let kubeconfig = kubeconfig.display().to_string();
+    env.operator = Operator::start_with_env(
+        env.cp,
+        &env.sim.url(),
+        API_KEY,
+        &env.ns.name,
+        &[
+            "--watch-namespace",
+            &unreadable.name,
+            "--watch-namespace",
+            &other.name,
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    // `keeper` in the other namespace shares a's pair; `solo` has a pair of its own.
+    let other_api: Api<vultr_iam_operator::crd::PolicyAttachment> =
+        Api::namespaced(client.clone(), &other.name);
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.create("solo", by_ids(BILLING_READ, BOB)).await;
+    let keeper = serde_json::from_value(json!({
+        "apiVersion": "iam.vultr-operator.io/v1alpha1",
+        "kind": "PolicyAttachment",
+        "metadata": {"name": "keeper"},
+        "spec": by_ids(DNS_ADMIN, ALICE),
+    }))
+    .expect("a PolicyAttachment");
+    other_api
+        .create(&PostParams::default(), &keeper)
+        .await
+        .expect("create keeper");
+    env.wait_ready("a", "True", "Attached").await;
+    env.wait_ready("solo", "True", "Attached").await;
+    wait_for("keeper Ready", WAIT, || async {
+        is_ready(&other_api.get_opt("keeper").await.ok().flatten()?).then_some(())
+    })
+    .await;
+
+    // A deletion in a readable scope completes although another scope never synced.
+    env.delete("solo").await;
+    env.wait_gone("solo").await;
+    assert!(!env.sim.is_user_attached(BILLING_READ, BOB));
+
+    // Now keeper cannot be read any more: the shared grant is revoked, and a says why.
+    Api::<RoleBinding>::namespaced(client.clone(), &other.name)
+        .delete("operator", &DeleteParams::default())
+        .await
+        .expect("delete the RoleBinding");
+    env.delete("a").await;
+    env.wait_gone("a").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+    let note = env.wait_event("a", "HolderUnconfirmed").await;
+    assert!(note.contains("keeper"), "{note}");
+
+    let _ = roles.delete(&role_name, &DeleteParams::default()).await;
+    let _ = other_api
+        .patch(
+            "keeper",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+}
