@@ -24,8 +24,9 @@ fn is_ready(obj: &vultr_iam_operator::crd::PolicyAttachment) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-/// A rename (delete `a`, create `b` for the same pair) while `a`'s DELETE is slow:
-/// whenever `b` says Ready=True, the grant exists in Vultr, and `b` ends Ready with it.
+/// A rename (delete `a`, create `b` for the same pair) while `a`'s DELETE is slow (1.5 s,
+/// under the client timeout): whenever `b` says Ready=True, the grant exists in Vultr,
+/// and `b` ends Ready with it.
 /// (Before: `b` verified against a listing from before the DELETE finished and said
 /// Ready=True over a revoked grant until the next resync.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +35,7 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.wait_ready("a", "True", "Attached").await;
     env.sim.add_fault(
-        Fault::new(FaultKind::Latency { ms: 3000 })
+        Fault::new(FaultKind::Latency { ms: 1500 })
             .on(
                 Some("DELETE"),
                 Some(&format!("/v2/policies/{DNS_ADMIN}/users/")),
@@ -155,7 +156,8 @@ async fn a_404_that_vultr_contradicts_is_not_a_revocation() {
 async fn a_repeated_attach_after_a_restart_is_not_rejected() {
     let mut env = Env::start("il-409").await;
     env.sim.set_behaviour(Behaviour {
-        listing_lag: Duration::from_secs(6),
+        // Under the test operator's --attach-visibility-timeout (5s).
+        listing_lag: Duration::from_secs(4),
         attach_existing: 409,
         ..Behaviour::default()
     });
