@@ -16,6 +16,8 @@ mod resolve;
 mod response;
 
 #[cfg(test)]
+mod arbitrary;
+#[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod http_tests;
