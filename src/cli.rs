@@ -1,5 +1,6 @@
 //! Command line: `run` (the operator) and `crd` (print the CRD YAML).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,8 +35,13 @@ pub struct RunArgs {
 
     /// File holding the Vultr API key (e.g. a mounted Secret). Without it the key is read
     /// from the environment variable VULTR_API_KEY. Never pass the key itself as a flag.
+    /// The file is re-read while running: a rotated Secret needs no restart.
     #[arg(long)]
     pub vultr_api_key_file: Option<PathBuf>,
+
+    /// How often the API key file is checked for a new key (a rotated Secret).
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
+    pub vultr_api_key_reload_interval: Duration,
 
     /// Allow plain http:// to a non-loopback Vultr API URL (testing only).
     #[arg(long)]
@@ -77,8 +83,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub backoff_max: Duration,
 
-    /// Only watch these namespaces (repeatable). Default: all namespaces.
-    #[arg(long = "watch-namespace")]
+    /// Only watch these namespaces (repeatable; repeats are merged). Default: all namespaces.
+    #[arg(long = "watch-namespace", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub watch_namespaces: Vec<String>,
 
     /// Elect a leader through a coordination.k8s.io Lease; only the leader reconciles.
@@ -103,8 +109,103 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
+impl RunArgs {
+    /// One watch scope per distinct `--watch-namespace` (in the order given), or the
+    /// whole cluster without any: a repeated namespace must not get two controllers
+    /// reconciling the same objects.
+    pub fn watch_scopes(&self) -> Vec<Option<String>> {
+        if self.watch_namespaces.is_empty() {
+            return vec![None];
+        }
+        let mut seen = HashSet::new();
+        self.watch_namespaces
+            .iter()
+            .filter(|ns| seen.insert(ns.as_str()))
+            .cloned()
+            .map(Some)
+            .collect()
+    }
+}
+
+/// A duration above zero (a zero poll period would spin).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["vultr-iam-operator", "run"].iter().chain(extra))
+            .expect("valid flags");
+        match cli.command {
+            Command::Run(args) => *args,
+            Command::Crd => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn repeated_watch_namespaces_are_merged_in_order() {
+        let args = run_args(&[
+            "--watch-namespace",
+            "a",
+            "--watch-namespace",
+            "b",
+            "--watch-namespace",
+            "a",
+        ]);
+        assert_eq!(
+            args.watch_scopes(),
+            vec![Some("a".to_owned()), Some("b".to_owned())]
+        );
+        let args = run_args(&["--watch-namespace", "a", "--watch-namespace", "a"]);
+        assert_eq!(args.watch_scopes(), vec![Some("a".to_owned())]);
+    }
+
+    #[test]
+    fn no_watch_namespace_is_the_whole_cluster() {
+        assert_eq!(run_args(&[]).watch_scopes(), vec![None]);
+    }
+
+    #[test]
+    fn an_empty_watch_namespace_is_refused() {
+        let err = Cli::try_parse_from(["vultr-iam-operator", "run", "--watch-namespace", ""])
+            .unwrap_err();
+        assert!(err.to_string().contains("--watch-namespace"), "{err}");
+    }
+
+    #[test]
+    fn key_reload_interval_must_be_positive() {
+        assert_eq!(
+            run_args(&[]).vultr_api_key_reload_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            run_args(&["--vultr-api-key-reload-interval", "500ms"]).vultr_api_key_reload_interval,
+            Duration::from_millis(500)
+        );
+        for bad in ["0s", "soon"] {
+            assert!(
+                Cli::try_parse_from([
+                    "vultr-iam-operator",
+                    "run",
+                    "--vultr-api-key-reload-interval",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

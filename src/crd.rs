@@ -21,6 +21,8 @@ const UUID_RULE: &str =
     "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')";
 const EMAIL_RULE: &str = "self.matches('^[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+$')";
 const IMMUTABLE: &str = "self == oldSelf";
+// Names match exactly: "dns-admin " (a templating slip) would never resolve.
+const NO_EDGE_SPACE: &str = "!self.matches('^\\\\s|\\\\s$')";
 
 /// Attaches a Vultr IAM policy to a Vultr user or group; deleting it revokes the grant.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -73,6 +75,7 @@ pub struct PolicyRef {
     /// Exact policy name, e.g. dns-admin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(NO_EDGE_SPACE).message("spec.policy.name must not start or end with whitespace"))]
     pub name: Option<String>,
 }
 
@@ -104,6 +107,7 @@ pub struct GroupRef {
     /// Exact group display name, e.g. ops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(NO_EDGE_SPACE).message("spec.group.name must not start or end with whitespace"))]
     pub name: Option<String>,
 }
 
@@ -220,6 +224,8 @@ mod tests {
             "spec.policy is immutable",
             "spec.user.email must be an email address",
             "spec.policy.id must be a UUID",
+            "spec.policy.name must not start or end with whitespace",
+            "spec.group.name must not start or end with whitespace",
         ] {
             assert!(crd.contains(needle), "CRD lacks rule message {needle:?}");
         }

@@ -55,7 +55,17 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     vultr_config.limiter = RateLimiter::new(args.vultr_rate_limit, args.vultr_burst)?;
     vultr_config.allow_insecure_http = args.allow_insecure_http;
     vultr_config.observer = Some(Arc::new(metrics.clone()));
+    let key_in_use = vultr_config.api_key.clone();
     let vultr = VultrClient::new(vultr_config)?;
+    if let Some(path) = &args.vultr_api_key_file {
+        // A rotated Secret takes effect without a restart.
+        tokio::spawn(crate::vultr::follow_key_file(
+            vultr.clone(),
+            path.clone(),
+            key_in_use,
+            args.vultr_api_key_reload_interval,
+        ));
+    }
     health.credentials_loaded.store(true, Ordering::Relaxed);
 
     let client = kube::Client::try_default().await?;
@@ -179,11 +189,7 @@ async fn run_controllers(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
-    let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        args.watch_namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = args.watch_scopes();
     let config = controller::Config::default().concurrency(args.concurrency);
     let mut triggers = Vec::new();
     let mut runs = Vec::new();

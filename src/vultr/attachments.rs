@@ -148,3 +148,94 @@ mod tests {
         assert!(parse_attached_page(&json!({"users":"u1"}), SubjectKind::User).is_err());
     }
 }
+
+/// Property tests: any attachment listing, in either shape, mutated or arbitrary, gives
+/// exactly the IDs it lists or an error; never a panic, never an invented or dropped ID
+/// (a dropped one would make verification believe a live grant is gone).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::vultr::arbitrary::{any_bytes, any_json, mutated};
+    use crate::vultr::response::decode;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn documents() -> [Value; 4] {
+        let meta = json!({"total": 2, "links": {"next": "c2", "prev": ""}});
+        [
+            json!({"users": [{"id": "u1", "email": "a@example.com"}, {"id": "u2"}],
+                   "meta": meta}),
+            json!({"policy_user_relationships": [
+                       {"user_id": "u1", "policy_id": "p", "policy_name": "dns-admin",
+                        "date_assigned": "2024-01-01T00:00:00+00:00", "assigned_by": "b"}],
+                   "meta": meta}),
+            json!({"groups": [{"id": "g1", "display_name": "ops"}], "meta": meta}),
+            json!({"policy_group_relationships": [{"group_id": "g1", "policy_id": "p"}],
+                   "meta": meta}),
+        ]
+    }
+
+    fn listing() -> impl Strategy<Value = Value> {
+        let [a, b, c, d] = documents();
+        prop_oneof![any_json(), mutated(a), mutated(b), mutated(c), mutated(d)]
+    }
+
+    /// The IDs the body lists for `kind`, read independently of the parser; `None` if
+    /// the body is not a usable listing of that kind.
+    fn expected(body: &Value, kind: SubjectKind) -> Option<Vec<String>> {
+        let pairs = match kind {
+            SubjectKind::User => [("users", "id"), ("policy_user_relationships", "user_id")],
+            SubjectKind::Group => [("groups", "id"), ("policy_group_relationships", "group_id")],
+        };
+        let mut ids = Vec::new();
+        let mut present = false;
+        for (array, field) in pairs {
+            match body.get(array) {
+                None => {}
+                Some(Value::Null) => present = true,
+                Some(Value::Array(entries)) => {
+                    present = true;
+                    for entry in entries {
+                        let id = entry.get(field)?.as_str().filter(|id| !id.is_empty())?;
+                        ids.push(id.to_owned());
+                    }
+                }
+                Some(_) => return None,
+            }
+        }
+        present.then_some(ids)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn listings_give_exactly_their_ids_or_an_error(body in listing()) {
+            for kind in [SubjectKind::User, SubjectKind::Group] {
+                let parsed = parse_attached_page(&body, kind);
+                let oracle = expected(&body, kind);
+                match (&parsed, &oracle) {
+                    (Ok(page), Some(ids)) => prop_assert_eq!(&page.items, ids),
+                    (Err(_), None) => {}
+                    _ => prop_assert!(
+                        false,
+                        "{:?} listing {}: parser {:?}, expected {:?}",
+                        kind, body, parsed, oracle
+                    ),
+                }
+                if let Ok(page) = parsed {
+                    prop_assert_eq!(page.next, next_cursor(&body));
+                }
+            }
+        }
+
+        #[test]
+        fn listing_bytes_never_panic(bytes in any_bytes()) {
+            if let Ok(body) = decode::<Value>("GET /v2/policies/{policy_id}/users", &bytes) {
+                for kind in [SubjectKind::User, SubjectKind::Group] {
+                    let _ = parse_attached_page(&body, kind);
+                }
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! logs and classifies every request. Endpoint methods live in `endpoints.rs`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, field};
 use url::Url;
 
+use super::api_key::ApiKey;
 use super::config::{ClientConfig, ConfigError, check_base_url};
 use super::error::VultrError;
 use super::limiter::RateLimiter;
@@ -28,7 +29,8 @@ struct Inner {
     http: reqwest::Client,
     base_url: Url,
     /// `Bearer <key>`, marked sensitive so that hyper and reqwest never print it.
-    authorization: HeaderValue,
+    /// Behind a lock because a rotated key file replaces it at run time.
+    authorization: RwLock<HeaderValue>,
     limiter: RateLimiter,
     timeout: Duration,
     observer: Option<Arc<dyn RequestObserver>>,
@@ -43,10 +45,7 @@ pub(crate) struct Answer {
 impl VultrClient {
     pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
         check_base_url(&config.base_url, config.allow_insecure_http)?;
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
-                .map_err(|_| ConfigError::InvalidApiKey)?;
-        authorization.set_sensitive(true);
+        let authorization = authorization_header(&config.api_key)?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(config.timeout)
@@ -61,7 +60,7 @@ impl VultrClient {
             inner: Arc::new(Inner {
                 http,
                 base_url: config.base_url,
-                authorization,
+                authorization: RwLock::new(authorization),
                 limiter: config.limiter,
                 timeout: config.timeout,
                 observer: config.observer,
@@ -72,6 +71,27 @@ impl VultrClient {
     /// The API base URL this client talks to.
     pub fn base_url(&self) -> &Url {
         &self.inner.base_url
+    }
+
+    /// Replaces the key of every request sent from now on (requests in flight keep the
+    /// old one). On error the old key stays in use.
+    pub fn set_api_key(&self, key: &ApiKey) -> Result<(), ConfigError> {
+        let value = authorization_header(key)?;
+        *self
+            .inner
+            .authorization
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = value;
+        Ok(())
+    }
+
+    /// The current `Authorization` value (still marked sensitive).
+    fn authorization(&self) -> HeaderValue {
+        self.inner
+            .authorization
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The limiter every request goes through.
@@ -160,7 +180,7 @@ impl VultrClient {
             .inner
             .http
             .request(method, url)
-            .header(AUTHORIZATION, self.inner.authorization.clone())
+            .header(AUTHORIZATION, self.authorization())
             .header(ACCEPT, "application/json")
             .send()
             .await
@@ -190,6 +210,14 @@ impl VultrClient {
         }
         url
     }
+}
+
+/// `Bearer <key>`, marked sensitive so that hyper and reqwest never print it.
+fn authorization_header(key: &ApiKey) -> Result<HeaderValue, ConfigError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| ConfigError::InvalidApiKey)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl fmt::Debug for VultrClient {
@@ -235,6 +263,22 @@ mod tests {
         let config = ClientConfig::new(Url::parse("http://vultr.internal").unwrap(), key);
         let err = VultrClient::new(config).unwrap_err();
         assert!(err.to_string().contains("--allow-insecure-http"), "{err}");
+    }
+
+    #[test]
+    fn set_api_key_swaps_the_header_and_keeps_it_sensitive() {
+        let c = client("https://api.example.com");
+        assert_eq!(c.authorization().to_str().unwrap(), "Bearer K3Y");
+        let clone = c.clone();
+        c.set_api_key(&ApiKey::new("N3WK3Y", "a test").unwrap())
+            .unwrap();
+        // Clones share the header: every task of the operator sees the new key.
+        for client in [&c, &clone] {
+            let value = client.authorization();
+            assert_eq!(value.to_str().unwrap(), "Bearer N3WK3Y");
+            assert!(value.is_sensitive());
+            assert!(!format!("{value:?}").contains("N3WK3Y"));
+        }
     }
 
     #[test]

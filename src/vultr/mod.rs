@@ -8,6 +8,7 @@ mod config;
 mod endpoints;
 mod error;
 mod grants;
+mod key_rotation;
 mod limiter;
 mod model;
 mod observe;
@@ -15,6 +16,8 @@ mod pagination;
 mod resolve;
 mod response;
 
+#[cfg(test)]
+mod arbitrary;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
@@ -27,6 +30,7 @@ pub use config::{
 };
 pub use endpoints::routes;
 pub use error::VultrError;
+pub use key_rotation::follow_key_file;
 pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, User};
 pub use observe::{RequestObserver, RequestRecord};

@@ -195,3 +195,140 @@ mod tests {
         assert_eq!(err.reason(), "Unauthorized");
     }
 }
+
+/// Property tests: any page body (bytes or JSON, well formed or not) gives a page or an
+/// error, never a panic, and a page never holds more or fewer entries than the body.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::vultr::arbitrary::{any_bytes, any_json, mutated};
+    use crate::vultr::model::{Group, Policy, User};
+    use crate::vultr::response::decode;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const ROUTE: &str = "GET /v2/users";
+
+    fn users_page() -> Value {
+        json!({
+            "users": [
+                {"id": "u1", "email": "a@example.com", "name": "A", "api_enabled": true,
+                 "service_user": false},
+                {"id": "u2", "email": "b@example.com"}
+            ],
+            "meta": {"total": 3, "links": {"next": "c2", "prev": ""}}
+        })
+    }
+
+    fn groups_page() -> Value {
+        json!({
+            "groups": [{"id": "g1", "display_name": "ops", "description": "d",
+                        "date_created": "2024-01-01T00:00:00+00:00"}],
+            "meta": {"total": 1, "links": {"next": "", "prev": ""}}
+        })
+    }
+
+    fn policies_page() -> Value {
+        json!({
+            "policies": [{"id": "p1", "name": "dns-admin", "description": "d",
+                          "policy_document": {"Version": "2024-01-01", "Statement": []},
+                          "version": 2, "is_system_policy": false,
+                          "date_created": "2024-01-01T00:00:00+00:00"}],
+            "meta": {"total": 1, "links": {"next": "c9", "prev": ""}}
+        })
+    }
+
+    /// A page body: anything, or one of the three listings with fields mutated.
+    fn page_body() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any_json(),
+            mutated(users_page()),
+            mutated(groups_page()),
+            mutated(policies_page()),
+        ]
+    }
+
+    /// Checks one parse against the body it came from.
+    fn check<T: DeserializeOwned>(body: &Value, key: &str) -> Result<(), TestCaseError> {
+        if let Ok(page) = parse_page::<T>(body, key) {
+            let expected = body.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+            prop_assert_eq!(page.items.len(), expected, "{}", body);
+            let next = body.pointer("/meta/links/next").and_then(Value::as_str);
+            prop_assert_eq!(page.next.as_deref(), next.filter(|n| !n.is_empty()));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn listing_pages_parse_or_fail_cleanly(body in page_body()) {
+            check::<User>(&body, "users")?;
+            check::<Group>(&body, "groups")?;
+            check::<Policy>(&body, "policies")?;
+        }
+
+        #[test]
+        fn page_bytes_decode_or_are_invalid_responses(bytes in any_bytes()) {
+            // What `get_page` + `list_all` do with a 2xx body.
+            let result = decode::<Value>(ROUTE, &bytes).and_then(|body| {
+                parse_page::<User>(&body, "users")
+                    .map_err(|detail| VultrError::InvalidResponse { route: ROUTE, detail })
+            });
+            if let Err(err) = result {
+                prop_assert_eq!(err.reason(), "InvalidResponse");
+            }
+        }
+
+        #[test]
+        fn cursors_are_non_empty_strings(body in page_body()) {
+            if let Some(next) = next_cursor(&body) {
+                prop_assert!(!next.is_empty());
+            }
+        }
+
+        #[test]
+        fn any_cursor_sequence_ends(
+            cursors in prop::collection::vec(proptest::option::of("[a-d]{1,2}"), 0..30),
+        ) {
+            // Page i answers cursors[i] as its next (None past the end): the listing must
+            // end, at the first missing cursor or at the first repeated one.
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut calls = 0usize;
+            let result = runtime.block_on(collect_pages(ROUTE, |_cursor| {
+                let next = cursors.get(calls).cloned().flatten();
+                calls += 1;
+                async move { Ok(Page { items: vec![()], next }) }
+            }));
+            let mut seen = HashSet::new();
+            let mut expected_calls = cursors.len() + 1;
+            let mut repeated = false;
+            for (i, c) in cursors.iter().enumerate() {
+                match c {
+                    None => {
+                        expected_calls = i + 1;
+                        break;
+                    }
+                    Some(c) if !seen.insert(c) => {
+                        expected_calls = i + 1;
+                        repeated = true;
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            }
+            prop_assert_eq!(calls, expected_calls);
+            match result {
+                Ok(items) => {
+                    prop_assert!(!repeated);
+                    prop_assert_eq!(items.len(), calls);
+                }
+                Err(err) => {
+                    prop_assert!(repeated, "{}", err);
+                    prop_assert_eq!(err.reason(), "InvalidResponse");
+                }
+            }
+        }
+    }
+}

@@ -100,6 +100,9 @@ pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let wait = if let Ok(seconds) = value.parse::<u64>() {
         Duration::from_secs(seconds)
+    } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Whole seconds too large for a u64: still a (very long) wait, not "no wait".
+        MAX_RETRY_AFTER
     } else {
         let at = httpdate::parse_http_date(value).ok()?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
@@ -255,6 +258,7 @@ mod tests {
         );
         assert_eq!(parse("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse("999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("99999999999999999999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse("-1"), None);
         assert_eq!(parse("soon"), None);
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
@@ -276,5 +280,167 @@ mod tests {
         }
         let err = decode::<X>(ROUTE, b"{").unwrap_err();
         assert_eq!(err.reason(), "InvalidResponse");
+    }
+}
+
+/// Property tests: whatever Vultr (or a proxy in front of it) answers, classification
+/// and decoding never panic and always give a typed result.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::vultr::arbitrary::{any_bytes, any_json, mutated};
+    use crate::vultr::model::{Policy, User};
+    use proptest::prelude::*;
+    use reqwest::header::HeaderValue;
+    use serde_json::json;
+
+    const ROUTE: &str = "GET /v2/policies";
+
+    /// The reason a non-2xx status must map to.
+    fn expected_reason(code: u16) -> &'static str {
+        match code {
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            429 => "RateLimited",
+            408 | 500..=599 => "ApiUnavailable",
+            400..=499 => "Rejected",
+            _ => "InvalidResponse",
+        }
+    }
+
+    /// Error bodies: anything, and Vultr's `{"error","status"}` with fields mutated.
+    fn error_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any_bytes(),
+            mutated(json!({"error": "Invalid policy.", "status": 400}))
+                .prop_map(|v| v.to_string().into_bytes()),
+        ]
+    }
+
+    /// Retry-After values: digits (any length), HTTP dates, and anything at all.
+    fn retry_after_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "[0-9]{1,40}".prop_map(String::into_bytes),
+            " ?-?[0-9]{0,5}(\\.[0-9])? ?".prop_map(String::into_bytes),
+            (0u64..20_000_000_000).prop_map(|secs| {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                httpdate::fmt_http_date(at).into_bytes()
+            }),
+            "[A-Za-z]{3}, [0-9]{2} [A-Za-z]{3} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+                .prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    fn headers_with(retry_after: Option<&[u8]>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry_after.and_then(|v| HeaderValue::from_bytes(v).ok()) {
+            headers.insert(RETRY_AFTER, value);
+        }
+        headers
+    }
+
+    fn any_now() -> impl Strategy<Value = SystemTime> {
+        (0u64..20_000_000_000).prop_map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_status_is_classified(
+            code in 100u16..=999,
+            body in error_body(),
+            retry_after in proptest::option::of(retry_after_value()),
+        ) {
+            let status = StatusCode::from_u16(code).unwrap();
+            let headers = headers_with(retry_after.as_deref());
+            match check_status(ROUTE, status, &headers, &body) {
+                Ok(()) => prop_assert!(status.is_success(), "{code} accepted"),
+                Err(err) => {
+                    prop_assert!(!status.is_success(), "{code} refused");
+                    prop_assert_eq!(err.reason(), expected_reason(code));
+                    prop_assert_eq!(
+                        err.is_transient(),
+                        matches!(code, 408 | 429 | 500..=599),
+                        "{}", code
+                    );
+                    if let Some(wait) = err.retry_after() {
+                        prop_assert!(wait <= MAX_RETRY_AFTER);
+                    }
+                    // Server text ends up in conditions and Events: bounded.
+                    prop_assert!(err.to_string().chars().count() < 500, "{}", err);
+                }
+            }
+        }
+
+        #[test]
+        fn retry_after_is_bounded_or_absent(value in retry_after_value(), now in any_now()) {
+            let headers = headers_with(Some(&value));
+            if let Some(wait) = parse_retry_after(&headers, now) {
+                prop_assert!(wait <= MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
+        fn whole_seconds_are_always_honoured(digits in "[0-9]{1,40}", now in any_now()) {
+            // Any delay-seconds (RFC 9110), however long, is a wait: a huge one is clamped,
+            // never ignored.
+            let wait = parse_retry_after(&headers_with(Some(digits.as_bytes())), now);
+            let expected = digits
+                .parse::<u64>()
+                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+                .unwrap_or(MAX_RETRY_AFTER);
+            prop_assert_eq!(wait, Some(expected));
+        }
+
+        #[test]
+        fn error_text_is_trimmed_and_bounded(body in error_body()) {
+            if let Some(text) = error_message(&body) {
+                prop_assert!(!text.is_empty());
+                prop_assert!(text.chars().count() <= MAX_MESSAGE_CHARS + 1);
+            }
+        }
+
+        #[test]
+        fn single_object_bodies_decode_or_are_invalid_responses(
+            body in prop_oneof![
+                any_bytes(),
+                mutated(json!({"policy": {"id": "p1", "name": "dns-admin", "version": 1,
+                    "is_system_policy": false, "policy_document": {"Statement": []}}}))
+                    .prop_map(|v| v.to_string().into_bytes()),
+                mutated(json!({"user": {"id": "u1", "email": "a@example.com", "name": "A",
+                    "api_enabled": true, "service_user": false}}))
+                    .prop_map(|v| v.to_string().into_bytes()),
+            ],
+        ) {
+            // The envelopes of GET /v2/policies/{id} and GET /v2/users/{id}.
+            #[derive(Debug, serde::Deserialize)]
+            struct PolicyEnvelope {
+                #[allow(dead_code)]
+                policy: Policy,
+            }
+            #[derive(Debug, serde::Deserialize)]
+            struct UserEnvelope {
+                #[allow(dead_code)]
+                user: User,
+            }
+            for result in [
+                decode::<PolicyEnvelope>(ROUTE, &body).map(drop),
+                decode::<UserEnvelope>(ROUTE, &body).map(drop),
+                decode::<serde_json::Value>(ROUTE, &body).map(drop),
+            ] {
+                if let Err(err) = result {
+                    prop_assert_eq!(err.reason(), "InvalidResponse");
+                }
+            }
+        }
+
+        #[test]
+        fn json_error_bodies_never_panic(body in any_json()) {
+            let bytes = body.to_string().into_bytes();
+            let _ = error_message(&bytes);
+        }
     }
 }

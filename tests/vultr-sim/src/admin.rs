@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::Serialize;
 
-use crate::config::{Behaviour, RateLimit};
+use crate::config::{ApiKeys, Behaviour, RateLimit};
 use crate::error::ApiError;
 use crate::extract::{Ids, JsonBody, json};
 use crate::faults::Fault;
@@ -49,6 +49,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/faults/{fault_id}", delete(remove_fault))
         .route("/_sim/behaviour", get(get_behaviour).put(set_behaviour))
         .route("/_sim/rate-limit", get(get_rate_limit).put(set_rate_limit))
+        .route("/_sim/api-keys", put(set_api_keys))
 }
 
 fn no_content() -> Response {
@@ -203,4 +204,14 @@ async fn get_rate_limit(State(sh): Sh) -> Response {
 async fn set_rate_limit(State(sh): Sh, JsonBody(r): JsonBody<Option<RateLimit>>) -> Response {
     sh.set_rate_limit(r);
     json(StatusCode::OK, &sh.rate_limit())
+}
+
+/// Replaces the accepted keys (a key rotation); lists left out are emptied. Write-only,
+/// so the keys are never echoed.
+async fn set_api_keys(State(sh): Sh, JsonBody(keys): JsonBody<ApiKeys>) -> Response {
+    if let Err(e) = keys.validate() {
+        return ApiError::bad_request(e).into_response();
+    }
+    sh.set_api_keys(&keys);
+    no_content()
 }

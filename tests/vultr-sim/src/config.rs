@@ -91,6 +91,31 @@ impl FromStr for ListingShape {
     }
 }
 
+/// The accepted keys, replaceable at run time (`PUT /_sim/api-keys`), e.g. to test a
+/// key rotation: a key left out is refused from then on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeys {
+    /// Keys with full access.
+    pub api_keys: Vec<String>,
+    /// Keys that may read but get 403 on POST and DELETE.
+    pub read_only_keys: Vec<String>,
+}
+
+impl ApiKeys {
+    /// Rejects keys that no `Authorization: Bearer` header could carry.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let all = self.api_keys.iter().chain(&self.read_only_keys);
+        match all
+            .into_iter()
+            .find(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_graphic()))
+        {
+            Some(_) => Err("keys must be non-empty and printable ASCII without spaces".to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The behaviours the contract leaves open, selectable at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

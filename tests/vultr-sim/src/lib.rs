@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Behaviour, ListingShape, RateLimit, SimConfig};
+pub use config::{ApiKeys, Behaviour, ListingShape, RateLimit, SimConfig};
 pub use faults::{Fault, FaultKind};
 pub use journal::JournalEntry;
 pub use seed::{
@@ -234,6 +234,14 @@ impl Sim {
 
     pub fn behaviour(&self) -> Behaviour {
         self.shared.behaviour()
+    }
+
+    /// Replaces the accepted keys (e.g. to rotate them): a key left out gets 401 from now
+    /// on. Err (and no change) for a key no Bearer header could carry.
+    pub fn set_api_keys(&self, keys: ApiKeys) -> Result<(), String> {
+        keys.validate()?;
+        self.shared.set_api_keys(&keys);
+        Ok(())
     }
 
     /// `None` (or a rate of zero) turns limiting off; a new limit starts with a full bucket.

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use crate::config::{Behaviour, RateLimit, SimConfig};
+use crate::config::{ApiKeys, Behaviour, RateLimit, SimConfig};
 use crate::faults::{Fault, FaultSet};
 use crate::journal::{Journal, JournalEntry};
 use crate::ratelimit::TokenBucket;
@@ -33,8 +33,22 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<FaultSet>,
     pub(crate) limiter: Mutex<Option<TokenBucket>>,
     pub(crate) behaviour: Mutex<Behaviour>,
-    api_keys: HashSet<String>,
-    read_only_keys: HashSet<String>,
+    keys: Mutex<Keys>,
+}
+
+#[derive(Debug)]
+struct Keys {
+    full: HashSet<String>,
+    read_only: HashSet<String>,
+}
+
+impl From<&ApiKeys> for Keys {
+    fn from(k: &ApiKeys) -> Self {
+        Self {
+            full: k.api_keys.iter().cloned().collect(),
+            read_only: k.read_only_keys.iter().cloned().collect(),
+        }
+    }
 }
 
 impl Shared {
@@ -55,20 +69,28 @@ impl Shared {
                     .and_then(|r| TokenBucket::new(r, Instant::now())),
             ),
             behaviour: Mutex::new(behaviour),
-            api_keys: config.api_keys.iter().cloned().collect(),
-            read_only_keys: config.read_only_keys.iter().cloned().collect(),
+            keys: Mutex::new(Keys::from(&ApiKeys {
+                api_keys: config.api_keys.clone(),
+                read_only_keys: config.read_only_keys.clone(),
+            })),
         })
     }
 
     /// A key listed as read-only is read-only even if also listed as full.
     pub(crate) fn access(&self, key: &str) -> Option<Access> {
-        if self.read_only_keys.contains(key) {
+        let keys = lock(&self.keys);
+        if keys.read_only.contains(key) {
             Some(Access::ReadOnly)
-        } else if self.api_keys.contains(key) {
+        } else if keys.full.contains(key) {
             Some(Access::Full)
         } else {
             None
         }
+    }
+
+    /// Replaces every accepted key; requests already past auth are not affected.
+    pub(crate) fn set_api_keys(&self, keys: &ApiKeys) {
+        *lock(&self.keys) = Keys::from(keys);
     }
 
     pub(crate) fn behaviour(&self) -> Behaviour {

@@ -8,7 +8,7 @@ use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use vultr_sim::{
-    Behaviour, FaultKind, ListingShape, Seed, SeedError, SeedGroup, SeedPolicy, SeedUser,
+    ApiKeys, Behaviour, FaultKind, ListingShape, Seed, SeedError, SeedGroup, SeedPolicy, SeedUser,
     SeedUserAttachment, Sim, SimConfig,
 };
 
@@ -383,6 +383,76 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     let r = admin(&sim, Method::PUT, "/_sim/rate-limit", Some(Value::Null)).await;
     assert_eq!((r.status, r.body), (200, Value::Null));
     assert_eq!(sim.rate_limit(), None);
+}
+
+/// A key rotation: after `PUT /_sim/api-keys` only the new keys are accepted, at once.
+#[tokio::test]
+async fn api_keys_can_be_replaced_at_run_time() {
+    let sim = demo_sim().await;
+    let as_key = |key: &'static str, method: Method| {
+        let url = format!("{}/v2/policies/{DNS_ADMIN}/users/{ALICE}", sim.url());
+        async move {
+            send(&client(), method, &url, Some(key), None)
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    let list = |key: &'static str| {
+        let url = format!("{}/v2/users", sim.url());
+        async move {
+            send(&client(), Method::GET, &url, Some(key), None)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(list(KEY).await.status, 200);
+    assert_eq!(list("new-key").await.status, 401);
+
+    let r = admin(
+        &sim,
+        Method::PUT,
+        "/_sim/api-keys",
+        Some(json!({"api_keys": ["new-key"], "read_only_keys": ["new-ro"]})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(r.text.is_empty(), "keys are never echoed: {r:?}");
+    list(KEY).await.assert_error(401);
+    list(READ_ONLY_KEY).await.assert_error(401);
+    assert_eq!(list("new-key").await.status, 200);
+    assert_eq!(list("new-ro").await.status, 200);
+    assert_eq!(as_key("new-ro", Method::POST).await, 403);
+    assert_eq!(as_key("new-key", Method::POST).await, 201);
+
+    // Lists left out are emptied; bad keys and unknown fields change nothing.
+    for bad in [
+        json!({"api_keys": [""]}),
+        json!({"api_keys": ["has space"]}),
+        json!({"keys": ["x"]}),
+    ] {
+        admin(&sim, Method::PUT, "/_sim/api-keys", Some(bad.clone()))
+            .await
+            .assert_error(400);
+        assert_eq!(list("new-key").await.status, 200, "{bad} changed the keys");
+    }
+    assert_eq!(
+        sim.set_api_keys(ApiKeys {
+            api_keys: vec![KEY.to_owned()],
+            read_only_keys: vec![],
+        }),
+        Ok(())
+    );
+    assert_eq!(list(KEY).await.status, 200);
+    list("new-ro").await.assert_error(401);
+    assert!(
+        sim.set_api_keys(ApiKeys {
+            api_keys: vec!["a b".to_owned()],
+            read_only_keys: vec![],
+        })
+        .is_err()
+    );
+    assert_eq!(list(KEY).await.status, 200);
 }
 
 #[tokio::test]

@@ -1,0 +1,139 @@
+//! The API key file is followed while the operator runs: a rotated Secret takes effect
+//! without a restart, a broken update keeps the key in use, and no key is ever logged.
+
+mod e2e;
+mod support;
+
+use std::path::PathBuf;
+
+use e2e::*;
+use support::wait_for;
+use vultr_sim::ApiKeys;
+
+/// The key the simulator accepts after the rotation.
+const ROTATED_KEY: &str = "vk-ROTATED-7c6b5a4938271605f4e3d2c1b0a99887";
+/// What the operator's environment holds: refused by the simulator, so only the file
+/// can make anything Ready.
+const ENV_KEY: &str = "vk-UNUSED-ENV-11223344556677889900";
+
+/// A directory laid out like a Secret volume, updated the way the kubelet does it: the
+/// content goes into a new directory, then the `..data` symlink is renamed onto it in one
+/// step; `api-key` itself is a symlink through `..data`.
+struct SecretVolume {
+    dir: PathBuf,
+    generation: u32,
+}
+
+impl SecretVolume {
+    fn new(key: &str) -> SecretVolume {
+        let dir = tempfile::Builder::new()
+            .prefix("vio-secret-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let mut volume = SecretVolume { dir, generation: 0 };
+        volume.write(key);
+        std::os::unix::fs::symlink("..data/api-key", volume.path()).expect("api-key symlink");
+        volume
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("api-key")
+    }
+
+    fn write(&mut self, content: &str) {
+        self.generation += 1;
+        let name = format!("..generation_{}", self.generation);
+        let data = self.dir.join(&name);
+        std::fs::create_dir(&data).expect("new data directory");
+        std::fs::write(data.join("api-key"), content).expect("write the key");
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&name, &tmp).expect("..data_tmp symlink");
+        std::fs::rename(&tmp, self.dir.join("..data")).expect("swap ..data");
+        if self.generation > 1 {
+            let old = self
+                .dir
+                .join(format!("..generation_{}", self.generation - 1));
+            std::fs::remove_dir_all(old).expect("remove the old generation");
+        }
+    }
+}
+
+async fn wait_log(operator: &Operator, needle: &str) {
+    wait_for(&format!("{needle:?} in the operator log"), WAIT, || async {
+        operator.logs().contains(needle).then_some(())
+    })
+    .await;
+}
+
+fn assert_no_key(text: &str, what: &str) {
+    for key in [API_KEY, ROTATED_KEY, ENV_KEY] {
+        assert!(!text.contains(key), "a key appears in {what}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_file_is_used_without_a_restart() {
+    let mut volume = SecretVolume::new(&format!("{API_KEY}\n"));
+    let key_file = volume.path();
+    let key_file = key_file.to_str().expect("UTF-8 temp path");
+    let mut env = Env::start_with(
+        "pa-key-rotation",
+        ENV_KEY,
+        &[
+            "--vultr-api-key-file",
+            key_file,
+            "--vultr-api-key-reload-interval",
+            "300ms",
+        ],
+    )
+    .await;
+
+    env.create("before", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("before", "True", "Attached").await;
+
+    // A broken update (an empty key) is refused with a warning; the key in use stays.
+    volume.write("");
+    wait_log(
+        &env.operator,
+        "holds no usable key: keeping the previous key",
+    )
+    .await;
+    env.create("during-broken-update", by_ids(BILLING_READ, ALICE))
+        .await;
+    env.wait_ready("during-broken-update", "True", "Attached")
+        .await;
+
+    // The rotation: Vultr accepts only the new key from now on, then the Secret changes.
+    env.sim
+        .set_api_keys(ApiKeys {
+            api_keys: vec![ROTATED_KEY.to_owned()],
+            read_only_keys: vec![],
+        })
+        .expect("valid keys");
+    volume.write(&format!("{ROTATED_KEY}\n"));
+    wait_log(&env.operator, "later requests use the new key").await;
+    env.create("after", by_ids(COMPUTE_ADMIN, ALICE)).await;
+    env.wait_ready("after", "True", "Attached").await;
+    assert!(env.sim.is_user_attached(COMPUTE_ADMIN, ALICE));
+    assert!(env.operator.is_running(), "the operator restarted");
+
+    // Deleting works with the new key too (the revocation is what matters most).
+    env.delete("before").await;
+    env.wait_gone("before").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+
+    let logs = env.operator.logs();
+    assert!(logs.contains(key_file), "the log names the file:\n{logs}");
+    assert_no_key(&logs, "the operator log");
+    for name in ["during-broken-update", "after"] {
+        for (_, reason, note) in env.events(name).await {
+            assert_no_key(&format!("{reason} {note}"), "an Event");
+        }
+        let obj = env.api.get(name).await.expect("get");
+        assert_no_key(
+            &serde_json::to_string(&obj.status).expect("status JSON"),
+            "a status",
+        );
+    }
+}
