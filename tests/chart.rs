@@ -1220,6 +1220,13 @@ async fn deleting_a_watched_namespace_revokes_its_grants_under_the_chart_rbac() 
         operator.logs()
     );
 
+    // Vultr hiccups: the first revocations fail, so they are retried after the
+    // namespace's RoleBindings are gone.
+    sim.add_fault(
+        vultr_sim::Fault::status(503)
+            .on(Some("DELETE"), None)
+            .times(3),
+    );
     run_ok(
         cp.kubectl()
             .args(["delete", "namespace", &ns.name, "--wait=false"]),
