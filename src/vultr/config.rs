@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::{Host, Url};
 
 use super::api_key::ApiKey;
+use super::fence::WriteFence;
 use super::limiter::RateLimiter;
 use super::observe::RequestObserver;
 
@@ -33,6 +34,9 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Optional metrics hook.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// With leader election: writes (POST, DELETE) are refused unless it allows them at
+    /// the moment they would be sent. Reads are never fenced.
+    pub fence: Option<WriteFence>,
 }
 
 impl ClientConfig {
@@ -47,6 +51,7 @@ impl ClientConfig {
             allow_insecure_http: false,
             user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
             observer: None,
+            fence: None,
         }
     }
 }
@@ -62,6 +67,7 @@ impl fmt::Debug for ClientConfig {
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("user_agent", &self.user_agent)
             .field("observer", &self.observer.as_ref().map(|_| "<set>"))
+            .field("fence", &self.fence)
             .finish()
     }
 }

@@ -82,6 +82,14 @@ pub enum VultrError {
         status: u16,
         message: Option<String>,
     },
+
+    /// Not sent: this replica's leadership expired (its renew deadline passed) or was
+    /// given up, and another replica may already be writing.
+    #[error(
+        "not sending {route}: this replica no longer holds the leader lease \
+         (its renew deadline passed)"
+    )]
+    NotLeader { route: &'static str },
 }
 
 impl VultrError {
@@ -99,6 +107,7 @@ impl VultrError {
             Self::InvalidResponse { .. } => "InvalidResponse",
             Self::NotFound { .. } => "NotFound",
             Self::Rejected { .. } => "Rejected",
+            Self::NotLeader { .. } => "NotLeader",
         }
     }
 
@@ -229,6 +238,7 @@ mod tests {
                 },
                 "Rejected",
             ),
+            (VultrError::NotLeader { route: "r" }, "NotLeader"),
         ];
         for (err, reason) in cases {
             assert_eq!(err.reason(), reason);

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod endpoints;
 mod error;
+mod fence;
 mod grants;
 mod limiter;
 mod model;
@@ -27,6 +28,7 @@ pub use config::{
 };
 pub use endpoints::routes;
 pub use error::VultrError;
+pub use fence::WriteFence;
 pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Subject, SubjectKind, User};
 pub use observe::{RequestObserver, RequestRecord};
