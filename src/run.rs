@@ -60,7 +60,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         .then(|| Timings::new(args.lease_duration, args.renew_deadline, args.retry_period))
         .transpose()?;
     let fence = lease_timings.map(|_| WriteFence::new());
-    let mut vultr_config = ClientConfig::new(args.vultr_api_url.clone(), api_key);
+    let mut vultr_config =
+        ClientConfig::new(args.vultr_api_url.clone(), api_key).with_instance(&identity);
     vultr_config.timeout = args.vultr_timeout;
     vultr_config.limiter = RateLimiter::new(args.vultr_rate_limit, args.vultr_burst)?;
     vultr_config.allow_insecure_http = args.allow_insecure_http;

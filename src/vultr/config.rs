@@ -49,11 +49,36 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             limiter: RateLimiter::default(),
             allow_insecure_http: false,
-            user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
             observer: None,
             fence: None,
         }
     }
+
+    /// Names this process in the User-Agent, e.g. `vultr-iam-operator/0.1.0 (pod-a)`,
+    /// so that Vultr-side logs (and the simulator's journal) tell replicas apart.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.user_agent = user_agent_for(instance);
+        self
+    }
+}
+
+pub const DEFAULT_USER_AGENT: &str =
+    concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
+/// The User-Agent of one instance; characters a header cannot carry become `_`.
+fn user_agent_for(instance: &str) -> String {
+    let instance: String = instance
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '(' && c != ')' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{DEFAULT_USER_AGENT} ({instance})")
 }
 
 impl fmt::Debug for ClientConfig {
@@ -188,6 +213,21 @@ mod tests {
             check("unix:/run/sock", true),
             Err(ConfigError::MissingHost)
         ));
+    }
+
+    #[test]
+    fn the_user_agent_names_the_instance() {
+        let key = ApiKey::new("K", "a test").unwrap();
+        let config =
+            ClientConfig::new(Url::parse(DEFAULT_BASE_URL).unwrap(), key).with_instance("pod-a");
+        assert_eq!(
+            config.user_agent,
+            format!("vultr-iam-operator/{} (pod-a)", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            user_agent_for("odd (name)\n\u{e9}"),
+            format!("{DEFAULT_USER_AGENT} (odd__name___)")
+        );
     }
 
     #[test]

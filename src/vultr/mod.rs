@@ -25,6 +25,7 @@ pub use api_key::{API_KEY_ENV, ApiKey, ApiKeyError};
 pub use client::VultrClient;
 pub use config::{
     ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    DEFAULT_USER_AGENT,
 };
 pub use endpoints::routes;
 pub use error::VultrError;
