@@ -188,12 +188,23 @@ fn pairs() -> [(&'static str, &'static str, &'static str); 4] {
     ]
 }
 
+/// The leader's connections to the API server are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_writing_and_exits() {
+    partition(Link::Refusing).await;
+}
+
+/// The leader's requests to the API server hang (its lease renewal never answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_api_requests_hang_stops_writing_and_exits() {
+    partition(Link::BlackHole).await;
+}
+
 /// The leader loses the API server (a TCP proxy in between is cut) but not Vultr.
 /// The objects are deleted through the API server; the standby takes over and
 /// revokes them. The cut replica must send no Vultr write after its renew deadline,
 /// no revoked grant may come back, and the cut replica must exit non-zero.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_cut_off_from_the_api_server_stops_writing_and_exits() {
+async fn partition(link: Link) {
     let mut env = Env::start("op-partition").await;
     env.operator.kill();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -221,7 +232,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_writing_and_exits() {
 
     let cut_at = SystemTime::now();
     let cut = Instant::now();
-    proxy.cut();
+    match link {
+        Link::BlackHole => proxy.black_hole(),
+        _ => proxy.cut(),
+    }
     for (name, _, _) in pairs() {
         env.delete(name).await;
     }
