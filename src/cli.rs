@@ -99,13 +99,13 @@ pub struct RunArgs {
     pub lease_duration: Duration,
 
     /// How long the leader may go on after its last successful renewal; past it, it
-    /// sends no Vultr write, cancels in-flight reconciles and exits. Shorter than
-    /// --lease-duration. Default: two thirds of --lease-duration.
+    /// sends no Vultr write, cancels in-flight reconciles and exits. Must be shorter
+    /// than --lease-duration and defaults to two thirds of it
     #[arg(long, value_parser = humantime::parse_duration)]
     pub renew_deadline: Option<Duration>,
 
-    /// Pause between lease renewals (and between a standby's looks at the lease).
-    /// Shorter than --renew-deadline. Default: a fifth of --renew-deadline.
+    /// Pause between lease renewals (and between a standby's looks at the lease). Must
+    /// be shorter than --renew-deadline and defaults to a fifth of it
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_period: Option<Duration>,
 
