@@ -16,6 +16,7 @@ use support::proxy::{Link, TcpProxy};
 use support::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use vultr_sim::{Fault, FaultKind};
 
 /// Echoes every byte back, one task per connection.
 async fn echo_server() -> std::net::SocketAddr {
@@ -171,6 +172,9 @@ fn replica(env: &Env, name: &str, kubeconfig: &Path) -> Operator {
             LEASE_DURATION,
             "--resync-interval",
             RESYNC,
+            // Long enough that waiting for an in-flight request would show.
+            "--vultr-timeout",
+            "30s",
         ],
         &[
             ("POD_NAME", name),
@@ -229,6 +233,18 @@ async fn partition(link: Link) {
     }
     // Let a drift pass run on the leader so that it has its listings cached.
     tokio::time::sleep(RESYNC_INTERVAL).await;
+    // One reconcile is in flight at the cut: its POST hangs in Vultr.
+    let (policy, user) = (COMPUTE_ADMIN, ALICE);
+    let hang = env.sim.add_fault(Fault::new(FaultKind::Hang).on(
+        Some("POST"),
+        Some(&format!("/v2/policies/{policy}/users/{user}")),
+    ));
+    env.create("in-flight", by_ids(policy, user)).await;
+    wait_for("the in-flight POST", WAIT, || async {
+        let hung = env.requests("POST", &format!("/v2/policies/{policy}/users/{user}"));
+        (!hung.is_empty()).then_some(())
+    })
+    .await;
 
     let cut_at = SystemTime::now();
     let cut = Instant::now();
@@ -236,6 +252,7 @@ async fn partition(link: Link) {
         Link::BlackHole => proxy.black_hole(),
         _ => proxy.cut(),
     }
+    env.sim.remove_fault(hang);
     for (name, _, _) in pairs() {
         env.delete(name).await;
     }
@@ -316,7 +333,8 @@ async fn partition(link: Link) {
         "cut replica: exit (status, after the cut) {exit:?}; writes after its deadline: \
          {late_writes:?}; grants back: {resurrected:?}; standby DELETEs: {standby_deletes}"
     );
-    // Exit soon after the deadline: in-flight reconciles are dropped, not awaited.
+    // Exit soon after the deadline: in-flight reconciles (the hung POST, 30 s timeout)
+    // are dropped, not awaited.
     let exited_in_time = exit
         .is_some_and(|(s, after)| !s.success() && after < RENEW_DEADLINE + Duration::from_secs(2));
     assert!(
