@@ -412,7 +412,8 @@ fn with_spec(mut lease: Lease, spec: LeaseSpec) -> Lease {
     lease
 }
 
-/// One item per change of the lease (held or not); retries on its own after errors.
+/// One item per change of the lease (held or not); retries on its own after errors
+/// and never ends (an ended stream would wake the campaign in a tight loop).
 fn lease_changes(api: Api<Lease>, name: &str) -> impl Stream<Item = ()> + use<> {
     watcher::watcher(
         api,
@@ -421,6 +422,7 @@ fn lease_changes(api: Api<Lease>, name: &str) -> impl Stream<Item = ()> + use<> 
     .default_backoff()
     .applied_objects()
     .filter_map(|event| futures::future::ready(event.ok().map(|_| ())))
+    .chain(futures::stream::pending())
 }
 
 impl Leadership {
@@ -476,12 +478,17 @@ impl Leadership {
     }
 
     /// Gives the lease up at once so a standby does not wait for it to expire. The
-    /// fence closes first: the standby may write as soon as the lease is free.
+    /// fence closes before the lease is written: the standby may write as soon as it
+    /// is free.
     pub async fn release(mut self) {
-        self.fence.close();
         self.stop.cancel();
-        let Some(task) = self.task.take() else { return };
-        let lease = match task.await {
+        let Some(task) = self.task.take() else {
+            self.fence.close();
+            return;
+        };
+        let stopped = task.await;
+        self.fence.close();
+        let lease = match stopped {
             Ok(Some(lease)) => lease,
             Ok(None) => return,
             Err(err) => {
@@ -531,6 +538,7 @@ async fn renew_loop(
     };
     loop {
         tokio::select! {
+            biased;
             () = stop.cancelled() => return Some(lease),
             () = tokio::time::sleep(config.timings.retry_period) => {}
         }
@@ -540,6 +548,7 @@ async fn renew_loop(
         let sent = Instant::now();
         // A renewal that outlives the deadline is useless: by then a standby may lead.
         let renewal = tokio::select! {
+            biased;
             () = stop.cancelled() => return Some(lease),
             renewal = tokio::time::timeout_at(deadline, renew_once(&api, &config, &lease)) => renewal,
         };
