@@ -100,9 +100,20 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
-    /// Lease duration: how long a dead leader blocks a hand-over.
+    /// Lease duration: how long a dead (or cut off) leader blocks a hand-over.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+
+    /// How long the leader may go on after its last successful renewal; past it, it
+    /// sends no Vultr write, cancels in-flight reconciles and exits. Must be shorter
+    /// than --lease-duration and defaults to two thirds of it
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub renew_deadline: Option<Duration>,
+
+    /// Pause between lease renewals (and between a standby's looks at the lease). Must
+    /// be shorter than --renew-deadline and defaults to a fifth of it
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_period: Option<Duration>,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -16,11 +16,11 @@ use tracing::{error, info, warn};
 use crate::cli::RunArgs;
 use crate::crd::PolicyAttachment;
 use crate::http::{self, Health, Stores};
-use crate::leader::{self, LeaseConfig};
+use crate::leader::{self, LeaseConfig, Timings};
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::{self, Context, Settings};
-use crate::vultr::{ApiKey, ClientConfig, RateLimiter, VultrClient};
+use crate::vultr::{ApiKey, ClientConfig, RateLimiter, VultrClient, WriteFence};
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,9 @@ pub enum StartupError {
     #[error("cannot listen on the metrics address: {0}")]
     Listen(#[from] std::io::Error),
     #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    Lease(#[from] leader::LeaseError),
+    #[error("leader election: {0}")]
+    LeaseTimings(#[from] leader::TimingsError),
     #[error("lost the leader lease; exiting so that a restart stands by again")]
     LeaseLost,
 }
@@ -50,12 +52,22 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     };
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
-    let mut vultr_config = ClientConfig::new(args.vultr_api_url.clone(), api_key);
+    let identity = instance_identity();
+    // With leader election, Vultr writes are fenced by the lease from the start: none
+    // can leave before the lease is held, nor after the renew deadline.
+    let lease_timings = args
+        .leader_election
+        .then(|| Timings::new(args.lease_duration, args.renew_deadline, args.retry_period))
+        .transpose()?;
+    let fence = lease_timings.map(|_| WriteFence::new());
+    let mut vultr_config =
+        ClientConfig::new(args.vultr_api_url.clone(), api_key).with_instance(&identity);
     vultr_config.timeout = args.vultr_timeout;
     vultr_config.limiter = RateLimiter::new(args.vultr_rate_limit, args.vultr_burst)?;
     vultr_config.allow_insecure_http = args.allow_insecure_http;
     vultr_config.observer = Some(Arc::new(metrics.clone()));
     let key_in_use = vultr_config.api_key.clone();
+    vultr_config.fence = fence.clone();
     let vultr = VultrClient::new(vultr_config)?;
     if let Some(path) = &args.vultr_api_key_file {
         // A rotated Secret takes effect without a restart.
@@ -83,8 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         shutdown.clone(),
     ));
 
-    let identity = instance_identity();
-    let leadership = if args.leader_election {
+    let leadership = if let (Some(timings), Some(fence)) = (lease_timings, fence) {
         // A standby is ready (it can take over at once) without holding the lease.
         if client.apiserver_version().await.is_ok() {
             health.kubernetes_ready.store(true, Ordering::Relaxed);
@@ -96,9 +107,16 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
                 .clone()
                 .unwrap_or_else(|| "default".to_owned()),
             identity: identity.clone(),
-            duration: args.lease_duration,
+            timings,
         };
-        match leader::acquire(client.clone(), &lease, shutdown.clone().cancelled_owned()).await? {
+        match leader::acquire(
+            client.clone(),
+            &lease,
+            fence,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await?
+        {
             Some(leadership) => Some(leadership),
             None => {
                 let _ = server.await;
@@ -135,25 +153,28 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         stores.clone(),
     ));
 
-    // Reconciles stop on SIGTERM, or at once when the lease is lost: by then another
-    // replica may already be reconciling the same objects.
-    let stop = shutdown.child_token();
-    let controllers = run_controllers(&args, client, ctx, stores, health, stop.clone());
+    // On SIGTERM reconciles finish, then the lease is released. When leadership ends
+    // (renew deadline passed, or another holder) they are cancelled instead: another
+    // replica may already be reconciling the same objects, and the fence already
+    // refuses their Vultr writes.
+    let controllers = run_controllers(&args, client, ctx, stores, health, shutdown.child_token());
     let lease_lost = match leadership {
         None => {
             controllers.await;
             false
         }
         Some(mut leadership) => {
-            tokio::pin!(controllers);
+            let mut controllers = Box::pin(controllers);
             let lost = tokio::select! {
                 _ = &mut controllers => false,
                 _ = leadership.lost() => true,
             };
             if lost {
-                error!("lost the leader lease: stopping reconciles");
-                stop.cancel();
-                controllers.await;
+                // Dropping the controllers drops every in-flight reconcile (and the
+                // drift pass) at its current await point, without waiting for it.
+                drop(controllers);
+                error!("lost the leader lease: in-flight reconciles cancelled; exiting");
+                drop(leadership);
             } else {
                 leadership.release().await;
             }

@@ -14,6 +14,7 @@ use url::Url;
 use super::api_key::ApiKey;
 use super::config::{ClientConfig, ConfigError, check_base_url};
 use super::error::VultrError;
+use super::fence::WriteFence;
 use super::limiter::RateLimiter;
 use super::observe::{RequestObserver, RequestRecord};
 use super::response::{check_status, transport_error};
@@ -34,6 +35,7 @@ struct Inner {
     limiter: RateLimiter,
     timeout: Duration,
     observer: Option<Arc<dyn RequestObserver>>,
+    fence: Option<WriteFence>,
 }
 
 /// A 2xx answer.
@@ -64,6 +66,7 @@ impl VultrClient {
                 limiter: config.limiter,
                 timeout: config.timeout,
                 observer: config.observer,
+                fence: config.fence,
             }),
         })
     }
@@ -131,6 +134,16 @@ impl VultrClient {
     ) -> Result<Answer, VultrError> {
         let url = self.url(segments, query);
         let limiter_wait = self.inner.limiter.acquire().await;
+        // Checked after the limiter wait, which can outlast the leadership, and as
+        // the last step before the request leaves the process.
+        if let Some(fence) = &self.inner.fence
+            && is_write(&method)
+            && !fence.allows(Instant::now())
+        {
+            let err = VultrError::NotLeader { route };
+            tracing::warn!(reason = err.reason(), error = %err, "Vultr write refused");
+            return Err(err);
+        }
         let started = Instant::now();
         let result = self.send(method, route, url).await;
         let latency = started.elapsed();
@@ -220,6 +233,11 @@ fn authorization_header(key: &ApiKey) -> Result<HeaderValue, ConfigError> {
     Ok(value)
 }
 
+/// Requests that change something in Vultr; only these are fenced.
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 impl fmt::Debug for VultrClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VultrClient")
@@ -279,6 +297,15 @@ mod tests {
             assert!(value.is_sensitive());
             assert!(!format!("{value:?}").contains("N3WK3Y"));
         }
+    }
+
+    #[test]
+    fn only_changes_are_writes() {
+        assert!(is_write(&Method::POST));
+        assert!(is_write(&Method::DELETE));
+        assert!(is_write(&Method::PUT));
+        assert!(!is_write(&Method::GET));
+        assert!(!is_write(&Method::HEAD));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::{Host, Url};
 
 use super::api_key::ApiKey;
+use super::fence::WriteFence;
 use super::limiter::RateLimiter;
 use super::observe::RequestObserver;
 
@@ -33,6 +34,9 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Optional metrics hook.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// With leader election: writes (POST, DELETE) are refused unless it allows them at
+    /// the moment they would be sent. Reads are never fenced.
+    pub fence: Option<WriteFence>,
 }
 
 impl ClientConfig {
@@ -45,10 +49,36 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             limiter: RateLimiter::default(),
             allow_insecure_http: false,
-            user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
             observer: None,
+            fence: None,
         }
     }
+
+    /// Names this process in the User-Agent, e.g. `vultr-iam-operator/0.1.0 (pod-a)`,
+    /// so that Vultr-side logs (and the simulator's journal) tell replicas apart.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.user_agent = user_agent_for(instance);
+        self
+    }
+}
+
+pub const DEFAULT_USER_AGENT: &str =
+    concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
+/// The User-Agent of one instance; characters a header cannot carry become `_`.
+fn user_agent_for(instance: &str) -> String {
+    let instance: String = instance
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '(' && c != ')' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{DEFAULT_USER_AGENT} ({instance})")
 }
 
 impl fmt::Debug for ClientConfig {
@@ -62,6 +92,7 @@ impl fmt::Debug for ClientConfig {
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("user_agent", &self.user_agent)
             .field("observer", &self.observer.as_ref().map(|_| "<set>"))
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -182,6 +213,21 @@ mod tests {
             check("unix:/run/sock", true),
             Err(ConfigError::MissingHost)
         ));
+    }
+
+    #[test]
+    fn the_user_agent_names_the_instance() {
+        let key = ApiKey::new("K", "a test").unwrap();
+        let config =
+            ClientConfig::new(Url::parse(DEFAULT_BASE_URL).unwrap(), key).with_instance("pod-a");
+        assert_eq!(
+            config.user_agent,
+            format!("vultr-iam-operator/{} (pod-a)", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            user_agent_for("odd (name)\n\u{e9}"),
+            format!("{DEFAULT_USER_AGENT} (odd__name___)")
+        );
     }
 
     #[test]

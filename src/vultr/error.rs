@@ -82,6 +82,14 @@ pub enum VultrError {
         status: u16,
         message: Option<String>,
     },
+
+    /// Not sent: this replica's leadership expired (its renew deadline passed) or was
+    /// given up, and another replica may already be writing.
+    #[error(
+        "not sending {route}: this replica no longer holds the leader lease \
+         (its renew deadline passed)"
+    )]
+    NotLeader { route: &'static str },
 }
 
 impl VultrError {
@@ -99,6 +107,7 @@ impl VultrError {
             Self::InvalidResponse { .. } => "InvalidResponse",
             Self::NotFound { .. } => "NotFound",
             Self::Rejected { .. } => "Rejected",
+            Self::NotLeader { .. } => "NotLeader",
         }
     }
 
@@ -139,7 +148,8 @@ impl VultrError {
             | Self::ApiUnavailable { route, .. }
             | Self::InvalidResponse { route, .. }
             | Self::NotFound { route, .. }
-            | Self::Rejected { route, .. } => route,
+            | Self::Rejected { route, .. }
+            | Self::NotLeader { route } => route,
             Self::PolicyNotFound { .. }
             | Self::UserNotFound { .. }
             | Self::GroupNotFound { .. }
@@ -246,6 +256,7 @@ mod tests {
                 },
                 "Rejected",
             ),
+            (VultrError::NotLeader { route: "r" }, "NotLeader"),
         ];
         for (err, reason) in cases {
             assert_eq!(err.reason(), reason);

@@ -592,3 +592,52 @@ async fn the_key_never_appears_in_logs_or_errors() {
     assert!(!logs.contains(TEST_KEY), "key in logs:\n{logs}");
     assert!(!shown.contains(TEST_KEY), "key in errors:\n{shown}");
 }
+
+/// With a fence, a write that reaches the front of the limiter after the leadership
+/// deadline is refused without being sent; reads go on.
+#[tokio::test]
+async fn writes_past_the_fence_are_never_sent_reads_go_on() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::GET => Reply::json(200, json!({"users": []})),
+        _ => Reply::empty(204),
+    })
+    .await;
+    let fence = WriteFence::new();
+    fence.open_until(tokio::time::Instant::now() + Duration::from_millis(300));
+    let mut config = fake.config();
+    config.fence = Some(fence.clone());
+    // Burst 1 at 2/s: the second request waits about 500 ms, past the deadline.
+    config.limiter = RateLimiter::new(2.0, 1).unwrap();
+    let client = VultrClient::new(config).unwrap();
+    let user = Subject::User(USER.into());
+    client.attach(POLICY, &user).await.unwrap();
+    let err = client.detach(POLICY, &user).await.unwrap_err();
+    assert_eq!(
+        err,
+        VultrError::NotLeader {
+            route: routes::DETACH_USER
+        }
+    );
+    assert_eq!(err.reason(), "NotLeader");
+    assert!(!err.is_transient());
+    client
+        .attached_ids(POLICY, SubjectKind::User)
+        .await
+        .unwrap();
+    // A renewal opens it again; closing it is for good.
+    fence.open_until(tokio::time::Instant::now() + Duration::from_secs(30));
+    client.detach(POLICY, &user).await.unwrap();
+    fence.close();
+    assert_eq!(
+        client.attach(POLICY, &user).await.unwrap_err().reason(),
+        "NotLeader"
+    );
+    assert_eq!(
+        fake.lines(),
+        [
+            format!("POST /v2/policies/{POLICY}/users/{USER}"),
+            format!("GET /v2/policies/{POLICY}/users"),
+            format!("DELETE /v2/policies/{POLICY}/users/{USER}"),
+        ]
+    );
+}

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod endpoints;
 mod error;
+mod fence;
 mod grants;
 mod key_rotation;
 mod limiter;
@@ -27,9 +28,11 @@ pub use api_key::{API_KEY_ENV, ApiKey, ApiKeyError};
 pub use client::VultrClient;
 pub use config::{
     ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    DEFAULT_USER_AGENT,
 };
 pub use endpoints::routes;
 pub use error::VultrError;
+pub use fence::WriteFence;
 pub use key_rotation::follow_key_file;
 pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, User};

@@ -25,6 +25,10 @@ pub struct JournalEntry {
     pub at: SystemTime,
     /// Time from arrival to the response (or to the hang/drop decision).
     pub latency_ms: f64,
+    /// The request's `User-Agent`, empty if none: tells which client (which operator
+    /// replica) sent it.
+    #[serde(default)]
+    pub user_agent: String,
 }
 
 #[derive(Debug, Default)]

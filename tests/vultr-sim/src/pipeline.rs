@@ -44,6 +44,11 @@ pub(crate) async fn v2_pipeline(
         status: 0,
         at: SystemTime::now(),
         latency_ms: 0.0,
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
     };
     let record = |mut entry: JournalEntry, status: u16| {
         entry.status = status;

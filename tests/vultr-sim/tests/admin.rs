@@ -288,6 +288,26 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     assert_eq!(entry["status"], 200);
     assert!(entry["at"].as_u64().unwrap() > 1_600_000_000_000, "unix ms");
     assert!(entry["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(entry["user_agent"], "", "this client sends none");
+    // The User-Agent tells writers apart (e.g. two operator replicas).
+    let named = reqwest::Client::builder()
+        .user_agent("vultr-iam-operator/0.1.0 (replica-a)")
+        .build()
+        .unwrap();
+    let url = format!("{}/v2/users", sim.url());
+    send(&named, Method::GET, &url, Some(KEY), None)
+        .await
+        .expect("request succeeds");
+    let journal = sim.journal();
+    assert_eq!(journal.len(), 2);
+    assert_eq!(
+        journal[1].user_agent,
+        "vultr-iam-operator/0.1.0 (replica-a)"
+    );
+    assert_eq!(
+        admin(&sim, Method::GET, "/_sim/journal", None).await.body[1]["user_agent"],
+        "vultr-iam-operator/0.1.0 (replica-a)"
+    );
     assert_eq!(
         admin(&sim, Method::DELETE, "/_sim/journal", None)
             .await
