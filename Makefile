@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: test lint unit integration control-plane cluster-up cluster-down crds demo
+.PHONY: test lint unit integration control-plane cluster-up cluster-down crds demo image
 
 test: lint control-plane
 	$(MAKE) integration
@@ -24,6 +24,14 @@ integration:
 	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
 	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
 	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --workspace
+
+# The operator's image without a container engine: a release build for this host, its
+# shared libraries, CA certificates, UID 65532, assembled with crane (built once from the
+# Go module proxy) into target/image/ (docker-archive, OCI layout, digest; see
+# deploy/image/build.sh). The digest is the same for the same commit.
+image:
+	$(CARGO) build --release --locked --bin vultr-iam-operator
+	deploy/image/build.sh
 
 # A control plane that stays up for manual use and the demo:
 #   eval "$$(make -s cluster-up)"   # then kubectl/helm are on PATH, KUBECONFIG is set
