@@ -22,6 +22,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator (uses KUBECONFIG or the in-cluster service account).
+    // A repeated flag takes its last value, so that extra arguments (the chart's
+    // `extraArgs`) override the ones set before them.
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Print the PolicyAttachment CRD as YAML (the same as crds/).
     Crd,
@@ -43,6 +46,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub vultr_api_key_reload_interval: Duration,
 
+    /// PEM file of extra CA certificates trusted for the Vultr API (e.g. a corporate
+    /// TLS-inspecting proxy), on top of the built-in roots.
+    #[arg(long)]
+    pub vultr_ca_file: Option<PathBuf>,
+
     /// Allow plain http:// to a non-loopback Vultr API URL (testing only).
     #[arg(long)]
     pub allow_insecure_http: bool,
@@ -59,8 +67,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub vultr_timeout: Duration,
 
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Address of /metrics, /healthz and /readyz; `[::]` is dual-stack (IPv4 as well),
+    /// and falls back to 0.0.0.0 on a kernel without IPv6.
+    #[arg(long, default_value = "[::]:8080")]
     pub metrics_bind_address: SocketAddr,
 
     /// Period of drift verification against Vultr (jittered by ±10%).
@@ -194,6 +203,32 @@ mod tests {
         let err = Cli::try_parse_from(["vultr-iam-operator", "run", "--watch-namespace", ""])
             .unwrap_err();
         assert!(err.to_string().contains("--watch-namespace"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let args = run_args(&[
+            "--metrics-bind-address=[::]:8080",
+            "--concurrency=4",
+            "--log-format=json",
+            "--metrics-bind-address=0.0.0.0:9090",
+            "--concurrency",
+            "8",
+            "--log-format=text",
+        ]);
+        assert_eq!(args.metrics_bind_address, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.log_format, LogFormat::Text);
+        // A boolean flag given twice is not an error either.
+        assert!(run_args(&["--leader-election", "--leader-election"]).leader_election);
+    }
+
+    #[test]
+    fn the_default_bind_address_is_dual_stack() {
+        assert_eq!(
+            run_args(&[]).metrics_bind_address,
+            "[::]:8080".parse().unwrap()
+        );
     }
 
     #[test]

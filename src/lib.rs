@@ -14,6 +14,7 @@ pub mod drift;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod listen;
 pub mod listings;
 pub mod metrics;
 pub mod reconcile;

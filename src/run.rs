@@ -33,6 +33,11 @@ pub enum StartupError {
     VultrConfig(#[from] crate::vultr::ConfigError),
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    #[error("cannot read the Vultr CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on the metrics address: {0}")]
     Listen(#[from] std::io::Error),
     #[error("leader election: {0}")]
@@ -68,6 +73,13 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     vultr_config.observer = Some(Arc::new(metrics.clone()));
     let key_in_use = vultr_config.api_key.clone();
     vultr_config.fence = fence.clone();
+    if let Some(path) = &args.vultr_ca_file {
+        vultr_config.extra_roots_pem =
+            Some(std::fs::read(path).map_err(|source| StartupError::CaFile {
+                path: path.clone(),
+                source,
+            })?);
+    }
     let vultr = VultrClient::new(vultr_config)?;
     if let Some(path) = &args.vultr_api_key_file {
         // A rotated Secret takes effect without a restart.
@@ -85,7 +97,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
 
     let stores: Stores = Arc::default();
-    let listener = tokio::net::TcpListener::bind(args.metrics_bind_address).await?;
+    let listener = crate::listen::bind(args.metrics_bind_address)?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     let server = tokio::spawn(http::serve(
         listener,
@@ -96,10 +108,21 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     ));
 
     let leadership = if let (Some(timings), Some(fence)) = (lease_timings, fence) {
-        // A standby is ready (it can take over at once) without holding the lease.
-        if client.apiserver_version().await.is_ok() {
-            health.kubernetes_ready.store(true, Ordering::Relaxed);
-        }
+        // A standby is ready (it can take over at once) without holding the lease,
+        // once the API server answers: retried, so that a slow API server at start does
+        // not leave a standby unready for good. Stopped on taking the lease (then the
+        // watch caches decide).
+        let standby = shutdown.child_token();
+        let probe_client = client.clone();
+        tokio::spawn(standby_readiness(
+            move || {
+                let client = probe_client.clone();
+                async move { client.apiserver_version().await.is_ok() }
+            },
+            health.clone(),
+            standby.clone(),
+        ));
+        let _stop_standby_probe = standby.drop_guard();
         let lease = LeaseConfig {
             name: args.lease_name.clone(),
             namespace: args
@@ -192,6 +215,27 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// Marks a standby ready once `reachable` says the API server answers, retrying with
+/// a backoff from 1 s to 30 s until it does or `stop` is cancelled.
+async fn standby_readiness<F, Fut>(mut reachable: F, health: Arc<Health>, stop: CancellationToken)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        if reachable().await {
+            health.kubernetes_ready.store(true, Ordering::Relaxed);
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
 /// Events' reporting instance and lease holder: the pod name, else host and PID.
 fn instance_identity() -> String {
     std::env::var("POD_NAME").unwrap_or_else(|_| {
@@ -263,4 +307,48 @@ async fn shutdown_on_signal(token: CancellationToken) {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: finishing in-flight reconciles"),
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_becomes_ready_once_the_api_server_answers() {
+        let health = Arc::new(Health::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let probe = move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move { n >= 2 }
+        };
+        let task = tokio::spawn(standby_readiness(
+            probe,
+            health.clone(),
+            CancellationToken::new(),
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!health.kubernetes_ready.load(Ordering::Relaxed));
+        // Third probe after 1 s + 2 s.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        task.await.unwrap();
+        assert!(health.kubernetes_ready.load(Ordering::Relaxed));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_standby_probe_stops_when_told() {
+        let health = Arc::new(Health::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(standby_readiness(
+            || async { false },
+            health.clone(),
+            stop.clone(),
+        ));
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        stop.cancel();
+        task.await.unwrap();
+        assert!(!health.kubernetes_ready.load(Ordering::Relaxed));
+    }
 }

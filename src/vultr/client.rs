@@ -48,8 +48,18 @@ impl VultrClient {
     pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
         check_base_url(&config.base_url, config.allow_insecure_http)?;
         let authorization = authorization_header(&config.api_key)?;
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(pem) = &config.extra_roots_pem {
+            let roots =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(ConfigError::CaBundle)?;
+            if roots.is_empty() {
+                return Err(ConfigError::EmptyCaBundle);
+            }
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .user_agent(config.user_agent)

@@ -37,6 +37,8 @@ pub struct ClientConfig {
     /// With leader election: writes (POST, DELETE) are refused unless it allows them at
     /// the moment they would be sent. Reads are never fenced.
     pub fence: Option<WriteFence>,
+    /// Extra trusted CA certificates (PEM), e.g. a corporate proxy's (`--vultr-ca-file`).
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -52,6 +54,7 @@ impl ClientConfig {
             user_agent: DEFAULT_USER_AGENT.to_owned(),
             observer: None,
             fence: None,
+            extra_roots_pem: None,
         }
     }
 
@@ -93,6 +96,10 @@ impl fmt::Debug for ClientConfig {
             .field("user_agent", &self.user_agent)
             .field("observer", &self.observer.as_ref().map(|_| "<set>"))
             .field("fence", &self.fence)
+            .field(
+                "extra_roots_pem",
+                &self.extra_roots_pem.as_ref().map(Vec::len),
+            )
             .finish()
     }
 }
@@ -115,6 +122,10 @@ pub enum ConfigError {
     QueryOrFragment,
     #[error("the Vultr API key cannot be used in an HTTP header")]
     InvalidApiKey,
+    #[error("the Vultr CA bundle holds no PEM certificate")]
+    EmptyCaBundle,
+    #[error("the Vultr CA bundle is not valid PEM: {0}")]
+    CaBundle(#[source] reqwest::Error),
     #[error("could not set up the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
