@@ -211,7 +211,8 @@ fn renders_follow_the_values() {
     let pod = &deploy["spec"]["template"]["spec"];
     let c = container(deploy);
     assert_eq!(deploy["spec"]["replicas"], 1);
-    assert_eq!(deploy["spec"]["strategy"]["type"], "Recreate");
+    // Leader election is on by default, so a rolling update is safe.
+    assert_eq!(deploy["spec"]["strategy"]["type"], "RollingUpdate");
     assert_eq!(pod["serviceAccountName"], RELEASE);
     assert_eq!(pod["automountServiceAccountToken"], true);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -243,8 +244,16 @@ fn renders_follow_the_values() {
     );
     let args = args_of(deploy);
     assert!(args.contains(&"--vultr-api-key-file=/var/run/secrets/vultr/api-key".into()));
-    assert!(args.contains(&"--metrics-bind-address=0.0.0.0:8080".into()));
-    assert!(!args.iter().any(|a| a.starts_with("--leader-election")));
+    // Dual-stack by default: IPv6-only clusters' probes reach it too.
+    assert!(args.contains(&"--metrics-bind-address=[::]:8080".into()));
+    // Leader election on, the Lease named after the release.
+    assert!(args.contains(&"--leader-election".into()), "{args:?}");
+    assert!(
+        args.contains(&format!("--lease-name={RELEASE}")),
+        "{args:?}"
+    );
+    let role = find(&docs, "Role", "vultr-iam-operator-leader-election");
+    assert_eq!(role["rules"][1]["resourceNames"], json!([RELEASE]));
     assert_eq!(
         pod["volumes"][0]["secret"]["secretName"], "vultr-api-key",
         "{pod:#}"
@@ -252,7 +261,7 @@ fn renders_follow_the_values() {
     assert_eq!(c["volumeMounts"][0]["readOnly"], true);
     let sa = find(&docs, "ServiceAccount", RELEASE);
     assert_eq!(sa["automountServiceAccountToken"], false);
-    // No Secret, no lease Role, nothing optional by default.
+    // No Secret, nothing optional by default.
     let kinds: BTreeSet<_> = kinds_and_names(&docs).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         kinds,
@@ -261,6 +270,8 @@ fn renders_follow_the_values() {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "Role",
+            "RoleBinding",
             "Service",
             "ServiceAccount"
         ]
@@ -290,7 +301,7 @@ fn renders_follow_the_values() {
         "--leader-election",
         "--lease-name=vio-leader",
         "--vultr-api-key-file=/var/run/secrets/vultr/token",
-        "--metrics-bind-address=0.0.0.0:9090",
+        "--metrics-bind-address=[::]:9090",
         "--attach-visibility-timeout=1m",
     ] {
         assert!(args.contains(&arg.to_owned()), "{arg} missing in {args:?}");
@@ -319,6 +330,37 @@ fn renders_follow_the_values() {
         "true"
     );
 
+    // Without leader election: Recreate, no Lease Role; another release derives
+    // another Lease name; an IPv4 bind address has no brackets.
+    let docs = documents(&render(
+        NAMESPACE,
+        &[
+            "--set",
+            "leaderElection.enabled=false",
+            "--set",
+            "metrics.bindAddress=0.0.0.0",
+        ],
+    ));
+    let deploy = find(&docs, "Deployment", RELEASE);
+    assert_eq!(deploy["spec"]["strategy"]["type"], "Recreate");
+    let args = args_of(deploy);
+    assert!(!args.iter().any(|a| a.starts_with("--lease")), "{args:?}");
+    assert!(!args.contains(&"--leader-election".to_owned()), "{args:?}");
+    assert!(args.contains(&"--metrics-bind-address=0.0.0.0:8080".to_owned()));
+    assert!(!docs.iter().any(|d| d["kind"] == "Role"));
+    let other = documents(&run_ok(offline_helm().args([
+        "template",
+        "other",
+        CHART,
+        "--namespace",
+        NAMESPACE,
+    ])));
+    let args = args_of(find(&other, "Deployment", "other-vultr-iam-operator"));
+    assert!(
+        args.contains(&"--lease-name=other-vultr-iam-operator".to_owned()),
+        "{args:?}"
+    );
+
     // replicaCount > 1 alone turns on leader election; the chart-made Secret; the
     // ServiceMonitor; watched namespaces bind the ClusterRole there only.
     let docs = documents(&render(
@@ -326,6 +368,8 @@ fn renders_follow_the_values() {
         &[
             "--set",
             "replicaCount=2",
+            "--set",
+            "leaderElection.enabled=false",
             "--set",
             "apiKey.create=true",
             "--set",

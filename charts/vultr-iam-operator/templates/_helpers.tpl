@@ -68,3 +68,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The Lease: leaderElection.leaseName, else the full name (one per release). */}}
+{{- define "vio.leaseName" -}}
+{{- default (include "vio.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* host:port of the metrics listener, an IPv6 host in brackets ("[::]:8080"). */}}
+{{- define "vio.bindAddress" -}}
+{{- $host := .Values.metrics.bindAddress }}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) }}
+{{- printf "[%s]:%d" $host (int .Values.metrics.port) }}
+{{- else }}
+{{- printf "%s:%d" $host (int .Values.metrics.port) }}
+{{- end }}
+{{- end }}
