@@ -36,8 +36,12 @@ const CRD_FILE: &str = "policyattachments.iam.vultr-operator.io.yaml";
 const CRD_NAME: &str = "policyattachments.iam.vultr-operator.io";
 const SA_USER: &str = support::OPERATOR_USER;
 const NON_DEFAULT_VALUES: &str = "charts/vultr-iam-operator/ci/non-default-values.yaml";
+const REAL_CLUSTER_VALUES: &str = "charts/vultr-iam-operator/ci/real-cluster-values.yaml";
 const KUSTOMIZE_BASE: &str = "deploy/kustomize/base";
 const WAIT: Duration = Duration::from_secs(90);
+/// `helm template` checks Chart.yaml's kubeVersion against this (the control plane's
+/// version); the control plane's helm build would otherwise assume v1.20.
+const KUBE_VERSION: &str = "v1.37.2";
 
 /// Serializes the tests that use the control plane.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -94,6 +98,7 @@ fn render(namespace: &str, args: &[&str]) -> String {
     run_ok(
         offline_helm()
             .args(["template", RELEASE, CHART, "--namespace", namespace])
+            .args(["--kube-version", KUBE_VERSION])
             .args(args),
     )
 }
@@ -170,7 +175,14 @@ fn chart_crd_is_identical_to_crds() {
     let mut rendered = find(&docs, "CustomResourceDefinition", CRD_NAME).clone();
     let meta = rendered["metadata"].as_object_mut().expect("metadata");
     let annotations = meta.remove("annotations").expect("annotations");
-    assert_eq!(annotations, json!({"helm.sh/resource-policy": "keep"}));
+    assert_eq!(
+        annotations,
+        json!({
+            "helm.sh/resource-policy": "keep",
+            "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+            "kustomize.toolkit.fluxcd.io/prune": "disabled",
+        })
+    );
     let labels = meta.remove("labels").expect("labels");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
     assert_eq!(
@@ -183,7 +195,10 @@ fn chart_crd_is_identical_to_crds() {
         !docs.iter().any(|d| d["kind"] == "CustomResourceDefinition"),
         "crds.install=false still renders the CRD"
     );
-    let docs = documents(&render(NAMESPACE, &["--set", "crds.keep=false"]));
+    let docs = documents(&render(
+        NAMESPACE,
+        &["--set", "crds.keep=false", "--set", "crds.annotations=null"],
+    ));
     let crd = find(&docs, "CustomResourceDefinition", CRD_NAME);
     assert!(crd["metadata"]["annotations"].is_null(), "{crd:#}");
 }
@@ -354,6 +369,8 @@ fn renders_follow_the_values() {
         CHART,
         "--namespace",
         NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
     ])));
     let args = args_of(find(&other, "Deployment", "other-vultr-iam-operator"));
     assert!(
@@ -422,7 +439,7 @@ fn bad_values_fail_with_the_schema_message() {
     for (set, expected) in bad_values() {
         let out = output(
             offline_helm()
-                .args(["template", RELEASE, CHART])
+                .args(["template", RELEASE, CHART, "--kube-version", KUBE_VERSION])
                 .args(set.iter().flat_map(|s| ["--set", s])),
         );
         let text = combined(&out);
@@ -453,13 +470,317 @@ fn bad_values() -> Vec<(Vec<&'static str>, &'static str)> {
             vec!["replicas=2"],
             "additional properties 'replicas' not allowed",
         ),
+        (
+            vec![
+                "vultr.caBundle.configMapName=a",
+                "vultr.caBundle.secretName=b",
+            ],
+            "/vultr/caBundle",
+        ),
+        (
+            vec!["podDisruptionBudget.unhealthyPodEvictionPolicy=Sometimes"],
+            "/podDisruptionBudget/unhealthyPodEvictionPolicy",
+        ),
+        (vec!["vultr.httpsProxy=proxy:3128"], "/vultr/httpsProxy"),
     ]
+}
+
+/// `helm template` failing with `fail` (not the schema), its message containing `expected`.
+fn render_fails(set: &[&str], expected: &str) {
+    let out = output(
+        offline_helm()
+            .args(["template", RELEASE, CHART, "--kube-version", KUBE_VERSION])
+            .args(set.iter().flat_map(|s| ["--set", *s])),
+    );
+    let text = combined(&out);
+    assert!(!out.status.success(), "{set:?} rendered: {text}");
+    assert!(
+        text.contains(expected),
+        "{set:?}: expected {expected:?} in {text}"
+    );
+}
+
+fn pdb_spec(set: &[&str]) -> Value {
+    let mut args = vec!["--set", "podDisruptionBudget.enabled=true"];
+    for s in set {
+        args.extend(["--set", s]);
+    }
+    let docs = documents(&render(NAMESPACE, &args));
+    find(&docs, "PodDisruptionBudget", RELEASE)["spec"].clone()
+}
+
+/// A PDB keeps `maxUnavailable: 0` (no truthiness test turning it into minAvailable),
+/// lets unhealthy pods be evicted, and refuses a budget that would block every drain.
+#[test]
+fn pod_disruption_budget_never_blocks_drains_silently() {
+    let spec = pdb_spec(&["replicaCount=2"]);
+    assert_eq!(spec["minAvailable"], 1, "{spec}");
+    assert_eq!(spec["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    let spec = pdb_spec(&["replicaCount=3", "podDisruptionBudget.maxUnavailable=1"]);
+    assert_eq!(spec["maxUnavailable"], 1, "{spec}");
+    assert!(spec.get("minAvailable").is_none(), "{spec}");
+    let spec = pdb_spec(&["replicaCount=2", "podDisruptionBudget.minAvailable=50%"]);
+    assert_eq!(spec["minAvailable"], "50%", "{spec}");
+    // maxUnavailable 0 is kept as such when blocking drains is asked for.
+    let spec = pdb_spec(&[
+        "replicaCount=2",
+        "podDisruptionBudget.maxUnavailable=0",
+        "podDisruptionBudget.allowBlockingDrains=true",
+    ]);
+    assert_eq!(spec["maxUnavailable"], 0, "{spec}");
+    assert!(spec.get("minAvailable").is_none(), "{spec}");
+    let spec = pdb_spec(&[
+        "replicaCount=2",
+        "podDisruptionBudget.unhealthyPodEvictionPolicy=",
+    ]);
+    assert!(spec.get("unhealthyPodEvictionPolicy").is_none(), "{spec}");
+    // Budgets that allow no eviction at all fail the render.
+    for set in [
+        vec!["podDisruptionBudget.enabled=true"],
+        vec![
+            "podDisruptionBudget.enabled=true",
+            "replicaCount=2",
+            "podDisruptionBudget.maxUnavailable=0",
+        ],
+        vec![
+            "podDisruptionBudget.enabled=true",
+            "replicaCount=3",
+            "podDisruptionBudget.minAvailable=100%",
+        ],
+        vec![
+            "podDisruptionBudget.enabled=true",
+            "replicaCount=1",
+            "podDisruptionBudget.minAvailable=50%",
+        ],
+    ] {
+        render_fails(&set, "would block");
+    }
+}
+
+/// What real clusters need: the CA bundle mounted and passed, HTTPS_PROXY and its
+/// egress, extraArgs after the chart's flags (the last one wins, see src/cli.rs), the
+/// GitOps guards on the CRD, watched namespaces created on request (and kept), common
+/// labels everywhere, extra volumes and objects, ServiceMonitor relabelings, the
+/// PrometheusRule only on request, kubeVersion enforced.
+#[test]
+fn real_cluster_values_render() {
+    let docs = documents(&render(NAMESPACE, &["-f", REAL_CLUSTER_VALUES]));
+    let deploy = find(&docs, "Deployment", RELEASE);
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = container(deploy);
+    let args = args_of(deploy);
+    assert!(
+        args.contains(&"--vultr-ca-file=/etc/vultr-iam-operator/vultr-ca/bundle.pem".into()),
+        "{args:?}"
+    );
+    let mounts = c["volumeMounts"].as_array().expect("mounts");
+    assert!(mounts.iter().any(|m| m["name"] == "vultr-ca"
+        && m["mountPath"] == "/etc/vultr-iam-operator/vultr-ca"
+        && m["readOnly"] == true));
+    assert!(mounts.iter().any(|m| m["name"] == "scratch"));
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let ca = volumes
+        .iter()
+        .find(|v| v["name"] == "vultr-ca")
+        .expect("CA volume");
+    assert_eq!(ca["configMap"]["name"], "corporate-ca");
+    assert_eq!(ca["configMap"]["items"][0]["key"], "bundle.pem");
+    assert!(volumes.iter().any(|v| v["name"] == "scratch"));
+    let env = c["env"].as_array().expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "HTTPS_PROXY" && e["value"] == "http://proxy.corp.example:3128")
+    );
+    // extraArgs come after the chart's own flags, so they override them.
+    let chart_flag = args
+        .iter()
+        .position(|a| a.starts_with("--concurrency="))
+        .expect("the chart's --concurrency");
+    let extra = args
+        .iter()
+        .rposition(|a| a == "--concurrency=8")
+        .expect("extraArgs' --concurrency");
+    assert!(chart_flag < extra, "{args:?}");
+    assert!(args.contains(&"--metrics-bind-address=0.0.0.0:8080".into()));
+    // The proxy is reachable through the NetworkPolicy.
+    let policy = find(&docs, "NetworkPolicy", RELEASE);
+    let egress = policy["spec"]["egress"].as_array().expect("egress");
+    assert!(
+        egress
+            .iter()
+            .any(|r| r["ports"][0]["port"] == 3128
+                && r["to"][0]["ipBlock"]["cidr"] == "10.20.0.10/32"),
+        "{egress:#?}"
+    );
+    // Every object of the chart, and the pods, carry the common labels.
+    for doc in docs
+        .iter()
+        .filter(|d| d["metadata"]["name"] != "vultr-iam-operator-corporate-ca")
+    {
+        assert_eq!(
+            doc["metadata"]["labels"]["example.com/team"], "platform",
+            "{}",
+            doc["metadata"]["name"]
+        );
+    }
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["example.com/team"],
+        "platform"
+    );
+    let extra = find(&docs, "ConfigMap", "vultr-iam-operator-corporate-ca");
+    assert_eq!(extra["metadata"]["namespace"], NAMESPACE);
+
+    // The CRD carries the GitOps guards by default; they can be replaced.
+    let docs = documents(&render(NAMESPACE, &[]));
+    let crd = find(&docs, "CustomResourceDefinition", CRD_NAME);
+    let annotations = &crd["metadata"]["annotations"];
+    assert_eq!(
+        annotations["argocd.argoproj.io/sync-options"],
+        "Prune=false,Delete=false"
+    );
+    assert_eq!(annotations["kustomize.toolkit.fluxcd.io/prune"], "disabled");
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "PrometheusRule" || d["kind"] == "Namespace")
+    );
+
+    // The kustomize base carries the same guards.
+    let built = run_ok(
+        Command::new(bin_dir().join("kubectl"))
+            .arg("kustomize")
+            .arg(repo_path(KUSTOMIZE_BASE)),
+    );
+    let built = documents(&built);
+    let crd = find(&built, "CustomResourceDefinition", CRD_NAME);
+    assert_eq!(
+        crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"],
+        "Prune=false,Delete=false"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/prune"],
+        "disabled"
+    );
+
+    // Watched namespaces: created on request, kept on uninstall.
+    let docs = documents(&render(
+        NAMESPACE,
+        &[
+            "--set",
+            "watchNamespaces={team-a}",
+            "--set",
+            "createWatchNamespaces=true",
+        ],
+    ));
+    let ns = find(&docs, "Namespace", "team-a");
+    assert_eq!(
+        ns["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+
+    // ServiceMonitor relabelings; the PrometheusRule.
+    let docs = documents(&render(
+        NAMESPACE,
+        &[
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "serviceMonitor.relabelings[0].targetLabel=cluster",
+            "--set",
+            "serviceMonitor.relabelings[0].replacement=prod",
+            "--set",
+            "prometheusRule.enabled=true",
+        ],
+    ));
+    let monitor = find(&docs, "ServiceMonitor", RELEASE);
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"],
+        "cluster"
+    );
+    let rule = find(&docs, "PrometheusRule", RELEASE);
+    let alerts: BTreeSet<_> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["alert"].as_str().expect("alert").to_owned())
+        .collect();
+    for alert in [
+        "VultrIamRevocationStuck",
+        "VultrIamReconcileErrors",
+        "VultrIamVultrRateLimited",
+        "VultrIamVultrServerErrors",
+        "VultrIamDriftRepaired",
+    ] {
+        assert!(alerts.contains(alert), "{alert} missing: {alerts:?}");
+    }
+
+    // kubeVersion: an older cluster is refused.
+    let out =
+        output(offline_helm().args(["template", RELEASE, CHART, "--kube-version", "v1.32.0"]));
+    assert!(!out.status.success());
+    assert!(combined(&out).contains("kubeVersion"), "{}", combined(&out));
+}
+
+/// The PrometheusRule's alerts, with `promtool test rules` (tests/prometheus/): each
+/// fires when it should and stays quiet when it should not.
+#[test]
+fn prometheus_rules_pass_promtool_tests() {
+    let promtool = run_ok(Command::new(repo_path("deploy/image/tools.sh")).arg("promtool"));
+    let promtool = promtool
+        .lines()
+        .last()
+        .expect("promtool path")
+        .trim()
+        .to_owned();
+    let docs = documents(&render(
+        NAMESPACE,
+        &["--set", "prometheusRule.enabled=true"],
+    ));
+    let rule = find(&docs, "PrometheusRule", RELEASE);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = serde_json::to_string(&rule["spec"]).expect("rules JSON");
+    // JSON is YAML: promtool reads it as a rule file.
+    std::fs::write(dir.path().join("rules.yaml"), rules).expect("write rules");
+    std::fs::copy(
+        repo_path("tests/prometheus/alerts-test.yaml"),
+        dir.path().join("alerts-test.yaml"),
+    )
+    .expect("copy the test");
+    let out = output(
+        Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(dir.path().join("rules.yaml")),
+    );
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}",
+        combined(&out)
+    );
+    let out = output(
+        Command::new(&promtool)
+            .args(["test", "rules", "alerts-test.yaml"])
+            .current_dir(dir.path()),
+    );
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}",
+        combined(&out)
+    );
 }
 
 #[test]
 fn helm_lint_passes() {
-    for args in [vec![], vec!["-f", NON_DEFAULT_VALUES]] {
-        let out = output(offline_helm().args(["lint", "--strict", CHART]).args(&args));
+    for args in [
+        vec![],
+        vec!["-f", NON_DEFAULT_VALUES],
+        vec!["-f", REAL_CLUSTER_VALUES],
+    ] {
+        let out = output(
+            offline_helm()
+                .args(["lint", "--strict", CHART, "--kube-version", KUBE_VERSION])
+                .args(&args),
+        );
         assert!(
             out.status.success(),
             "helm lint {args:?}: {}",
@@ -471,6 +792,32 @@ fn helm_lint_passes() {
 // ---- plain manifests -------------------------------------------------------------------
 
 /// Files of `deploy/kustomize/base`, generated from the chart's default render.
+/// The chart's default CRD annotations (the Argo CD and Flux prune guards; Helm's own
+/// keep annotation means nothing to kubectl) as a kustomize patch of crds/.
+fn crd_guards_patch(render: &str) -> String {
+    let docs = documents(render);
+    let crd = find(&docs, "CustomResourceDefinition", CRD_NAME);
+    let annotations: String = crd["metadata"]["annotations"]
+        .as_object()
+        .expect("CRD annotations")
+        .iter()
+        .filter(|(k, _)| !k.starts_with("helm.sh/"))
+        .map(|(k, v)| {
+            format!(
+                "          {k}: {}\n",
+                v.as_str().expect("string annotation")
+            )
+        })
+        .collect();
+    format!(
+        "# GitOps tools ignore Helm's keep annotation: never prune or delete the CRD (that\n\
+         # would delete every PolicyAttachment and revoke every grant).\n\
+         patches:\n  - patch: |-\n      apiVersion: apiextensions.k8s.io/v1\n      \
+         kind: CustomResourceDefinition\n      metadata:\n        name: {CRD_NAME}\n        \
+         annotations:\n{annotations}"
+    )
+}
+
 fn plain_manifests() -> Vec<(&'static str, String)> {
     const HEADER: &str = "# Generated from charts/vultr-iam-operator by `make manifests` (helm template with\n\
          # default values, release and namespace vultr-iam-operator). Do not edit: change the\n\
@@ -515,7 +862,8 @@ fn plain_manifests() -> Vec<(&'static str, String)> {
              kind: Kustomization\n\
              namespace: vultr-iam-operator\n\
              resources:\n  - namespace.yaml\n  - crd.yaml\n  - rbac.yaml\n  - operator.yaml\n"
-                .to_owned(),
+                .to_owned()
+                + &crd_guards_patch(&render),
         ),
         (
             "namespace.yaml",
@@ -803,6 +1151,7 @@ async fn renders_pass_a_server_side_dry_run() {
     let renders = [
         (default_ns.name.as_str(), vec![]),
         (other_ns.name.as_str(), vec!["-f", NON_DEFAULT_VALUES]),
+        (other_ns.name.as_str(), vec!["-f", REAL_CLUSTER_VALUES]),
     ];
     let watch_values = format!("watchNamespaces={{{}}}", watched.name);
     let with_secret = [

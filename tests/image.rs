@@ -377,7 +377,7 @@ fn render(cp: &ControlPlane, values: &[String]) -> Vec<Value> {
     let mut cmd = cp.helm();
     cmd.args(["template", RELEASE])
         .arg(repo_path("charts/vultr-iam-operator"))
-        .args(["--namespace", NAMESPACE]);
+        .args(["--namespace", NAMESPACE, "--kube-version", "v1.37.2"]);
     for value in values {
         cmd.args(["--set", value]);
     }

@@ -31,6 +31,9 @@ helm.sh/chart: {{ include "vio.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: vultr-iam-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Labels selecting the operator pods. */}}
@@ -82,4 +85,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- else }}
 {{- printf "%s:%d" $host (int .Values.metrics.port) }}
 {{- end }}
+{{- end }}
+
+{{/* The mounted CA bundle for the Vultr API: its directory, and its file. */}}
+{{- define "vio.caBundleDir" -}}/etc/vultr-iam-operator/vultr-ca{{- end }}
+{{- define "vio.caBundleEnabled" -}}
+{{- with .Values.vultr.caBundle }}{{ if or .configMapName .secretName }}true{{ end }}{{ end }}
 {{- end }}
