@@ -1194,6 +1194,73 @@ async fn renders_pass_a_server_side_dry_run() {
     assert!(!out.contains("would violate PodSecurity"), "{out}");
 }
 
+/// `watchNamespaces` that do not exist yet: the install fails with the API server's
+/// message naming the namespace, unless `createWatchNamespaces` creates them, and an
+/// uninstall keeps what it created (deleting a namespace would revoke its grants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_namespaces_that_do_not_exist_yet() {
+    let _cluster = CLUSTER.lock().await;
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let release_ns = TestNamespace::new(&client, "chart-later").await;
+    let suffix = &release_ns.name["chart-later-".len()..];
+    let missing = format!("team-later-{suffix}");
+    let install = |create: bool| {
+        output(
+            cp.helm()
+                .args(["install", "later"])
+                .arg(repo_path(CHART))
+                .args(["-n", &release_ns.name])
+                .args([
+                    "--set",
+                    "crds.install=false",
+                    "--set",
+                    "rbac.userRoles=false",
+                ])
+                .args(["--set", &format!("fullnameOverride=vio-later-{suffix}")])
+                .args(["--set", &format!("watchNamespaces={{{missing}}}")])
+                .args(["--set", &format!("createWatchNamespaces={create}")]),
+        )
+    };
+    let out = install(false);
+    let text = combined(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("namespaces \"{missing}\" not found")),
+        "{text}"
+    );
+    let _ = output(
+        cp.helm()
+            .args(["uninstall", "later", "-n", &release_ns.name]),
+    );
+
+    let out = install(true);
+    assert!(out.status.success(), "{}", combined(&out));
+    run_ok(cp.kubectl().args([
+        "get",
+        "rolebinding",
+        &format!("vio-later-{suffix}-events"),
+        "-n",
+        &missing,
+    ]));
+    run_ok(
+        cp.helm()
+            .args(["uninstall", "later", "-n", &release_ns.name, "--wait"]),
+    );
+    let ns = run_ok(cp.kubectl().args([
+        "get",
+        "namespace",
+        &missing,
+        "-o",
+        "jsonpath={.status.phase}",
+    ]));
+    assert_eq!(ns, "Active", "the uninstall deleted the watched namespace");
+    run_ok(
+        cp.kubectl()
+            .args(["delete", "namespace", &missing, "--wait=false"]),
+    );
+}
+
 /// `to` as a path relative to the directory `from` (kustomize takes no absolute paths).
 fn relative_to(from: &Path, to: &Path) -> String {
     let from = from.canonicalize().expect("canonical path");
