@@ -75,13 +75,13 @@ bench: control-plane
 .PHONY: chart-crds manifests helm-lint chart-test
 TOOLS_BIN = $(shell tests/control-plane/build.sh | tail -n 1)
 
-# Copies crds/ into the chart, which renders it as a template (tests/chart.rs fails
+# Copies crds/ into the chart, which renders it as a template (tests/chart/ fails
 # when the copy differs from crds/). `make crds` runs it.
 chart-crds:
 	rm -f charts/vultr-iam-operator/files/crds/*.yaml
 	cp crds/*.yaml charts/vultr-iam-operator/files/crds/
 
-# Regenerates deploy/kustomize/base from the chart's default render (tests/chart.rs
+# Regenerates deploy/kustomize/base from the chart's default render (tests/chart/
 # fails when it is stale).
 manifests: chart-crds
 	VIO_UPDATE_MANIFESTS=1 $(CARGO) test --quiet --test chart plain_manifests_match_the_chart
