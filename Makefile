@@ -89,7 +89,8 @@ manifests: chart-crds
 helm-lint:
 	@bin="$(TOOLS_BIN)"; set -e; \
 	"$$bin/helm" lint --strict charts/vultr-iam-operator; \
-	"$$bin/helm" lint --strict charts/vultr-iam-operator -f charts/vultr-iam-operator/ci/non-default-values.yaml
+	"$$bin/helm" lint --strict charts/vultr-iam-operator -f charts/vultr-iam-operator/ci/non-default-values.yaml; \
+	"$$bin/helm" lint --strict charts/vultr-iam-operator -f charts/vultr-iam-operator/ci/real-cluster-values.yaml
 
 # The chart's tests alone, on a control plane of their own (needs lua5.4 for the
 # Argo CD health check).
