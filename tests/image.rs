@@ -222,13 +222,10 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
 
     // Attach, then revoke.
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let pa: PolicyAttachment = serde_json::from_value(json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": "image-dns-admin"},
-        "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "image@example.com"}},
-    }))
-    .expect("a PolicyAttachment");
+    let pa = e2e::policy_attachment(
+        "image-dns-admin",
+        json!({"policy": {"name": "dns-admin"}, "user": {"email": "image@example.com"}}),
+    );
     api.create(&PostParams::default(), &pa)
         .await
         .expect("create the PolicyAttachment");

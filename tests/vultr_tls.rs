@@ -107,13 +107,10 @@ async fn tls_front(dir: &Path, upstream: std::net::SocketAddr) -> String {
 }
 
 fn attachment(name: &str) -> PolicyAttachment {
-    serde_json::from_value(json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": name},
-        "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "tls@example.com"}},
-    }))
-    .expect("a PolicyAttachment")
+    e2e::policy_attachment(
+        name,
+        json!({"policy": {"name": "dns-admin"}, "user": {"email": "tls@example.com"}}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

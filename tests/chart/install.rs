@@ -231,13 +231,10 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     let mut operator = ServiceAccountOperator::start(cp, &sim.url(), &key, &chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let pa: PolicyAttachment = serde_json::from_value(json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": "rbac-dns-admin"},
-        "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "rbac@example.com"}},
-    }))
-    .expect("a PolicyAttachment");
+    let pa = e2e::policy_attachment(
+        "rbac-dns-admin",
+        json!({"policy": {"name": "dns-admin"}, "user": {"email": "rbac@example.com"}}),
+    );
     api.create(&PostParams::default(), &pa)
         .await
         .expect("create the PolicyAttachment");
@@ -423,13 +420,7 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
         } else {
             json!({"policy": {"id": DNS_ADMIN}, "user": {"id": user}})
         };
-        let pa: PolicyAttachment = serde_json::from_value(json!({
-            "apiVersion": "iam.vultr-operator.io/v1alpha1",
-            "kind": "PolicyAttachment",
-            "metadata": {"name": format!("grant-{i}")},
-            "spec": spec,
-        }))
-        .expect("a PolicyAttachment");
+        let pa = e2e::policy_attachment(&format!("grant-{i}"), spec);
         api.create(&PostParams::default(), &pa)
             .await
             .expect("create a PolicyAttachment");

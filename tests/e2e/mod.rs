@@ -52,6 +52,17 @@ pub fn install_crd(cp: &ControlPlane) {
     });
 }
 
+/// A PolicyAttachment named `name` with this spec (the one fixture builder).
+pub fn policy_attachment(name: &str, spec: Value) -> PolicyAttachment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "iam.vultr-operator.io/v1alpha1",
+        "kind": "PolicyAttachment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a valid PolicyAttachment")
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -308,13 +319,7 @@ impl Env {
     }
 
     pub async fn create(&self, name: &str, spec: Value) -> PolicyAttachment {
-        let obj: PolicyAttachment = serde_json::from_value(serde_json::json!({
-            "apiVersion": "iam.vultr-operator.io/v1alpha1",
-            "kind": "PolicyAttachment",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("a valid PolicyAttachment");
+        let obj = policy_attachment(name, spec);
         self.api
             .create(&PostParams::default(), &obj)
             .await
