@@ -127,9 +127,9 @@ impl Drop for StripFinalizers<'_> {
     }
 }
 
-/// The whole life of a release: install (bad values refused), the operator binary as
-/// the chart's ServiceAccount through an attach and a revoke, the RBAC's limits, a CRD
-/// change through `helm upgrade`, uninstall.
+/// The whole life of a release, phase by phase: bad values refused at install, an
+/// install, the operator binary as the chart's ServiceAccount through an attach and a
+/// revoke, the RBAC's limits, a CRD change through `helm upgrade`, the uninstall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     let _cluster = CLUSTER.lock().await;
@@ -138,6 +138,18 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     prepare_release_namespace(cp, &client).await;
     let release = Release { cp };
 
+    bad_values_install_nothing(cp);
+    let (chart_args, key) = install_with_two_replicas(cp).await;
+    let ns = attach_and_revoke_as_the_service_account(cp, &client, &chart_args, &key).await;
+    check_rbac_is_minimal(cp, &ns.name);
+    check_user_roles(cp, &ns.name);
+    upgrade_changes_the_crd(cp);
+    uninstall_keeps_only_the_crd(cp);
+    drop(release);
+}
+
+/// Phase: bad values fail `helm install`, and nothing is installed.
+fn bad_values_install_nothing(cp: &ControlPlane) {
     // Bad values fail at install, and nothing is installed.
     let out = output(
         cp.helm()
@@ -150,7 +162,11 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     assert!(text.contains("at '/apiKey/value'"), "{text}");
     let out = output(cp.helm().args(["status", RELEASE, "-n", NAMESPACE]));
     assert!(!out.status.success(), "a failed install left a release");
+}
 
+/// Phase: the install; returns the Deployment's container args and the API key the
+/// chart's Secret holds.
+async fn install_with_two_replicas(cp: &ControlPlane) -> (Vec<String>, String) {
     // Install for real, the key in a Secret the chart makes, two replicas (so leader
     // election and its Role are on).
     adopt_existing_crd(cp);
@@ -216,6 +232,18 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     let key = secret_value(cp, "vultr-iam-operator-api-key", "api-key");
     assert_eq!(key, API_KEY);
 
+    (chart_args, key)
+}
+
+/// Phase: the operator binary, out of process, with the chart's arguments and the
+/// ServiceAccount's identity, through an attach and a revoke; returns the namespace of
+/// the PolicyAttachment.
+async fn attach_and_revoke_as_the_service_account(
+    cp: &'static ControlPlane,
+    client: &kube::Client,
+    chart_args: &[String],
+    key: &str,
+) -> TestNamespace {
     let sim = Sim::start(SimConfig {
         api_keys: vec![API_KEY.to_owned()],
         rate_limit: None,
@@ -225,10 +253,10 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     .await
     .expect("start the simulator");
     let user = sim.add_user("rbac@example.com");
-    let ns = TestNamespace::new(&client, "chart-rbac").await;
-    let _unstick = StripFinalizers { cp, ns: &ns.name };
-    wait_for_quiet_cluster(&client, &ns.name).await;
-    let mut operator = ServiceAccountOperator::start(cp, &sim.url(), &key, &chart_args);
+    let ns = TestNamespace::new(client, "chart-rbac").await;
+    let unstick = StripFinalizers { cp, ns: &ns.name };
+    wait_for_quiet_cluster(client, &ns.name).await;
+    let mut operator = ServiceAccountOperator::start(cp, &sim.url(), key, chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
     let pa = e2e::policy_attachment(
@@ -341,12 +369,13 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
         "the Lease was not released"
     );
     drop(sim);
+    // Success: nothing to strip.
+    drop(unstick);
+    ns
+}
 
-    check_rbac_is_minimal(cp, &ns.name);
-    check_user_roles(cp, &ns.name);
-    upgrade_changes_the_crd(cp);
-
-    // Uninstall: the CRD stays (resource-policy keep), everything else goes.
+/// Phase: uninstall; the CRD stays (resource-policy keep), everything else goes.
+fn uninstall_keeps_only_the_crd(cp: &ControlPlane) {
     run_ok(
         cp.helm()
             .args(["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]),
@@ -359,7 +388,6 @@ pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
             "{kind} {RELEASE} survived the uninstall"
         );
     }
-    drop(release);
 }
 
 /// `kubectl delete namespace` of a watched namespace, with the operator running as the
