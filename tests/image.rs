@@ -15,10 +15,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use e2e::{API_KEY, DNS_ADMIN, repo_path, run_ok};
+use e2e::{API_KEY, DNS_ADMIN, Operator, repo_path, run_ok};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde::Deserialize as _;
@@ -169,14 +170,17 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
         container["securityContext"]["readOnlyRootFilesystem"], true,
         "the run below mounts the root filesystem read-only"
     );
-    let operator = Contained::start(
+    let operator = start_contained(
         &image.rootfs,
         &args,
         &env,
         &format!("{user_id}:{group_id}"),
         fs_group,
-        &out.path().join("operator.log"),
+        out.path(),
+        format!("127.0.0.1:{port}"),
     );
+    let running = || lock(&operator).is_running();
+    let logs = || lock(&operator).logs();
 
     // The chart's probes, on the chart's port, over IPv4 and IPv6 (dual-stack bind).
     let probe_url = |probe: &str, host: &str| {
@@ -199,11 +203,7 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
         for probe in ["livenessProbe", "readinessProbe"] {
             let url = probe_url(probe, host);
             wait_for(&format!("{url} to answer 200"), WAIT, || async {
-                assert!(
-                    operator.is_running(),
-                    "the operator exited:\n{}",
-                    operator.logs()
-                );
+                assert!(running(), "the operator exited:\n{}", logs());
                 let status = reqwest::get(&url).await.ok()?.status();
                 status.is_success().then_some(())
             })
@@ -230,11 +230,7 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
         .await
         .expect("create the PolicyAttachment");
     wait_for("Ready=True Attached", WAIT, || async {
-        assert!(
-            operator.is_running(),
-            "the operator exited:\n{}",
-            operator.logs()
-        );
+        assert!(running(), "the operator exited:\n{}", logs());
         let obj = api.get_opt("image-dns-admin").await.ok()??;
         let c = obj.status.as_ref()?.condition(READY)?;
         (c.status == "True" && c.reason == "Attached").then_some(())
@@ -253,21 +249,17 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
         "grant still in Vultr"
     );
 
-    let logs = operator.logs();
-    assert!(!logs.contains(API_KEY), "the key leaked into the log");
+    let log = logs();
+    assert!(!log.contains(API_KEY), "the key leaked into the log");
     assert!(
-        !logs.contains("is forbidden"),
-        "the chart's RBAC denied something:\n{logs}"
+        !log.contains("is forbidden"),
+        "the chart's RBAC denied something:\n{log}"
     );
     assert!(
-        logs.lines().all(|l| l.starts_with('{')),
-        "the chart asks for JSON logs:\n{logs}"
+        log.lines().all(|l| l.starts_with('{')),
+        "the chart asks for JSON logs:\n{log}"
     );
-    assert!(
-        operator.terminate(),
-        "no graceful stop:\n{}",
-        operator.logs()
-    );
+    assert!(lock(&operator).terminate(), "no graceful stop:\n{}", logs());
 }
 
 // ---- the image ---------------------------------------------------------------------------
@@ -459,79 +451,41 @@ fn operator_token(cp: &ControlPlane) -> String {
 // ---- the contained process ---------------------------------------------------------------
 
 /// The entrypoint, run from the image's root filesystem mounted read-only (in a mount
-/// namespace of its own), as the pod's user and group, with only the given env.
-struct Contained {
-    child: std::sync::Mutex<Option<Child>>,
-    log: PathBuf,
-}
-
-impl Contained {
-    fn start(
-        rootfs: &Path,
-        args: &[String],
-        env: &BTreeMap<String, String>,
-        user: &str,
-        fs_group: u64,
-        log: &Path,
-    ) -> Self {
-        let log_file = std::fs::File::create(log).expect("create the log");
-        // unshare execs sh, sh execs chroot, chroot execs the entrypoint: one PID, so
-        // SIGTERM reaches the operator.
-        let script = "/usr/bin/mount --bind \"$0\" \"$0\" \
-             && /usr/bin/mount -o remount,bind,ro \"$0\" \
-             && user=\"$1\" groups=\"$2\" && shift 2 \
-             && exec /usr/sbin/chroot --userspec=\"$user\" --groups=\"$groups\" \"$0\" \"$@\"";
-        let child = Command::new("/usr/bin/unshare")
-            .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
-            .arg(script)
-            .arg(rootfs)
-            .arg(user)
-            .arg(fs_group.to_string())
-            .arg(ENTRYPOINT)
-            .args(args)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone the log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn the contained operator");
-        Contained {
-            child: std::sync::Mutex::new(Some(child)),
-            log: log.to_owned(),
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&self) -> bool {
-        self.lock()
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    fn terminate(&self) -> bool {
-        let child = self.lock().take();
-        child.is_some_and(e2e::terminate)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.child.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for Contained {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.lock().take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// namespace of its own), as the pod's user and group, with only the given env; its
+/// output in `dir/operator.log`. Behind a mutex so that polling closures can look at it.
+fn start_contained(
+    rootfs: &Path,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    user: &str,
+    fs_group: u64,
+    dir: &Path,
+    metrics_addr: String,
+) -> Mutex<Operator> {
+    // unshare execs sh, sh execs chroot, chroot execs the entrypoint: one PID, so
+    // SIGTERM reaches the operator.
+    let script = "/usr/bin/mount --bind \"$0\" \"$0\" \
+         && /usr/bin/mount -o remount,bind,ro \"$0\" \
+         && user=\"$1\" groups=\"$2\" && shift 2 \
+         && exec /usr/sbin/chroot --userspec=\"$user\" --groups=\"$groups\" \"$0\" \"$@\"";
+    let mut cmd = Command::new("/usr/bin/unshare");
+    cmd.args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(script)
+        .arg(rootfs)
+        .arg(user)
+        .arg(fs_group.to_string())
+        .arg(ENTRYPOINT)
+        .args(args)
+        .env_clear()
+        .envs(env);
+    Mutex::new(Operator::spawn(cmd, dir, metrics_addr))
 }
 
 // ---- small helpers ---------------------------------------------------------------------------
+
+fn lock(operator: &Mutex<Operator>) -> MutexGuard<'_, Operator> {
+    operator.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::argocd::argocd_health;
+use crate::e2e::Operator;
 use crate::rbac::{check_rbac_is_minimal, check_user_roles};
 
 /// `watchNamespaces` that do not exist yet: the install fails with the API server's
@@ -256,7 +257,7 @@ async fn attach_and_revoke_as_the_service_account(
     let ns = TestNamespace::new(client, "chart-rbac").await;
     let unstick = StripFinalizers { cp, ns: &ns.name };
     wait_for_quiet_cluster(client, &ns.name).await;
-    let mut operator = ServiceAccountOperator::start(cp, &sim.url(), key, chart_args);
+    let mut operator = start_service_account_operator(cp, &sim.url(), key, chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
     let pa = e2e::policy_attachment(
@@ -439,7 +440,7 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
     let users: Vec<String> = (0..3)
         .map(|i| sim.add_user(&format!("nsdel-{i}@example.com")))
         .collect();
-    let mut operator = ServiceAccountOperator::start(cp, &sim.url(), API_KEY, &chart_args);
+    let mut operator = start_service_account_operator(cp, &sim.url(), API_KEY, &chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
     for (i, user) in users.iter().enumerate() {
@@ -606,101 +607,64 @@ pub(super) async fn wait_for_quiet_cluster(client: &kube::Client, own: &str) {
     }
 }
 
-/// The operator binary with the chart's Deployment arguments and the static token of
+/// The operator binary, out of process, with the chart's container args (a few
+/// overridden for the test: key file, Vultr URL, metrics address, short timings) and
 /// the chart's ServiceAccount (`operator.kubeconfig`), watching the whole cluster.
 /// Killed when dropped.
-pub(super) struct ServiceAccountOperator {
-    child: Option<Child>,
-    log: PathBuf,
-    metrics_addr: String,
-}
-
-impl ServiceAccountOperator {
-    fn start(cp: &ControlPlane, vultr_url: &str, key: &str, chart_args: &[String]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("vio-chart-operator-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        // What the kubelet would mount from the Secret.
-        let key_file = dir.join("api-key");
-        std::fs::write(&key_file, key).expect("write the key file");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let metrics_addr = format!("127.0.0.1:{port}");
-        let overrides = [
-            ("--vultr-api-key-file", key_file.display().to_string()),
-            ("--vultr-api-url", vultr_url.to_owned()),
-            ("--metrics-bind-address", metrics_addr.clone()),
-            ("--resync-interval", "3s".to_owned()),
-            ("--backoff-base", "200ms".to_owned()),
-            ("--backoff-max", "2s".to_owned()),
-        ];
-        for (flag, _) in &overrides {
-            assert!(
-                chart_args
-                    .iter()
-                    .any(|a| a.starts_with(&format!("{flag}="))),
-                "the chart does not pass {flag}: {chart_args:?}"
-            );
-        }
-        let mut args: Vec<String> = chart_args
-            .iter()
-            .map(|arg| {
-                let flag = arg.split('=').next().unwrap_or_default();
-                match overrides.iter().find(|(f, _)| *f == flag) {
-                    Some((f, v)) => format!("{f}={v}"),
-                    None => arg.clone(),
-                }
-            })
-            .collect();
-        args.push("--attach-visibility-timeout=5s".to_owned());
-        let log = dir.join("operator.log");
-        let log_file = std::fs::File::create(&log).expect("create the log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
-            .args(&args)
-            .env_remove("VULTR_API_KEY")
-            .env("KUBECONFIG", &cp.operator_kubeconfig)
-            .env("POD_NAME", POD_NAME)
-            .env("POD_NAMESPACE", NAMESPACE)
-            .env("RUST_LOG", "info,vultr_iam_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone the log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn the operator");
-        ServiceAccountOperator {
-            child: Some(child),
-            log,
-            metrics_addr,
-        }
+fn start_service_account_operator(
+    cp: &ControlPlane,
+    vultr_url: &str,
+    key: &str,
+    chart_args: &[String],
+) -> Operator {
+    let dir = tempfile::Builder::new()
+        .prefix("vio-chart-operator-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    // What the kubelet would mount from the Secret.
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, key).expect("write the key file");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let overrides = [
+        ("--vultr-api-key-file", key_file.display().to_string()),
+        ("--vultr-api-url", vultr_url.to_owned()),
+        ("--metrics-bind-address", metrics_addr.clone()),
+        ("--resync-interval", "3s".to_owned()),
+        ("--backoff-base", "200ms".to_owned()),
+        ("--backoff-max", "2s".to_owned()),
+    ];
+    for (flag, _) in &overrides {
+        assert!(
+            chart_args
+                .iter()
+                .any(|a| a.starts_with(&format!("{flag}="))),
+            "the chart does not pass {flag}: {chart_args:?}"
+        );
     }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM, then waits up to 10 s; true if the process exited successfully.
-    fn terminate(&mut self) -> bool {
-        self.child.take().is_some_and(e2e::terminate)
-    }
-}
-
-impl Drop for ServiceAccountOperator {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    let mut args: Vec<String> = chart_args
+        .iter()
+        .map(|arg| {
+            let flag = arg.split('=').next().unwrap_or_default();
+            match overrides.iter().find(|(f, _)| *f == flag) {
+                Some((f, v)) => format!("{f}={v}"),
+                None => arg.clone(),
+            }
+        })
+        .collect();
+    args.push("--attach-visibility-timeout=5s".to_owned());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    cmd.args(&args)
+        .env_remove("VULTR_API_KEY")
+        .env("KUBECONFIG", &cp.operator_kubeconfig)
+        .env("POD_NAME", POD_NAME)
+        .env("POD_NAMESPACE", NAMESPACE)
+        .env("RUST_LOG", "info,vultr_iam_operator=debug");
+    Operator::spawn(cmd, &dir, metrics_addr)
 }
 
 /// `helm upgrade` with a chart whose CRD gained a printer column updates the live CRD;

@@ -129,30 +129,37 @@ impl Operator {
             .tempdir()
             .expect("temp dir")
             .keep();
-        let log = dir.join("operator.log");
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+        cmd.args([
+            "run",
+            "--vultr-api-url",
+            vultr_url,
+            "--metrics-bind-address",
+            &metrics_addr,
+        ])
+        .args(["--watch-namespace", namespace])
+        .args(fast_defaults(extra))
+        .args(extra)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("VULTR_API_KEY", api_key)
+        .env("RUST_LOG", "info,vultr_iam_operator=debug")
+        .envs(env.iter().copied());
+        Self::spawn(cmd, &dir, metrics_addr)
+    }
+
+    /// The one way every test starts an operator process: `cmd` (the binary with its
+    /// args and env) with its output in `dir/operator.log`; killed when dropped.
+    pub fn spawn(mut cmd: Command, dir: &Path, metrics_addr: String) -> Operator {
+        let log = dir.join("operator.log");
         let log_file = std::fs::File::create(&log).expect("create operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
-            .args([
-                "run",
-                "--vultr-api-url",
-                vultr_url,
-                "--metrics-bind-address",
-                &metrics_addr,
-            ])
-            .args(["--watch-namespace", namespace])
-            .args(fast_defaults(extra))
-            .args(extra)
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("VULTR_API_KEY", api_key)
-            .env("RUST_LOG", "info,vultr_iam_operator=debug")
-            .envs(env.iter().copied())
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone log handle"))
             .stderr(log_file)
             .spawn()
-            .expect("spawn the operator");
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Operator {
             child: Some(child),
             log,
