@@ -28,9 +28,14 @@ use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
 use vultr_sim::{Seed, Sim, SimConfig};
 
-/// The static token in `operator.kubeconfig` is this release's ServiceAccount.
 const RELEASE: &str = "vultr-iam-operator";
+/// The static token in `operator.kubeconfig` is the ServiceAccount `vultr-iam-operator`
+/// of this namespace.
 const NAMESPACE: &str = "vultr-iam-operator";
+const SERVICE_ACCOUNT: &str = "vultr-iam-operator";
+/// Names of the chart's objects here, so that its cluster-wide RBAC and its Lease never
+/// clash with the chart tests' release on a shared control plane.
+const FULLNAME: &str = "vio-image-test";
 const POD_NAME: &str = "vultr-iam-operator-image-test";
 const ENTRYPOINT: &str = "/usr/local/bin/vultr-iam-operator";
 const SA_DIR: &str = "var/run/secrets/kubernetes.io/serviceaccount";
@@ -121,6 +126,9 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
             format!("vultr.apiUrl={}", sim.url()),
             format!("metrics.port={port}"),
             format!("watchNamespaces={{{}}}", ns.name),
+            format!("fullnameOverride={FULLNAME}"),
+            "serviceAccount.create=false".to_owned(),
+            format!("serviceAccount.name={SERVICE_ACCOUNT}"),
         ],
     );
     let _rbac = ChartRbac::apply(cp, &docs);
@@ -211,11 +219,11 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
         }
     }
 
-    // It holds the Lease named after the release, in the release namespace (the
-    // in-cluster namespace and identity came through).
+    // It holds the Lease named after the release (its full name), in the release
+    // namespace (the in-cluster namespace and identity came through).
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     wait_for("the leader Lease", WAIT, || async {
-        let lease = leases.get_opt(RELEASE).await.ok()??;
+        let lease = leases.get_opt(FULLNAME).await.ok()??;
         (lease.spec?.holder_identity.as_deref() == Some(POD_NAME)).then_some(())
     })
     .await;
