@@ -20,7 +20,7 @@ use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
 use crate::reconcile::record_grant;
 use crate::reconcile::resolve::resolve;
-use crate::reconcile::status::{self, reason, set_ready};
+use crate::reconcile::status::{self, reason, set_ready, set_synced};
 use crate::vultr::AttachOutcome;
 
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
@@ -50,7 +50,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
                 c.observed_generation = generation;
             }
         }
-        status::write(&api, &obj, &st).await?;
+        status::write_if_changed(&api, &obj, &st).await?;
     }
 
     let result = attach_and_verify(&obj, ctx, &api, &mut st).await;
@@ -71,7 +71,7 @@ async fn attach_and_verify(
     let (grant, newly_resolved) = match st.grant() {
         Some(grant) => (grant, false),
         None => {
-            let resolution = resolve(&ctx.vultr, &obj.spec).await?;
+            let resolution = resolve(&ctx.directory, &obj.spec).await?;
             st.record(&resolution.grant);
             st.policy = Some(resolution.policy_name);
             st.subject = Some(resolution.subject_name);
@@ -105,10 +105,7 @@ async fn attach_and_verify(
         Some(_) => ctx.settings.verify_interval,
         None => ctx.settings.listing_max_age,
     };
-    let listing = ctx
-        .listings
-        .get(&grant.policy_id, grant.subject.kind(), max_age)
-        .await?;
+    let listing = ctx.listings.for_pair(&grant, max_age).await?;
     let step = decide::attach_step(
         listing.contains(grant.subject.id()),
         sent_at.map(|at| at.elapsed()),
@@ -121,20 +118,27 @@ async fn attach_and_verify(
                 Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
             verified_ready(obj, ctx, api, st, &grant, verified).await?;
             ctx.memory.attach_seen(&uid);
-            ctx.backoff.reset(&uid);
             Ok(Action::await_change())
         }
         // Our attach is not visible yet: look again soon, do not send it twice.
         AttachStep::AwaitVisibility => Ok(Action::requeue(ctx.settings.verify_interval)),
         AttachStep::Attach { drift } => {
             attach(obj, ctx, api, st, &grant, drift).await?;
-            // Verify soon: the listing lags behind writes.
-            Ok(Action::requeue(ctx.settings.verify_interval))
+            // Verify soon (the listing lags behind writes), and not sooner: the watch
+            // event of our own status write must not cost a listing of its own.
+            let verify = ctx.settings.verify_interval;
+            ctx.backoff.hold(
+                &uid,
+                super::revision(obj),
+                std::time::Instant::now() + verify,
+            );
+            Ok(Action::requeue(verify))
         }
     }
 }
 
 /// `Ready=True` from a listing that shows the grant, with an Event on the transition.
+/// Nothing is written when nothing a user sees changed (see `status::write_if_changed`).
 async fn verified_ready(
     obj: &PolicyAttachment,
     ctx: &Context,
@@ -144,17 +148,22 @@ async fn verified_ready(
     verified: Time,
 ) -> Result<(), Error> {
     let was_ready = status::is_ready(Some(st));
+    let generation = obj.metadata.generation;
+    let now = Timestamp::now();
     st.attached_at.get_or_insert_with(|| verified.clone());
-    st.last_verified_at = Some(verified);
+    if status::verified_at_is_stale(st, now) {
+        st.last_verified_at = Some(verified);
+    }
     set_ready(
         st,
         true,
         reason::ATTACHED,
         format!("{grant} is attached and verified in Vultr"),
-        obj.metadata.generation,
-        Timestamp::now(),
+        generation,
+        now,
     );
-    status::write(api, obj, st).await?;
+    set_synced(st, generation, now);
+    status::write_if_changed(api, obj, st).await?;
     if !was_ready {
         ctx.event(
             obj,
@@ -183,9 +192,7 @@ async fn attach(
         .attach_confirmed(&grant.policy_id, &grant.subject)
         .await;
     // Also after a failure: a POST that timed out may still have been applied.
-    ctx.listings
-        .invalidate(&grant.policy_id, grant.subject.kind())
-        .await;
+    ctx.listings.note_write(grant);
     let outcome = result?;
     if drift {
         ctx.metrics.drift_repaired();
@@ -213,14 +220,16 @@ async fn attach(
         }
         _ => ctx.memory.mark_attach_sent(&uid),
     }
+    let now = Timestamp::now();
     set_ready(
         st,
         false,
         reason::ATTACHING,
         message,
         obj.metadata.generation,
-        Timestamp::now(),
+        now,
     );
-    status::write(api, obj, st).await?;
+    set_synced(st, obj.metadata.generation, now);
+    status::write_if_changed(api, obj, st).await?;
     Ok(())
 }
