@@ -15,6 +15,7 @@ use tracing::{Span, info};
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
 use crate::domain::Grant;
 use crate::error::Error;
+use crate::listings::Verification;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
@@ -99,13 +100,16 @@ async fn attach_and_verify(
         },
     );
 
-    // While a fresh attach is awaited, look again each time instead of reusing a listing.
     let sent_at = ctx.memory.attach_sent_at(&uid);
-    let max_age = match sent_at {
-        Some(_) => ctx.settings.verify_interval,
-        None => ctx.settings.listing_max_age,
+    let listing = match ctx
+        .listings
+        .for_pair(&grant, ctx.settings.listing_max_age)
+        .await?
+    {
+        Verification::Listing(listing) => listing,
+        // Batching verifications while the Vultr budget is the bottleneck.
+        Verification::Later(wait) => return Ok(Action::requeue(wait)),
     };
-    let listing = ctx.listings.for_pair(&grant, max_age).await?;
     let step = decide::attach_step(
         listing.contains(grant.subject.id()),
         sent_at.map(|at| at.elapsed()),
@@ -120,8 +124,12 @@ async fn attach_and_verify(
             ctx.memory.attach_seen(&uid);
             Ok(Action::await_change())
         }
-        // Our attach is not visible yet: look again soon, do not send it twice.
-        AttachStep::AwaitVisibility => Ok(Action::requeue(ctx.settings.verify_interval)),
+        // Our attach is not visible yet: look again soon, in a newer listing, and do
+        // not send it twice.
+        AttachStep::AwaitVisibility => {
+            ctx.listings.require_newer(&grant);
+            Ok(Action::requeue(ctx.settings.verify_interval))
+        }
         AttachStep::Attach { drift } => {
             attach(obj, ctx, api, st, &grant, drift).await?;
             // Verify soon (the listing lags behind writes), and not sooner: the watch

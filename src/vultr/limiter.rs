@@ -30,6 +30,8 @@ struct Inner {
     bucket: Mutex<Bucket>,
     /// Urgent callers waiting or taking a token; normal callers stand back meanwhile.
     urgent: AtomicUsize,
+    /// Callers of either class waiting for a token.
+    waiting: AtomicUsize,
     urgent_done: Notify,
 }
 
@@ -40,6 +42,15 @@ pub enum Priority {
     Normal,
     /// Served before every normal request that has not got its token yet.
     Urgent,
+}
+
+/// Counts a waiting caller for as long as it waits (also when cancelled).
+struct Waiting<'a>(&'a Inner);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Counts an urgent caller for as long as it lives (also when cancelled).
@@ -90,6 +101,7 @@ impl RateLimiter {
                     refilled_at: Instant::now(),
                 }),
                 urgent: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
                 urgent_done: Notify::new(),
             }),
         }
@@ -111,10 +123,18 @@ impl RateLimiter {
         self.acquire_with(Priority::Normal).await
     }
 
+    /// Whether requests are queueing for tokens: the budget is the bottleneck now, so
+    /// callers that can batch their work should.
+    pub fn is_busy(&self) -> bool {
+        self.inner.waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Like [`RateLimiter::acquire`], in the given class.
     pub async fn acquire_with(&self, priority: Priority) -> Duration {
         let started = Instant::now();
         let inner = &*self.inner;
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(inner);
         if priority == Priority::Urgent {
             inner.urgent.fetch_add(1, Ordering::SeqCst);
             let _guard = UrgentGuard(inner);

@@ -153,6 +153,11 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the process gets no chance to finish anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
