@@ -20,6 +20,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub mod proxy;
+
 /// The identity of the static token in `operator.kubeconfig`.
 pub const OPERATOR_USER: &str = "system:serviceaccount:vultr-iam-operator:vultr-iam-operator";
 

@@ -1,0 +1,187 @@
+//! The run's own control plane: it restarts kube-apiserver, so it never uses the one
+//! other tests share. RBAC as the chart renders it with `watchNamespaces`: a ClusterRole
+//! bound by a RoleBinding in each watched namespace, a Role for the Lease.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::e2e::{repo_path, run_ok, with_stdin};
+use crate::support::ControlPlane;
+
+/// Namespace of the Lease (the chart's release namespace); never deleted by the run.
+pub const SYSTEM_NS: &str = "vultr-iam-operator";
+const ROLE: &str = "vio-chaos";
+
+pub struct Cluster {
+    pub cp: ControlPlane,
+    pub api_port: u16,
+}
+
+impl Cluster {
+    /// Starts a control plane in a fresh directory, stopped and deleted by start.sh's
+    /// watchdog when this process exits, and by `Drop` before that.
+    pub fn start() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("vio-chaos-cluster-")
+            .tempdir()
+            .expect("a directory for the control plane")
+            .keep();
+        let script = repo_path("tests/control-plane/start.sh");
+        let status = Command::new(&script)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(
+            status.success(),
+            "start.sh failed; logs in {}",
+            dir.display()
+        );
+        let bin_dir = std::fs::read_to_string(dir.join("bin-dir")).expect("bin-dir");
+        let api_port = std::fs::read_to_string(dir.join("apiserver-port"))
+            .expect("apiserver-port")
+            .trim()
+            .parse()
+            .expect("a port");
+        let cluster = Cluster {
+            cp: ControlPlane {
+                kubeconfig: dir.join("kubeconfig"),
+                operator_kubeconfig: dir.join("operator.kubeconfig"),
+                bin_dir: PathBuf::from(bin_dir.trim()),
+                dir,
+            },
+            api_port,
+        };
+        cluster.install();
+        cluster
+    }
+
+    fn install(&self) {
+        let crd = repo_path("crds/policyattachments.iam.vultr-operator.io.yaml");
+        run_ok(
+            self.cp
+                .kubectl()
+                .args(["apply", "--server-side", "-f"])
+                .arg(&crd),
+        );
+        run_ok(self.cp.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/policyattachments.iam.vultr-operator.io",
+        ]));
+        self.apply(&format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {SYSTEM_NS}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {ROLE}}}
+rules:
+  - apiGroups: ["iam.vultr-operator.io"]
+    resources: ["policyattachments"]
+    verbs: ["get", "list", "watch", "patch", "update"]
+  - apiGroups: ["iam.vultr-operator.io"]
+    resources: ["policyattachments/status"]
+    verbs: ["get", "patch", "update"]
+  - apiGroups: ["iam.vultr-operator.io"]
+    resources: ["policyattachments/finalizers"]
+    verbs: ["update"]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {ROLE}-leader-election, namespace: {SYSTEM_NS}}}
+rules:
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    verbs: ["create"]
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    resourceNames: ["{lease}"]
+    verbs: ["get", "list", "watch", "update", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {ROLE}-leader-election, namespace: {SYSTEM_NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {ROLE}-leader-election}}
+subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_NS}}}]
+"#,
+            lease = super::replicas::LEASE
+        ));
+    }
+
+    /// Creates a watched namespace and binds the operator's ClusterRole in it.
+    pub fn namespace(&self, name: &str, run: &str) {
+        self.apply(&format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {name}, labels: {{vio-chaos/run: "{run}"}}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {ROLE}, namespace: {name}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ROLE}}}
+subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_NS}}}]
+"#
+        ));
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let out = with_stdin(self.cp.kubectl().args(["apply", "-f", "-"]), yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The operator's kubeconfig, pointed at `addr` (a proxy in front of the API
+    /// server; its certificate is valid for 127.0.0.1 on any port).
+    pub fn operator_kubeconfig_via(&self, addr: std::net::SocketAddr, path: &Path) {
+        let text = std::fs::read_to_string(&self.cp.operator_kubeconfig).expect("kubeconfig");
+        let direct = format!("server: https://127.0.0.1:{}", self.api_port);
+        assert!(text.contains(&direct), "unexpected kubeconfig:\n{text}");
+        let via = text.replace(&direct, &format!("server: https://{addr}"));
+        std::fs::write(path, via).expect("write a kubeconfig");
+    }
+
+    /// Stops kube-apiserver and starts it again with the same flags (etcd kept);
+    /// returns how long it was unavailable. Blocking.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        let out = Command::new(repo_path("tests/control-plane/restart-apiserver.sh"))
+            .arg("--dir")
+            .arg(&self.cp.dir)
+            .args(["--down", &down.as_secs().to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(started.elapsed())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_path("tests/control-plane/stop.sh"))
+            .arg("--dir")
+            .arg(&self.cp.dir)
+            .arg("--purge")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
