@@ -73,10 +73,10 @@ impl Findings {
     /// One line per violated invariant; empty if all held.
     pub fn violations(&self) -> Vec<String> {
         let mut v = Vec::new();
-        let mut add = |what: &str, n: usize, sample: String| {
-            if n > 0 {
-                v.push(format!("{what}: {n} (e.g. {sample})"));
-            }
+        let mut add = |what: &str, n: usize, sample: String| match (n, sample.is_empty()) {
+            (0, _) => {}
+            (_, true) => v.push(format!("{what}: {n}")),
+            (_, false) => v.push(format!("{what}: {n} (e.g. {sample})")),
         };
         add(
             "live objects without their grant",
@@ -119,6 +119,12 @@ impl Findings {
             "Vultr writes without the Lease",
             self.unleased_writes.len(),
             first(&self.unleased_writes),
+        );
+        add(
+            "Vultr writes not attributable to a replica (no User-Agent identity journaled: \
+             the Lease check cannot run)",
+            self.unattributed_writes,
+            String::new(),
         );
         let leaks: usize = self.key_leaks.iter().map(|(_, n)| n).sum();
         add(
@@ -415,7 +421,9 @@ mod tests {
         // No agent: counted apart, not silently passed.
         let mut s = healthy();
         s.writes[0].agent = None;
-        assert_eq!(check(&s).unattributed_writes, 1);
+        let f = check(&s);
+        assert_eq!(f.unattributed_writes, 1);
+        assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
     }
 
     #[test]

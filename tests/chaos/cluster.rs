@@ -121,7 +121,13 @@ subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_
 
     /// Creates a watched namespace and binds the operator's ClusterRole in it.
     pub fn namespace(&self, name: &str, run: &str) {
-        self.apply(&format!(
+        if let Err(e) = self.try_namespace(name, run) {
+            panic!("{e}");
+        }
+    }
+
+    pub fn try_namespace(&self, name: &str, run: &str) -> Result<(), String> {
+        self.try_apply(&format!(
             r#"apiVersion: v1
 kind: Namespace
 metadata: {{name: {name}, labels: {{vio-chaos/run: "{run}"}}}}
@@ -132,16 +138,35 @@ metadata: {{name: {ROLE}, namespace: {name}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ROLE}}}
 subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_NS}}}]
 "#
-        ));
+        ))
     }
 
     pub fn apply(&self, yaml: &str) {
+        if let Err(e) = self.try_apply(yaml) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_apply(&self, yaml: &str) -> Result<(), String> {
         let out = with_stdin(self.cp.kubectl().args(["apply", "-f", "-"]), yaml);
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "kubectl apply failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Copies the control plane's logs into `dir` (before `Drop` deletes them).
+    pub fn keep_logs(&self, dir: &Path) {
+        for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+            let _ = std::fs::copy(
+                self.cp.dir.join(format!("{name}.log")),
+                dir.join(format!("{name}.log")),
+            );
+        }
     }
 
     /// The operator's kubeconfig, pointed at `addr` (a proxy in front of the API
@@ -161,7 +186,7 @@ subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_
         let out = Command::new(repo_path("tests/control-plane/restart-apiserver.sh"))
             .arg("--dir")
             .arg(&self.cp.dir)
-            .args(["--down", &down.as_secs().to_string()])
+            .args(["--down", &down.as_secs().to_string(), "--timeout", "5"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;

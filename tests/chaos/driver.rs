@@ -223,22 +223,37 @@ pub async fn delete_namespace(w: &Shared, ns: &str, wait: Duration) {
     }
     w.count("namespace deletion");
     let started = Instant::now();
+    // Gone means three 404s in a row, a second apart: an API server that is starting
+    // again may answer one spurious 404.
+    let mut absent = 0;
     while started.elapsed() < wait {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Ok(Ok(None)) = tokio::time::timeout(CALL, api.get_opt(ns)).await {
-            w.note(format!(
-                "namespace {ns} gone {:.1}s after its deletion; re-created",
-                started.elapsed().as_secs_f64()
-            ));
-            let world = w.clone();
-            let name = ns.to_owned();
-            let run = w.run.clone();
-            let _ = tokio::task::spawn_blocking(move || world.cluster.namespace(&name, &run)).await;
-            for n in lock(&w.namespaces).iter_mut().filter(|n| n.name == ns) {
-                n.usable = true;
-            }
-            return;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match tokio::time::timeout(CALL, api.get_opt(ns)).await {
+            Ok(Ok(None)) => absent += 1,
+            _ => absent = 0,
         }
+        if absent < 3 {
+            continue;
+        }
+        let world = w.clone();
+        let (name, run) = (ns.to_owned(), w.run.clone());
+        let made = tokio::task::spawn_blocking(move || world.cluster.try_namespace(&name, &run))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        match made {
+            Ok(()) => {
+                w.note(format!(
+                    "namespace {ns} gone {:.1}s after its deletion; re-created",
+                    started.elapsed().as_secs_f64()
+                ));
+                for n in lock(&w.namespaces).iter_mut().filter(|n| n.name == ns) {
+                    n.usable = true;
+                }
+            }
+            Err(e) => w.note(format!("namespace {ns} could not be re-created: {e}")),
+        }
+        return;
     }
     w.note(format!(
         "namespace {ns} still there {}s after its deletion (not re-created)",

@@ -136,7 +136,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
             let w = w.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until((chaos_start + at).into()).await;
-                eprintln!("chaos: +{:.0?} {step:?}", at);
+                w.note(format!("+{:.1}s {step:?}", at.as_secs_f64()));
                 faults::run_step(w, step).await;
             })
         })
@@ -192,7 +192,10 @@ pub async fn run(sizes: Sizes) -> Outcome {
         ));
     }
     let findings = check(&state);
-    report(&w, &state, &findings, started, quiet);
+    w.cluster.keep_logs(&dir);
+    let text = report(&w, &state, &findings, started, quiet);
+    eprint!("{text}");
+    let _ = std::fs::write(dir.join("chaos-report.txt"), &text);
     Outcome {
         findings,
         state,
@@ -200,7 +203,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
     }
 }
 
-fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: Instant) {
+fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: Instant) -> String {
     let l = lock(&w.ledger);
     let journal = w.sim.journal();
     let calls = journal.len();
@@ -327,6 +330,5 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
     for s in f.missing_grants.iter().chain(&f.not_ready).take(10) {
         line(format!("  live: {s}"));
     }
-    eprint!("{out}");
-    let _ = std::fs::write(w.cluster.cp.dir.join("chaos-report.txt"), &out);
+    out
 }
