@@ -1,6 +1,6 @@
 //! The run's own control plane: it restarts kube-apiserver, so it never uses the one
-//! other tests share. RBAC as the chart renders it with `watchNamespaces`: a ClusterRole
-//! bound by a RoleBinding in each watched namespace, a Role for the Lease.
+//! other tests share. RBAC exactly as the chart renders it for two replicas with
+//! `watchNamespaces` (rendered by helm from `charts/`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,7 +11,6 @@ use crate::support::ControlPlane;
 
 /// Namespace of the Lease (the chart's release namespace); never deleted by the run.
 pub const SYSTEM_NS: &str = "vultr-iam-operator";
-const ROLE: &str = "vio-chaos";
 
 pub struct Cluster {
     pub cp: ControlPlane,
@@ -76,47 +75,38 @@ impl Cluster {
             "crd/policyattachments.iam.vultr-operator.io",
         ]));
         self.apply(&format!(
-            r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {SYSTEM_NS}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {ROLE}}}
-rules:
-  - apiGroups: ["iam.vultr-operator.io"]
-    resources: ["policyattachments"]
-    verbs: ["get", "list", "watch", "patch", "update"]
-  - apiGroups: ["iam.vultr-operator.io"]
-    resources: ["policyattachments/status"]
-    verbs: ["get", "patch", "update"]
-  - apiGroups: ["iam.vultr-operator.io"]
-    resources: ["policyattachments/finalizers"]
-    verbs: ["update"]
-  - apiGroups: ["events.k8s.io"]
-    resources: ["events"]
-    verbs: ["create", "patch"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: {ROLE}-leader-election, namespace: {SYSTEM_NS}}}
-rules:
-  - apiGroups: ["coordination.k8s.io"]
-    resources: ["leases"]
-    verbs: ["create"]
-  - apiGroups: ["coordination.k8s.io"]
-    resources: ["leases"]
-    resourceNames: ["{lease}"]
-    verbs: ["get", "list", "watch", "update", "patch"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {ROLE}-leader-election, namespace: {SYSTEM_NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {ROLE}-leader-election}}
-subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_NS}}}]
-"#,
-            lease = super::replicas::LEASE
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {SYSTEM_NS}}}\n"
         ));
+    }
+
+    /// The chart's RBAC for two replicas watching `namespaces`, rendered by helm and
+    /// applied: the run holds the operator to exactly the rights it ships with. The
+    /// static token of `operator.kubeconfig` is the chart's ServiceAccount.
+    pub fn try_rbac(&self, namespaces: &[String]) -> Result<(), String> {
+        let out = self
+            .cp
+            .helm()
+            .args(["template", "vultr-iam-operator"])
+            .arg(repo_path("charts/vultr-iam-operator"))
+            .args(["--namespace", SYSTEM_NS, "--set", "replicaCount=2"])
+            .args([
+                "--set",
+                &format!("leaderElection.leaseName={}", super::replicas::LEASE),
+            ])
+            .args([
+                "--set",
+                &format!("watchNamespaces={{{}}}", namespaces.join(",")),
+            ])
+            .args(["--show-only", "templates/rbac.yaml"])
+            .output()
+            .map_err(|e| format!("helm: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "helm template failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        self.try_apply(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// Creates a watched namespace and binds the operator's ClusterRole in it.
@@ -128,16 +118,7 @@ subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_
 
     pub fn try_namespace(&self, name: &str, run: &str) -> Result<(), String> {
         self.try_apply(&format!(
-            r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {name}, labels: {{vio-chaos/run: "{run}"}}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {ROLE}, namespace: {name}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ROLE}}}
-subjects: [{{kind: ServiceAccount, name: vultr-iam-operator, namespace: {SYSTEM_NS}}}]
-"#
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{vio-chaos/run: \"{run}\"}}}}\n"
         ))
     }
 

@@ -237,10 +237,17 @@ pub async fn delete_namespace(w: &Shared, ns: &str, wait: Duration) {
         }
         let world = w.clone();
         let (name, run) = (ns.to_owned(), w.run.clone());
-        let made = tokio::task::spawn_blocking(move || world.cluster.try_namespace(&name, &run))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
+        let all: Vec<String> = lock(&w.namespaces).iter().map(|n| n.name.clone()).collect();
+        // The namespace, then the chart's RBAC again (its RoleBindings there went with it).
+        let made = tokio::task::spawn_blocking(move || {
+            world
+                .cluster
+                .try_namespace(&name, &run)
+                .and_then(|()| world.cluster.try_rbac(&all))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
         match made {
             Ok(()) => {
                 w.note(format!(

@@ -41,8 +41,12 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.55, 0.60), Step::RestartApiserver),
         (at(0.70, 0.75), Step::Partition),
     ];
-    for _ in 0..sizes.kills {
-        steps.push((at(0.05, 0.95), Step::KillLeader));
+    // One kill per equal slice of the phase, so each one hits a different leader
+    // (a hand-over takes a Lease duration).
+    let slice = 0.9 / sizes.kills.max(1) as f64;
+    for i in 0..sizes.kills {
+        let lo = 0.05 + slice * i as f64;
+        steps.push((at(lo, lo + slice), Step::KillLeader));
     }
     for _ in 0..sizes.storms {
         steps.push((at(0.05, 0.9), Step::Storm));
@@ -63,10 +67,12 @@ pub fn background(w: &Shared) {
     w.count("background 5xx (30% of requests)");
 }
 
-/// The Lease holder now, retried for a few seconds (the API server may be down).
+/// The Lease holder, if it is a running replica; waits up to three Lease durations
+/// for one (a hand-over may be in progress, the API server may be down).
 pub async fn leader(w: &Shared) -> Option<String> {
     let api: Api<Lease> = Api::namespaced(w.client.clone(), SYSTEM_NS);
-    for _ in 0..20 {
+    let deadline = Instant::now() + w.sizes.lease * 3;
+    while Instant::now() < deadline {
         if let Ok(Ok(Some(lease))) =
             tokio::time::timeout(Duration::from_secs(3), api.get_opt(LEASE)).await
             && let Some(h) = lease.spec.and_then(|s| s.holder_identity)

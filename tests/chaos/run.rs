@@ -46,6 +46,9 @@ pub async fn run(sizes: Sizes) -> Outcome {
     for ns in &namespaces {
         cluster.namespace(ns, &run);
     }
+    if let Err(e) = cluster.try_rbac(&namespaces) {
+        panic!("{e}");
+    }
 
     let org = Org::generate(&mut rng, sizes.policies, sizes.users, sizes.groups);
     let pool = org.pool(&mut rng, sizes.objects * 4 / 5, 0.12);
