@@ -10,7 +10,9 @@
 //!
 //! `chaos_short` runs in `make test`; `make chaos` runs `chaos_long` (`#[ignore]`).
 //! CHAOS_OBJECTS, CHAOS_SECONDS, CHAOS_KILLS and CHAOS_SEED change the sizes. The
-//! checker's own tests (`check::tests`) prove each invariant can fail.
+//! checker's own tests (`check::tests`) prove each invariant can fail. The report goes
+//! to stderr and to `target/tmp/chaos-{short,long}.txt`; the replica and control-plane
+//! logs stay in the directory it names when the run failed (or with CHAOS_KEEP=1).
 
 mod e2e;
 mod support;
@@ -41,7 +43,8 @@ use world::Sizes;
 async fn chaos(sizes: Sizes) {
     let outcome = run::run(sizes.with_env()).await;
     let violations = outcome.findings.violations();
-    if violations.is_empty() {
+    // The logs stay when the run failed, or with CHAOS_KEEP=1.
+    if violations.is_empty() && std::env::var_os("CHAOS_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&outcome.dir);
     }
     assert!(

@@ -199,6 +199,10 @@ pub async fn run(sizes: Sizes) -> Outcome {
     let text = report(&w, &state, &findings, started, quiet);
     eprint!("{text}");
     let _ = std::fs::write(dir.join("chaos-report.txt"), &text);
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{}.txt", sizes.name)),
+        &text,
+    );
     Outcome {
         findings,
         state,
@@ -231,7 +235,21 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         .filter_map(|d| d.gone_at?.duration_since(d.delete_requested?).ok())
         .max()
         .unwrap_or_default();
-    let pending = deleted.iter().filter(|d| d.gone_at.is_none()).count();
+    // Deleted objects still present: Terminating (stuck), or never deleted at all (the
+    // DELETE call itself failed, e.g. while kube-apiserver was down).
+    let present: std::collections::HashMap<String, bool> = state
+        .present
+        .iter()
+        .map(|o| (o.key(), o.terminating))
+        .collect();
+    let pending = deleted
+        .iter()
+        .filter(|d| present.get(&d.key()) == Some(&true))
+        .count();
+    let not_deleted = deleted
+        .iter()
+        .filter(|d| present.get(&d.key()) == Some(&false))
+        .count();
     let r = lock(&w.replicas);
     let tally = lock(&w.tally);
     let faults: usize = tally.values().sum();
@@ -279,8 +297,8 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         status(429)
     ));
     line(format!(
-        "revocations: {} objects deleted (Delete policy); longest pending {:.1}s; still pending at the end {pending}",
-        deleted.len(),
+        "revocations: {} objects deleted (Delete policy, {not_deleted} of those DELETE calls never took effect); longest pending {:.1}s; still pending at the end {pending}",
+        deleted.len() - not_deleted,
         longest.as_secs_f64()
     ));
     line(format!(
