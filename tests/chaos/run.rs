@@ -230,11 +230,21 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         .iter()
         .filter(|d| !d.orphan && d.delete_requested.is_some())
         .collect();
-    let longest = deleted
+    let mut waits: Vec<(Duration, String)> = deleted
         .iter()
-        .filter_map(|d| d.gone_at?.duration_since(d.delete_requested?).ok())
-        .max()
-        .unwrap_or_default();
+        .filter_map(|d| {
+            let wait = d.gone_at?.duration_since(d.delete_requested?).ok()?;
+            Some((wait, d.key()))
+        })
+        .collect();
+    waits.sort();
+    let (longest, longest_key) = waits.last().cloned().unwrap_or_default();
+    let quantile = |q: f64| {
+        waits
+            .get(((waits.len() as f64 * q) as usize).min(waits.len().saturating_sub(1)))
+            .map(|(d, _)| d.as_secs_f64())
+            .unwrap_or_default()
+    };
     // Deleted objects still present: Terminating (stuck), or never deleted at all (the
     // DELETE call itself failed, e.g. while kube-apiserver was down).
     let present: std::collections::HashMap<String, bool> = state
@@ -297,8 +307,10 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         status(429)
     ));
     line(format!(
-        "revocations: {} objects deleted (Delete policy, {not_deleted} of those DELETE calls never took effect); longest pending {:.1}s; still pending at the end {pending}",
+        "revocations: {} objects deleted (Delete policy, {not_deleted} of those DELETE calls never took effect); pending until gone: median {:.1}s, p95 {:.1}s, longest {:.1}s ({longest_key}); still pending at the end {pending}",
         deleted.len() - not_deleted,
+        quantile(0.5),
+        quantile(0.95),
         longest.as_secs_f64()
     ));
     line(format!(
