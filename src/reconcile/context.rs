@@ -32,6 +32,9 @@ pub struct Settings {
     pub verify_interval: Duration,
 }
 
+/// How long one walk of the directory serves references that match (IDs of existing
+/// objects do not change; a miss refreshes it sooner).
+const DIRECTORY_MAX_AGE: Duration = Duration::from_secs(600);
 /// A name that matches nothing refreshes the directory, but never more often than this.
 const DIRECTORY_REFRESH_FLOOR: Duration = Duration::from_secs(10);
 
@@ -68,11 +71,7 @@ impl Context {
         Self {
             stores,
             listings: ListingCache::new(vultr.clone()),
-            directory: Directory::new(
-                vultr.clone(),
-                settings.resync_interval,
-                DIRECTORY_REFRESH_FLOOR,
-            ),
+            directory: Directory::new(vultr.clone(), DIRECTORY_MAX_AGE, DIRECTORY_REFRESH_FLOOR),
             client,
             vultr,
             recorder,

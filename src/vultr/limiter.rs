@@ -3,7 +3,7 @@
 //! so a deletion never waits behind a backlog of attaches.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify};
@@ -32,6 +32,9 @@ struct Inner {
     urgent: AtomicUsize,
     /// Callers of either class waiting for a token.
     waiting: AtomicUsize,
+    /// When a caller last had to sleep for a token (ms since `epoch`; 0: never).
+    last_sleep_ms: AtomicU64,
+    epoch: Instant,
     urgent_done: Notify,
 }
 
@@ -102,6 +105,8 @@ impl RateLimiter {
                 }),
                 urgent: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
+                last_sleep_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
                 urgent_done: Notify::new(),
             }),
         }
@@ -123,10 +128,14 @@ impl RateLimiter {
         self.acquire_with(Priority::Normal).await
     }
 
-    /// Whether requests are queueing for tokens: the budget is the bottleneck now, so
-    /// callers that can batch their work should.
+    /// Whether the budget is the bottleneck: callers are queueing for tokens, or one had
+    /// to wait within the last second. Callers that can batch their work should then.
     pub fn is_busy(&self) -> bool {
-        self.inner.waiting.load(Ordering::SeqCst) > 0
+        let inner = &self.inner;
+        let now_ms = inner.epoch.elapsed().as_millis() as u64;
+        let last_sleep = inner.last_sleep_ms.load(Ordering::SeqCst);
+        inner.waiting.load(Ordering::SeqCst) > 1
+            || (last_sleep != 0 && now_ms.saturating_sub(last_sleep) < 1000)
     }
 
     /// Like [`RateLimiter::acquire`], in the given class.
@@ -167,6 +176,9 @@ impl RateLimiter {
             let missing = 1.0 - bucket.tokens;
             tokio::time::sleep(Duration::from_secs_f64(missing / self.inner.per_second)).await;
             self.refill(&mut bucket);
+            let inner = &self.inner;
+            let now_ms = inner.epoch.elapsed().as_millis() as u64;
+            inner.last_sleep_ms.store(now_ms.max(1), Ordering::SeqCst);
         }
         // Float rounding may leave a hair under 1.0 after the sleep; never go negative.
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
@@ -303,6 +315,18 @@ mod tests {
         // The first normal caller was already sleeping for the next token; the urgent
         // one comes right after it, before the two other normal callers.
         assert_eq!(served, [0, 3, 1, 2], "{order:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_while_callers_wait_and_for_a_second_after() {
+        let limiter = RateLimiter::new(1.0, 1).unwrap();
+        assert!(!limiter.is_busy());
+        limiter.acquire().await;
+        assert!(!limiter.is_busy(), "a free token is not a bottleneck");
+        limiter.acquire().await;
+        assert!(limiter.is_busy(), "that one had to wait");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!limiter.is_busy());
     }
 
     #[tokio::test(start_paused = true)]
