@@ -13,8 +13,12 @@ pub use crate::domain::{Grant, SubjectKind};
 pub const GROUP: &str = "iam.vultr-operator.io";
 /// Finalizer that holds a deleted PolicyAttachment until Vultr confirms the revocation.
 pub const FINALIZER: &str = "iam.vultr-operator.io/detach";
-/// The one condition type: True only when the grant is verified in Vultr.
+/// True while the last verification saw the grant in Vultr; False while attaching or
+/// detaching, when it is known missing, or on a terminal error.
 pub const READY: &str = "Ready";
+/// Whether the last reconcile succeeded (False with the failure's reason and message).
+/// A transient failure flips `Synced`, never `Ready`.
+pub const SYNCED: &str = "Synced";
 
 // CEL's `matches` uses RE2 syntax; keep these patterns simple and anchored.
 const UUID_RULE: &str =
@@ -38,6 +42,7 @@ const NO_EDGE_SPACE: &str = "!self.matches('^\\\\s|\\\\s$')";
     status = "PolicyAttachmentStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".status.policy"}"#,
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".status.subjectKind"}"#,
     printcolumn = r#"{"name":"Subject","type":"string","jsonPath":".status.subject"}"#,
@@ -128,7 +133,8 @@ pub struct PolicyAttachmentStatus {
     /// The generation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` is True only when the grant is verified in Vultr.
+    /// `Ready` (the grant is live in Vultr, as last verified) and `Synced` (the last
+    /// reconcile succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

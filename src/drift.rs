@@ -51,17 +51,26 @@ pub async fn verify_pass(
         .map(|g| (g.policy_id, g.subject.kind()))
         .collect();
     let mut fetched = 0;
+    let started = std::time::SystemTime::now();
     for (policy_id, kind) in &keys {
         // Zero max age: a pass always asks Vultr, whatever a reconcile cached before.
-        match ctx.listings.get(policy_id, *kind, Duration::ZERO).await {
+        match ctx
+            .listings
+            .get(policy_id, *kind, Duration::ZERO, None)
+            .await
+        {
             Ok(_) => fetched += 1,
             Err(err) => {
                 warn!(policy_id, %kind, reason = err.reason(), error = %err, "verification listing failed")
             }
         }
     }
+    if fetched == keys.len() {
+        ctx.metrics.verified(started);
+    }
     ctx.listings.retain(&keys);
     ctx.pairs.prune();
+    ctx.objects.prune();
     for trigger in triggers {
         let _ = trigger.unbounded_send(());
     }

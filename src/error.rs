@@ -48,6 +48,30 @@ impl Error {
         }
     }
 
+    /// True when the failure says nothing about the grant itself (Vultr or Kubernetes
+    /// unreachable, throttled, or answering garbage): `Ready` keeps what the last
+    /// verification saw, and only `Synced` reports the failure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Vultr(e) => {
+                e.is_transient()
+                    || matches!(
+                        e,
+                        VultrError::InvalidResponse { .. } | VultrError::NotLeader { .. }
+                    )
+            }
+            Self::Kube(_) => true,
+            Self::InvalidSpec(_) => false,
+            Self::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.is_transient()
+                }
+                finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => true,
+                finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => false,
+            },
+        }
+    }
+
     /// How long Vultr asked us to wait before the next attempt, if it said so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -76,6 +100,13 @@ mod tests {
         let err = Error::from(finalizer::Error::CleanupFailed(inner));
         assert_eq!(err.reason(), "RateLimited");
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert!(err.is_transient());
+        let terminal = Error::from(finalizer::Error::ApplyFailed(Error::Vultr(
+            VultrError::PolicyNotFound {
+                reference: "name \"x\"".into(),
+            },
+        )));
+        assert!(!terminal.is_transient());
         assert_eq!(
             Error::from(finalizer::Error::<Error>::UnnamedObject).reason(),
             "InvalidObject"

@@ -2,12 +2,22 @@
 //! `GET /v2/policies/{id}/users` (or `/groups`) serves every PolicyAttachment of that
 //! policy: concurrent callers for the same policy wait for one fetch instead of each
 //! sending their own, so verification cost grows with policies, not attachments.
+//!
+//! Writes do not throw a listing away. Each write marks its pair with the instant it
+//! completed, and a listing serves a pair only if its fetch started after that mark: a
+//! verification never uses a listing older than the last write to its pair, yet one
+//! listing fetched after a burst of 100 attaches to a policy verifies all 100.
+//!
+//! While the rate limiter is the bottleneck, a verification that needs a new listing
+//! waits until the listing will verify a batch ([`BATCH`] writes to the policy since the
+//! last fetch, or the oldest of them [`BATCH_WAIT`] old): every call spent on a listing
+//! is a call not spent on an attach. When the limiter is idle, it fetches at once.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::domain::SubjectKind;
+use crate::domain::{Grant, SubjectKind};
 use crate::vultr::{VultrClient, VultrError};
 
 /// The IDs a policy was attached to when Vultr was asked.
@@ -25,14 +35,65 @@ impl Listing {
 }
 
 type Key = (String, SubjectKind);
-/// The last answer for a key, failures included: during an outage the attachments of a
-/// policy share one failed request instead of each sending their own.
+/// The last answer for a key and when its fetch started, failures included: during an
+/// outage the attachments of a policy share one failed request instead of each sending
+/// their own.
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
+
+/// Writes to one policy that a verification listing waits for while the limiter is busy.
+pub const BATCH: usize = 25;
+/// The longest a write waits for its verification listing while the limiter is busy.
+pub const BATCH_WAIT: Duration = Duration::from_secs(10);
+
+/// What a verification gets: the listing, or when to ask again.
+#[derive(Debug, Clone)]
+pub enum Verification {
+    Listing(Listing),
+    /// The listing would verify too few writes yet; ask again after this long.
+    Later(Duration),
+}
+
+/// Writes to one policy since its listing was last fetched.
+#[derive(Debug, Default, Clone, Copy)]
+struct Unverified {
+    count: usize,
+    oldest: Option<Instant>,
+}
+
+/// A batching verification looks again this often: the limiter may be idle by then.
+const BATCH_RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether a verification should wait for more writes to batch, and how long before it
+/// looks again (pure, for the tests).
+fn batch_wait(busy: bool, unverified: Unverified, now: Instant) -> Option<Duration> {
+    let oldest = unverified.oldest?;
+    let waited = now.saturating_duration_since(oldest);
+    (busy && unverified.count < BATCH && waited < BATCH_WAIT)
+        .then(|| (BATCH_WAIT - waited).min(BATCH_RECHECK))
+}
+
+/// How long a write mark is kept: longer than any listing may be reused, so a dropped
+/// mark can never let an older listing through.
+const WRITE_MARK_MEMORY: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct ListingCache {
     vultr: VultrClient,
     slots: Arc<Mutex<HashMap<Key, Slot>>>,
+    /// Per pair: when the last write of this process to it completed.
+    written: Arc<Mutex<HashMap<Grant, Instant>>>,
+    /// Per policy listing: the writes no fetch has covered yet.
+    unverified: Arc<Mutex<HashMap<Key, Unverified>>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an answer whose fetch started at `started` may serve a caller that accepts
+/// `max_age` and whose pair was last written at `written` (pure, for the tests).
+fn usable(started: Instant, now: Instant, max_age: Duration, written: Option<Instant>) -> bool {
+    now.saturating_duration_since(started) <= max_age && written.is_none_or(|w| started >= w)
 }
 
 impl ListingCache {
@@ -40,33 +101,68 @@ impl ListingCache {
         Self {
             vultr,
             slots: Arc::default(),
+            written: Arc::default(),
+            unverified: Arc::default(),
         }
     }
 
     fn slot(&self, policy_id: &str, kind: SubjectKind) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
+        locked(&self.slots)
             .entry((policy_id.to_owned(), kind))
             .or_default()
             .clone()
     }
 
-    /// The listing for `policy_id`, fetched now unless an answer younger than `max_age`
-    /// is cached. Callers for the same policy queue on one lock, so a burst of
-    /// reconciles costs one fetch.
+    /// The listing that verifies `grant`: a cached one younger than `max_age` that
+    /// started after the last write to `grant`, else a new fetch, unless the limiter is
+    /// busy and the fetch would verify too small a batch (then `Later`).
+    pub async fn for_pair(
+        &self,
+        grant: &Grant,
+        max_age: Duration,
+    ) -> Result<Verification, VultrError> {
+        let key = (grant.policy_id.clone(), grant.subject.kind());
+        let written = locked(&self.written).get(grant).copied();
+        if let Some(written) = written {
+            let slot = self.slot(&key.0, key.1);
+            let cached_usable = slot.lock().await.as_ref().is_some_and(|(started, _)| {
+                usable(*started, Instant::now(), max_age, Some(written))
+            });
+            if !cached_usable {
+                let unverified = locked(&self.unverified)
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_default();
+                if let Some(wait) =
+                    batch_wait(self.vultr.limiter().is_busy(), unverified, Instant::now())
+                {
+                    return Ok(Verification::Later(wait));
+                }
+            }
+        }
+        self.get(&key.0, key.1, max_age, written)
+            .await
+            .map(Verification::Listing)
+    }
+
+    /// The listing of `policy_id`, fetched now unless an answer younger than `max_age`
+    /// (and started after `written`, if given) is cached.
     pub async fn get(
         &self,
         policy_id: &str,
         kind: SubjectKind,
         max_age: Duration,
+        written: Option<Instant>,
     ) -> Result<Listing, VultrError> {
         let slot = self.slot(policy_id, kind);
         let mut cached = slot.lock().await;
-        if let Some((at, answer)) = cached.as_ref()
-            && at.elapsed() <= max_age
+        if let Some((started, answer)) = cached.as_ref()
+            && usable(*started, Instant::now(), max_age, written)
         {
             return answer.clone();
         }
+        let started = Instant::now();
+        locked(&self.unverified).remove(&(policy_id.to_owned(), kind));
         let answer = self
             .vultr
             .attached_ids(policy_id, kind)
@@ -75,20 +171,81 @@ impl ListingCache {
                 members: Arc::new(members),
                 fetched_at: SystemTime::now(),
             });
-        *cached = Some((Instant::now(), answer.clone()));
+        *cached = Some((started, answer.clone()));
         answer
     }
 
-    /// Forgets the listing after this process changed the policy's attachments.
-    pub async fn invalidate(&self, policy_id: &str, kind: SubjectKind) {
-        *self.slot(policy_id, kind).lock().await = None;
+    /// This process just finished a write to `grant` (also a failed one: a POST or
+    /// DELETE that timed out may still have been applied).
+    pub fn note_write(&self, grant: &Grant) {
+        let now = Instant::now();
+        locked(&self.written).insert(grant.clone(), now);
+        let mut unverified = locked(&self.unverified);
+        let entry = unverified
+            .entry((grant.policy_id.clone(), grant.subject.kind()))
+            .or_default();
+        entry.count += 1;
+        entry.oldest.get_or_insert(now);
     }
 
-    /// Drops slots of policies no PolicyAttachment refers to any more.
+    /// The listings at hand did not show `grant` although it was written: only a
+    /// listing started from now on may verify it (Vultr's listings lag behind writes).
+    pub fn require_newer(&self, grant: &Grant) {
+        locked(&self.written).insert(grant.clone(), Instant::now());
+    }
+
+    /// Drops slots of policies no PolicyAttachment refers to any more, and old marks.
     pub fn retain(&self, live: &HashSet<Key>) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| live.contains(k));
+        locked(&self.slots).retain(|k, _| live.contains(k));
+        locked(&self.unverified).retain(|k, _| live.contains(k));
+        locked(&self.written).retain(|_, at| at.elapsed() < WRITE_MARK_MEMORY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_serves_only_writes_that_finished_before_it_started() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        // Fresh enough, no write: usable.
+        assert!(usable(t0, t0 + s, 5 * s, None));
+        // Too old.
+        assert!(!usable(t0, t0 + 6 * s, 5 * s, None));
+        // Started after the write finished: usable, also for every earlier write.
+        assert!(usable(t0 + s, t0 + 2 * s, 5 * s, Some(t0)));
+        // Started before the write finished: never, however fresh.
+        assert!(!usable(t0, t0 + s, 5 * s, Some(t0 + s / 2)));
+    }
+
+    #[test]
+    fn a_busy_limiter_batches_verifications_an_idle_one_does_not() {
+        let t0 = Instant::now();
+        let few = Unverified {
+            count: 3,
+            oldest: Some(t0),
+        };
+        assert_eq!(batch_wait(false, few, t0), None, "idle: fetch at once");
+        assert_eq!(
+            batch_wait(true, few, t0 + Duration::from_secs(4)),
+            Some(BATCH_RECHECK)
+        );
+        assert_eq!(
+            batch_wait(true, few, t0 + BATCH_WAIT - Duration::from_millis(300)),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(
+            batch_wait(true, few, t0 + BATCH_WAIT),
+            None,
+            "waited long enough"
+        );
+        let many = Unverified {
+            count: BATCH,
+            oldest: Some(t0),
+        };
+        assert_eq!(batch_wait(true, many, t0), None, "a full batch: fetch");
+        assert_eq!(batch_wait(true, Unverified::default(), t0), None);
     }
 }

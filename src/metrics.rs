@@ -52,6 +52,7 @@ pub struct Metrics {
     revocations_pending: Gauge,
     oldest_revocation_seconds: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
+    last_verification: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -123,8 +124,16 @@ impl Metrics {
             "Grants found missing in Vultr and attached again",
             drift_repairs.clone(),
         );
+        let last_verification = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_verification_timestamp_seconds",
+            "Unix time at which this process last completed a verification pass whose \
+             listings all succeeded (0 before the first)",
+            last_verification.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            last_verification,
             reconciles,
             reconcile_duration,
             vultr_requests,
@@ -154,6 +163,15 @@ impl Metrics {
 
     pub fn drift_repaired(&self) {
         self.drift_repairs.inc();
+    }
+
+    /// A verification pass fetched every listing it needed at `at`.
+    pub fn verified(&self, at: SystemTime) {
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.last_verification.set(secs);
     }
 
     /// Recomputes the per-object gauges from the watch cache (called on each scrape).
@@ -269,6 +287,22 @@ mod tests {
         let text = metrics.encode().expect("encode");
         assert!(!text.contains("PolicyNotFound"), "{text}");
         assert!(text.contains("vultr_iam_revocations_pending 0"), "{text}");
+    }
+
+    #[test]
+    fn the_last_verification_is_a_unix_timestamp() {
+        let metrics = Metrics::new();
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains("vultr_iam_last_verification_timestamp_seconds 0.0"),
+            "{text}"
+        );
+        metrics.verified(SystemTime::from(Timestamp::from_second(1_234).expect("ts")));
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains("vultr_iam_last_verification_timestamp_seconds 1234.0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
 use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -265,18 +265,37 @@ async fn run_controllers(
         };
         let (tx, rx) = mpsc::unbounded::<()>();
         triggers.push(tx);
-        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        let watch = || watcher::Config::default().any_semantic();
+        let live = Controller::new(api.clone(), watch())
             .with_config(config.clone())
             .reconcile_all_on(rx)
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(controller.store());
+            .push(live.store());
         runs.push(
-            controller
-                .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-                .for_each(|_| futures::future::ready(())),
+            live.run(
+                reconcile::reconcile_live,
+                reconcile::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()))
+            .boxed(),
+        );
+        // Revocations get a controller, and so a queue, of their own.
+        let deleted = Controller::new(api, watch())
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        runs.push(
+            deleted
+                .run(
+                    reconcile::reconcile_deleted,
+                    reconcile::error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|_| futures::future::ready(()))
+                .boxed(),
         );
     }
 

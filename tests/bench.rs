@@ -1,151 +1,433 @@
-//! Operator benchmark (`make bench`): prints figures, asserts nothing about speed.
+//! Operator benchmark (`make bench`): prints figures beside their goals and the bound
+//! computed in the same run; asserts nothing about speed.
 //!
-//! Two populations of N PolicyAttachments run side by side against one simulator, each
-//! with its own operator: "shared" attaches N users to 1 policy, "spread" attaches N
-//! users to N policies. For each it reports the time until all are Ready, Vultr requests
-//! per attachment, the listings one verification pass costs, and the time until all
-//! deletions are revoked. The ratio of listings per pass shows that verification cost
-//! follows policies, not attachments.
+//! On the local control plane and the simulator (rate limit 30 req/s, like Vultr): an
+//! organisation of BENCH_USERS users (5,000), and BENCH_N PolicyAttachments (2,000)
+//! over BENCH_P policies (20), half declared by name/email and half by IDs, created
+//! before the operator starts. The minimum number of Vultr calls to converge is N POSTs
+//! plus the listing pages of the P policies plus one walk of the user, group and policy
+//! listings; the bound is that number divided by the rate.
 
 mod e2e;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use e2e::*;
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use support::wait_for;
+use support::{ControlPlane, TestNamespace};
+use vultr_iam_operator::crd::{PolicyAttachment, READY};
+use vultr_sim::{RateLimit, Seed, SeedPolicy, SeedUser, Sim, SimConfig};
 
-const RESYNC: Duration = Duration::from_secs(5);
+const RATE: f64 = 30.0;
+const PER_PAGE: usize = 500;
+const RESYNC: &str = "20s";
 
-struct Figures {
-    ready: Duration,
-    requests_to_ready: usize,
-    listings_per_pass: f64,
-    revoked: Duration,
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-async fn population(env: &Env, n: usize, policies: usize) -> Figures {
-    let policy_ids: Vec<String> = (0..policies)
-        .map(|i| env.sim.add_policy(&format!("bench-policy-{i}")))
-        .collect();
-    let names: Vec<String> = (0..n).map(|i| format!("pa-{i}")).collect();
-    env.sim.clear_journal();
-    let start = Instant::now();
-    for (i, name) in names.iter().enumerate() {
-        let user = env.sim.add_user(&format!("bench-{i}@example.com"));
-        let policy = &policy_ids[i % policies];
-        env.create(
-            name,
-            json!({"policy": {"id": policy}, "user": {"id": user}}),
-        )
-        .await;
+fn pages(items: usize) -> usize {
+    items.div_ceil(PER_PAGE).max(1)
+}
+
+fn email(i: usize) -> String {
+    format!("bench-{i}@example.com")
+}
+
+struct Bench {
+    sim: Sim,
+    api: Api<PolicyAttachment>,
+    policies: Vec<(String, String)>,
+    users: Vec<String>,
+    p: usize,
+}
+
+impl Bench {
+    /// The manifest of attachment `i`: user `i` gets policy `i % P`; even ones by
+    /// name/email, odd ones by IDs.
+    fn manifest(&self, i: usize) -> PolicyAttachment {
+        let (policy_id, policy_name) = &self.policies[i % self.p];
+        let spec = if i.is_multiple_of(2) {
+            json!({"policy": {"name": policy_name}, "user": {"email": email(i)}})
+        } else {
+            json!({"policy": {"id": policy_id}, "user": {"id": self.users[i]}})
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "iam.vultr-operator.io/v1alpha1",
+            "kind": "PolicyAttachment",
+            "metadata": {"name": format!("pa-{i}")},
+            "spec": spec,
+        }))
+        .expect("a PolicyAttachment")
     }
-    wait_for("all Ready", Duration::from_secs(600), || async {
-        let list = env.api.list(&Default::default()).await.ok()?;
-        let ready = list
-            .items
+
+    async fn create(&self, range: std::ops::Range<usize>) {
+        futures::stream::iter(range)
+            .map(|i| {
+                let obj = self.manifest(i);
+                async move {
+                    self.api
+                        .create(&PostParams::default(), &obj)
+                        .await
+                        .expect("create a PolicyAttachment")
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+    }
+
+    async fn ready_count(&self) -> usize {
+        let list = self
+            .api
+            .list(&ListParams::default())
+            .await
+            .expect("list PolicyAttachments");
+        list.items
             .iter()
             .filter(|o| {
                 o.status
                     .as_ref()
-                    .and_then(|s| s.condition("Ready"))
+                    .and_then(|s| s.condition(READY))
                     .is_some_and(|c| c.status == "True")
             })
-            .count();
-        (ready == n).then_some(())
-    })
-    .await;
-    let ready = start.elapsed();
-    let requests_to_ready = env.sim.journal().len();
-
-    // Count listings over three resync periods, and divide by the passes seen.
-    env.sim.clear_journal();
-    tokio::time::sleep(RESYNC * 3).await;
-    let listings = env
-        .sim
-        .journal()
-        .iter()
-        .filter(|e| e.route == "GET /v2/policies/{policy_id}/users")
-        .count();
-    let listings_per_pass = listings as f64 / 3.0;
-
-    let start = Instant::now();
-    for name in &names {
-        env.delete(name).await;
+            .count()
     }
-    wait_for("all revoked", Duration::from_secs(600), || async {
-        let list = env.api.list(&Default::default()).await.ok()?;
-        list.items.is_empty().then_some(())
-    })
-    .await;
-    Figures {
-        ready,
-        requests_to_ready,
-        listings_per_pass,
-        revoked: start.elapsed(),
+
+    async fn resource_versions(&self) -> HashMap<String, String> {
+        let list = self
+            .api
+            .list(&ListParams::default())
+            .await
+            .expect("list PolicyAttachments");
+        list.items
+            .into_iter()
+            .map(|o| {
+                (
+                    o.metadata.name.unwrap_or_default(),
+                    o.metadata.resource_version.unwrap_or_default(),
+                )
+            })
+            .collect()
     }
+
+    /// Deletes the given Ready objects one by one and returns, for each, the time from
+    /// the delete call to the DELETE reaching Vultr.
+    async fn deletion_latencies(&self, indices: &[usize]) -> Vec<Duration> {
+        let mut sent = Vec::new();
+        for &i in indices {
+            let at = SystemTime::now();
+            self.api
+                .delete(&format!("pa-{i}"), &DeleteParams::default())
+                .await
+                .expect("delete");
+            let (policy_id, _) = &self.policies[i % self.p];
+            sent.push((
+                at,
+                format!("/v2/policies/{policy_id}/users/{}", self.users[i]),
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let journal = self.sim.journal();
+            let latencies: Vec<Option<Duration>> = sent
+                .iter()
+                .map(|(at, path)| {
+                    journal
+                        .iter()
+                        .find(|e| e.method == "DELETE" && &e.path == path && e.status == 204)
+                        .map(|e| e.at.duration_since(*at).unwrap_or_default())
+                })
+                .collect();
+            if latencies.iter().all(Option::is_some) || Instant::now() > deadline {
+                return latencies.into_iter().flatten().collect();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn rss_peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with `make bench`"]
-async fn verification_cost_follows_policies_not_attachments() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+async fn converges_at_the_rate_limit_bound() {
+    let n = env_usize("BENCH_N", 2000);
+    let p = env_usize("BENCH_P", 20);
+    let users_n = env_usize("BENCH_USERS", 5000).max(n + n / 2);
+    let cp = ControlPlane::shared();
+    install_crd(cp);
+    let client = cp.client().await;
+    let ns = TestNamespace::new(&client, "bench").await;
+
+    let seed = Seed {
+        policies: (0..p)
+            .map(|i| SeedPolicy {
+                name: format!("bench-policy-{i}"),
+                ..Default::default()
+            })
+            .collect(),
+        users: (0..users_n)
+            .map(|i| SeedUser {
+                email: email(i),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let sim = Sim::start(SimConfig {
+        api_keys: vec![API_KEY.to_owned()],
+        rate_limit: Some(RateLimit {
+            per_second: RATE,
+            burst: 30,
+        }),
+        seed,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start the simulator");
+    let state = sim.state();
+    let policies: Vec<(String, String)> = (0..p)
+        .map(|i| {
+            let name = format!("bench-policy-{i}");
+            let id = state
+                .policies
+                .iter()
+                .find(|x| x.name == name)
+                .expect("seeded policy")
+                .id
+                .clone();
+            (id, name)
+        })
+        .collect();
+    let users: Vec<String> = (0..users_n)
+        .map(|i| {
+            state
+                .users
+                .iter()
+                .find(|u| u.email == email(i))
+                .expect("seeded user")
+                .id
+                .clone()
+        })
+        .collect();
+    let groups = state.groups.len();
+    let bench = Bench {
+        sim,
+        api: Api::namespaced(client.clone(), &ns.name),
+        policies,
+        users,
+        p,
+    };
+
+    // The bound: N POSTs + listing pages of P policies + one directory walk.
+    let per_policy = n.div_ceil(p);
+    let listing_pages = p * pages(per_policy);
+    let walk_pages = pages(users_n) + pages(groups) + pages(p);
+    let min_calls = n + listing_pages + walk_pages;
+    let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
+
+    let created = Instant::now();
+    bench.create(0..n).await;
+    let creating = created.elapsed();
+    // Default resync (10 m): no verification pass during convergence or the restart.
     let flags = [
-        "--resync-interval",
-        "5s",
         "--vultr-rate-limit",
-        "25",
+        "30",
         "--vultr-burst",
-        "25",
+        "10",
+        "--concurrency",
+        "16",
+        "--attach-visibility-timeout",
+        "30s",
+        "--resync-interval",
+        "10m",
     ];
-    let shared_env = Env::start_with("bench-shared", API_KEY, &flags).await;
-    let spread_env = Env::start_with("bench-spread", API_KEY, &flags).await;
-    // Side by side: both populations load the machine at the same time.
-    let (shared, spread) =
-        tokio::join!(population(&shared_env, n, 1), population(&spread_env, n, n));
-    println!(
-        "\nvultr-iam-operator benchmark: N={n} attachments per population, resync 5s, limiter 25 req/s"
-    );
-    println!(
-        "{:<38} {:>14} {:>14}",
-        "",
-        "1 policy",
-        format!("{n} policies")
-    );
-    let row = |label: &str, a: String, b: String| println!("{label:<38} {a:>14} {b:>14}");
-    row(
-        "time until all Ready",
-        format!("{:.1} s", shared.ready.as_secs_f64()),
-        format!("{:.1} s", spread.ready.as_secs_f64()),
-    );
-    row(
-        "Vultr requests until all Ready",
-        shared.requests_to_ready.to_string(),
-        spread.requests_to_ready.to_string(),
-    );
-    row(
-        "  per attachment",
-        format!("{:.2}", shared.requests_to_ready as f64 / n as f64),
-        format!("{:.2}", spread.requests_to_ready as f64 / n as f64),
-    );
-    row(
-        "listings per verification pass",
-        format!("{:.1}", shared.listings_per_pass),
-        format!("{:.1}", spread.listings_per_pass),
-    );
-    row(
-        "time until all revoked",
-        format!("{:.1} s", shared.revoked.as_secs_f64()),
-        format!("{:.1} s", spread.revoked.as_secs_f64()),
-    );
-    if shared.listings_per_pass > 0.0 {
-        println!(
-            "ratio of listings per pass (N policies / 1 policy): {:.1}x",
-            spread.listings_per_pass / shared.listings_per_pass
+    bench.sim.clear_journal();
+    let started = Instant::now();
+    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    while bench.ready_count().await < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "not converged after 30 minutes"
         );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let converged = started.elapsed();
+    let journal = bench.sim.journal();
+    let calls = journal.len();
+    let throttled = journal.iter().filter(|e| e.status == 429).count();
+    let mut by_route: Vec<(String, usize)> = journal
+        .iter()
+        .fold(HashMap::new(), |mut m: HashMap<String, usize>, e| {
+            *m.entry(e.route.clone()).or_default() += 1;
+            m
+        })
+        .into_iter()
+        .collect();
+    by_route.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+
+    // A restart with N Ready: Vultr calls and Kubernetes writes in its first 60 s.
+    assert!(operator.terminate(), "the operator did not stop cleanly");
+    let versions = bench.resource_versions().await;
+    bench.sim.clear_journal();
+    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let restart_journal = bench.sim.journal();
+    let restart_calls = restart_journal.len();
+    let mut restart_routes: Vec<(String, usize)> = restart_journal
+        .iter()
+        .fold(HashMap::new(), |mut m: HashMap<String, usize>, e| {
+            *m.entry(e.route.clone()).or_default() += 1;
+            m
+        })
+        .into_iter()
+        .collect();
+    restart_routes.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    let after = bench.resource_versions().await;
+    let restart_writes = after
+        .iter()
+        .filter(|(name, rv)| versions.get(*name) != Some(rv))
+        .count();
+
+    // Verification passes in which nothing changes (resync 20 s): Kubernetes writes.
+    assert!(operator.terminate(), "the operator did not stop cleanly");
+    let pass_flags: Vec<&str> = flags
+        .chunks(2)
+        .flat_map(|f| match f[0] {
+            "--resync-interval" => ["--resync-interval", RESYNC],
+            _ => [f[0], f[1]],
+        })
+        .collect();
+    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &pass_flags);
+    while !operator.logs().contains("verification pass") {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let versions = bench.resource_versions().await;
+    while operator.logs().matches("verification pass").count() < 3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = bench.resource_versions().await;
+    let pass_writes = after
+        .iter()
+        .filter(|(name, rv)| versions.get(*name) != Some(rv))
+        .count();
+
+    // Deletions, idle, then behind a backlog of 1,000 (N/2) fresh attaches.
+    let idle: Vec<usize> = (0..20).collect();
+    let idle_latency = bench.deletion_latencies(&idle).await;
+    let backlog = (n / 2).min(bench.users.len() - n);
+    bench.create(n..n + backlog).await;
+    let busy: Vec<usize> = (20..40).collect();
+    let live = n + backlog - idle.len();
+    let pending_before = live - bench.ready_count().await.min(live);
+    let busy_latency = bench.deletion_latencies(&busy).await;
+    let rss = operator.pid().and_then(rss_peak_kib);
+    operator.kill();
+
+    let ratio = converged.as_secs_f64() / bound.as_secs_f64();
+    println!();
+    println!(
+        "vultr-iam-operator benchmark: N={n} attachments, P={p} policies, {users_n} users, \
+         rate limit {RATE} req/s (simulator and operator)"
+    );
+    println!(
+        "created the {n} objects in {:.1} s before the operator started",
+        creating.as_secs_f64()
+    );
+    println!(
+        "bound: {min_calls} calls ({n} POSTs + {listing_pages} listing pages + {walk_pages} \
+         directory pages) / {RATE} req/s = {:.1} s",
+        bound.as_secs_f64()
+    );
+    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
+    let row =
+        |label: &str, value: String, goal: &str| println!("{label:<58} {value:>14} {goal:>12}");
+    row(
+        "time from operator start to all Ready",
+        format!("{:.1} s", converged.as_secs_f64()),
+        "",
+    );
+    row("  ÷ the bound", format!("{ratio:.2}"), "<= 1.10");
+    row(
+        "Vultr calls until all Ready, per attachment",
+        format!("{:.3}", calls as f64 / n as f64),
+        "<= 1.10",
+    );
+    for (route, count) in &by_route {
+        row(&format!("  {route}"), count.to_string(), "");
+    }
+    row("429s provoked", throttled.to_string(), "0");
+    row(
+        "Vultr calls in the first 60 s after a restart",
+        restart_calls.to_string(),
+        &format!("<= {}", listing_pages + walk_pages),
+    );
+    for (route, count) in &restart_routes {
+        row(&format!("  {route}"), count.to_string(), "");
+    }
+    row(
+        "Kubernetes writes in those 60 s",
+        restart_writes.to_string(),
+        "0",
+    );
+    row(
+        "Kubernetes writes during 2 verification passes, no change",
+        pass_writes.to_string(),
+        "0",
+    );
+    row(
+        "delete -> DELETE at Vultr, idle, p50",
+        format!("{} ms", percentile(&idle_latency, 50.0).as_millis()),
+        "",
+    );
+    row(
+        "delete -> DELETE at Vultr, idle, p99",
+        format!("{} ms", percentile(&idle_latency, 99.0).as_millis()),
+        "<= 250 ms",
+    );
+    row(
+        &format!("delete -> DELETE, {pending_before} attaches pending, p99"),
+        format!("{} ms", percentile(&busy_latency, 99.0).as_millis()),
+        "<= 2000 ms",
+    );
+    row(
+        &format!("peak RSS of the operator (N = {})", n + backlog),
+        rss.map_or("n/a".to_owned(), |kib| {
+            format!("{:.1} MiB", kib as f64 / 1024.0)
+        }),
+        "<= 64 MiB",
+    );
+    println!(
+        "deletions measured: {} idle, {} busy (of 20 each)",
+        idle_latency.len(),
+        busy_latency.len()
+    );
 }

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
 use support::watch_delay::WatchDelayProxy;
 use support::{ControlPlane, TestNamespace, wait_for};
-use vultr_iam_operator::crd::{FINALIZER, READY};
+use vultr_iam_operator::crd::READY;
 use vultr_sim::{Behaviour, Fault, FaultKind};
 
 fn is_ready(obj: &vultr_iam_operator::crd::PolicyAttachment) -> bool {
@@ -65,7 +65,7 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
-/// Create and delete at once while the operator's watch lags 3 s behind (a proxy): the
+/// Create and delete at once while the operator's watch lags 6 s behind (a proxy): the
 /// cleanup runs on a cached object from before the pair was recorded. A DELETE must be
 /// sent anyway. (Before: "no pair recorded, nothing to revoke" let the object go and
 /// left the grant the racing Apply had just attached.)
@@ -73,30 +73,33 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
 async fn a_deletion_racing_the_first_attach_still_revokes() {
     let mut env = Env::start("il-stale").await;
     env.operator.kill();
-    let proxy = WatchDelayProxy::start(env.cp, Duration::from_secs(3)).await;
+    let proxy = WatchDelayProxy::start(env.cp, Duration::from_secs(6)).await;
     let kubeconfig = proxy.kubeconfig.display().to_string();
     env.operator = Operator::start_with_env(
         env.cp,
         &env.sim.url(),
         API_KEY,
         &env.ns.name,
-        &[],
+        // No verification pass in the middle of the race.
+        &["--resync-interval", "60s"],
         &[("KUBECONFIG", &kubeconfig)],
     );
-    // Resolution by name is slow, so the deletion lands before the pair is recorded.
+    // The first resolution is slow, so the deletion lands before the pair is recorded.
     env.sim.add_fault(
-        Fault::new(FaultKind::Latency { ms: 1500 }).on(Some("GET"), Some("/v2/policies")),
+        Fault::new(FaultKind::Latency { ms: 2000 })
+            .on(Some("GET"), Some("/v2/users"))
+            .times(1),
     );
     env.create(
         "racy",
-        json!({"policy": {"name": "dns-admin"}, "user": {"id": ALICE}}),
+        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "alice@example.com"}}),
     )
     .await;
-    wait_for("the finalizer", WAIT, || async {
+    // The first Apply has started (it says Attaching before it resolves): delete now,
+    // while it is still resolving, so the pair is recorded after the deletion.
+    wait_for("the first Apply", WAIT, || async {
         let obj = env.api.get_opt("racy").await.ok().flatten()?;
-        obj.finalizers()
-            .contains(&FINALIZER.to_owned())
-            .then_some(())
+        obj.status.as_ref()?.condition(READY).map(|_| ())
     })
     .await;
     env.delete("racy").await;
@@ -115,16 +118,6 @@ async fn a_deletion_racing_the_first_attach_still_revokes() {
         "no attach was sent; the race did not happen"
     );
     assert!(!deletes.is_empty());
-}
-
-trait Finalizers {
-    fn finalizers(&self) -> Vec<String>;
-}
-
-impl Finalizers for vultr_iam_operator::crd::PolicyAttachment {
-    fn finalizers(&self) -> Vec<String> {
-        self.metadata.finalizers.clone().unwrap_or_default()
-    }
 }
 
 /// A 404 to the DELETE while the policy's listing still shows the grant (a proxy or a

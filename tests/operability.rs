@@ -105,7 +105,7 @@ async fn metrics_and_health_tell_the_truth() {
     env.sim
         .add_fault(Fault::status(503).on(Some("DELETE"), None));
     env.delete("a").await;
-    env.wait_ready("a", "False", "ApiUnavailable").await;
+    env.wait_synced("a", "False", "ApiUnavailable").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, m) = env.operator.http_get("/metrics").await;
     assert_eq!(
@@ -211,7 +211,7 @@ async fn the_standby_takes_over_pending_revocations() {
         env.delete(name).await;
     }
     for name in names {
-        env.wait_ready(name, "False", "ApiUnavailable").await;
+        env.wait_synced(name, "False", "ApiUnavailable").await;
     }
     first.kill();
     let killed = Instant::now();

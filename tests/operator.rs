@@ -141,12 +141,12 @@ async fn resolution_failures_are_conditions_not_crashes() {
     .await;
 
     let obj = env.wait_ready("no-policy", "False", "PolicyNotFound").await;
-    let msg = &ready(&obj).message;
+    let msg = &synced(&obj).message;
     assert!(msg.contains("no-such-policy"), "{msg}");
     env.wait_ready("no-user", "False", "UserNotFound").await;
     env.wait_ready("no-group", "False", "GroupNotFound").await;
     let obj = env.wait_ready("ambiguous", "False", "Ambiguous").await;
-    let msg = &ready(&obj).message;
+    let msg = &synced(&obj).message;
     assert!(
         msg.contains("c0ffee00-1111-4222-8333-444455556605"),
         "{msg}"
@@ -175,7 +175,7 @@ async fn unauthorized_and_forbidden_keys_are_reported() {
     let env = Env::start_with("pa-badkey", "vk-WRONG-key-1234567890", &[]).await;
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
     let obj = env.wait_ready("a", "False", "Unauthorized").await;
-    let msg = &ready(&obj).message;
+    let msg = &synced(&obj).message;
     assert!(msg.contains("401"), "{msg}");
     assert!(!msg.contains("vk-WRONG"), "key leaked into status: {msg}");
     drop(env);
@@ -222,10 +222,11 @@ async fn transient_failures_during_deletion_keep_the_finalizer() {
     for name in ["five-hundred", "rate-limited", "outage"] {
         env.delete(name).await;
     }
-    env.wait_ready("five-hundred", "False", "ApiUnavailable")
+    env.wait_synced("five-hundred", "False", "ApiUnavailable")
         .await;
-    env.wait_ready("rate-limited", "False", "RateLimited").await;
-    env.wait_ready("outage", "False", "ApiUnavailable").await;
+    env.wait_synced("rate-limited", "False", "RateLimited")
+        .await;
+    env.wait_synced("outage", "False", "ApiUnavailable").await;
     env.wait_event("five-hundred", "ApiUnavailable").await;
     // Several attempts, all failed, and the objects are still there.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -392,7 +393,7 @@ async fn a_killed_operator_loses_no_revocation() {
         .sim
         .add_fault(Fault::status(500).on(Some("DELETE"), None));
     env.delete("a").await;
-    env.wait_ready("a", "False", "ApiUnavailable").await;
+    env.wait_synced("a", "False", "ApiUnavailable").await;
     env.operator.kill();
     env.sim.remove_fault(fault);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -453,8 +454,8 @@ async fn timeouts_are_transient_on_attach_and_on_revoke() {
         .sim
         .add_fault(Fault::new(FaultKind::Hang).on(None, Some("/v2/")));
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    let obj = env.wait_ready("a", "False", "ApiUnavailable").await;
-    let msg = &ready(&obj).message;
+    let obj = env.wait_synced("a", "False", "ApiUnavailable").await;
+    let msg = &synced(&obj).message;
     assert!(
         msg.to_lowercase().contains("timed out") || msg.contains("timeout"),
         "{msg}"
@@ -466,7 +467,7 @@ async fn timeouts_are_transient_on_attach_and_on_revoke() {
         .sim
         .add_fault(Fault::new(FaultKind::Hang).on(Some("DELETE"), None));
     env.delete("a").await;
-    env.wait_ready("a", "False", "ApiUnavailable").await;
+    env.wait_synced("a", "False", "ApiUnavailable").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     env.sim.remove_fault(hang);
     env.wait_gone("a").await;
@@ -579,4 +580,45 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
     env.delete("a").await;
     env.wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
+/// Ready means the grant: 503s on the listing during verification passes flip `Synced`,
+/// never `Ready`, and verification passes in which nothing changed write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_verification_failures_never_flip_ready_and_quiet_passes_write_nothing() {
+    let env = Env::start("pa-quiet").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    env.wait_synced("a", "True", "ReconcileSuccess").await;
+
+    // Three resync periods (3 s each in tests) with nothing to change: no write at all.
+    let before = env.api.get("a").await.expect("get a");
+    let passes = |logs: String| logs.matches("verification pass").count();
+    let passes_before = passes(env.operator.logs());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        passes(env.operator.logs()) >= passes_before + 2,
+        "no verification ran"
+    );
+    let after = env.api.get("a").await.expect("get a");
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "a verification pass that changed nothing wrote status"
+    );
+
+    let listing = format!("/v2/policies/{DNS_ADMIN}/users");
+    let fault = env
+        .sim
+        .add_fault(Fault::status(503).on(Some("GET"), Some(&listing)));
+    let obj = env.wait_synced("a", "False", "ApiUnavailable").await;
+    assert_eq!(ready(&obj).status, "True", "a 503 flipped Ready");
+    // Stays Ready for the whole outage.
+    for _ in 0..20 {
+        let obj = env.api.get("a").await.expect("get a");
+        assert_eq!(ready(&obj).status, "True", "a 503 flipped Ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.sim.remove_fault(fault);
+    env.wait_synced("a", "True", "ReconcileSuccess").await;
+    assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
 }

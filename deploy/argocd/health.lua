@@ -3,7 +3,10 @@
 -- Progressing: no status yet, a generation the operator has not observed, Ready=Unknown,
 --   or Ready=False while attaching/detaching.
 -- Degraded: Ready=False for any other reason (PolicyNotFound, UserNotFound, Forbidden,
---   ApiUnavailable, ...): the message says why.
+--   ...): the message says why.
+-- A failed last reconcile (Synced=False: ApiUnavailable, RateLimited, ...) never changes
+-- the status above (a transient failure says nothing about the grant); it is appended
+-- to the message.
 -- Written for Argo CD's Lua 5.1 (gopher-lua); tested with lua5.4 by tests/chart.rs.
 local hs = {}
 local generation = nil
@@ -18,9 +21,12 @@ if obj.status == nil or obj.status.conditions == nil then
 end
 
 local ready = nil
+local synced = nil
 for _, condition in ipairs(obj.status.conditions) do
   if condition.type == "Ready" then
     ready = condition
+  elseif condition.type == "Synced" then
+    synced = condition
   end
 end
 if ready == nil then
@@ -44,6 +50,9 @@ local message = ready.message or ""
 local detail = reason
 if message ~= "" then
   detail = reason .. ": " .. message
+end
+if synced ~= nil and synced.status == "False" then
+  detail = detail .. " (last reconcile failed: " .. (synced.reason or "") .. ": " .. (synced.message or "") .. ")"
 end
 
 if ready.status == "True" then

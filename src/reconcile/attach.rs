@@ -15,12 +15,13 @@ use tracing::{Span, info};
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
 use crate::domain::Grant;
 use crate::error::Error;
+use crate::listings::Verification;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
 use crate::reconcile::record_grant;
 use crate::reconcile::resolve::resolve;
-use crate::reconcile::status::{self, reason, set_ready};
+use crate::reconcile::status::{self, reason, set_ready, set_synced};
 use crate::vultr::AttachOutcome;
 
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
@@ -50,7 +51,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
                 c.observed_generation = generation;
             }
         }
-        status::write(&api, &obj, &st).await?;
+        status::write_if_changed(&api, &obj, &st).await?;
     }
 
     let result = attach_and_verify(&obj, ctx, &api, &mut st).await;
@@ -71,7 +72,7 @@ async fn attach_and_verify(
     let (grant, newly_resolved) = match st.grant() {
         Some(grant) => (grant, false),
         None => {
-            let resolution = resolve(&ctx.vultr, &obj.spec).await?;
+            let resolution = resolve(&ctx.directory, &obj.spec).await?;
             st.record(&resolution.grant);
             st.policy = Some(resolution.policy_name);
             st.subject = Some(resolution.subject_name);
@@ -99,16 +100,16 @@ async fn attach_and_verify(
         },
     );
 
-    // While a fresh attach is awaited, look again each time instead of reusing a listing.
     let sent_at = ctx.memory.attach_sent_at(&uid);
-    let max_age = match sent_at {
-        Some(_) => ctx.settings.verify_interval,
-        None => ctx.settings.listing_max_age,
-    };
-    let listing = ctx
+    let listing = match ctx
         .listings
-        .get(&grant.policy_id, grant.subject.kind(), max_age)
-        .await?;
+        .for_pair(&grant, ctx.settings.listing_max_age)
+        .await?
+    {
+        Verification::Listing(listing) => listing,
+        // Batching verifications while the Vultr budget is the bottleneck.
+        Verification::Later(wait) => return Ok(Action::requeue(wait)),
+    };
     let step = decide::attach_step(
         listing.contains(grant.subject.id()),
         sent_at.map(|at| at.elapsed()),
@@ -121,20 +122,31 @@ async fn attach_and_verify(
                 Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
             verified_ready(obj, ctx, api, st, &grant, verified).await?;
             ctx.memory.attach_seen(&uid);
-            ctx.backoff.reset(&uid);
             Ok(Action::await_change())
         }
-        // Our attach is not visible yet: look again soon, do not send it twice.
-        AttachStep::AwaitVisibility => Ok(Action::requeue(ctx.settings.verify_interval)),
+        // Our attach is not visible yet: look again soon, in a newer listing, and do
+        // not send it twice.
+        AttachStep::AwaitVisibility => {
+            ctx.listings.require_newer(&grant);
+            Ok(Action::requeue(ctx.settings.verify_interval))
+        }
         AttachStep::Attach { drift } => {
             attach(obj, ctx, api, st, &grant, drift).await?;
-            // Verify soon: the listing lags behind writes.
-            Ok(Action::requeue(ctx.settings.verify_interval))
+            // Verify soon (the listing lags behind writes), and not sooner: the watch
+            // event of our own status write must not cost a listing of its own.
+            let verify = ctx.settings.verify_interval;
+            ctx.backoff.hold(
+                &uid,
+                super::revision(obj),
+                std::time::Instant::now() + verify,
+            );
+            Ok(Action::requeue(verify))
         }
     }
 }
 
 /// `Ready=True` from a listing that shows the grant, with an Event on the transition.
+/// Nothing is written when nothing a user sees changed (see `status::write_if_changed`).
 async fn verified_ready(
     obj: &PolicyAttachment,
     ctx: &Context,
@@ -144,17 +156,22 @@ async fn verified_ready(
     verified: Time,
 ) -> Result<(), Error> {
     let was_ready = status::is_ready(Some(st));
+    let generation = obj.metadata.generation;
+    let now = Timestamp::now();
     st.attached_at.get_or_insert_with(|| verified.clone());
-    st.last_verified_at = Some(verified);
+    if status::verified_at_is_stale(st, now) {
+        st.last_verified_at = Some(verified);
+    }
     set_ready(
         st,
         true,
         reason::ATTACHED,
         format!("{grant} is attached and verified in Vultr"),
-        obj.metadata.generation,
-        Timestamp::now(),
+        generation,
+        now,
     );
-    status::write(api, obj, st).await?;
+    set_synced(st, generation, now);
+    status::write_if_changed(api, obj, st).await?;
     if !was_ready {
         ctx.event(
             obj,
@@ -183,9 +200,7 @@ async fn attach(
         .attach_confirmed(&grant.policy_id, &grant.subject)
         .await;
     // Also after a failure: a POST that timed out may still have been applied.
-    ctx.listings
-        .invalidate(&grant.policy_id, grant.subject.kind())
-        .await;
+    ctx.listings.note_write(grant);
     let outcome = result?;
     if drift {
         ctx.metrics.drift_repaired();
@@ -213,14 +228,16 @@ async fn attach(
         }
         _ => ctx.memory.mark_attach_sent(&uid),
     }
+    let now = Timestamp::now();
     set_ready(
         st,
         false,
         reason::ATTACHING,
         message,
         obj.metadata.generation,
-        Timestamp::now(),
+        now,
     );
-    status::write(api, obj, st).await?;
+    set_synced(st, obj.metadata.generation, now);
+    status::write_if_changed(api, obj, st).await?;
     Ok(())
 }

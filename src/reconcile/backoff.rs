@@ -93,7 +93,28 @@ impl Backoff {
         (!left.is_zero()).then_some(left)
     }
 
-    /// Forgets the failures of `key` (after a success, or when the object is gone).
+    /// Holds `key` until `until` without counting a failure: the next reconcile is
+    /// already scheduled, and an early wake (our own status write) must not act before.
+    pub fn hold(&self, key: &str, revision: Revision, until: Instant) {
+        let mut entries = self.entries();
+        let entry = entries.entry(key.to_owned()).or_insert(Entry {
+            failures: 0,
+            retry_at: until,
+            revision,
+        });
+        entry.retry_at = until;
+        entry.revision = revision;
+    }
+
+    /// A reconcile of `key` succeeded: the failure count starts again (a hold set by
+    /// that reconcile stays).
+    pub fn clear_failures(&self, key: &str) {
+        if let Some(entry) = self.entries().get_mut(key) {
+            entry.failures = 0;
+        }
+    }
+
+    /// Forgets everything about `key` (the object is gone).
     pub fn reset(&self, key: &str) {
         self.entries().remove(key);
     }
@@ -156,6 +177,21 @@ mod tests {
         };
         assert!(b.next_delay("a", deleted, None) <= Duration::from_millis(1001));
         assert_eq!(b.failures("a"), 1);
+    }
+
+    #[test]
+    fn a_hold_delays_without_counting_a_failure() {
+        let b = backoff();
+        b.next_delay("a", REV, None);
+        b.clear_failures("a");
+        b.hold("a", REV, Instant::now() + Duration::from_secs(5));
+        assert!(b.remaining("a", REV).is_some());
+        assert_eq!(b.failures("a"), 0);
+        let deleted = Revision {
+            deleting: true,
+            ..REV
+        };
+        assert_eq!(b.remaining("a", deleted), None, "a deletion is never held");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::listings::ListingCache;
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::memory::Memory;
-use crate::reconcile::pairs::Pairs;
-use crate::vultr::VultrClient;
+use crate::reconcile::pairs::{KeyedLocks, Pairs};
+use crate::vultr::{Directory, VultrClient};
 
 /// Tunables of the reconciler (all come from `run` flags).
 #[derive(Debug, Clone)]
@@ -32,10 +32,18 @@ pub struct Settings {
     pub verify_interval: Duration,
 }
 
+/// How long one walk of the directory serves references that match (IDs of existing
+/// objects do not change; a miss refreshes it sooner).
+const DIRECTORY_MAX_AGE: Duration = Duration::from_secs(600);
+/// A name that matches nothing refreshes the directory, but never more often than this.
+const DIRECTORY_REFRESH_FLOOR: Duration = Duration::from_secs(10);
+
 pub struct Context {
     pub client: kube::Client,
     pub vultr: VultrClient,
     pub listings: ListingCache,
+    /// The shared walk of policies, users and groups that resolution reads.
+    pub directory: Directory,
     pub recorder: Recorder,
     pub backoff: Backoff,
     pub settings: Settings,
@@ -44,6 +52,8 @@ pub struct Context {
     pub memory: Memory,
     /// Per-pair locks and the pairs known to be declared.
     pub pairs: Pairs,
+    /// Per-object locks: the live and the deleted lane never run one object at once.
+    pub objects: KeyedLocks<String>,
     /// The controllers' watch caches (one per watched scope).
     stores: Stores,
 }
@@ -61,6 +71,7 @@ impl Context {
         Self {
             stores,
             listings: ListingCache::new(vultr.clone()),
+            directory: Directory::new(vultr.clone(), DIRECTORY_MAX_AGE, DIRECTORY_REFRESH_FLOOR),
             client,
             vultr,
             recorder,
@@ -69,6 +80,7 @@ impl Context {
             metrics,
             memory: Memory::default(),
             pairs: Pairs::default(),
+            objects: KeyedLocks::default(),
         }
     }
 

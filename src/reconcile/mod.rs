@@ -28,7 +28,30 @@ use crate::error::Error;
 use backoff::Revision;
 pub use context::{Context, Settings};
 
-pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The live lane: attach and verify. Deleted objects belong to the other lane.
+pub async fn reconcile_live(
+    obj: Arc<PolicyAttachment>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    reconcile(obj, ctx).await
+}
+
+/// The deleted lane: revocations, in a controller (and a queue) of their own, so a
+/// deletion never waits behind a backlog of attaches.
+pub async fn reconcile_deleted(
+    obj: Arc<PolicyAttachment>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if obj.metadata.deletion_timestamp.is_none() {
+        return Ok(Action::await_change());
+    }
+    reconcile(obj, ctx).await
+}
+
+async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let span = info_span!(
         "reconcile",
@@ -50,6 +73,8 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
         }
         let api = ctx.api_for(&obj);
         let deleting = obj.metadata.deletion_timestamp.is_some();
+        // An Apply still running in the live lane finishes before a Cleanup starts.
+        let _object = ctx.objects.lock(&uid).await;
         let result = finalizer(&api, FINALIZER, obj, |event| async {
             match event {
                 Event::Apply(obj) => attach::apply(obj, &ctx).await,
@@ -62,7 +87,7 @@ pub async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<
             .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
         match &result {
             Ok(_) if deleting => ctx.forget(&uid),
-            Ok(_) => ctx.backoff.reset(&uid),
+            Ok(_) => ctx.backoff.clear_failures(&uid),
             Err(err) => warn!(reason = err.reason(), error = %err, "reconcile failed"),
         }
         result
@@ -86,7 +111,7 @@ pub(crate) fn record_grant(span: &Span, grant: &Grant) {
     span.record("subject", field::display(&grant.subject));
 }
 
-fn revision(obj: &PolicyAttachment) -> Revision {
+pub(crate) fn revision(obj: &PolicyAttachment) -> Revision {
     Revision {
         generation: obj.metadata.generation,
         deleting: obj.metadata.deletion_timestamp.is_some(),

@@ -24,9 +24,36 @@ pub struct Declarer {
     pub name: String,
 }
 
+/// Async locks by key, created on first use and dropped once nobody holds them.
+#[derive(Debug)]
+pub struct KeyedLocks<K> {
+    locks: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        Self {
+            locks: Mutex::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLocks<K> {
+    /// Waits for exclusive use of `key` within this process.
+    pub async fn lock(&self, key: &K) -> OwnedMutexGuard<()> {
+        let lock = locked(&self.locks).entry(key.clone()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    /// Drops the locks nobody holds or waits for.
+    pub fn prune(&self) {
+        locked(&self.locks).retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Pairs {
-    locks: Mutex<HashMap<Grant, Arc<tokio::sync::Mutex<()>>>>,
+    locks: KeyedLocks<Grant>,
     /// UID -> (pair, declarer): the pair this process recorded or saw recorded.
     declared: Mutex<HashMap<String, (Grant, Declarer)>>,
 }
@@ -38,11 +65,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Pairs {
     /// Waits for exclusive use of `grant` within this process.
     pub async fn lock(&self, grant: &Grant) -> OwnedMutexGuard<()> {
-        let lock = locked(&self.locks)
-            .entry(grant.clone())
-            .or_default()
-            .clone();
-        lock.lock_owned().await
+        self.locks.lock(grant).await
     }
 
     /// Records that `declarer` declares `grant`.
@@ -71,7 +94,7 @@ impl Pairs {
 
     /// Drops the locks nobody holds or waits for (called once per verification pass).
     pub fn prune(&self) {
-        locked(&self.locks).retain(|_, lock| Arc::strong_count(lock) > 1);
+        self.locks.prune();
     }
 }
 
@@ -115,7 +138,7 @@ mod tests {
         drop(held);
         waiter.await.unwrap();
         pairs.prune();
-        assert!(locked(&pairs.locks).is_empty());
+        assert!(locked(&pairs.locks.locks).is_empty());
     }
 
     #[test]

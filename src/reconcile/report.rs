@@ -1,15 +1,16 @@
-//! Making outcomes visible on the object: Events, and failures as `Ready=False` plus a
-//! Warning Event. Neither ever fails a reconcile, and neither ever gates a Vultr call.
+//! Making outcomes visible on the object: Events, and failures as `Synced=False` (and
+//! `Ready=False` when terminal) plus a Warning Event. Neither ever fails a reconcile,
+//! and neither ever gates a Vultr call.
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 use tracing::warn;
 
-use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
+use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, SYNCED};
 use crate::error::Error;
 use crate::reconcile::context::Context;
-use crate::reconcile::status::{self, set_ready};
+use crate::reconcile::status::{self, set_condition, set_ready};
 
 impl Context {
     /// Publishes an Event about `obj`. Failing to publish is logged, never returned.
@@ -41,13 +42,15 @@ impl Context {
         obj: &PolicyAttachment,
         st: &PolicyAttachmentStatus,
     ) {
-        if let Err(err) = status::write(&self.api_for(obj), obj, st).await {
+        if let Err(err) = status::write_if_changed(&self.api_for(obj), obj, st).await {
             warn!(%err, "could not write status; going on");
         }
     }
 
-    /// Makes a failure visible on the object: `Ready=False` with the error's reason and
-    /// `message`, and a Warning Event (the recorder folds repeats into one series).
+    /// Makes a failure visible on the object: `Synced=False` with the error's reason and
+    /// `message`, and a Warning Event (the recorder folds repeats into one series). A
+    /// terminal failure also sets `Ready=False`; a transient one leaves `Ready` as the
+    /// last verification saw it.
     pub async fn report_failure(
         &self,
         obj: &PolicyAttachment,
@@ -56,15 +59,15 @@ impl Context {
         action: &str,
         message: String,
     ) {
-        set_ready(
-            st,
-            false,
-            err.reason(),
-            &message,
-            obj.metadata.generation,
-            Timestamp::now(),
-        );
-        self.write_status_best_effort(obj, st).await;
+        let generation = obj.metadata.generation;
+        let now = Timestamp::now();
+        if !err.is_transient() {
+            set_ready(st, false, err.reason(), &message, generation, now);
+        }
+        set_condition(st, SYNCED, false, err.reason(), &message, generation, now);
+        if let Err(write_err) = status::write_if_changed(&self.api_for(obj), obj, st).await {
+            warn!(%write_err, "could not record the failure in status; going on");
+        }
         self.event(obj, EventType::Warning, err.reason(), action, message)
             .await;
     }

@@ -3,7 +3,7 @@
 use crate::crd::PolicyAttachmentSpec;
 use crate::domain::Grant;
 use crate::error::Error;
-use crate::vultr::{self, VultrClient};
+use crate::vultr::{self, Directory};
 
 /// The pair a spec declares, and what people call its two sides.
 pub struct Resolution {
@@ -12,10 +12,10 @@ pub struct Resolution {
     pub subject_name: String,
 }
 
-/// Resolves the spec to the (policy, subject) pair it declares: exact matches, paged
-/// listings; "not found" and "ambiguous" are distinct errors.
+/// Resolves the spec to the (policy, subject) pair it declares against the shared
+/// directory: exact matches; "not found" and "ambiguous" are distinct errors.
 pub async fn resolve(
-    vultr: &VultrClient,
+    directory: &Directory,
     spec: &PolicyAttachmentSpec,
 ) -> Result<Resolution, Error> {
     let policy = match (&spec.policy.id, &spec.policy.name) {
@@ -36,8 +36,8 @@ pub async fn resolve(
         }),
         _ => return Err(invalid("spec needs exactly one of user or group")),
     };
-    let policy = vultr.resolve_policy(&policy).await?;
-    let (subject, subject_name) = vultr.resolve_subject(&subject).await?;
+    let policy = directory.policy(&policy).await?;
+    let (subject, subject_name) = directory.subject(&subject).await?;
     Ok(Resolution {
         grant: Grant {
             policy_id: policy.id,

@@ -12,14 +12,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{Span, info};
 
-use crate::crd::PolicyAttachment;
+use crate::crd::{PolicyAttachment, READY};
 use crate::domain::Grant;
 use crate::error::Error;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, Candidate, CleanupStep, Holders};
 use crate::reconcile::pairs::Declarer;
 use crate::reconcile::record_grant;
-use crate::reconcile::status::{self, reason, set_ready};
+use crate::reconcile::status::{reason, set_ready};
 use crate::vultr::RevokeOutcome;
 
 pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
@@ -92,8 +92,12 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     }
 
     let mut st = obj.status.clone().unwrap_or_default();
-    if status::is_ready(Some(&st)) {
-        // The grant stops being usable now: say so while the revocation is in flight.
+    let live = st
+        .condition(READY)
+        .is_some_and(|c| c.reason == reason::ATTACHED || c.reason == reason::ATTACHING);
+    if live {
+        // The grant stops being usable now: say so while the revocation is in flight (a
+        // failed revocation keeps its own reason, e.g. Forbidden, until it succeeds).
         set_ready(
             &mut st,
             false,
@@ -104,11 +108,14 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         );
         ctx.write_status_best_effort(&obj, &st).await;
     }
-    let result = ctx.vultr.revoke(&grant.policy_id, &grant.subject).await;
-    // Also after a failure: a DELETE that timed out may still have been applied.
-    ctx.listings
-        .invalidate(&grant.policy_id, grant.subject.kind())
+    // Urgent: a revocation passes every attach waiting on the limiter.
+    let result = ctx
+        .vultr
+        .urgent()
+        .revoke(&grant.policy_id, &grant.subject)
         .await;
+    // Also after a failure: a DELETE that timed out may still have been applied.
+    ctx.listings.note_write(&grant);
     match result {
         Ok(outcome) => {
             let note = match outcome {

@@ -1,6 +1,6 @@
-//! Building and writing `status`: the `Ready` condition (with `observedGeneration` and a
-//! stable `lastTransitionTime`) and the recorded pair, applied server-side on the status
-//! subresource.
+//! Building and writing `status`: the `Ready` and `Synced` conditions (with
+//! `observedGeneration` and a stable `lastTransitionTime`) and the recorded pair,
+//! applied server-side on the status subresource, and only when something changed.
 //!
 //! The recorded pair (`policyId`, `subjectKind`, `subjectId`) has a field manager of its
 //! own that only ever sets it. Every other status write leaves those fields out, so no
@@ -13,7 +13,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, READY};
+use std::time::Duration;
+
+use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, READY, SYNCED};
 use crate::domain::Grant;
 
 /// Field manager for the operator's writes, except the recorded pair.
@@ -27,26 +29,34 @@ pub mod reason {
     pub const ATTACHED: &str = "Attached";
     pub const DETACHING: &str = "Detaching";
     pub const ORPHANED: &str = "Orphaned";
+    pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
 }
 
-/// Sets the `Ready` condition, keeping `lastTransitionTime` unless the status flips.
-pub fn set_ready(
+/// How often `lastVerifiedAt` is refreshed while nothing else changes: a verification
+/// pass in which nothing changed writes nothing, so this is the coarse period at which
+/// the field still moves. The exact time of the last successful verification is the
+/// metric `vultr_iam_last_verification_timestamp_seconds`.
+pub const VERIFIED_AT_REFRESH: Duration = Duration::from_secs(3600);
+
+/// Sets condition `type_`, keeping `lastTransitionTime` unless its status flips.
+pub fn set_condition(
     status: &mut PolicyAttachmentStatus,
-    ready: bool,
+    type_: &str,
+    ok: bool,
     reason: &str,
     message: impl Into<String>,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status_str = if ready { "True" } else { "False" };
-    let previous = status.conditions.iter().position(|c| c.type_ == READY);
+    let status_str = if ok { "True" } else { "False" };
+    let previous = status.conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = previous
         .map(|i| &status.conditions[i])
         .filter(|c| c.status == status_str)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     let condition = Condition {
-        type_: READY.to_owned(),
+        type_: type_.to_owned(),
         status: status_str.to_owned(),
         reason: reason.to_owned(),
         message: message.into(),
@@ -60,11 +70,61 @@ pub fn set_ready(
     status.observed_generation = generation;
 }
 
+/// Sets `Ready`: whether the grant is live in Vultr (as the last verification saw it).
+pub fn set_ready(
+    status: &mut PolicyAttachmentStatus,
+    ready: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    set_condition(status, READY, ready, reason, message, generation, now);
+}
+
+/// Sets `Synced` to True: the last reconcile succeeded.
+pub fn set_synced(status: &mut PolicyAttachmentStatus, generation: Option<i64>, now: Timestamp) {
+    set_condition(
+        status,
+        SYNCED,
+        true,
+        reason::RECONCILE_SUCCESS,
+        "the last reconcile succeeded",
+        generation,
+        now,
+    );
+}
+
 /// True when `Ready` is currently True.
 pub fn is_ready(status: Option<&PolicyAttachmentStatus>) -> bool {
     status
         .and_then(|s| s.condition(READY))
         .is_some_and(|c| c.status == "True")
+}
+
+/// Whether `lastVerifiedAt` should move to `now` (never set, or older than the period).
+pub fn verified_at_is_stale(status: &PolicyAttachmentStatus, now: Timestamp) -> bool {
+    status.last_verified_at.as_ref().is_none_or(|t| {
+        now.duration_since(t.0)
+            .unsigned_abs()
+            .ge(&VERIFIED_AT_REFRESH)
+    })
+}
+
+/// Writes `status` only if it differs from what `obj` shows (the pair aside): a user sees
+/// nothing new, so the API server, the watch and every GitOps tool hear nothing.
+/// Returns whether it wrote.
+pub async fn write_if_changed(
+    api: &Api<PolicyAttachment>,
+    obj: &PolicyAttachment,
+    status: &PolicyAttachmentStatus,
+) -> Result<bool, kube::Error> {
+    let current = obj.status.clone().unwrap_or_default();
+    if without_pair(&current) == without_pair(status) {
+        return Ok(false);
+    }
+    write(api, obj, status).await?;
+    Ok(true)
 }
 
 /// Writes the status of `obj` (server-side apply, forced: the operator owns it),
@@ -158,6 +218,36 @@ mod tests {
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.conditions.len(), 1);
         assert!(is_ready(Some(&s)));
+    }
+
+    #[test]
+    fn verified_at_moves_only_after_the_refresh_period() {
+        let mut s = PolicyAttachmentStatus::default();
+        assert!(verified_at_is_stale(&s, at(100)));
+        s.last_verified_at = Some(Time(at(100)));
+        assert!(!verified_at_is_stale(&s, at(100 + 60)));
+        assert!(verified_at_is_stale(&s, at(100 + 3600)));
+    }
+
+    #[test]
+    fn synced_and_ready_are_separate_conditions() {
+        let mut s = PolicyAttachmentStatus::default();
+        set_ready(&mut s, true, reason::ATTACHED, "verified", Some(1), at(10));
+        set_synced(&mut s, Some(1), at(10));
+        set_condition(
+            &mut s,
+            SYNCED,
+            false,
+            "ApiUnavailable",
+            "503",
+            Some(1),
+            at(20),
+        );
+        assert!(is_ready(Some(&s)), "a failed reconcile leaves Ready alone");
+        let synced = s.condition(SYNCED).expect("synced");
+        assert_eq!(synced.reason, "ApiUnavailable");
+        assert_eq!(synced.last_transition_time, Time(at(20)));
+        assert_eq!(s.conditions.len(), 2);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::api_key::ApiKey;
 use super::config::{ClientConfig, ConfigError, check_base_url};
 use super::error::VultrError;
 use super::fence::WriteFence;
-use super::limiter::RateLimiter;
+use super::limiter::{Priority, RateLimiter};
 use super::observe::{RequestObserver, RequestRecord};
 use super::response::{check_status, transport_error};
 
@@ -24,6 +24,8 @@ use super::response::{check_status, transport_error};
 #[derive(Clone)]
 pub struct VultrClient {
     inner: Arc<Inner>,
+    /// The limiter class of this handle's requests (see [`VultrClient::urgent`]).
+    priority: Priority,
 }
 
 struct Inner {
@@ -78,7 +80,17 @@ impl VultrClient {
                 observer: config.observer,
                 fence: config.fence,
             }),
+            priority: Priority::Normal,
         })
+    }
+
+    /// A handle whose requests pass every normal request waiting on the limiter: for
+    /// revocations, which must never wait behind a backlog of attaches.
+    pub fn urgent(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            priority: Priority::Urgent,
+        }
     }
 
     /// The API base URL this client talks to.
@@ -143,7 +155,7 @@ impl VultrClient {
         query: &[(&str, &str)],
     ) -> Result<Answer, VultrError> {
         let url = self.url(segments, query);
-        let limiter_wait = self.inner.limiter.acquire().await;
+        let limiter_wait = self.inner.limiter.acquire_with(self.priority).await;
         // Checked after the limiter wait, which can outlast the leadership, and as
         // the last step before the request leaves the process.
         if let Some(fence) = &self.inner.fence

@@ -383,6 +383,14 @@ async fn attach_confirmed_does_not_relist_after_forbidden() {
     assert_eq!(fake.requests().len(), 1);
 }
 
+fn directory(fake: &FakeVultr) -> Directory {
+    Directory::new(
+        fake.client(),
+        Duration::from_secs(600),
+        Duration::from_secs(10),
+    )
+}
+
 #[tokio::test]
 async fn ambiguous_email_lists_both_ids() {
     let users = vec![
@@ -391,9 +399,10 @@ async fn ambiguous_email_lists_both_ids() {
         json!({"id": "u3", "email": "Bob@Example.com"}),
     ];
     let fake = FakeVultr::start(move |r| paged("users", &users, 2, r)).await;
-    let err = fake
-        .client()
-        .resolve_user(&UserRef::ByEmail("bob@example.com".into()))
+    let err = directory(&fake)
+        .subject(&SubjectRef::User(UserRef::ByEmail(
+            "bob@example.com".into(),
+        )))
         .await
         .unwrap_err();
     assert_eq!(
@@ -411,16 +420,15 @@ async fn ambiguous_email_lists_both_ids() {
 async fn policy_name_not_found_names_it() {
     let policies = vec![json!({"id": "p1", "name": "dns-admin"})];
     let fake = FakeVultr::start(move |r| paged("policies", &policies, 500, r)).await;
-    let client = fake.client();
-    let err = client
-        .resolve_policy(&PolicyRef::ByName("billing-admin".into()))
+    let dir = directory(&fake);
+    let err = dir
+        .policy(&PolicyRef::ByName("billing-admin".into()))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "PolicyNotFound");
     assert!(err.to_string().contains("\"billing-admin\""), "{err}");
     assert_eq!(
-        client
-            .resolve_policy(&PolicyRef::ByName("dns-admin".into()))
+        dir.policy(&PolicyRef::ByName("dns-admin".into()))
             .await
             .unwrap()
             .id,
@@ -428,15 +436,15 @@ async fn policy_name_not_found_names_it() {
     );
 }
 
+/// IDs are checked against the listings (no GET per object), names come with them.
 #[tokio::test]
-async fn resolution_by_id_checks_existence() {
+async fn resolution_by_id_checks_existence_in_the_directory() {
     let fake = FakeVultr::start(|r| match r.path.as_str() {
-        p if p == format!("/v2/policies/{POLICY}") => {
-            Reply::json(200, json!({"policy": {"id": POLICY, "name": "dns-admin"}}))
-        }
-        p if p == format!("/v2/users/{USER}") => {
-            Reply::json(200, json!({"user": {"id": USER, "email": "a@x.io"}}))
-        }
+        "/v2/policies" => Reply::json(
+            200,
+            json!({"policies": [{"id": POLICY.to_uppercase(), "name": "dns-admin"}]}),
+        ),
+        "/v2/users" => Reply::json(200, json!({"users": [{"id": USER, "email": "a@x.io"}]})),
         "/v2/groups" => Reply::json(
             200,
             json!({"groups": [{"id": "g1", "display_name": "ops"}]}),
@@ -444,46 +452,108 @@ async fn resolution_by_id_checks_existence() {
         _ => Reply::error(404, "Not found."),
     })
     .await;
-    let client = fake.client();
+    let dir = directory(&fake);
+    // The listing's spelling of the ID is what gets recorded.
     assert_eq!(
-        client
-            .resolve_policy(&PolicyRef::ById(POLICY.into()))
-            .await
-            .unwrap(),
+        dir.policy(&PolicyRef::ById(POLICY.into())).await.unwrap(),
         Resolved {
-            id: POLICY.into(),
+            id: POLICY.to_uppercase(),
             name: "dns-admin".into()
         }
     );
-    let err = client
-        .resolve_policy(&PolicyRef::ById("other".into()))
+    let err = dir
+        .policy(&PolicyRef::ById("other".into()))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "PolicyNotFound");
     assert_eq!(
-        client
-            .resolve_subject(&SubjectRef::User(UserRef::ById(USER.into())))
+        dir.subject(&SubjectRef::User(UserRef::ById(USER.into())))
             .await
             .unwrap(),
         (Subject::User(USER.into()), "a@x.io".into())
     );
-    let err = client
-        .resolve_user(&UserRef::ById("nobody".into()))
+    let err = dir
+        .subject(&SubjectRef::User(UserRef::ById("nobody".into())))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "UserNotFound");
     assert_eq!(
-        client
-            .resolve_subject(&SubjectRef::Group(GroupRef::ByName("ops".into())))
+        dir.subject(&SubjectRef::Group(GroupRef::ByName("ops".into())))
             .await
             .unwrap(),
         (Subject::Group("g1".into()), "ops".into())
     );
-    let err = client
-        .resolve_group(&GroupRef::ById("g9".into()))
+    let err = dir
+        .subject(&SubjectRef::Group(GroupRef::ById("g9".into())))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "GroupNotFound");
+    // One walk per listing, misses included (the walks are younger than the floor).
+    let mut lines = fake.lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["GET /v2/groups", "GET /v2/policies", "GET /v2/users"]
+    );
+}
+
+/// 50 resolutions at once wait for one paged walk; a later miss refreshes once, and
+/// only once the walk is older than the floor.
+#[tokio::test]
+async fn concurrent_resolutions_share_one_walk_and_misses_refresh_once() {
+    let users: Vec<Value> = (0..120)
+        .map(|i| json!({"id": format!("u{i}"), "email": format!("user{i}@example.com")}))
+        .collect();
+    let users = Arc::new(Mutex::new(users));
+    let listed = users.clone();
+    let fake = FakeVultr::start(move |r| {
+        let users = listed.lock().unwrap().clone();
+        let mut reply = paged("users", &users, 50, r);
+        reply.delay = Duration::from_millis(20);
+        reply
+    })
+    .await;
+    let dir = Directory::new(
+        fake.client(),
+        Duration::from_secs(600),
+        Duration::from_millis(300),
+    );
+    let lookups = (0..50).map(|i| {
+        let dir = dir.clone();
+        async move {
+            dir.subject(&SubjectRef::User(UserRef::ByEmail(format!(
+                "user{i}@example.com"
+            ))))
+            .await
+        }
+    });
+    for found in futures::future::join_all(lookups).await {
+        found.unwrap();
+    }
+    assert_eq!(fake.requests().len(), 3, "one walk of three pages");
+
+    // A new user: the first miss within the floor stays a miss ...
+    users
+        .lock()
+        .unwrap()
+        .push(json!({"id": "new", "email": "new@example.com"}));
+    let new = SubjectRef::User(UserRef::ByEmail("new@example.com".into()));
+    assert_eq!(
+        dir.subject(&new).await.unwrap_err().reason(),
+        "UserNotFound"
+    );
+    assert_eq!(fake.requests().len(), 3);
+    // ... and past it, one refresh finds it; later hits cost nothing.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        dir.subject(&new).await.unwrap().0,
+        Subject::User("new".into())
+    );
+    assert_eq!(
+        dir.subject(&new).await.unwrap().0,
+        Subject::User("new".into())
+    );
+    assert_eq!(fake.requests().len(), 6);
 }
 
 #[tokio::test]

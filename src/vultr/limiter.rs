@@ -1,9 +1,12 @@
-//! One process-wide token bucket in front of every Vultr request.
+//! One process-wide token bucket in front of every Vultr request, with two classes:
+//! urgent requests (revocations) are served before normal ones (attaches, verification),
+//! so a deletion never waits behind a backlog of attaches.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 /// Default sustained rate: a third of Vultr's documented 30 requests/second per IP,
@@ -25,6 +28,43 @@ struct Inner {
     // tokio's Mutex queues waiters in FIFO order, so holding it while sleeping gives
     // fairness, and a cancelled acquire simply releases it without consuming a token.
     bucket: Mutex<Bucket>,
+    /// Urgent callers waiting or taking a token; normal callers stand back meanwhile.
+    urgent: AtomicUsize,
+    /// Callers of either class waiting for a token.
+    waiting: AtomicUsize,
+    /// When a caller last had to sleep for a token (ms since `epoch`; 0: never).
+    last_sleep_ms: AtomicU64,
+    epoch: Instant,
+    urgent_done: Notify,
+}
+
+/// Which class a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Normal,
+    /// Served before every normal request that has not got its token yet.
+    Urgent,
+}
+
+/// Counts a waiting caller for as long as it waits (also when cancelled).
+struct Waiting<'a>(&'a Inner);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts an urgent caller for as long as it lives (also when cancelled).
+struct UrgentGuard<'a>(&'a Inner);
+
+impl Drop for UrgentGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.urgent.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.urgent_done.notify_waiters();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -63,6 +103,11 @@ impl RateLimiter {
                     tokens: f64::from(burst),
                     refilled_at: Instant::now(),
                 }),
+                urgent: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                last_sleep_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+                urgent_done: Notify::new(),
             }),
         }
     }
@@ -80,17 +125,63 @@ impl RateLimiter {
 
     /// Waits for a token and takes it. Returns how long the caller waited.
     pub async fn acquire(&self) -> Duration {
+        self.acquire_with(Priority::Normal).await
+    }
+
+    /// Whether the budget is the bottleneck: callers are queueing for tokens, or one had
+    /// to wait within the last second. Callers that can batch their work should then.
+    pub fn is_busy(&self) -> bool {
+        let inner = &self.inner;
+        let now_ms = inner.epoch.elapsed().as_millis() as u64;
+        let last_sleep = inner.last_sleep_ms.load(Ordering::SeqCst);
+        inner.waiting.load(Ordering::SeqCst) > 1
+            || (last_sleep != 0 && now_ms.saturating_sub(last_sleep) < 1000)
+    }
+
+    /// Like [`RateLimiter::acquire`], in the given class.
+    pub async fn acquire_with(&self, priority: Priority) -> Duration {
         let started = Instant::now();
-        let mut bucket = self.inner.bucket.lock().await;
+        let inner = &*self.inner;
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(inner);
+        if priority == Priority::Urgent {
+            inner.urgent.fetch_add(1, Ordering::SeqCst);
+            let _guard = UrgentGuard(inner);
+            self.take(inner.bucket.lock().await).await;
+            return started.elapsed();
+        }
+        loop {
+            let done = inner.urgent_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if inner.urgent.load(Ordering::SeqCst) > 0 {
+                done.await;
+                continue;
+            }
+            let bucket = inner.bucket.lock().await;
+            // An urgent caller may have queued while we waited for the lock: let it by.
+            if inner.urgent.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            self.take(bucket).await;
+            return started.elapsed();
+        }
+    }
+
+    /// Takes one token, sleeping (with the bucket locked, which keeps the queue fair)
+    /// until there is one.
+    async fn take(&self, mut bucket: tokio::sync::MutexGuard<'_, Bucket>) {
         self.refill(&mut bucket);
         if bucket.tokens < 1.0 {
             let missing = 1.0 - bucket.tokens;
             tokio::time::sleep(Duration::from_secs_f64(missing / self.inner.per_second)).await;
             self.refill(&mut bucket);
+            let inner = &self.inner;
+            let now_ms = inner.epoch.elapsed().as_millis() as u64;
+            inner.last_sleep_ms.store(now_ms.max(1), Ordering::SeqCst);
         }
         // Float rounding may leave a hair under 1.0 after the sleep; never go negative.
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
-        started.elapsed()
     }
 
     fn refill(&self, bucket: &mut Bucket) {
@@ -189,6 +280,53 @@ mod tests {
             total >= Duration::from_millis(800) && total < Duration::from_millis(810),
             "{total:?}"
         );
+    }
+
+    /// A revocation arriving behind a queue of attaches gets the next token.
+    #[tokio::test(start_paused = true)]
+    async fn urgent_requests_pass_the_queue() {
+        let limiter = RateLimiter::new(1.0, 1).unwrap();
+        limiter.acquire().await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, priority) in [
+            Priority::Normal,
+            Priority::Normal,
+            Priority::Normal,
+            Priority::Urgent,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let limiter = limiter.clone();
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let waited = limiter.acquire_with(priority).await;
+                order.lock().unwrap().push((i, waited));
+            }));
+            // Queue them in this order.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        let served: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+        // The first normal caller was already sleeping for the next token; the urgent
+        // one comes right after it, before the two other normal callers.
+        assert_eq!(served, [0, 3, 1, 2], "{order:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_while_callers_wait_and_for_a_second_after() {
+        let limiter = RateLimiter::new(1.0, 1).unwrap();
+        assert!(!limiter.is_busy());
+        limiter.acquire().await;
+        assert!(!limiter.is_busy(), "a free token is not a bottleneck");
+        limiter.acquire().await;
+        assert!(limiter.is_busy(), "that one had to wait");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!limiter.is_busy());
     }
 
     #[tokio::test(start_paused = true)]

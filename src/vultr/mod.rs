@@ -5,6 +5,7 @@ mod api_key;
 mod attachments;
 mod client;
 mod config;
+mod directory;
 mod endpoints;
 mod error;
 mod fence;
@@ -30,11 +31,12 @@ pub use config::{
     ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
     DEFAULT_USER_AGENT,
 };
+pub use directory::Directory;
 pub use endpoints::routes;
 pub use error::VultrError;
 pub use fence::WriteFence;
 pub use key_rotation::follow_key_file;
-pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, RateLimiter};
+pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, Priority, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::{MAX_PAGES, PER_PAGE};

@@ -1,10 +1,9 @@
-//! Turns what a manifest says (an ID, a name, an email) into a Vultr ID. Vultr has no
-//! server-side filter, so names and emails are matched over the paged listings.
+//! Matching what a manifest says (an ID, a name, an email) against the listings: exact
+//! matches, "not found" and "ambiguous" kept distinct. The walks themselves are the
+//! directory's (`directory.rs`).
 
-use super::client::VultrClient;
 use super::error::VultrError;
 use super::model::{Group, Policy, User};
-use crate::domain::Subject;
 
 /// How a manifest names a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,91 +41,20 @@ pub enum SubjectRef {
     Group(GroupRef),
 }
 
-impl VultrClient {
-    /// The ID of the policy: checked with a GET when given by ID, else the one policy
-    /// whose name matches exactly (case-sensitive).
-    pub async fn resolve_policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
-        match policy {
-            PolicyRef::ById(id) => match self.get_policy(id).await {
-                Ok(found) => Ok(Resolved {
-                    id: canonical_id(found.id, id),
-                    name: found.name,
-                }),
-                Err(VultrError::NotFound { .. }) => Err(VultrError::PolicyNotFound {
-                    reference: format!("id {id:?}"),
-                }),
-                Err(err) => Err(err),
-            },
-            PolicyRef::ByName(name) => Ok(Resolved {
-                id: policy_by_name(&self.list_policies().await?, name)?,
-                name: name.clone(),
-            }),
-        }
-    }
-
-    /// The ID of the user: checked with a GET when given by ID, else the one user whose
-    /// email matches (ignoring ASCII case).
-    pub async fn resolve_user(&self, user: &UserRef) -> Result<Resolved, VultrError> {
-        match user {
-            UserRef::ById(id) => match self.get_user(id).await {
-                Ok(found) => Ok(Resolved {
-                    id: canonical_id(found.id, id),
-                    name: found.email,
-                }),
-                Err(VultrError::NotFound { .. }) => Err(VultrError::UserNotFound {
-                    reference: format!("id {id:?}"),
-                }),
-                Err(err) => Err(err),
-            },
-            UserRef::ByEmail(email) => Ok(Resolved {
-                id: user_by_email(&self.list_users().await?, email)?,
-                name: email.clone(),
-            }),
-        }
-    }
-
-    /// The ID of the group, found in the group listing (the contract has no GET for a
-    /// single group) by ID or by exact `display_name`.
-    pub async fn resolve_group(&self, group: &GroupRef) -> Result<Resolved, VultrError> {
-        let groups = self.list_groups().await?;
-        let id = match group {
-            GroupRef::ById(id) => group_by_id(&groups, id)?,
-            GroupRef::ByName(name) => group_by_name(&groups, name)?,
-        };
-        let name = groups
-            .iter()
-            .find(|g| g.id == id)
-            .map(|g| g.display_name.clone())
-            .unwrap_or_default();
-        Ok(Resolved { id, name })
-    }
-
-    /// The resolved subject of a grant, and its display name.
-    pub async fn resolve_subject(
-        &self,
-        subject: &SubjectRef,
-    ) -> Result<(Subject, String), VultrError> {
-        Ok(match subject {
-            SubjectRef::User(user) => {
-                let user = self.resolve_user(user).await?;
-                (Subject::User(user.id), user.name)
-            }
-            SubjectRef::Group(group) => {
-                let group = self.resolve_group(group).await?;
-                (Subject::Group(group.id), group.name)
-            }
-        })
-    }
+pub(crate) fn policy_by_id(policies: &[Policy], id: &str) -> Result<String, VultrError> {
+    // UUIDs are case-insensitive; a manifest may spell one in upper case. The listing's
+    // spelling is what is recorded (later listings are matched exactly against it).
+    let ids = matching_ids(policies, |p| &p.id, |p| p.id.eq_ignore_ascii_case(id));
+    exactly_one(ids, "IAM policies", format!("id {id:?}"), |reference| {
+        VultrError::PolicyNotFound { reference }
+    })
 }
 
-/// Vultr's spelling of an ID when it gave one (UUIDs compare case-insensitively, but
-/// later listings are matched exactly against what we record).
-fn canonical_id(returned: String, asked: &str) -> String {
-    if returned.is_empty() {
-        asked.to_owned()
-    } else {
-        returned
-    }
+pub(crate) fn user_by_id(users: &[User], id: &str) -> Result<String, VultrError> {
+    let ids = matching_ids(users, |u| &u.id, |u| u.id.eq_ignore_ascii_case(id));
+    exactly_one(ids, "users", format!("id {id:?}"), |reference| {
+        VultrError::UserNotFound { reference }
+    })
 }
 
 pub(crate) fn policy_by_name(policies: &[Policy], name: &str) -> Result<String, VultrError> {

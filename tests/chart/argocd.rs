@@ -177,12 +177,31 @@ pub(super) fn argocd_health_check() {
             pa_with(1, ready("Unknown", "Reconciling", "", 1)),
             "Progressing",
         ),
+        (
+            "Synced=False",
+            pa_with(
+                1,
+                json!({"conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Attached",
+                     "message": "verified", "observedGeneration": 1},
+                    {"type": "Synced", "status": "False", "reason": "ApiUnavailable",
+                     "message": "503 from Vultr", "observedGeneration": 1},
+                ]}),
+            ),
+            "Healthy",
+        ),
     ];
     for (what, object, expected) in cases {
         let (status, message) = argocd_health(&object);
         assert_eq!(status, expected, "{what}: {message}");
         if what == "PolicyNotFound" {
             assert_eq!(message, "PolicyNotFound: no policy named \"dns-admin\"");
+        }
+        if what == "Synced=False" {
+            assert!(
+                message.contains("last reconcile failed: ApiUnavailable"),
+                "{message}"
+            );
         }
     }
 

@@ -32,6 +32,8 @@ done
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 log() { echo "control-plane: $*" >&2; }
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 # One start or stop at a time per directory.
 exec 9>"$dir/.lock"
@@ -49,12 +51,6 @@ all_alive() {
     [[ "$name" == watchdog ]] && continue
     kill -0 "$pid" 2>/dev/null || return 1
   done <"$dir/pids"
-}
-
-readyz() {
-  curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
-    --key "$dir/pki/admin.key" "https://127.0.0.1:$(cat "$dir/apiserver-port")/readyz" \
-    >/dev/null 2>&1
 }
 
 if all_alive && readyz; then
@@ -163,12 +159,8 @@ write_kubeconfig "$dir/operator.kubeconfig" vultr-iam-operator "    token: $oper
 
 # ---- processes ------------------------------------------------------------------------
 : >"$dir/pids"
-# spawn NAME CMD...: runs CMD in its own session, output to DIR/NAME.log.
-spawn() {
-  local name="$1"; shift
-  setsid "$@" >"$dir/$name.log" 2>&1 </dev/null 9>&- &
-  echo "$name $!" >>"$dir/pids"
-}
+# Fresh logs for a fresh start (spawn appends, so a restarted process keeps the story).
+rm -f "$dir/etcd.log" "$dir/kube-apiserver.log" "$dir/kube-controller-manager.log"
 fail() {
   log "$1"
   for f in etcd kube-apiserver kube-controller-manager; do
@@ -200,7 +192,7 @@ wait_for etcd 30 etcd_ok
 
 # --endpoint-reconciler-type=none: a loopback advertise address is rejected by the
 # endpoint reconciler of the `kubernetes` Service (fatal since 1.37); no pods use it here.
-spawn kube-apiserver "$bin/kube-apiserver" \
+printf '%s\n' "$bin/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$etcd_port" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
@@ -210,7 +202,8 @@ spawn kube-apiserver "$bin/kube-apiserver" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
   --endpoint-reconciler-type=none \
-  --cert-dir="$dir/apiserver-certs" --profiling=false
+  --cert-dir="$dir/apiserver-certs" --profiling=false >"$dir/kube-apiserver.args"
+spawn_apiserver
 wait_for "kube-apiserver /readyz" 120 readyz
 
 spawn kube-controller-manager "$bin/kube-controller-manager" \

@@ -13,7 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
-use vultr_iam_operator::crd::{PolicyAttachment, READY};
+use vultr_iam_operator::crd::{PolicyAttachment, READY, SYNCED};
 use vultr_sim::{Seed, Sim, SimConfig};
 
 use crate::support::{ControlPlane, TestNamespace, wait_for};
@@ -169,6 +169,11 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: the process gets no chance to finish anything.
@@ -342,13 +347,30 @@ impl Env {
 
     /// Waits until `Ready` has this status and reason (and the current generation).
     pub async fn wait_ready(&self, name: &str, status: &str, reason: &str) -> PolicyAttachment {
+        self.wait_condition(name, READY, status, reason).await
+    }
+
+    /// Waits until `Synced` (did the last reconcile succeed) has this status and reason.
+    pub async fn wait_synced(&self, name: &str, status: &str, reason: &str) -> PolicyAttachment {
+        self.wait_condition(name, SYNCED, status, reason).await
+    }
+
+    /// Waits until condition `type_` has this status and reason (and the current
+    /// generation).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> PolicyAttachment {
         wait_for(
-            &format!("{name} Ready={status} reason {reason}"),
+            &format!("{name} {type_}={status} reason {reason}"),
             WAIT,
             || async {
                 let obj = self.api.get_opt(name).await.ok().flatten()?;
                 let st = obj.status.as_ref()?;
-                let c = st.condition(READY)?;
+                let c = st.condition(type_)?;
                 (c.status == status
                     && c.reason == reason
                     && c.observed_generation == obj.metadata.generation)
@@ -420,6 +442,14 @@ pub fn ready(obj: &PolicyAttachment) -> &Condition {
         .as_ref()
         .and_then(|s| s.condition(READY))
         .expect("a Ready condition")
+}
+
+/// The `Synced` condition of an object the operator has written status for.
+pub fn synced(obj: &PolicyAttachment) -> &Condition {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(SYNCED))
+        .expect("a Synced condition")
 }
 
 /// `spec.user`/`spec.group` JSON helpers.

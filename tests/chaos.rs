@@ -1,0 +1,68 @@
+//! The chaos run (issue 9): two operator replicas with leader election on a control
+//! plane of its own and the Vultr simulator, while a driver creates, deletes and
+//! renames PolicyAttachments and faults hit every layer (5xx, 429 storms, an outage,
+//! hangs, SIGKILLs of the leader, a kube-apiserver restart, a partition of the leader,
+//! the deletion of a watched namespace, out-of-band changes in Vultr). Then the faults
+//! stop, the objects settle, two resync periods pass, and the end state must keep the
+//! product's promise: every live object's grant in Vultr and Ready=True, every deleted
+//! object's grant revoked (lost revocations: 0), nothing stuck Terminating, no panic, no
+//! Vultr write without the Lease, the API key nowhere.
+//!
+//! `chaos_short` runs in `make test`; `make chaos` runs `chaos_long` (`#[ignore]`).
+//! CHAOS_OBJECTS, CHAOS_SECONDS, CHAOS_KILLS and CHAOS_SEED change the sizes. The
+//! checker's own tests (`check::tests`) prove each invariant can fail. The report goes
+//! to stderr and to `target/tmp/chaos-{short,long}.txt`; the replica and control-plane
+//! logs stay in the directory it names when the run failed (or with CHAOS_KEEP=1).
+
+mod e2e;
+mod support;
+
+#[path = "chaos/check.rs"]
+mod check;
+#[path = "chaos/cluster.rs"]
+mod cluster;
+#[path = "chaos/driver.rs"]
+mod driver;
+#[path = "chaos/faults.rs"]
+mod faults;
+#[path = "chaos/model.rs"]
+mod model;
+#[path = "chaos/observe.rs"]
+mod observe;
+#[path = "chaos/org.rs"]
+mod org;
+#[path = "chaos/replicas.rs"]
+mod replicas;
+#[path = "chaos/run.rs"]
+mod run;
+#[path = "chaos/world.rs"]
+mod world;
+
+use world::Sizes;
+
+async fn chaos(sizes: Sizes) {
+    let outcome = run::run(sizes.with_env()).await;
+    let violations = outcome.findings.violations();
+    // The logs stay when the run failed, or with CHAOS_KEEP=1.
+    if violations.is_empty() && std::env::var_os("CHAOS_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&outcome.dir);
+    }
+    assert!(
+        violations.is_empty(),
+        "the chaos run broke the promise:\n  {}\nreplica logs: {}",
+        violations.join("\n  "),
+        outcome.dir.display()
+    );
+    let _ = outcome.state;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_short() {
+    chaos(Sizes::short()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "several minutes: run with `make chaos`"]
+async fn chaos_long() {
+    chaos(Sizes::long()).await;
+}

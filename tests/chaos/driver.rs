@@ -1,0 +1,269 @@
+//! The workload: creates, deletes and "renames" (delete a, create b with the same
+//! pair, often in another namespace) PolicyAttachments for the whole run, and changes
+//! Vultr behind the operator's back (out-of-band detaches of declared grants, which
+//! drift repair must undo, and attaches of grants no object declares, which it must
+//! leave alone).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use rand::Rng;
+use rand::rngs::StdRng;
+use vultr_iam_operator::crd::PolicyAttachment;
+
+use super::model::{Declared, Kind, Pair};
+use super::world::{Shared, World, lock};
+
+/// Every API call of the driver gives up after this (the API server may be down).
+const CALL: Duration = Duration::from_secs(15);
+
+/// What one create needs, chosen up front so a seeded run is reproducible.
+struct Plan {
+    namespace: String,
+    name: String,
+    pool: usize,
+    spec: serde_json::Value,
+}
+
+fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -> Option<Plan> {
+    let namespaces = w.usable_namespaces();
+    if namespaces.is_empty() {
+        return None;
+    }
+    let namespace = namespaces[rng.random_range(0..namespaces.len())].clone();
+    let pool = pool.unwrap_or_else(|| rng.random_range(0..w.pool.len()));
+    *counter += 1;
+    Some(Plan {
+        namespace,
+        name: format!("pa-{:05}", *counter),
+        spec: w.org.spec(rng, &w.pool[pool]),
+        pool,
+    })
+}
+
+async fn create(w: &World, p: Plan) {
+    let pool = &w.pool[p.pool];
+    let obj: PolicyAttachment = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "iam.vultr-operator.io/v1alpha1",
+        "kind": "PolicyAttachment",
+        "metadata": {"name": p.name, "labels": {"vio-chaos/run": w.run}},
+        "spec": p.spec,
+    })) {
+        Ok(o) => o,
+        Err(e) => panic!("a valid PolicyAttachment: {e}"),
+    };
+    // Declared before the call: a create cut short may still have been stored.
+    let idx = lock(&w.ledger).declare(Declared {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        pair: w.org.pair(pool),
+        orphan: pool.orphan,
+        delete_requested: None,
+        gone_at: None,
+    });
+    let api: Api<PolicyAttachment> = Api::namespaced(w.client.clone(), &p.namespace);
+    match tokio::time::timeout(CALL, api.create(&PostParams::default(), &obj)).await {
+        Ok(Ok(_)) => {
+            let mut l = lock(&w.ledger);
+            l.ops.creates += 1;
+            l.live.push(idx);
+        }
+        Ok(Err(e)) => w.error(format!("create {}/{}: {e}", p.namespace, p.name)),
+        Err(_) => w.error(format!("create {}/{}: timed out", p.namespace, p.name)),
+    }
+}
+
+/// Deletes the object at `idx` of the ledger (already taken out of `live`).
+async fn delete(w: &World, idx: usize) {
+    let (ns, name) = {
+        let mut l = lock(&w.ledger);
+        let d = &mut l.declared[idx];
+        d.delete_requested = Some(World::now());
+        (d.namespace.clone(), d.name.clone())
+    };
+    let api: Api<PolicyAttachment> = Api::namespaced(w.client.clone(), &ns);
+    match tokio::time::timeout(CALL, api.delete(&name, &DeleteParams::default())).await {
+        Ok(Ok(_)) => lock(&w.ledger).ops.deletes += 1,
+        Ok(Err(kube::Error::Api(e))) if e.code == 404 => lock(&w.ledger).ops.deletes += 1,
+        Ok(Err(e)) => w.error(format!("delete {ns}/{name}: {e}")),
+        Err(_) => w.error(format!("delete {ns}/{name}: timed out")),
+    }
+}
+
+fn take_live(w: &World, rng: &mut StdRng) -> Option<usize> {
+    let mut l = lock(&w.ledger);
+    if l.live.is_empty() {
+        return None;
+    }
+    let i = rng.random_range(0..l.live.len());
+    Some(l.live.swap_remove(i))
+}
+
+/// Creates the first `n` objects, a few at a time.
+pub async fn populate(w: &Shared, rng: &mut StdRng, counter: &mut usize, n: usize) {
+    let plans: Vec<Plan> = (0..n).filter_map(|_| plan(w, rng, counter, None)).collect();
+    futures::stream::iter(plans)
+        .map(|p| create(w, p))
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Keeps about `target` objects alive while creating, deleting and renaming until
+/// `until`, one operation every `every`.
+pub async fn churn(
+    w: Shared,
+    mut rng: StdRng,
+    mut counter: usize,
+    target: usize,
+    every: Duration,
+    until: Instant,
+) {
+    while Instant::now() < until {
+        tokio::time::sleep(every).await;
+        let live = lock(&w.ledger).live.len();
+        let roll: f64 = rng.random();
+        if live < target * 9 / 10 || (roll < 0.3 && live < target * 11 / 10) {
+            if let Some(p) = plan(&w, &mut rng, &mut counter, None) {
+                create(&w, p).await;
+            }
+        } else if roll < 0.65 {
+            if let Some(idx) = take_live(&w, &mut rng) {
+                delete(&w, idx).await;
+            }
+        } else if let Some(idx) = take_live(&w, &mut rng) {
+            // A rename: the same pair under a new name, deleted and created at once.
+            let pool = {
+                let l = lock(&w.ledger);
+                let pair = &l.declared[idx].pair;
+                w.pool.iter().position(|p| w.org.pair(p) == *pair)
+            };
+            let next = plan(&w, &mut rng, &mut counter, pool);
+            let del = delete(&w, idx);
+            match next {
+                Some(p) => {
+                    tokio::join!(del, create(&w, p));
+                }
+                None => del.await,
+            }
+            lock(&w.ledger).ops.renames += 1;
+        }
+    }
+}
+
+/// Out-of-band changes every `every` until `until`: alternately detach a declared
+/// grant and attach a grant to an outsider (a user no object declares).
+pub async fn out_of_band(w: Shared, mut rng: StdRng, every: Duration, until: Instant) {
+    let mut detach = true;
+    while Instant::now() < until {
+        tokio::time::sleep(every).await;
+        if detach {
+            let pair = {
+                let l = lock(&w.ledger);
+                (!l.live.is_empty()).then(|| {
+                    l.declared[l.live[rng.random_range(0..l.live.len())]]
+                        .pair
+                        .clone()
+                })
+            };
+            if let Some(p) = pair {
+                let removed = match p.kind {
+                    Kind::User => w.sim.detach_user(&p.policy, &p.subject),
+                    Kind::Group => w.sim.detach_group(&p.policy, &p.subject),
+                };
+                if removed {
+                    w.count("out-of-band detach");
+                }
+            }
+        } else {
+            let policy = &w.org.policies[rng.random_range(0..w.org.policies.len())];
+            let user = &w.org.outsiders[rng.random_range(0..w.org.outsiders.len())];
+            if w.sim.attach_user(&policy.id, &user.id) {
+                w.count("out-of-band attach");
+                lock(&w.foreign).push(Pair {
+                    policy: policy.id.clone(),
+                    kind: Kind::User,
+                    subject: user.id.clone(),
+                });
+            }
+        }
+        detach = !detach;
+    }
+}
+
+/// Deletes a watched namespace (and so every object in it), then re-creates it once
+/// it is gone, with its RoleBinding, within `wait`.
+pub async fn delete_namespace(w: &Shared, ns: &str, wait: Duration) {
+    use k8s_openapi::api::core::v1::Namespace;
+    for n in lock(&w.namespaces).iter_mut().filter(|n| n.name == ns) {
+        n.usable = false;
+    }
+    {
+        let now = World::now();
+        let mut l = lock(&w.ledger);
+        let in_ns: Vec<usize> = (0..l.declared.len())
+            .filter(|&i| l.declared[i].namespace == ns)
+            .collect();
+        for i in in_ns {
+            l.declared[i].delete_requested.get_or_insert(now);
+        }
+        let declared = std::mem::take(&mut l.live);
+        l.live = declared
+            .into_iter()
+            .filter(|&i| l.declared[i].namespace != ns)
+            .collect();
+        l.ops.namespace_deletions += 1;
+    }
+    let api: Api<Namespace> = Api::all(w.client.clone());
+    match tokio::time::timeout(CALL, api.delete(ns, &DeleteParams::default())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => w.note(format!("delete namespace {ns}: {e}")),
+        Err(_) => w.note(format!("delete namespace {ns}: timed out")),
+    }
+    w.count("namespace deletion");
+    let started = Instant::now();
+    // Gone means three 404s in a row, a second apart: an API server that is starting
+    // again may answer one spurious 404.
+    let mut absent = 0;
+    while started.elapsed() < wait {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match tokio::time::timeout(CALL, api.get_opt(ns)).await {
+            Ok(Ok(None)) => absent += 1,
+            _ => absent = 0,
+        }
+        if absent < 3 {
+            continue;
+        }
+        let world = w.clone();
+        let (name, run) = (ns.to_owned(), w.run.clone());
+        let all: Vec<String> = lock(&w.namespaces).iter().map(|n| n.name.clone()).collect();
+        // The namespace, then the chart's RBAC again (its RoleBindings there went with it).
+        let made = tokio::task::spawn_blocking(move || {
+            world
+                .cluster
+                .try_namespace(&name, &run)
+                .and_then(|()| world.cluster.try_rbac(&all))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match made {
+            Ok(()) => {
+                w.note(format!(
+                    "namespace {ns} gone {:.1}s after its deletion; re-created",
+                    started.elapsed().as_secs_f64()
+                ));
+                for n in lock(&w.namespaces).iter_mut().filter(|n| n.name == ns) {
+                    n.usable = true;
+                }
+            }
+            Err(e) => w.note(format!("namespace {ns} could not be re-created: {e}")),
+        }
+        return;
+    }
+    w.note(format!(
+        "namespace {ns} still there {}s after its deletion (not re-created)",
+        wait.as_secs()
+    ));
+}

@@ -1,0 +1,202 @@
+//! The faults: a seeded timeline of steps (pure, so a seed always gives the same run)
+//! and what each step does to the simulator, the replicas or the control plane.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use rand::Rng;
+use rand::rngs::StdRng;
+use vultr_sim::{Fault, FaultKind};
+
+use super::cluster::SYSTEM_NS;
+use super::replicas::LEASE;
+use super::world::{Shared, Sizes, lock};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// 429 with Retry-After on most requests for a few seconds.
+    Storm,
+    /// Every request 503 for this long.
+    Outage(Duration),
+    /// A share of requests never answered (past the client timeout) for a while.
+    Hangs,
+    /// SIGKILL the current leader (the supervisor restarts it).
+    KillLeader,
+    /// Stop and start kube-apiserver (etcd kept).
+    RestartApiserver,
+    /// Cut the leader from the API server; it must exit; restore, restart it.
+    Partition,
+    /// Delete a watched namespace (re-created once gone).
+    DeleteNamespace,
+}
+
+/// The timeline of a run: each step at an offset into the chaos phase.
+pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
+    let t = sizes.chaos.as_secs_f64();
+    let mut at = |lo: f64, hi: f64| Duration::from_secs_f64(t * rng.random_range(lo..hi));
+    let mut steps = vec![
+        (at(0.25, 0.30), Step::Outage(sizes.outage)),
+        (at(0.40, 0.45), Step::DeleteNamespace),
+        (at(0.55, 0.60), Step::RestartApiserver),
+        (at(0.70, 0.75), Step::Partition),
+    ];
+    // One kill per equal slice of the phase, so each one hits a different leader
+    // (a hand-over takes a Lease duration).
+    let slice = 0.9 / sizes.kills.max(1) as f64;
+    for i in 0..sizes.kills {
+        let lo = 0.05 + slice * i as f64;
+        steps.push((at(lo, lo + slice), Step::KillLeader));
+    }
+    for _ in 0..sizes.storms {
+        steps.push((at(0.05, 0.9), Step::Storm));
+    }
+    for _ in 0..sizes.hangs {
+        steps.push((at(0.05, 0.9), Step::Hangs));
+    }
+    steps.sort_by_key(|(d, _)| *d);
+    steps
+}
+
+/// 5xx on about 30% of every Vultr request, for the whole chaos phase.
+pub fn background(w: &Shared) {
+    for status in [500, 502, 503] {
+        w.sim
+            .add_fault(Fault::status(status).with_probability(0.12));
+    }
+    w.count("background 5xx (30% of requests)");
+}
+
+/// The Lease holder, if it is a running replica; waits up to three Lease durations
+/// for one (a hand-over may be in progress, the API server may be down).
+pub async fn leader(w: &Shared) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(w.client.clone(), SYSTEM_NS);
+    let deadline = Instant::now() + w.sizes.lease * 3;
+    while Instant::now() < deadline {
+        if let Ok(Ok(Some(lease))) =
+            tokio::time::timeout(Duration::from_secs(3), api.get_opt(LEASE)).await
+            && let Some(h) = lease.spec.and_then(|s| s.holder_identity)
+            && !h.is_empty()
+            && lock(&w.replicas).current().contains(&h)
+        {
+            return Some(h);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
+pub async fn run_step(w: Shared, step: Step) {
+    match step {
+        Step::Storm => {
+            w.sim.add_fault(
+                Fault::new(FaultKind::Status {
+                    status: 429,
+                    retry_after: Some(1),
+                })
+                .with_probability(0.8)
+                .for_duration(Duration::from_secs(5)),
+            );
+            w.count("429 storm (5s, 80%)");
+        }
+        Step::Outage(d) => {
+            w.sim.add_fault(Fault::status(503).for_duration(d));
+            w.count(&format!("outage ({}s)", d.as_secs()));
+        }
+        Step::Hangs => {
+            w.sim.add_fault(
+                Fault::new(FaultKind::Hang)
+                    .with_probability(0.3)
+                    .for_duration(Duration::from_secs(8)),
+            );
+            w.count("hangs past the client timeout (8s, 30%)");
+        }
+        Step::KillLeader => match leader(&w).await {
+            Some(h) if lock(&w.replicas).kill(&h) => w.count("SIGKILL of the leader"),
+            _ => w.note("no leader to kill".into()),
+        },
+        Step::RestartApiserver => {
+            let world = w.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                world.cluster.restart_apiserver(Duration::from_secs(2))
+            })
+            .await;
+            match result {
+                Ok(Ok(d)) => {
+                    w.count("kube-apiserver restart");
+                    w.note(format!(
+                        "kube-apiserver down and back in {:.1}s",
+                        d.as_secs_f64()
+                    ));
+                }
+                other => w.note(format!("kube-apiserver restart failed: {other:?}")),
+            }
+        }
+        Step::Partition => partition(&w).await,
+        Step::DeleteNamespace => {
+            let ns = {
+                let all = lock(&w.namespaces);
+                all.last().map(|n| n.name.clone())
+            };
+            if let Some(ns) = ns {
+                // Scheduled at ~40% of the chaos phase: done waiting before it ends.
+                let wait = w.sizes.chaos / 2;
+                super::driver::delete_namespace(&w, &ns, wait).await;
+            }
+        }
+    }
+}
+
+/// Cuts the leader's connection to the API server (it still reaches Vultr), waits for
+/// it to exit (its lease can no longer be renewed), then restores the link.
+async fn partition(w: &Shared) {
+    let Some(h) = leader(w).await else {
+        w.note("no leader to partition".into());
+        return;
+    };
+    if !lock(&w.replicas).partition(&h) {
+        return;
+    }
+    w.count("partition of the leader from the API server");
+    let started = Instant::now();
+    let limit = w.sizes.lease * 4 + Duration::from_secs(10);
+    while started.elapsed() < limit && lock(&w.replicas).running(&h) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if lock(&w.replicas).running(&h) {
+        w.note(format!(
+            "partitioned leader {h} still running {}s after the cut: killed",
+            limit.as_secs()
+        ));
+        lock(&w.replicas).kill(&h);
+    } else {
+        w.note(format!(
+            "partitioned leader {h} exited {:.1}s after the cut",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lock(&w.replicas).heal();
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn the_plan_has_every_fault_inside_the_chaos_phase() {
+        let sizes = Sizes::long();
+        let steps = plan(&sizes, &mut StdRng::seed_from_u64(1));
+        let count = |f: fn(&Step) -> bool| steps.iter().filter(|(_, s)| f(s)).count();
+        assert_eq!(count(|s| *s == Step::KillLeader), 10);
+        assert_eq!(count(|s| *s == Step::Partition), 1);
+        assert_eq!(count(|s| *s == Step::RestartApiserver), 1);
+        assert_eq!(count(|s| *s == Step::DeleteNamespace), 1);
+        assert_eq!(count(|s| matches!(s, Step::Outage(_))), 1);
+        assert!(steps.iter().all(|(d, _)| *d < sizes.chaos));
+        assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(steps, plan(&sizes, &mut StdRng::seed_from_u64(1)));
+    }
+}

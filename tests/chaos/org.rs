@@ -1,0 +1,166 @@
+//! The seeded organisation the run works on, and the pool of pairs objects declare:
+//! each pair has one deletion policy (so a pair is never declared both Orphan and
+//! Delete), and "outsider" users that no object ever declares receive the out-of-band
+//! grants the operator must leave alone.
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use vultr_sim::{Seed, SeedGroup, SeedPolicy, SeedUser};
+
+use super::model::{Kind, Pair};
+
+#[derive(Clone, Debug)]
+pub struct Entity {
+    pub id: String,
+    /// Policy name, user email or group display name.
+    pub key: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Org {
+    pub policies: Vec<Entity>,
+    pub users: Vec<Entity>,
+    pub groups: Vec<Entity>,
+    /// Users no object declares.
+    pub outsiders: Vec<Entity>,
+}
+
+/// A pair objects may declare, with its deletion policy.
+#[derive(Clone, Debug)]
+pub struct PoolPair {
+    pub policy: usize,
+    pub kind: Kind,
+    pub subject: usize,
+    pub orphan: bool,
+}
+
+fn uuid(rng: &mut StdRng) -> String {
+    uuid::Builder::from_random_bytes(rng.random())
+        .into_uuid()
+        .to_string()
+}
+
+impl Org {
+    pub fn generate(rng: &mut StdRng, policies: usize, users: usize, groups: usize) -> Org {
+        let mut entities = |n: usize, key: &dyn Fn(usize) -> String| -> Vec<Entity> {
+            (0..n)
+                .map(|i| Entity {
+                    id: uuid(rng),
+                    key: key(i),
+                })
+                .collect()
+        };
+        Org {
+            policies: entities(policies, &|i| format!("chaos-policy-{i:02}")),
+            users: entities(users, &|i| format!("user-{i:03}@chaos.example")),
+            groups: entities(groups, &|i| format!("chaos-group-{i:02}")),
+            outsiders: entities(8, &|i| format!("outsider-{i}@chaos.example")),
+        }
+    }
+
+    /// The organisation as a simulator seed; no attachments.
+    pub fn seed(&self) -> Seed {
+        Seed {
+            policies: self
+                .policies
+                .iter()
+                .map(|p| SeedPolicy {
+                    id: Some(p.id.clone()),
+                    name: p.key.clone(),
+                    description: String::new(),
+                })
+                .collect(),
+            users: self
+                .users
+                .iter()
+                .chain(&self.outsiders)
+                .map(|u| SeedUser {
+                    id: Some(u.id.clone()),
+                    email: u.key.clone(),
+                    name: String::new(),
+                })
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| SeedGroup {
+                    id: Some(g.id.clone()),
+                    display_name: g.key.clone(),
+                })
+                .collect(),
+            ..Seed::default()
+        }
+    }
+
+    /// `n` distinct pairs, about a third of them groups, `orphan_share` of them Orphan.
+    pub fn pool(&self, rng: &mut StdRng, n: usize, orphan_share: f64) -> Vec<PoolPair> {
+        let capacity = self.policies.len() * (self.users.len() + self.groups.len());
+        let n = n.min(capacity);
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let policy = rng.random_range(0..self.policies.len());
+            let (kind, subject) = if rng.random_bool(0.33) {
+                (Kind::Group, rng.random_range(0..self.groups.len()))
+            } else {
+                (Kind::User, rng.random_range(0..self.users.len()))
+            };
+            if seen.insert((policy, kind, subject)) {
+                out.push(PoolPair {
+                    policy,
+                    kind,
+                    subject,
+                    orphan: rng.random_bool(orphan_share),
+                });
+            }
+        }
+        out
+    }
+
+    pub fn pair(&self, p: &PoolPair) -> Pair {
+        Pair {
+            policy: self.policies[p.policy].id.clone(),
+            kind: p.kind,
+            subject: match p.kind {
+                Kind::User => self.users[p.subject].id.clone(),
+                Kind::Group => self.groups[p.subject].id.clone(),
+            },
+        }
+    }
+
+    /// A spec for the pair, each side by name/email or by ID at random.
+    pub fn spec(&self, rng: &mut StdRng, p: &PoolPair) -> Value {
+        let policy = &self.policies[p.policy];
+        let policy = if rng.random_bool(0.5) {
+            json!({"id": policy.id})
+        } else {
+            json!({"name": policy.key})
+        };
+        let by_id = rng.random_bool(0.5);
+        let mut spec = match p.kind {
+            Kind::User => {
+                let u = &self.users[p.subject];
+                let r = if by_id {
+                    json!({"id": u.id})
+                } else {
+                    json!({"email": u.key})
+                };
+                json!({"policy": policy, "user": r})
+            }
+            Kind::Group => {
+                let g = &self.groups[p.subject];
+                let r = if by_id {
+                    json!({"id": g.id})
+                } else {
+                    json!({"name": g.key})
+                };
+                json!({"policy": policy, "group": r})
+            }
+        };
+        if p.orphan {
+            spec["deletionPolicy"] = json!("Orphan");
+        }
+        spec
+    }
+}
