@@ -121,28 +121,15 @@ impl ListingCache {
         grant: &Grant,
         max_age: Duration,
     ) -> Result<Verification, VultrError> {
-        let key = (grant.policy_id.clone(), grant.subject.kind());
         let written = locked(&self.written).get(grant).copied();
-        if let Some(written) = written {
-            let slot = self.slot(&key.0, key.1);
-            let cached_usable = slot.lock().await.as_ref().is_some_and(|(started, _)| {
-                usable(*started, Instant::now(), max_age, Some(written))
-            });
-            if !cached_usable {
-                let unverified = locked(&self.unverified)
-                    .get(&key)
-                    .copied()
-                    .unwrap_or_default();
-                if let Some(wait) =
-                    batch_wait(self.vultr.limiter().is_busy(), unverified, Instant::now())
-                {
-                    return Ok(Verification::Later(wait));
-                }
-            }
-        }
-        self.get(&key.0, key.1, max_age, written)
-            .await
-            .map(Verification::Listing)
+        self.fetch(
+            &grant.policy_id,
+            grant.subject.kind(),
+            max_age,
+            written,
+            true,
+        )
+        .await
     }
 
     /// The listing of `policy_id`, fetched now unless an answer younger than `max_age`
@@ -154,25 +141,57 @@ impl ListingCache {
         max_age: Duration,
         written: Option<Instant>,
     ) -> Result<Listing, VultrError> {
+        match self.fetch(policy_id, kind, max_age, written, false).await? {
+            Verification::Listing(listing) => Ok(listing),
+            // Never deferred when `may_defer` is false.
+            Verification::Later(_) => self.list(policy_id, kind).await,
+        }
+    }
+
+    /// The one path to a listing. Callers for the same policy queue on its slot, and
+    /// each decides only once it holds it: by then a fetch that was in flight may serve
+    /// it, or, for a verification that may wait, too few writes may be pending.
+    async fn fetch(
+        &self,
+        policy_id: &str,
+        kind: SubjectKind,
+        max_age: Duration,
+        written: Option<Instant>,
+        may_defer: bool,
+    ) -> Result<Verification, VultrError> {
+        let key = (policy_id.to_owned(), kind);
         let slot = self.slot(policy_id, kind);
         let mut cached = slot.lock().await;
         if let Some((started, answer)) = cached.as_ref()
             && usable(*started, Instant::now(), max_age, written)
         {
-            return answer.clone();
+            return answer.clone().map(Verification::Listing);
+        }
+        if may_defer && written.is_some() {
+            let unverified = locked(&self.unverified)
+                .get(&key)
+                .copied()
+                .unwrap_or_default();
+            let busy = self.vultr.limiter().is_busy();
+            if let Some(wait) = batch_wait(busy, unverified, Instant::now()) {
+                return Ok(Verification::Later(wait));
+            }
         }
         let started = Instant::now();
-        locked(&self.unverified).remove(&(policy_id.to_owned(), kind));
-        let answer = self
-            .vultr
+        locked(&self.unverified).remove(&key);
+        let answer = self.list(policy_id, kind).await;
+        *cached = Some((started, answer.clone()));
+        answer.map(Verification::Listing)
+    }
+
+    async fn list(&self, policy_id: &str, kind: SubjectKind) -> Result<Listing, VultrError> {
+        self.vultr
             .attached_ids(policy_id, kind)
             .await
             .map(|members| Listing {
                 members: Arc::new(members),
                 fetched_at: SystemTime::now(),
-            });
-        *cached = Some((started, answer.clone()));
-        answer
+            })
     }
 
     /// This process just finished a write to `grant` (also a failed one: a POST or
