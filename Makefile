@@ -5,7 +5,7 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 
 .PHONY: test lint unit integration control-plane cluster-up cluster-down crds demo image
 
-test: lint control-plane
+test: lint control-plane tools
 	$(MAKE) integration
 
 lint:
@@ -16,6 +16,13 @@ lint:
 # kube-controller-manager, kubectl and helm from the Kubernetes Go modules.
 control-plane:
 	tests/control-plane/build.sh
+
+# crane (the image test) and promtool (the alert rules' tests), built once from the Go
+# module proxy and cached like the control plane, before the tests that use them.
+.PHONY: tools
+tools:
+	deploy/image/tools.sh crane >/dev/null
+	deploy/image/tools.sh promtool >/dev/null
 
 # One control plane for the whole run, in a temporary directory; it is stopped when the
 # run ends, also on failure (trap) or if this shell is killed (start.sh --watch-pid).
