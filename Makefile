@@ -68,8 +68,9 @@ bench-sim:
 demo:
 	tests/demo.sh
 
-# Operator benchmark on the real control plane and the simulator (prints figures).
-# BENCH_N sets the attachments per population (default 60).
+# Operator benchmark on the real control plane and the simulator (prints figures beside
+# the rate-limit bound computed in the same run). BENCH_N (2000), BENCH_P (20) and
+# BENCH_USERS (5000) set the size. Release build (the first one takes ~10 minutes).
 .PHONY: bench
 bench: control-plane
 	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
