@@ -155,6 +155,25 @@ impl Bench {
     }
 }
 
+/// Vultr calls per route template, most frequent first.
+fn calls_by_route(journal: &[vultr_sim::JournalEntry]) -> Vec<(String, usize)> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for entry in journal {
+        *counts.entry(entry.route.clone()).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    counts
+}
+
+/// How many objects were written between two snapshots of resource versions.
+fn changed(before: &HashMap<String, String>, after: &HashMap<String, String>) -> usize {
+    after
+        .iter()
+        .filter(|(name, rv)| before.get(*name) != Some(rv))
+        .count()
+}
+
 fn percentile(values: &[Duration], p: f64) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort();
@@ -284,15 +303,7 @@ async fn converges_at_the_rate_limit_bound() {
     let journal = bench.sim.journal();
     let calls = journal.len();
     let throttled = journal.iter().filter(|e| e.status == 429).count();
-    let mut by_route: Vec<(String, usize)> = journal
-        .iter()
-        .fold(HashMap::new(), |mut m: HashMap<String, usize>, e| {
-            *m.entry(e.route.clone()).or_default() += 1;
-            m
-        })
-        .into_iter()
-        .collect();
-    by_route.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    let by_route = calls_by_route(&journal);
 
     // A restart with N Ready: Vultr calls and Kubernetes writes in its first 60 s.
     assert!(operator.terminate(), "the operator did not stop cleanly");
@@ -302,20 +313,8 @@ async fn converges_at_the_rate_limit_bound() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let restart_journal = bench.sim.journal();
     let restart_calls = restart_journal.len();
-    let mut restart_routes: Vec<(String, usize)> = restart_journal
-        .iter()
-        .fold(HashMap::new(), |mut m: HashMap<String, usize>, e| {
-            *m.entry(e.route.clone()).or_default() += 1;
-            m
-        })
-        .into_iter()
-        .collect();
-    restart_routes.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
-    let after = bench.resource_versions().await;
-    let restart_writes = after
-        .iter()
-        .filter(|(name, rv)| versions.get(*name) != Some(rv))
-        .count();
+    let restart_routes = calls_by_route(&restart_journal);
+    let restart_writes = changed(&versions, &bench.resource_versions().await);
 
     // Verification passes in which nothing changes (resync 20 s): Kubernetes writes.
     assert!(operator.terminate(), "the operator did not stop cleanly");
@@ -334,11 +333,7 @@ async fn converges_at_the_rate_limit_bound() {
     while operator.logs().matches("verification pass").count() < 3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let after = bench.resource_versions().await;
-    let pass_writes = after
-        .iter()
-        .filter(|(name, rv)| versions.get(*name) != Some(rv))
-        .count();
+    let pass_writes = changed(&versions, &bench.resource_versions().await);
 
     // Deletions, idle, then behind a backlog of 1,000 (N/2) fresh attaches.
     let idle: Vec<usize> = (0..20).collect();

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use reqwest::Method;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -19,7 +18,6 @@ use crate::domain::{Subject, SubjectKind};
 /// Route templates: what logs and metrics show instead of concrete paths.
 pub mod routes {
     pub const LIST_POLICIES: &str = "GET /v2/policies";
-    pub const GET_POLICY: &str = "GET /v2/policies/{policy_id}";
     pub const LIST_POLICY_USERS: &str = "GET /v2/policies/{policy_id}/users";
     pub const LIST_POLICY_GROUPS: &str = "GET /v2/policies/{policy_id}/groups";
     pub const ATTACH_USER: &str = "POST /v2/policies/{policy_id}/users/{user_id}";
@@ -27,7 +25,6 @@ pub mod routes {
     pub const DETACH_USER: &str = "DELETE /v2/policies/{policy_id}/users/{user_id}";
     pub const DETACH_GROUP: &str = "DELETE /v2/policies/{policy_id}/groups/{group_id}";
     pub const LIST_USERS: &str = "GET /v2/users";
-    pub const GET_USER: &str = "GET /v2/users/{user_id}";
     pub const LIST_GROUPS: &str = "GET /v2/groups";
 }
 
@@ -91,38 +88,10 @@ impl VultrClient {
             .await
     }
 
-    /// One policy; a raw `NotFound` if Vultr does not know it.
-    pub async fn get_policy(&self, policy_id: &str) -> Result<Policy, VultrError> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            policy: Policy,
-        }
-        let policy_id = path_id(IdOf::Policy, policy_id)?;
-        let route = routes::GET_POLICY;
-        let answer = self
-            .request(Method::GET, route, &["v2", "policies", policy_id], &[])
-            .await?;
-        Ok(decode::<Envelope>(route, &answer.body)?.policy)
-    }
-
     /// Every user of the organization (paged).
     pub async fn list_users(&self) -> Result<Vec<User>, VultrError> {
         self.list_all(routes::LIST_USERS, &["v2", "users"], "users")
             .await
-    }
-
-    /// One user; a raw `NotFound` if Vultr does not know it.
-    pub async fn get_user(&self, user_id: &str) -> Result<User, VultrError> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            user: User,
-        }
-        let user_id = path_id(IdOf::Subject(SubjectKind::User), user_id)?;
-        let route = routes::GET_USER;
-        let answer = self
-            .request(Method::GET, route, &["v2", "users", user_id], &[])
-            .await?;
-        Ok(decode::<Envelope>(route, &answer.body)?.user)
     }
 
     /// Every group of the organization (paged).
