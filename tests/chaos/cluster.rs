@@ -88,6 +88,9 @@ impl Cluster {
             .helm()
             .args(["template", "vultr-iam-operator"])
             .arg(repo_path("charts/vultr-iam-operator"))
+            // The control plane's helm is built without its version stamps and would
+            // assume Kubernetes v1.20, which the chart's kubeVersion refuses.
+            .args(["--kube-version", "v1.37.2"])
             .args(["--namespace", SYSTEM_NS, "--set", "replicaCount=2"])
             .args([
                 "--set",
