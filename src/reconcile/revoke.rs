@@ -59,7 +59,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         },
     };
 
-    // Held until the DELETE is answered and the listing invalidated, so no verification
+    // Held until the DELETE is answered and its write marked, so no verification
     // of another object with this pair runs in between (see `pairs.rs`).
     let _pair = ctx.pairs.lock(&grant).await;
     match other_holders(ctx, &uid, &grant).await {

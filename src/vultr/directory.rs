@@ -131,11 +131,17 @@ impl Directory {
                 let walk = || inner.vultr.list_users();
                 let found = self
                     .lookup(&inner.users, walk, |users| {
-                        let id = match user {
-                            UserRef::ById(id) => user_by_id(users, id)?,
-                            UserRef::ByEmail(email) => user_by_email(users, email)?,
+                        // An email is shown as the manifest spells it.
+                        let (id, name) = match user {
+                            UserRef::ById(id) => {
+                                let id = user_by_id(users, id)?;
+                                let name = name_of(users, &id, |u| &u.id, |u| &u.email);
+                                (id, name)
+                            }
+                            UserRef::ByEmail(email) => {
+                                (user_by_email(users, email)?, email.clone())
+                            }
                         };
-                        let name = name_of(users, &id, |u| &u.id, |u| &u.email);
                         Ok(Resolved { id, name })
                     })
                     .await?;
