@@ -33,7 +33,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Base URL of the Vultr API.
-    #[arg(long, env = "VULTR_API_URL", default_value = "https://api.vultr.com")]
+    #[arg(long, env = "VULTR_API_URL", default_value = crate::vultr::DEFAULT_BASE_URL)]
     pub vultr_api_url: Url,
 
     /// File holding the Vultr API key (e.g. a mounted Secret). Without it the key is read

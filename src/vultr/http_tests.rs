@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::fake::{FakeVultr, Recorded, Reply, TEST_KEY, paged};
+use super::resolve::Resolved;
 use super::*;
 use crate::domain::{Subject, SubjectKind};
 

@@ -25,20 +25,16 @@ mod fake;
 #[cfg(test)]
 mod http_tests;
 
-pub use api_key::{API_KEY_ENV, ApiKey, ApiKeyError};
+pub use api_key::{ApiKey, ApiKeyError};
 pub use client::VultrClient;
-pub use config::{
-    ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
-    DEFAULT_USER_AGENT,
-};
+pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_USER_AGENT};
 pub use directory::Directory;
 pub use endpoints::routes;
 pub use error::VultrError;
 pub use fence::WriteFence;
 pub use key_rotation::follow_key_file;
-pub use limiter::{DEFAULT_BURST, DEFAULT_PER_SECOND, InvalidRateLimit, Priority, RateLimiter};
+pub use limiter::{InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, User};
 pub use observe::{RequestObserver, RequestRecord};
-pub use pagination::{MAX_PAGES, PER_PAGE};
-pub use resolve::{GroupRef, PolicyRef, Resolved, SubjectRef, UserRef};
-pub use response::{MAX_RETRY_AFTER, parse_retry_after};
+pub use pagination::PER_PAGE;
+pub use resolve::{GroupRef, PolicyRef, SubjectRef, UserRef};
