@@ -84,13 +84,17 @@ impl Bench {
             .await;
     }
 
-    async fn ready_count(&self) -> usize {
-        let list = self
-            .api
+    async fn list(&self) -> Vec<PolicyAttachment> {
+        self.api
             .list(&ListParams::default())
             .await
-            .expect("list PolicyAttachments");
-        list.items
+            .expect("list PolicyAttachments")
+            .items
+    }
+
+    async fn ready_count(&self) -> usize {
+        self.list()
+            .await
             .iter()
             .filter(|o| {
                 o.status
@@ -102,12 +106,8 @@ impl Bench {
     }
 
     async fn resource_versions(&self) -> HashMap<String, String> {
-        let list = self
-            .api
-            .list(&ListParams::default())
+        self.list()
             .await
-            .expect("list PolicyAttachments");
-        list.items
             .into_iter()
             .map(|o| {
                 (
