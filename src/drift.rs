@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
-use rand::Rng;
+use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

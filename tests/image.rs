@@ -379,9 +379,9 @@ fn render(cp: &ControlPlane, values: &[String]) -> Vec<Value> {
         cmd.args(["--set", value]);
     }
     let yaml = run_ok(&mut cmd);
-    serde_yaml::Deserializer::from_str(&yaml)
+    yaml_serde::Deserializer::from_str(&yaml)
         .map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
+            let value = yaml_serde::Value::deserialize(doc).expect("valid YAML");
             serde_json::to_value(value).expect("YAML as JSON")
         })
         .filter(|v| !v.is_null())
@@ -446,7 +446,7 @@ fn container_env(container: &Value) -> BTreeMap<String, String> {
 }
 
 fn operator_token(cp: &ControlPlane) -> String {
-    let kubeconfig: Value = serde_yaml::from_str(
+    let kubeconfig: Value = yaml_serde::from_str(
         &std::fs::read_to_string(&cp.operator_kubeconfig).expect("operator.kubeconfig"),
     )
     .expect("kubeconfig YAML");

@@ -117,9 +117,9 @@ const RESYNC: &str = "2s";
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The API server's address in a kubeconfig (of its only cluster) and the document.
-fn api_server(kubeconfig: &Path) -> (SocketAddr, serde_yaml::Value) {
+fn api_server(kubeconfig: &Path) -> (SocketAddr, yaml_serde::Value) {
     let text = std::fs::read_to_string(kubeconfig).expect("read the kubeconfig");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    let doc: yaml_serde::Value = yaml_serde::from_str(&text).expect("kubeconfig YAML");
     let clusters = doc["clusters"].as_sequence().expect("clusters");
     assert_eq!(clusters.len(), 1, "one cluster in {}", kubeconfig.display());
     let server = clusters[0]["cluster"]["server"]
@@ -142,7 +142,7 @@ fn kubeconfig_through(admin: &Path, proxy: SocketAddr, dir: &Path) -> PathBuf {
     let (_, mut doc) = api_server(admin);
     doc["clusters"][0]["cluster"]["server"] = format!("https://{proxy}").into();
     let path = dir.join("through-proxy.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&doc).expect("YAML")).expect("write");
+    std::fs::write(&path, yaml_serde::to_string(&doc).expect("YAML")).expect("write");
     path
 }
 

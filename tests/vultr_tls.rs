@@ -1,6 +1,7 @@
 //! `--vultr-ca-file`: the Vultr API behind TLS signed by a private CA (a corporate
 //! TLS-inspecting proxy). Without the bundle the operator refuses the certificate and
-//! sends nothing; with it, it attaches. A file holding no certificate stops it at start.
+//! sends nothing; with it, or with the CA in the system trust store (`SSL_CERT_FILE`, as
+//! the image sets it), it attaches. A file holding no certificate stops it at start.
 
 mod e2e;
 mod support;
@@ -174,6 +175,29 @@ async fn the_vultr_ca_file_is_trusted_and_needed() {
         let c = obj.status.as_ref()?.condition(READY)?;
         (c.status == "True" && c.reason == "Attached").then_some(())
     })
+    .await;
+    assert!(sim.is_user_attached(DNS_ADMIN, &user), "no grant in Vultr");
+    drop(_operator);
+
+    // Or from the system's trust store, as the image sets it (SSL_CERT_FILE): the client
+    // verifies with the platform verifier, not with built-in roots only.
+    let ns = TestNamespace::new(&client, "tls-system").await;
+    let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
+    sim.detach_user(DNS_ADMIN, &user);
+    let _operator =
+        Operator::start_with_env(cp, &url, API_KEY, &ns.name, &[], &[("SSL_CERT_FILE", &ca)]);
+    api.create(&PostParams::default(), &attachment("system"))
+        .await
+        .expect("create");
+    wait_for(
+        "Ready=True Attached, system trust store",
+        e2e::WAIT,
+        || async {
+            let obj = api.get_opt("system").await.ok()??;
+            let c = obj.status.as_ref()?.condition(READY)?;
+            (c.status == "True" && c.reason == "Attached").then_some(())
+        },
+    )
     .await;
     assert!(sim.is_user_attached(DNS_ADMIN, &user), "no grant in Vultr");
 }

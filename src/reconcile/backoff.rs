@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 
 /// What, on the object, must change for a retry to skip the remaining wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

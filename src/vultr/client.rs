@@ -40,6 +40,13 @@ struct Inner {
     fence: Option<WriteFence>,
 }
 
+/// Makes ring the process's TLS crypto provider (reqwest is built without one, so that
+/// the image needs no C toolchain for aws-lc). Idempotent: a provider already installed
+/// (by us, or by the Kubernetes client) is kept.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A 2xx answer.
 pub(crate) struct Answer {
     pub status: StatusCode,
@@ -50,16 +57,17 @@ impl VultrClient {
     pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
         check_base_url(&config.base_url, config.allow_insecure_http)?;
         let authorization = authorization_header(&config.api_key)?;
-        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        install_crypto_provider();
+        // rustls with the platform verifier: the system's trust store (the image ships CA
+        // certificates) plus any extra roots, e.g. a corporate TLS-inspecting proxy.
+        let mut builder = reqwest::Client::builder();
         if let Some(pem) = &config.extra_roots_pem {
             let roots =
                 reqwest::Certificate::from_pem_bundle(pem).map_err(ConfigError::CaBundle)?;
             if roots.is_empty() {
                 return Err(ConfigError::EmptyCaBundle);
             }
-            for root in roots {
-                builder = builder.add_root_certificate(root);
-            }
+            builder = builder.tls_certs_merge(roots);
         }
         let http = builder
             .timeout(config.timeout)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams};
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::StdRng;
 use vultr_iam_operator::crd::PolicyAttachment;
 

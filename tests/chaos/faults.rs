@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::StdRng;
 use vultr_sim::{Fault, FaultKind};
 

@@ -3,7 +3,7 @@
 //! Delete), and "outsider" users that no object ever declares receive the out-of-band
 //! grants the operator must leave alone.
 
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 use vultr_sim::{Seed, SeedGroup, SeedPolicy, SeedUser};

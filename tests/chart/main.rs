@@ -118,9 +118,9 @@ fn render(namespace: &str, args: &[&str]) -> String {
 
 /// The YAML documents of a multi-document stream, as JSON values (empty ones skipped).
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    yaml_serde::Deserializer::from_str(yaml)
         .map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
+            let value = yaml_serde::Value::deserialize(doc).expect("valid YAML");
             serde_json::to_value(value).expect("YAML as JSON")
         })
         .filter(|v| !v.is_null())

@@ -222,7 +222,7 @@ impl Seed {
         {
             serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))
         } else {
-            serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))
+            yaml_serde::from_str(&text).map_err(|e| parse_error(e.to_string()))
         }
     }
 
