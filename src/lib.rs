@@ -21,3 +21,4 @@ pub mod reconcile;
 pub mod run;
 pub mod telemetry;
 pub mod vultr;
+pub mod watch_cache;

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::{self, Context, Settings};
 use crate::vultr::{ApiKey, ClientConfig, RateLimiter, VultrClient, WriteFence};
+use crate::watch_cache;
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -266,14 +267,12 @@ async fn run_controllers(
         let (tx, rx) = mpsc::unbounded::<()>();
         triggers.push(tx);
         let watch = || watcher::Config::default().any_semantic();
-        let live = Controller::new(api.clone(), watch())
+        let (store, changes) = watch_cache::watch(api.clone(), watch());
+        let live = Controller::for_stream(changes, store.clone())
             .with_config(config.clone())
             .reconcile_all_on(rx)
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
-        stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(live.store());
+        stores.lock().unwrap_or_else(|e| e.into_inner()).push(store);
         runs.push(
             live.run(
                 reconcile::reconcile_live,
@@ -284,7 +283,8 @@ async fn run_controllers(
             .boxed(),
         );
         // Revocations get a controller, and so a queue, of their own.
-        let deleted = Controller::new(api, watch())
+        let (store, changes) = watch_cache::watch(api, watch());
+        let deleted = Controller::for_stream(changes, store)
             .with_config(config.clone())
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         runs.push(

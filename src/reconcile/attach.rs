@@ -29,7 +29,9 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
     let generation = obj.metadata.generation;
     let mut st = obj.status.clone().unwrap_or_default();
 
-    // Ready=False on the very first reconcile, so kstatus/Flux see progress at once.
+    // Ready=False on the very first reconcile, so kstatus/Flux see progress at once. An
+    // object still to resolve carries it in the write that records the resolution (or
+    // the failure): one status write fewer per new object.
     if st.condition(crate::crd::READY).is_none() || st.observed_generation != generation {
         let (kind, subject) = obj.spec.subject_display();
         st.policy = Some(obj.spec.policy_display());
@@ -51,7 +53,9 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
                 c.observed_generation = generation;
             }
         }
-        status::write_if_changed(&api, &obj, &st).await?;
+        if st.grant().is_some() {
+            status::write_if_changed(&api, &obj, &st).await?;
+        }
     }
 
     let result = attach_and_verify(&obj, ctx, &api, &mut st).await;
@@ -76,6 +80,18 @@ async fn attach_and_verify(
             st.record(&resolution.grant);
             st.policy = Some(resolution.policy_name);
             st.subject = Some(resolution.subject_name);
+            if !status::is_ready(Some(st)) {
+                let message = format!("attaching {}", resolution.grant);
+                let now = Timestamp::now();
+                set_ready(
+                    st,
+                    false,
+                    reason::ATTACHING,
+                    message,
+                    obj.metadata.generation,
+                    now,
+                );
+            }
             (resolution.grant, true)
         }
     };
@@ -213,21 +229,26 @@ async fn attach(
         )
         .await;
     }
-    let message = match &outcome {
-        AttachOutcome::Attached => format!("attached {grant}; waiting for Vultr to list it"),
-        AttachOutcome::AlreadyAttached => format!("{grant} is attached; verifying"),
-        AttachOutcome::Unconfirmed(err) => format!(
-            "{err}; an earlier attach may not be listed yet: waiting for Vultr to list {grant}"
-        ),
-    };
     // An unconfirmed rejection waits like a fresh attach; if the listing still does not
     // show the pair after the visibility timeout, the next attempt reports it.
-    match outcome {
+    let unconfirmed = match outcome {
         AttachOutcome::Unconfirmed(err) if ctx.memory.attach_sent_at(&uid).is_some() => {
             return Err(err.into());
         }
-        _ => ctx.memory.mark_attach_sent(&uid),
-    }
+        AttachOutcome::Unconfirmed(err) => Some(err),
+        AttachOutcome::Attached | AttachOutcome::AlreadyAttached => None,
+    };
+    ctx.memory.mark_attach_sent(&uid);
+    // A first attach leaves `Ready=False Attaching` as it is until the listing shows the
+    // grant (a second write per object would only change its message). A repair says the
+    // grant was missing; a rejected attach says why it waits.
+    let message = match (unconfirmed, drift) {
+        (Some(err), _) => format!(
+            "{err}; an earlier attach may not be listed yet: waiting for Vultr to list {grant}"
+        ),
+        (None, true) => format!("{grant} was missing in Vultr; attached it again, verifying"),
+        (None, false) => return Ok(()),
+    };
     let now = Timestamp::now();
     set_ready(
         st,
