@@ -8,10 +8,11 @@
 //! verification never uses a listing older than the last write to its pair, yet one
 //! listing fetched after a burst of 100 attaches to a policy verifies all 100.
 //!
-//! While the rate limiter is the bottleneck, a verification that needs a new listing
-//! waits until the listing will verify a batch ([`BATCH`] writes to the policy since the
-//! last fetch, or the oldest of them [`BATCH_WAIT`] old): every call spent on a listing
-//! is a call not spent on an attach. When the limiter is idle, it fetches at once.
+//! A verification that needs a new listing waits while writes to its policy keep coming:
+//! it fetches once the policy has been quiet for [`QUIET`] (the burst is over), or the
+//! listing will verify a batch ([`BATCH`] writes since the last fetch), or the oldest
+//! unverified write is [`BATCH_WAIT`] old. Every call spent on a listing is a call not
+//! spent on an attach; a lone attach is verified at once (its policy is quiet).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,10 +41,13 @@ type Key = (String, SubjectKind);
 /// their own.
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
 
-/// Writes to one policy that a verification listing waits for while the limiter is busy.
-pub const BATCH: usize = 25;
-/// The longest a write waits for its verification listing while the limiter is busy.
-pub const BATCH_WAIT: Duration = Duration::from_secs(10);
+/// Writes to one policy that a verification listing waits for while writes keep coming.
+pub const BATCH: usize = 50;
+/// The longest a write waits for its verification listing while writes keep coming.
+pub const BATCH_WAIT: Duration = Duration::from_secs(15);
+/// A policy without a write for this long is quiet: its pending writes are verified.
+/// No longer than the first look after an attach, so a lone attach does not wait.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 /// What a verification gets: the listing, or when to ask again.
 #[derive(Debug, Clone)]
@@ -58,18 +62,20 @@ pub enum Verification {
 struct Unverified {
     count: usize,
     oldest: Option<Instant>,
+    newest: Option<Instant>,
 }
 
-/// A batching verification looks again this often: the limiter may be idle by then.
-const BATCH_RECHECK: Duration = Duration::from_secs(1);
+/// A waiting verification looks again no sooner than this.
+const RECHECK_FLOOR: Duration = Duration::from_millis(100);
 
 /// Whether a verification should wait for more writes to batch, and how long before it
 /// looks again (pure, for the tests).
-fn batch_wait(busy: bool, unverified: Unverified, now: Instant) -> Option<Duration> {
-    let oldest = unverified.oldest?;
+fn batch_wait(unverified: Unverified, now: Instant) -> Option<Duration> {
+    let (oldest, newest) = (unverified.oldest?, unverified.newest?);
     let waited = now.saturating_duration_since(oldest);
-    (busy && unverified.count < BATCH && waited < BATCH_WAIT)
-        .then(|| (BATCH_WAIT - waited).min(BATCH_RECHECK))
+    let quiet = now.saturating_duration_since(newest);
+    (unverified.count < BATCH && waited < BATCH_WAIT && quiet < QUIET)
+        .then(|| (QUIET - quiet).min(BATCH_WAIT - waited).max(RECHECK_FLOOR))
 }
 
 /// How long a write mark is kept: longer than any listing may be reused, so a dropped
@@ -172,8 +178,7 @@ impl ListingCache {
                 .get(&key)
                 .copied()
                 .unwrap_or_default();
-            let busy = self.vultr.limiter().is_busy();
-            if let Some(wait) = batch_wait(busy, unverified, Instant::now()) {
+            if let Some(wait) = batch_wait(unverified, Instant::now()) {
                 return Ok(Verification::Later(wait));
             }
         }
@@ -205,6 +210,7 @@ impl ListingCache {
             .or_default();
         entry.count += 1;
         entry.oldest.get_or_insert(now);
+        entry.newest = Some(now);
     }
 
     /// The listings at hand did not show `grant` although it was written: only a
@@ -240,31 +246,33 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_limiter_batches_verifications_an_idle_one_does_not() {
+    fn a_verification_waits_while_its_policy_is_written_to() {
         let t0 = Instant::now();
-        let few = Unverified {
-            count: 3,
+        let ms = Duration::from_millis;
+        let burst = |count, newest| Unverified {
+            count,
             oldest: Some(t0),
+            newest: Some(t0 + newest),
         };
-        assert_eq!(batch_wait(false, few, t0), None, "idle: fetch at once");
+        // A lone write, looked at after the first-look delay: quiet, fetch at once.
+        assert_eq!(batch_wait(burst(1, ms(0)), t0 + QUIET), None);
+        // Writes still coming: wait until the policy is quiet.
+        assert_eq!(batch_wait(burst(3, ms(900)), t0 + ms(1200)), Some(ms(700)));
+        assert_eq!(batch_wait(burst(3, ms(900)), t0 + ms(1900)), None);
+        // Never less than the floor between looks.
         assert_eq!(
-            batch_wait(true, few, t0 + Duration::from_secs(4)),
-            Some(BATCH_RECHECK)
+            batch_wait(burst(3, ms(900)), t0 + ms(1850)),
+            Some(RECHECK_FLOOR)
         );
+        // A full batch, or a write that waited long enough: fetch.
+        assert_eq!(batch_wait(burst(BATCH, ms(900)), t0 + ms(1000)), None);
+        let busy_long = burst(3, BATCH_WAIT);
+        assert_eq!(batch_wait(busy_long, t0 + BATCH_WAIT), None);
         assert_eq!(
-            batch_wait(true, few, t0 + BATCH_WAIT - Duration::from_millis(300)),
-            Some(Duration::from_millis(300))
+            batch_wait(burst(3, BATCH_WAIT - ms(100)), t0 + BATCH_WAIT - ms(300)),
+            Some(ms(300))
         );
-        assert_eq!(
-            batch_wait(true, few, t0 + BATCH_WAIT),
-            None,
-            "waited long enough"
-        );
-        let many = Unverified {
-            count: BATCH,
-            oldest: Some(t0),
-        };
-        assert_eq!(batch_wait(true, many, t0), None, "a full batch: fetch");
-        assert_eq!(batch_wait(true, Unverified::default(), t0), None);
+        // Nothing written: nothing to wait for.
+        assert_eq!(batch_wait(Unverified::default(), t0), None);
     }
 }

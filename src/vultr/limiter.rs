@@ -3,7 +3,7 @@
 //! so a deletion never waits behind a backlog of attaches.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify};
@@ -30,11 +30,6 @@ struct Inner {
     bucket: Mutex<Bucket>,
     /// Urgent callers waiting or taking a token; normal callers stand back meanwhile.
     urgent: AtomicUsize,
-    /// Callers of either class waiting for a token.
-    waiting: AtomicUsize,
-    /// When a caller last had to sleep for a token (ms since `epoch`; 0: never).
-    last_sleep_ms: AtomicU64,
-    epoch: Instant,
     urgent_done: Notify,
 }
 
@@ -45,15 +40,6 @@ pub enum Priority {
     Normal,
     /// Served before every normal request that has not got its token yet.
     Urgent,
-}
-
-/// Counts a waiting caller for as long as it waits (also when cancelled).
-struct Waiting<'a>(&'a Inner);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Counts an urgent caller for as long as it lives (also when cancelled).
@@ -104,9 +90,6 @@ impl RateLimiter {
                     refilled_at: Instant::now(),
                 }),
                 urgent: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
-                last_sleep_ms: AtomicU64::new(0),
-                epoch: Instant::now(),
                 urgent_done: Notify::new(),
             }),
         }
@@ -128,22 +111,10 @@ impl RateLimiter {
         self.acquire_with(Priority::Normal).await
     }
 
-    /// Whether the budget is the bottleneck: callers are queueing for tokens, or one had
-    /// to wait within the last second. Callers that can batch their work should then.
-    pub fn is_busy(&self) -> bool {
-        let inner = &self.inner;
-        let now_ms = inner.epoch.elapsed().as_millis() as u64;
-        let last_sleep = inner.last_sleep_ms.load(Ordering::SeqCst);
-        inner.waiting.load(Ordering::SeqCst) > 1
-            || (last_sleep != 0 && now_ms.saturating_sub(last_sleep) < 1000)
-    }
-
     /// Like [`RateLimiter::acquire`], in the given class.
     pub async fn acquire_with(&self, priority: Priority) -> Duration {
         let started = Instant::now();
         let inner = &*self.inner;
-        inner.waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(inner);
         if priority == Priority::Urgent {
             inner.urgent.fetch_add(1, Ordering::SeqCst);
             let _guard = UrgentGuard(inner);
@@ -176,9 +147,6 @@ impl RateLimiter {
             let missing = 1.0 - bucket.tokens;
             tokio::time::sleep(Duration::from_secs_f64(missing / self.inner.per_second)).await;
             self.refill(&mut bucket);
-            let inner = &self.inner;
-            let now_ms = inner.epoch.elapsed().as_millis() as u64;
-            inner.last_sleep_ms.store(now_ms.max(1), Ordering::SeqCst);
         }
         // Float rounding may leave a hair under 1.0 after the sleep; never go negative.
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
@@ -315,18 +283,6 @@ mod tests {
         // The first normal caller was already sleeping for the next token; the urgent
         // one comes right after it, before the two other normal callers.
         assert_eq!(served, [0, 3, 1, 2], "{order:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn busy_while_callers_wait_and_for_a_second_after() {
-        let limiter = RateLimiter::new(1.0, 1).unwrap();
-        assert!(!limiter.is_busy());
-        limiter.acquire().await;
-        assert!(!limiter.is_busy(), "a free token is not a bottleneck");
-        limiter.acquire().await;
-        assert!(limiter.is_busy(), "that one had to wait");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!limiter.is_busy());
     }
 
     #[tokio::test(start_paused = true)]
