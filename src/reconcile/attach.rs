@@ -19,9 +19,11 @@ use crate::listings::Verification;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
+use crate::reconcile::pause;
 use crate::reconcile::record_grant;
 use crate::reconcile::resolve::resolve;
 use crate::reconcile::status::{self, reason, set_ready, set_synced};
+use crate::reconcile::wording::Named;
 use crate::vultr::AttachOutcome;
 
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
@@ -31,10 +33,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
 
     // Ready=False on the very first reconcile, so kstatus/Flux see progress at once.
     if st.condition(crate::crd::READY).is_none() || st.observed_generation != generation {
-        let (kind, subject) = obj.spec.subject_display();
-        st.policy = Some(obj.spec.policy_display());
-        st.subject_kind = st.subject_kind.or(kind);
-        st.subject = Some(subject);
+        status::show_declared(&mut st, &obj.spec);
         if !status::is_ready(Some(&st)) {
             set_ready(
                 &mut st,
@@ -54,9 +53,19 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
         status::write_if_changed(&api, &obj, &st).await?;
     }
 
+    if pause::was_paused(&st) {
+        pause::resumed(&obj, ctx, &st).await;
+    }
+
     let result = attach_and_verify(&obj, ctx, &api, &mut st).await;
     if let Err(err) = &result {
-        ctx.report_failure(&obj, &mut st, err, "Attach", err.to_string())
+        // Once the pair is known, the message names it (e.g. a 404 from a policy or a
+        // user deleted in Vultr since resolution).
+        let message = match Named::recorded(&st) {
+            Some(named) => named.failed(err),
+            None => err.to_string(),
+        };
+        ctx.report_failure(&obj, &mut st, err, "Attach", message)
             .await;
     }
     result
@@ -120,7 +129,7 @@ async fn attach_and_verify(
         AttachStep::Verified => {
             let verified =
                 Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
-            verified_ready(obj, ctx, api, st, &grant, verified).await?;
+            verified_ready(obj, ctx, api, st, verified).await?;
             ctx.memory.attach_seen(&uid);
             Ok(Action::await_change())
         }
@@ -152,10 +161,10 @@ async fn verified_ready(
     ctx: &Context,
     api: &Api<PolicyAttachment>,
     st: &mut PolicyAttachmentStatus,
-    grant: &Grant,
     verified: Time,
 ) -> Result<(), Error> {
     let was_ready = status::is_ready(Some(st));
+    let named = Named::of(st, &obj.spec);
     let generation = obj.metadata.generation;
     let now = Timestamp::now();
     st.attached_at.get_or_insert_with(|| verified.clone());
@@ -166,7 +175,7 @@ async fn verified_ready(
         st,
         true,
         reason::ATTACHED,
-        format!("{grant} is attached and verified in Vultr"),
+        named.verified(),
         generation,
         now,
     );
@@ -178,7 +187,7 @@ async fn verified_ready(
             EventType::Normal,
             reason::ATTACHED,
             "Attach",
-            format!("{grant} attached and verified in Vultr"),
+            named.attached_event(),
         )
         .await;
     }
@@ -202,6 +211,7 @@ async fn attach(
     // Also after a failure: a POST that timed out may still have been applied.
     ctx.listings.note_write(grant);
     let outcome = result?;
+    let named = Named::of(st, &obj.spec);
     if drift {
         ctx.metrics.drift_repaired();
         ctx.event(
@@ -209,16 +219,14 @@ async fn attach(
             EventType::Warning,
             "DriftRepaired",
             "Attach",
-            format!("{grant} was missing in Vultr (removed out of band); attached it again"),
+            named.drift_repaired(),
         )
         .await;
     }
     let message = match &outcome {
-        AttachOutcome::Attached => format!("attached {grant}; waiting for Vultr to list it"),
-        AttachOutcome::AlreadyAttached => format!("{grant} is attached; verifying"),
-        AttachOutcome::Unconfirmed(err) => format!(
-            "{err}; an earlier attach may not be listed yet: waiting for Vultr to list {grant}"
-        ),
+        AttachOutcome::Attached => named.attach_sent(),
+        AttachOutcome::AlreadyAttached => named.already_attached(),
+        AttachOutcome::Unconfirmed(err) => named.attach_unconfirmed(err),
     };
     // An unconfirmed rejection waits like a fresh attach; if the listing still does not
     // show the pair after the visibility timeout, the next attempt reports it.
