@@ -54,6 +54,11 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
     }
 
     if pause::was_paused(&st) {
+        // Whatever happened in Vultr during the pause, a listing from before it must
+        // not verify the pair.
+        if let Some(grant) = st.grant() {
+            ctx.listings.require_newer(&grant);
+        }
         pause::resumed(&obj, ctx, &st).await;
     }
 
