@@ -59,7 +59,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
         if let Some(grant) = st.grant() {
             ctx.listings.require_newer(&grant);
         }
-        pause::resumed(&obj, ctx, &st).await;
+        pause::resume(&obj, ctx, &api, &mut st).await?;
     }
 
     let result = attach_and_verify(&obj, ctx, &api, &mut st).await;

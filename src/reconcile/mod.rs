@@ -104,7 +104,8 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
         ctx.metrics
             .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
         match &result {
-            Ok(_) if deleting => ctx.forget(&uid),
+            // A held deletion is not gone: keep what this process knows about it.
+            Ok(_) if deleting && pause != PauseStep::HoldDeletion => ctx.forget(&uid),
             Ok(_) => ctx.backoff.clear_failures(&uid),
             Err(err) => warn!(reason = err.reason(), error = %err, "reconcile failed"),
         }

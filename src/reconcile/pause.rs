@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -105,16 +106,44 @@ pub fn was_paused(st: &PolicyAttachmentStatus) -> bool {
         .is_some_and(|c| c.reason == reason::PAUSED)
 }
 
-/// A `Resumed` Event: the pause is over and Vultr calls start again.
-pub async fn resumed(obj: &PolicyAttachment, ctx: &Context, st: &PolicyAttachmentStatus) {
-    ctx.event(
-        obj,
-        EventType::Normal,
+/// The pause is over: `Synced` says so at once (not only once a later step writes, which
+/// a batched verification may postpone), and a `Resumed` Event. `Ready` is for the
+/// verification that follows.
+pub async fn resume(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    api: &Api<PolicyAttachment>,
+    st: &mut PolicyAttachmentStatus,
+) -> Result<(), Error> {
+    let message = Named::of(st, &obj.spec).resumed();
+    let now = Timestamp::now();
+    if st
+        .condition(READY)
+        .is_some_and(|c| c.reason == reason::PAUSED)
+    {
+        // Paused before the first attach: now it is attaching.
+        set_ready(
+            st,
+            false,
+            reason::ATTACHING,
+            "resolving the policy and subject in Vultr",
+            obj.metadata.generation,
+            now,
+        );
+    }
+    set_condition(
+        st,
+        SYNCED,
+        true,
         reason::RESUMED,
-        "Pause",
-        Named::of(st, &obj.spec).resumed(),
-    )
-    .await;
+        &message,
+        obj.metadata.generation,
+        now,
+    );
+    status::write_if_changed(api, obj, st).await?;
+    ctx.event(obj, EventType::Normal, reason::RESUMED, "Pause", message)
+        .await;
+    Ok(())
 }
 
 /// A Warning Event, once per value and process, for an annotation value that is
