@@ -333,3 +333,21 @@ async fn a_deletion_policy_edit_keeps_the_resolved_names() {
         "{table}"
     );
 }
+
+/// A failure once the pair is resolved names it: the policy deleted in Vultr behind the
+/// operator's back is reported as `policy dns-admin on user alice@example.com (IDs): ...`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_resolution_names_the_pair() {
+    let env = Env::start("pause-notfound").await;
+    env.create("a", by_names()).await;
+    env.wait_ready("a", "True", "Attached").await;
+    assert!(env.sim.remove_policy(DNS_ADMIN));
+    let obj = env.wait_synced("a", "False", "NotFound").await;
+    let message = &synced(&obj).message;
+    assert!(
+        message.starts_with(&format!(
+            "policy dns-admin on user alice@example.com (policy {DNS_ADMIN}, user {ALICE}): "
+        )) && message.contains("404"),
+        "{message}"
+    );
+}

@@ -301,6 +301,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_is_about_the_named_pair() {
+        let named = Named::new(
+            &grant(Subject::User(U.into())),
+            Some("dns-admin"),
+            Some("alice@example.com"),
+        );
+        assert_eq!(
+            named.failed(&"Vultr answered 404 Not Found"),
+            format!(
+                "policy dns-admin on user alice@example.com (policy {P}, user {U}): \
+                 Vultr answered 404 Not Found"
+            )
+        );
+    }
+
+    #[test]
     fn pause_messages_say_how_to_go_on() {
         let named = Named::new(&grant(Subject::User(U.into())), Some("dns-admin"), None);
         let paused = named.paused();
