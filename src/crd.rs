@@ -13,6 +13,9 @@ pub use crate::domain::{Grant, SubjectKind};
 pub const GROUP: &str = "iam.vultr-operator.io";
 /// Finalizer that holds a deleted PolicyAttachment until Vultr confirms the revocation.
 pub const FINALIZER: &str = "iam.vultr-operator.io/detach";
+/// Annotation that pauses a PolicyAttachment: with the exact value "true", the operator
+/// makes no Vultr call for it (no attach, no drift repair, no revocation).
+pub const PAUSED_ANNOTATION: &str = "iam.vultr-operator.io/paused";
 /// True while the last verification saw the grant in Vultr; False while attaching or
 /// detaching, when it is known missing, or on a terminal error.
 pub const READY: &str = "Ready";
@@ -185,6 +188,15 @@ impl PolicyAttachmentStatus {
 impl PolicyAttachment {
     pub fn recorded_grant(&self) -> Option<Grant> {
         self.status.as_ref().and_then(PolicyAttachmentStatus::grant)
+    }
+
+    /// The value of the pause annotation, if set.
+    pub fn pause_annotation(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PAUSED_ANNOTATION))
+            .map(String::as_str)
     }
 }
 

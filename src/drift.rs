@@ -1,7 +1,9 @@
 //! Periodic drift verification. Each pass fetches one listing per (policy, subject
 //! kind) that any PolicyAttachment refers to, then asks the controllers to reconcile
 //! every attachment; those reconciles are served from the fresh listings, re-attach
-//! whatever vanished out of band, and refresh `lastVerifiedAt`.
+//! whatever vanished out of band, and refresh `lastVerifiedAt`. Paused objects are left
+//! out: no listing is fetched for them, and their reconciles only say they are paused, so
+//! a grant removed out of band while paused is repaired after the pause, not during it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::crd::PolicyAttachment;
 use crate::reconcile::Context;
+use crate::reconcile::decide::{self, PauseStep};
 
 /// `interval` scaled by a random factor in [0.9, 1.1], so replicas and restarts spread out.
 pub fn jittered(interval: Duration) -> Duration {
@@ -44,6 +47,7 @@ pub async fn verify_pass(
     let live: Vec<_> = objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter(|o| decide::pause_step_of(o) == PauseStep::Proceed)
         .collect();
     let keys: HashSet<_> = live
         .iter()

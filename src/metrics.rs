@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::{FINALIZER, PolicyAttachment, READY};
+use crate::reconcile::decide::{self, PauseStep};
 use crate::vultr::{RequestObserver, RequestRecord};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +51,7 @@ pub struct Metrics {
     limiter_wait: Histogram,
     attachments: Family<ReadyLabels, Gauge>,
     revocations_pending: Gauge,
+    paused: Gauge,
     oldest_revocation_seconds: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
     last_verification: Gauge<f64, AtomicU64>,
@@ -112,6 +114,13 @@ impl Metrics {
             "Deleted PolicyAttachments whose finalizer still holds (revocation not yet confirmed)",
             revocations_pending.clone(),
         );
+        let paused = Gauge::default();
+        registry.register(
+            "paused_policyattachments",
+            "PolicyAttachments whose pause annotation currently holds every Vultr call \
+             (live, or deleted with the revocation held)",
+            paused.clone(),
+        );
         let oldest_revocation_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "oldest_pending_revocation_age_seconds",
@@ -141,6 +150,7 @@ impl Metrics {
             limiter_wait,
             attachments,
             revocations_pending,
+            paused,
             oldest_revocation_seconds,
             drift_repairs,
         }
@@ -178,9 +188,19 @@ impl Metrics {
     pub fn observe_objects(&self, objects: &[Arc<PolicyAttachment>], now: SystemTime) {
         self.attachments.clear();
         let mut pending = 0;
+        let mut paused = 0;
         let mut oldest = Duration::ZERO;
         for obj in objects {
+            let pause = decide::pause_step_of(obj);
+            if pause != PauseStep::Proceed {
+                paused += 1;
+            }
             if let Some(deleted) = &obj.metadata.deletion_timestamp {
+                // A held deletion is no revocation in progress: it would page someone
+                // for a hold a person asked for. The paused gauge counts it.
+                if pause == PauseStep::HoldDeletion {
+                    continue;
+                }
                 if obj.finalizers().iter().any(|f| f == FINALIZER) {
                     pending += 1;
                     let since = SystemTime::from(deleted.0);
@@ -200,6 +220,7 @@ impl Metrics {
                 .inc();
         }
         self.revocations_pending.set(pending);
+        self.paused.set(paused);
         self.oldest_revocation_seconds.set(oldest.as_secs_f64());
     }
 
@@ -281,6 +302,32 @@ mod tests {
             text.contains("vultr_iam_oldest_pending_revocation_age_seconds 90.0"),
             "{text}"
         );
+
+        assert!(
+            text.contains("vultr_iam_paused_policyattachments 0"),
+            "{text}"
+        );
+
+        // A paused object counts, live or with its deletion held (not as a pending
+        // revocation then); a value other than "true" does not pause.
+        let pause = |obj: &PolicyAttachment, value: &str| {
+            let mut obj = obj.clone();
+            obj.metadata.annotations =
+                Some([(crate::crd::PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
+            Arc::new(obj)
+        };
+        let paused = vec![
+            pause(&objects[0], "true"),
+            pause(&objects[1], "True"),
+            pause(&objects[3], "true"),
+        ];
+        metrics.observe_objects(&paused, now);
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains("vultr_iam_paused_policyattachments 2"),
+            "{text}"
+        );
+        assert!(text.contains("vultr_iam_revocations_pending 0"), "{text}");
 
         // A later scrape forgets states no object has any more.
         metrics.observe_objects(&objects[..1], now);

@@ -4,6 +4,9 @@
 --   or Ready=False while attaching/detaching.
 -- Degraded: Ready=False for any other reason (PolicyNotFound, UserNotFound, Forbidden,
 --   ...): the message says why.
+-- Suspended: paused (annotation iam.vultr-operator.io/paused: "true"; the operator says
+--   so as Synced=False, reason Paused, or Ready=False Paused before the first attach):
+--   the message says what is held and how to resume.
 -- A failed last reconcile (Synced=False: ApiUnavailable, RateLimited, ...) never changes
 -- the status above (a transient failure says nothing about the grant); it is appended
 -- to the message.
@@ -28,6 +31,17 @@ for _, condition in ipairs(obj.status.conditions) do
   elseif condition.type == "Synced" then
     synced = condition
   end
+end
+local paused = nil
+if synced ~= nil and synced.status == "False" and synced.reason == "Paused" then
+  paused = synced
+elseif ready ~= nil and ready.status == "False" and ready.reason == "Paused" then
+  paused = ready
+end
+if paused ~= nil then
+  hs.status = "Suspended"
+  hs.message = "Paused: " .. (paused.message or "")
+  return hs
 end
 if ready == nil then
   hs.status = "Progressing"

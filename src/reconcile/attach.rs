@@ -19,9 +19,11 @@ use crate::listings::Verification;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
+use crate::reconcile::pause;
 use crate::reconcile::record_grant;
 use crate::reconcile::resolve::resolve;
 use crate::reconcile::status::{self, reason, set_ready, set_synced};
+use crate::reconcile::wording::Named;
 use crate::vultr::AttachOutcome;
 
 pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
@@ -33,10 +35,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
     // object still to resolve carries it in the write that records the resolution (or
     // the failure): one status write fewer per new object.
     if st.condition(crate::crd::READY).is_none() || st.observed_generation != generation {
-        let (kind, subject) = obj.spec.subject_display();
-        st.policy = Some(obj.spec.policy_display());
-        st.subject_kind = st.subject_kind.or(kind);
-        st.subject = Some(subject);
+        status::show_declared(&mut st, &obj.spec);
         if !status::is_ready(Some(&st)) {
             set_ready(
                 &mut st,
@@ -58,9 +57,24 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
         }
     }
 
+    if pause::was_paused(&st) {
+        // Whatever happened in Vultr during the pause, a listing from before it must
+        // not verify the pair.
+        if let Some(grant) = st.grant() {
+            ctx.listings.require_newer(&grant);
+        }
+        pause::resume(&obj, ctx, &api, &mut st).await?;
+    }
+
     let result = attach_and_verify(&obj, ctx, &api, &mut st).await;
     if let Err(err) = &result {
-        ctx.report_failure(&obj, &mut st, err, "Attach", err.to_string())
+        // Once the pair is known, the message names it (e.g. a 404 from a policy or a
+        // user deleted in Vultr since resolution).
+        let message = match Named::recorded(&st) {
+            Some(named) => named.failed(err),
+            None => err.to_string(),
+        };
+        ctx.report_failure(&obj, &mut st, err, "Attach", message)
             .await;
     }
     result
@@ -81,16 +95,9 @@ async fn attach_and_verify(
             st.policy = Some(resolution.policy_name);
             st.subject = Some(resolution.subject_name);
             if !status::is_ready(Some(st)) {
-                let message = format!("attaching {}", resolution.grant);
-                let now = Timestamp::now();
-                set_ready(
-                    st,
-                    false,
-                    reason::ATTACHING,
-                    message,
-                    obj.metadata.generation,
-                    now,
-                );
+                let message = Named::of(st, &obj.spec).attaching();
+                let generation = obj.metadata.generation;
+                set_ready(st, false, reason::ATTACHING, message, generation, Timestamp::now());
             }
             (resolution.grant, true)
         }
@@ -136,7 +143,7 @@ async fn attach_and_verify(
         AttachStep::Verified => {
             let verified =
                 Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
-            verified_ready(obj, ctx, api, st, &grant, verified).await?;
+            verified_ready(obj, ctx, api, st, verified).await?;
             ctx.memory.attach_seen(&uid);
             Ok(Action::await_change())
         }
@@ -168,10 +175,10 @@ async fn verified_ready(
     ctx: &Context,
     api: &Api<PolicyAttachment>,
     st: &mut PolicyAttachmentStatus,
-    grant: &Grant,
     verified: Time,
 ) -> Result<(), Error> {
     let was_ready = status::is_ready(Some(st));
+    let named = Named::of(st, &obj.spec);
     let generation = obj.metadata.generation;
     let now = Timestamp::now();
     st.attached_at.get_or_insert_with(|| verified.clone());
@@ -182,7 +189,7 @@ async fn verified_ready(
         st,
         true,
         reason::ATTACHED,
-        format!("{grant} is attached and verified in Vultr"),
+        named.verified(),
         generation,
         now,
     );
@@ -194,7 +201,7 @@ async fn verified_ready(
             EventType::Normal,
             reason::ATTACHED,
             "Attach",
-            format!("{grant} attached and verified in Vultr"),
+            named.attached_event(),
         )
         .await;
     }
@@ -218,6 +225,7 @@ async fn attach(
     // Also after a failure: a POST that timed out may still have been applied.
     ctx.listings.note_write(grant);
     let outcome = result?;
+    let named = Named::of(st, &obj.spec);
     if drift {
         ctx.metrics.drift_repaired();
         ctx.event(
@@ -225,7 +233,7 @@ async fn attach(
             EventType::Warning,
             "DriftRepaired",
             "Attach",
-            format!("{grant} was missing in Vultr (removed out of band); attached it again"),
+            named.drift_repaired(),
         )
         .await;
     }
@@ -243,10 +251,8 @@ async fn attach(
     // grant (a second write per object would only change its message). A repair says the
     // grant was missing; a rejected attach says why it waits.
     let message = match (unconfirmed, drift) {
-        (Some(err), _) => format!(
-            "{err}; an earlier attach may not be listed yet: waiting for Vultr to list {grant}"
-        ),
-        (None, true) => format!("{grant} was missing in Vultr; attached it again, verifying"),
+        (Some(err), _) => named.attach_unconfirmed(&err),
+        (None, true) => named.drift_repaired(),
         (None, false) => return Ok(()),
     };
     let now = Timestamp::now();

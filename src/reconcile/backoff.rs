@@ -4,7 +4,8 @@
 //!
 //! The retry time is also enforced: a reconcile triggered early by the operator's own
 //! status write would otherwise call Vultr again at once, ignoring the backoff and
-//! `Retry-After`. Only a change by a person (new generation, or a deletion) skips it.
+//! `Retry-After`. Only a change by a person (new generation, a deletion, pausing or
+//! resuming) skips it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +18,8 @@ use rand::RngExt;
 pub struct Revision {
     pub generation: Option<i64>,
     pub deleting: bool,
+    /// Pausing or resuming is a person's change too (an annotation: no new generation).
+    pub paused: bool,
 }
 
 #[derive(Debug)]
@@ -133,6 +136,7 @@ mod tests {
     const REV: Revision = Revision {
         generation: Some(1),
         deleting: false,
+        paused: false,
     };
 
     fn backoff() -> Backoff {
@@ -213,6 +217,11 @@ mod tests {
             ..REV
         };
         assert_eq!(b.remaining("a", deleted), None);
+        let paused = Revision {
+            paused: true,
+            ..REV
+        };
+        assert_eq!(b.remaining("a", paused), None, "pausing is a change");
         assert_eq!(b.remaining("other", REV), None);
     }
 }

@@ -110,7 +110,7 @@ impl Context {
 
     /// The object is gone (its cleanup finished): forget everything about it.
     pub fn forget(&self, uid: &str) {
-        self.memory.attach_seen(uid);
+        self.memory.forget(uid);
         self.pairs.withdraw(uid);
         self.backoff.reset(uid);
     }

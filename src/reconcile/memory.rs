@@ -1,6 +1,7 @@
 //! What this process remembers about objects between reconciles, by UID: an attach it
 //! sent that the listing does not show yet, and a revocation it completed (so that a
-//! reconcile from a stale cache entry does not revoke twice).
+//! reconcile from a stale cache entry does not revoke twice), and a pause annotation
+//! value already reported as unrecognised.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -13,6 +14,8 @@ const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 pub struct Memory {
     attach_sent: Mutex<HashMap<String, Instant>>,
     revoked: Mutex<HashMap<String, Instant>>,
+    /// The unrecognised pause annotation value last reported per UID.
+    pause_reported: Mutex<HashMap<String, String>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +46,20 @@ impl Memory {
     pub fn was_revoked(&self, uid: &str) -> bool {
         locked(&self.revoked).contains_key(uid)
     }
+
+    /// True the first time `value` is seen as an unrecognised pause value of `uid`.
+    pub fn first_unrecognised_pause(&self, uid: &str, value: &str) -> bool {
+        locked(&self.pause_reported)
+            .insert(uid.to_owned(), value.to_owned())
+            .as_deref()
+            != Some(value)
+    }
+
+    /// The object is gone: forget what was reported about it.
+    pub fn forget(&self, uid: &str) {
+        self.attach_seen(uid);
+        locked(&self.pause_reported).remove(uid);
+    }
 }
 
 #[cfg(test)]
@@ -60,5 +77,10 @@ mod tests {
         assert!(m.attach_sent_at("a").is_none());
         m.mark_revoked("b");
         assert!(m.was_revoked("b") && !m.was_revoked("a"));
+        assert!(m.first_unrecognised_pause("a", "True"));
+        assert!(!m.first_unrecognised_pause("a", "True"));
+        assert!(m.first_unrecognised_pause("a", "yes"));
+        m.forget("a");
+        assert!(m.first_unrecognised_pause("a", "yes"));
     }
 }

@@ -1,7 +1,8 @@
 //! The reconcile flow. `kube::runtime::finalizer` is the only top-level step: it adds
 //! `iam.vultr-operator.io/detach` before anything is attached, runs [`attach::apply`]
 //! while the object lives and [`revoke::cleanup`] once it is deleted, and removes the
-//! finalizer only when cleanup succeeded.
+//! finalizer only when cleanup succeeded. The pause switch (`decide::pause_step`) comes
+//! first: a paused object makes no Vultr call in either lane.
 
 pub mod attach;
 pub mod backoff;
@@ -9,10 +10,12 @@ pub mod context;
 pub mod decide;
 pub mod memory;
 pub mod pairs;
+pub mod pause;
 pub mod report;
 pub mod resolve;
 pub mod revoke;
 pub mod status;
+pub mod wording;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,7 @@ use crate::domain::Grant;
 use crate::error::Error;
 use backoff::Revision;
 pub use context::{Context, Settings};
+use decide::{PauseAnnotation, PauseStep};
 
 /// The live lane: attach and verify. Deleted objects belong to the other lane.
 pub async fn reconcile_live(
@@ -75,18 +79,33 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
         let deleting = obj.metadata.deletion_timestamp.is_some();
         // An Apply still running in the live lane finishes before a Cleanup starts.
         let _object = ctx.objects.lock(&uid).await;
-        let result = finalizer(&api, FINALIZER, obj, |event| async {
-            match event {
-                Event::Apply(obj) => attach::apply(obj, &ctx).await,
-                Event::Cleanup(obj) => revoke::cleanup(obj, &ctx).await,
-            }
-        })
-        .await
-        .map_err(Error::from);
+        if let (PauseAnnotation::Unrecognised, Some(value)) = (
+            decide::pause_annotation(obj.pause_annotation()),
+            obj.pause_annotation(),
+        ) {
+            pause::warn_unrecognised(&obj, &ctx, value).await;
+        }
+        let pause = decide::pause_step_of(&obj);
+        let result = if pause == PauseStep::HoldDeletion {
+            pause::hold_deletion(obj, &ctx).await
+        } else {
+            finalizer(&api, FINALIZER, obj, |event| async {
+                match event {
+                    Event::Apply(obj) if pause == PauseStep::HoldLive => {
+                        pause::hold_live(obj, &ctx).await
+                    }
+                    Event::Apply(obj) => attach::apply(obj, &ctx).await,
+                    Event::Cleanup(obj) => revoke::cleanup(obj, &ctx).await,
+                }
+            })
+            .await
+            .map_err(Error::from)
+        };
         ctx.metrics
             .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
         match &result {
-            Ok(_) if deleting => ctx.forget(&uid),
+            // A held deletion is not gone: keep what this process knows about it.
+            Ok(_) if deleting && pause != PauseStep::HoldDeletion => ctx.forget(&uid),
             Ok(_) => ctx.backoff.clear_failures(&uid),
             Err(err) => warn!(reason = err.reason(), error = %err, "reconcile failed"),
         }
@@ -115,5 +134,6 @@ pub(crate) fn revision(obj: &PolicyAttachment) -> Revision {
     Revision {
         generation: obj.metadata.generation,
         deleting: obj.metadata.deletion_timestamp.is_some(),
+        paused: decide::pause_step_of(obj) != PauseStep::Proceed,
     }
 }

@@ -20,6 +20,7 @@ use crate::reconcile::decide::{self, Candidate, CleanupStep, Holders};
 use crate::reconcile::pairs::Declarer;
 use crate::reconcile::record_grant;
 use crate::reconcile::status::{reason, set_ready};
+use crate::reconcile::wording::Named;
 use crate::vultr::RevokeOutcome;
 
 pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
@@ -34,8 +35,8 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     );
     let grant = match step {
         CleanupStep::Orphan => {
-            let note = match obj.recorded_grant() {
-                Some(grant) => format!("deletionPolicy is Orphan: left {grant} in Vultr"),
+            let note = match obj.status.as_ref().and_then(Named::recorded) {
+                Some(named) => named.orphaned(),
                 None => "deletionPolicy is Orphan: nothing was revoked".to_owned(),
             };
             ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note)
@@ -59,6 +60,12 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         },
     };
 
+    let mut st = obj.status.clone().unwrap_or_default();
+    let named = match Named::recorded(&st) {
+        Some(named) if st.grant().as_ref() == Some(&grant) => named,
+        // The pair came from memory or a live read: no names for it in this snapshot.
+        _ => Named::new(&grant, None, None),
+    };
     // Held until the DELETE is answered and its write marked, so no verification
     // of another object with this pair runs in between (see `pairs.rs`).
     let _pair = ctx.pairs.lock(&grant).await;
@@ -69,7 +76,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
                 EventType::Normal,
                 "GrantShared",
                 "Revoke",
-                format!("kept {grant}: still declared by PolicyAttachment {holder}"),
+                named.kept_shared(&holder),
             )
             .await;
             return Ok(Action::await_change());
@@ -80,18 +87,13 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
                 EventType::Warning,
                 "HolderUnconfirmed",
                 "Revoke",
-                format!(
-                    "revoking {grant}: could not confirm whether {} still declare it; \
-                     a live one attaches it again at its next verification",
-                    unconfirmed.join(", ")
-                ),
+                named.holders_unconfirmed(&unconfirmed),
             )
             .await;
         }
         Holders::Revoke { .. } => {}
     }
 
-    let mut st = obj.status.clone().unwrap_or_default();
     let live = st
         .condition(READY)
         .is_some_and(|c| c.reason == reason::ATTACHED || c.reason == reason::ATTACHING);
@@ -102,7 +104,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
             &mut st,
             false,
             reason::DETACHING,
-            format!("revoking {grant} in Vultr"),
+            named.revoking(),
             obj.metadata.generation,
             Timestamp::now(),
         );
@@ -119,8 +121,8 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     match result {
         Ok(outcome) => {
             let note = match outcome {
-                RevokeOutcome::Revoked => format!("revoked {grant} in Vultr"),
-                RevokeOutcome::AlreadyAbsent => format!("{grant} was already absent in Vultr"),
+                RevokeOutcome::Revoked => named.revoked(),
+                RevokeOutcome::AlreadyAbsent => named.already_absent(),
             };
             ctx.memory.mark_revoked(&uid);
             ctx.pairs.withdraw(&uid);
@@ -131,7 +133,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         }
         Err(err) => {
             let err = Error::from(err);
-            let message = format!("revocation of {grant} pending, will retry: {err}");
+            let message = named.revocation_pending(&err);
             ctx.report_failure(&obj, &mut st, &err, "Revoke", message)
                 .await;
             Err(err)

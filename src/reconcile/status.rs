@@ -15,7 +15,7 @@ use serde_json::json;
 
 use std::time::Duration;
 
-use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, READY, SYNCED};
+use crate::crd::{PolicyAttachment, PolicyAttachmentSpec, PolicyAttachmentStatus, READY, SYNCED};
 use crate::domain::Grant;
 
 /// Field manager for the operator's writes, except the recorded pair.
@@ -29,6 +29,9 @@ pub mod reason {
     pub const ATTACHED: &str = "Attached";
     pub const DETACHING: &str = "Detaching";
     pub const ORPHANED: &str = "Orphaned";
+    /// `Synced` (and `Ready` before the first attach) of a paused object; its Events.
+    pub const PAUSED: &str = "Paused";
+    pub const RESUMED: &str = "Resumed";
     pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
 }
 
@@ -93,6 +96,20 @@ pub fn set_synced(status: &mut PolicyAttachmentStatus, generation: Option<i64>, 
         generation,
         now,
     );
+}
+
+/// Shows the policy and subject as the spec declares them, until resolution replaces
+/// them with the resolved names. Once a pair is recorded, its names stay: only
+/// `deletionPolicy` can change after that (the rest is immutable), and the spec may
+/// name the pair by IDs.
+pub fn show_declared(status: &mut PolicyAttachmentStatus, spec: &PolicyAttachmentSpec) {
+    if status.grant().is_some() && status.policy.is_some() && status.subject.is_some() {
+        return;
+    }
+    let (kind, subject) = spec.subject_display();
+    status.policy = Some(spec.policy_display());
+    status.subject_kind = status.subject_kind.or(kind);
+    status.subject = Some(subject);
 }
 
 /// True when `Ready` is currently True.
@@ -248,6 +265,30 @@ mod tests {
         assert_eq!(synced.reason, "ApiUnavailable");
         assert_eq!(synced.last_transition_time, Time(at(20)));
         assert_eq!(s.conditions.len(), 2);
+    }
+
+    #[test]
+    fn resolved_names_survive_a_new_generation() {
+        let spec: PolicyAttachmentSpec = serde_json::from_value(json!({
+            "policy": {"id": "p"}, "user": {"id": "u"}, "deletionPolicy": "Orphan"
+        }))
+        .unwrap();
+        let mut s = PolicyAttachmentStatus::default();
+        show_declared(&mut s, &spec);
+        assert_eq!(
+            s.policy.as_deref(),
+            Some("p"),
+            "declared, before resolution"
+        );
+        s.record(&Grant {
+            policy_id: "p".into(),
+            subject: crate::domain::Subject::User("u".into()),
+        });
+        s.policy = Some("dns-admin".into());
+        s.subject = Some("alice@example.com".into());
+        show_declared(&mut s, &spec);
+        assert_eq!(s.policy.as_deref(), Some("dns-admin"));
+        assert_eq!(s.subject.as_deref(), Some("alice@example.com"));
     }
 
     #[test]

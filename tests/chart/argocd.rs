@@ -190,12 +190,44 @@ pub(super) fn argocd_health_check() {
             ),
             "Healthy",
         ),
+        (
+            "paused, Ready as last verified",
+            pa_with(
+                2,
+                json!({"observedGeneration": 2, "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Attached",
+                     "message": "verified", "observedGeneration": 2},
+                    {"type": "Synced", "status": "False", "reason": "Paused",
+                     "message": "paused by the annotation iam.vultr-operator.io/paused: \"true\"; remove the annotation to resume",
+                     "observedGeneration": 2},
+                ]}),
+            ),
+            "Suspended",
+        ),
+        (
+            "paused before the first attach",
+            pa_with(
+                1,
+                json!({"observedGeneration": 1, "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "Paused",
+                     "message": "paused before anything was attached", "observedGeneration": 1},
+                ]}),
+            ),
+            "Suspended",
+        ),
     ];
     for (what, object, expected) in cases {
         let (status, message) = argocd_health(&object);
         assert_eq!(status, expected, "{what}: {message}");
         if what == "PolicyNotFound" {
             assert_eq!(message, "PolicyNotFound: no policy named \"dns-admin\"");
+        }
+        if what == "paused, Ready as last verified" {
+            assert!(
+                message.starts_with("Paused: paused by the annotation")
+                    && message.ends_with("remove the annotation to resume"),
+                "{message}"
+            );
         }
         if what == "Synced=False" {
             assert!(

@@ -1,0 +1,169 @@
+//! The pause switch at work: what a paused object shows, and the Events it emits. The
+//! decision itself is `decide::pause_step`; nothing here calls Vultr.
+//!
+//! A paused live object still declares its recorded pair, so another holder's deletion
+//! keeps the grant. A paused deleted object declares nothing (like any deleted one): the
+//! pause holds its own revocation, not those of others, so the last live holder's
+//! deletion revokes a shared grant even while a paused deletion of the same pair waits.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use crate::crd::{PAUSED_ANNOTATION, PolicyAttachment, PolicyAttachmentStatus, READY, SYNCED};
+use crate::error::Error;
+use crate::reconcile::context::Context;
+use crate::reconcile::pairs::Declarer;
+use crate::reconcile::status::{self, reason, set_condition, set_ready};
+use crate::reconcile::wording::Named;
+
+/// Live and paused: `Synced=False Paused`, `Ready` left as the last verification saw it
+/// (`Ready=False Paused` only when there is none yet), one `Paused` Event on the way in.
+/// Nothing is requeued: the annotation's removal is a watch event of its own.
+pub async fn hold_live(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
+    let mut st = obj.status.clone().unwrap_or_default();
+    status::show_declared(&mut st, &obj.spec);
+    if let Some(grant) = st.grant() {
+        ctx.pairs.declare(
+            &grant,
+            Declarer {
+                uid: obj.uid().unwrap_or_default(),
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+            },
+        );
+    }
+    let named = Named::of(&st, &obj.spec);
+    let generation = obj.metadata.generation;
+    let now = Timestamp::now();
+    if st.condition(READY).is_none() {
+        set_ready(
+            &mut st,
+            false,
+            reason::PAUSED,
+            format!("paused before anything was attached: {}", named.paused()),
+            generation,
+            now,
+        );
+    }
+    hold(&obj, ctx, st, named.paused(), EventType::Normal).await?;
+    Ok(Action::await_change())
+}
+
+/// Deleted and paused: the finalizer stays and the status says why. Status writes here
+/// are best-effort, as everywhere in cleanup (a namespace being deleted refuses them).
+pub async fn hold_deletion(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
+    let st = obj.status.clone().unwrap_or_default();
+    let message = Named::of(&st, &obj.spec).deletion_held();
+    if let Err(err) = hold(&obj, ctx, st, message, EventType::Warning).await {
+        tracing::warn!(%err, "could not record the held deletion in status; going on");
+    }
+    Ok(Action::await_change())
+}
+
+/// Sets `Synced=False Paused` with `message` (every condition follows the current
+/// generation: only `deletionPolicy` can have changed), writes only on change, and
+/// emits the `Paused` Event when the message is new.
+async fn hold(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    mut st: PolicyAttachmentStatus,
+    message: String,
+    type_: EventType,
+) -> Result<(), Error> {
+    let generation = obj.metadata.generation;
+    let already = st
+        .condition(SYNCED)
+        .is_some_and(|c| c.reason == reason::PAUSED && c.message == message);
+    set_condition(
+        &mut st,
+        SYNCED,
+        false,
+        reason::PAUSED,
+        &message,
+        generation,
+        Timestamp::now(),
+    );
+    for c in &mut st.conditions {
+        c.observed_generation = generation;
+    }
+    status::write_if_changed(&ctx.api_for(obj), obj, &st).await?;
+    if !already {
+        ctx.event(obj, type_, reason::PAUSED, "Pause", message)
+            .await;
+    }
+    Ok(())
+}
+
+/// Whether the last status this object shows is a pause (so the next reconcile that
+/// runs resumes it).
+pub fn was_paused(st: &PolicyAttachmentStatus) -> bool {
+    st.condition(SYNCED)
+        .is_some_and(|c| c.reason == reason::PAUSED)
+}
+
+/// The pause is over: `Synced` says so at once (not only once a later step writes, which
+/// a batched verification may postpone), and a `Resumed` Event. `Ready` is for the
+/// verification that follows.
+pub async fn resume(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    api: &Api<PolicyAttachment>,
+    st: &mut PolicyAttachmentStatus,
+) -> Result<(), Error> {
+    let message = Named::of(st, &obj.spec).resumed();
+    let now = Timestamp::now();
+    if st
+        .condition(READY)
+        .is_some_and(|c| c.reason == reason::PAUSED)
+    {
+        // Paused before the first attach: now it is attaching.
+        set_ready(
+            st,
+            false,
+            reason::ATTACHING,
+            "resolving the policy and subject in Vultr",
+            obj.metadata.generation,
+            now,
+        );
+    }
+    set_condition(
+        st,
+        SYNCED,
+        true,
+        reason::RESUMED,
+        &message,
+        obj.metadata.generation,
+        now,
+    );
+    status::write_if_changed(api, obj, st).await?;
+    ctx.event(obj, EventType::Normal, reason::RESUMED, "Pause", message)
+        .await;
+    Ok(())
+}
+
+/// A Warning Event, once per value and process, for an annotation value that is
+/// neither "true" nor "false" (e.g. "True"): it does not pause.
+pub async fn warn_unrecognised(obj: &PolicyAttachment, ctx: &Context, value: &str) {
+    if !ctx
+        .memory
+        .first_unrecognised_pause(&obj.uid().unwrap_or_default(), value)
+    {
+        return;
+    }
+    ctx.event(
+        obj,
+        EventType::Warning,
+        "InvalidPauseAnnotation",
+        "Pause",
+        format!(
+            "the annotation {PAUSED_ANNOTATION} is {value:?}: only \"true\" pauses, so this \
+             object is not paused"
+        ),
+    )
+    .await;
+}
