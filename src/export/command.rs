@@ -5,13 +5,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
 use super::filter::{Filter, Selectors, UnknownSelectors};
 use super::manifest::{self, Options};
 use super::org::Org;
 use super::read::{self, with_retries};
-use super::unmanaged::Declared;
+use super::unmanaged::{Declared, Skipped};
 use crate::cli::ExportArgs;
 use crate::connect::{self, ConnectError};
 use crate::crd::PolicyAttachment;
@@ -110,7 +110,9 @@ async fn walk(directory: &Directory) -> Result<Org, VultrError> {
 }
 
 /// The pairs every PolicyAttachment of the cluster declares: recorded in its status,
-/// and its spec resolved against the directory (one that does not resolve gets a note).
+/// and its spec resolved against the directory. Objects are read one by one, so one
+/// this build cannot read (e.g. a subject kind it does not know) is skipped with a
+/// note instead of failing the export; so is a spec that does not resolve.
 async fn declared_in_cluster(
     directory: &Directory,
     stderr: &mut impl Write,
@@ -118,29 +120,50 @@ async fn declared_in_cluster(
     let client = kube::Client::try_default()
         .await
         .map_err(ExportError::KubeConfig)?;
-    let api: Api<PolicyAttachment> = Api::all(client);
+    let resource = ApiResource::erase::<PolicyAttachment>(&());
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut declared = Declared::default();
+    let mut unreadable = Skipped::default();
+    let mut unresolved = Skipped::default();
     let mut params = ListParams::default().limit(500);
     loop {
         let page = api.list(&params).await.map_err(ExportError::KubeList)?;
-        for obj in &page.items {
+        for item in page.items {
+            let at = format!(
+                "{}/{}",
+                item.metadata.namespace.as_deref().unwrap_or_default(),
+                item.metadata.name.as_deref().unwrap_or_default()
+            );
+            let obj = match serde_json::to_value(&item)
+                .and_then(serde_json::from_value::<PolicyAttachment>)
+            {
+                Ok(obj) => obj,
+                Err(err) => {
+                    unreadable.add(format!("{at}: {err}"));
+                    continue;
+                }
+            };
             if let Some(grant) = obj.recorded_grant() {
                 declared.add(&grant);
             }
             match crate::reconcile::resolve::resolve(directory, &obj.spec).await {
                 Ok(resolution) => declared.add(&resolution.grant),
-                Err(err) => writeln!(
-                    stderr,
-                    "note: PolicyAttachment {}/{} declares no grant its spec resolves to: {err}",
-                    obj.metadata.namespace.as_deref().unwrap_or_default(),
-                    obj.metadata.name.as_deref().unwrap_or_default(),
-                )?,
+                Err(err) => unresolved.add(format!("{at}: {err}")),
             }
         }
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => break,
         }
+    }
+    if let Some(note) = unreadable.note("PolicyAttachments this version cannot read were skipped") {
+        writeln!(stderr, "note: {note}")?;
+    }
+    if let Some(note) = unresolved.note(
+        "PolicyAttachments whose spec does not resolve in this organisation declare only \
+         the pair recorded in their status",
+    ) {
+        writeln!(stderr, "note: {note}")?;
     }
     Ok(declared)
 }

@@ -29,6 +29,44 @@ impl Declared {
     }
 }
 
+/// Objects left out of the declared set, summed up in one note: a cluster shared with
+/// other organisations can hold thousands, and a line each would bury the output.
+#[derive(Debug, Clone, Default)]
+pub struct Skipped {
+    total: usize,
+    examples: Vec<String>,
+}
+
+/// Examples a note names.
+const EXAMPLES: usize = 3;
+
+impl Skipped {
+    pub fn add(&mut self, what: String) {
+        self.total += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(what);
+        }
+    }
+
+    /// `3 <headline> (a; b; c)`, with `and N more` past the examples; `None` if empty.
+    pub fn note(&self, headline: &str) -> Option<String> {
+        if self.total == 0 {
+            return None;
+        }
+        let more = self.total - self.examples.len();
+        let more = if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{} {headline} ({}{more})",
+            self.total,
+            self.examples.join("; ")
+        ))
+    }
+}
+
 fn key(grant: &Grant) -> (String, SubjectKind, String) {
     (
         grant.policy_id.to_ascii_lowercase(),
@@ -62,5 +100,23 @@ mod tests {
             subject: Subject::User("u1".into()),
         }));
         assert_eq!(declared.len(), 1);
+    }
+
+    #[test]
+    fn skipped_objects_make_one_short_note() {
+        let mut skipped = Skipped::default();
+        assert_eq!(skipped.note("x"), None);
+        skipped.add("a/1: bad".into());
+        assert_eq!(
+            skipped.note("skipped").as_deref(),
+            Some("1 skipped (a/1: bad)")
+        );
+        for i in 2..=10 {
+            skipped.add(format!("a/{i}: bad"));
+        }
+        assert_eq!(
+            skipped.note("skipped").as_deref(),
+            Some("10 skipped (a/1: bad; a/2: bad; a/3: bad; and 7 more)")
+        );
     }
 }
