@@ -102,11 +102,7 @@ async fn walk(directory: &Directory) -> Result<Org, VultrError> {
         with_retries(|| directory.all_users()),
         with_retries(|| directory.all_groups()),
     )?;
-    Ok(Org {
-        policies,
-        users,
-        groups,
-    })
+    Ok(Org::new(policies, users, groups))
 }
 
 /// The pairs every PolicyAttachment of the cluster declares: recorded in its status,

@@ -193,18 +193,18 @@ mod tests {
         let group = |id: &str, name: &str| -> Group {
             serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
         };
-        Org {
-            policies: Arc::new(vec![
+        Org::new(
+            Arc::new(vec![
                 policy("P1", "dns-admin"),
                 policy("p2", "billing-read"),
             ]),
-            users: Arc::new(vec![
+            Arc::new(vec![
                 user("u1", "alice@example.com"),
                 user("u2", "shared@example.com"),
                 user("u3", "Shared@Example.com"),
             ]),
-            groups: Arc::new(vec![group("g1", "ops"), group("g2", "developers")]),
-        }
+            Arc::new(vec![group("g1", "ops"), group("g2", "developers")]),
+        )
     }
 
     fn sel(policies: &[&str], users: &[&str], groups: &[&str]) -> Selectors {

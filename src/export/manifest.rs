@@ -154,17 +154,17 @@ mod tests {
         let group = |id: &str, name: &str| -> Group {
             serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
         };
-        Org {
-            policies: Arc::new(vec![
+        Org::new(
+            Arc::new(vec![
                 policy("p1", "dns-admin"),
                 policy("p2", "billing-read"),
             ]),
-            users: Arc::new(vec![
+            Arc::new(vec![
                 user("u1", "alice@example.com"),
                 user("u2", "bob@example.com"),
             ]),
-            groups: Arc::new(vec![group("g1", "ops\nteam")]),
-        }
+            Arc::new(vec![group("g1", "ops\nteam")]),
+        )
     }
 
     fn grants() -> Vec<Grant> {

@@ -1,14 +1,14 @@
 //! How an exported manifest refers to each side of a grant. With `--reference ids`,
 //! by ID. With `--reference names`, by policy name, user email or group name, but only
-//! when that name resolves back to exactly this object (the operator's own matching
-//! rules, `crate::vultr::resolve`) and admission would accept it; otherwise by ID, with
-//! a note saying why, so the manifest never declares a different or ambiguous object.
+//! when that name resolves back to exactly this object (no other object carries it, by
+//! the operator's own matching rules: see [`super::org::Org`]) and admission would
+//! accept it; otherwise by ID, with a note saying why, so the manifest never declares
+//! a different or ambiguous object.
 
 use super::org::Org;
 use crate::cli::Reference;
 use crate::crd::{GroupRef, PolicyRef, UserRef};
 use crate::domain::{Grant, Subject};
-use crate::vultr::resolve::{group_by_name, policy_by_name, user_by_email};
 
 /// `spec.policy` and the subject, as the manifest will say them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,81 +27,78 @@ pub enum SubjectRef {
 /// The references for one grant, and notes (for stderr) on every name that could not
 /// be used. Notes are per object, so callers dedupe them across grants.
 pub fn refs(grant: &Grant, org: &Org, mode: Reference) -> (Refs, Vec<String>) {
+    let names = mode == Reference::Names;
     let mut notes = Vec::new();
-    let policy_id = grant.policy_id.clone();
-    let policy = match mode {
-        Reference::Ids => by_id_policy(policy_id),
-        Reference::Names => {
-            let name = org.policy_label(&grant.policy_id);
-            let ok = usable_name(name)
-                && policy_by_name(&org.policies, name)
-                    .is_ok_and(|id| id.eq_ignore_ascii_case(&grant.policy_id));
-            if ok {
-                PolicyRef {
-                    id: None,
-                    name: Some(name.to_owned()),
-                }
-            } else {
-                notes.push(why(
-                    "policy",
-                    &grant.policy_id,
-                    "name",
-                    name,
-                    org.policies.iter().filter(|p| p.name == name).count(),
-                ));
-                by_id_policy(policy_id)
-            }
+    // A name is used when it is the only one of its kind in the walk (so resolution
+    // finds exactly this object) and admission accepts it.
+    let mut choose = |what: &str, id: &str, field: &str, name: &str, same: usize, fits: bool| {
+        if !names {
+            return false;
         }
+        let ok = fits && same == 1;
+        if !ok {
+            notes.push(why(what, id, field, name, same));
+        }
+        ok
     };
+    let policy_name = org.policy_label(&grant.policy_id);
+    let policy = if choose(
+        "policy",
+        &grant.policy_id,
+        "name",
+        policy_name,
+        org.policies_named(policy_name),
+        usable_name(policy_name),
+    ) {
+        PolicyRef {
+            id: None,
+            name: Some(policy_name.to_owned()),
+        }
+    } else {
+        by_id_policy(grant.policy_id.clone())
+    };
+    let label = org.subject_label(&grant.subject);
     let subject = match &grant.subject {
-        Subject::User(id) => {
-            let email = org.subject_label(&grant.subject);
-            let ok = mode == Reference::Names
-                && usable_email(email)
-                && user_by_email(&org.users, email)
-                    .is_ok_and(|found| found.eq_ignore_ascii_case(id));
-            if mode == Reference::Names && !ok {
-                let same = org
-                    .users
-                    .iter()
-                    .filter(|u| !email.is_empty() && u.email.trim().eq_ignore_ascii_case(email))
-                    .count();
-                notes.push(why("user", id, "email", email, same));
-            }
-            SubjectRef::User(if ok {
+        Subject::User(id) => SubjectRef::User(
+            if choose(
+                "user",
+                id,
+                "email",
+                label,
+                org.users_with_email(label),
+                usable_email(label),
+            ) {
                 UserRef {
                     id: None,
-                    email: Some(email.to_owned()),
+                    email: Some(label.to_owned()),
                 }
             } else {
                 UserRef {
                     id: Some(id.clone()),
                     email: None,
                 }
-            })
-        }
-        Subject::Group(id) => {
-            let name = org.subject_label(&grant.subject);
-            let ok = mode == Reference::Names
-                && usable_name(name)
-                && group_by_name(&org.groups, name)
-                    .is_ok_and(|found| found.eq_ignore_ascii_case(id));
-            if mode == Reference::Names && !ok {
-                let same = org.groups.iter().filter(|g| g.display_name == name).count();
-                notes.push(why("group", id, "name", name, same));
-            }
-            SubjectRef::Group(if ok {
+            },
+        ),
+        Subject::Group(id) => SubjectRef::Group(
+            if choose(
+                "group",
+                id,
+                "name",
+                label,
+                org.groups_named(label),
+                usable_name(label),
+            ) {
                 GroupRef {
                     id: None,
-                    name: Some(name.to_owned()),
+                    name: Some(label.to_owned()),
                 }
             } else {
                 GroupRef {
                     id: Some(id.clone()),
                     name: None,
                 }
-            })
-        }
+            },
+        ),
     };
     (Refs { policy, subject }, notes)
 }
@@ -168,25 +165,25 @@ mod tests {
         let group = |id: &str, name: &str| -> Group {
             serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
         };
-        Org {
-            policies: Arc::new(vec![
+        Org::new(
+            Arc::new(vec![
                 policy("p1", "dns-admin"),
                 policy("p2", "twin"),
                 policy("p3", "twin"),
                 policy("p4", " padded"),
             ]),
-            users: Arc::new(vec![
+            Arc::new(vec![
                 user("u1", "alice@example.com"),
                 user("u2", "shared@example.com"),
                 user("u3", "SHARED@example.com"),
                 user("u4", "not-an-email"),
             ]),
-            groups: Arc::new(vec![
+            Arc::new(vec![
                 group("g1", "ops"),
                 group("g2", "ops"),
                 group("g3", "devs"),
             ]),
-        }
+        )
     }
 
     fn user(policy: &str, id: &str) -> Grant {
