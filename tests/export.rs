@@ -355,6 +355,21 @@ async fn errors_are_clear_and_exit_non_zero() {
     let stderr = failing(Some(API_KEY), &["--vultr-api-key-file", "/nonexistent/key"]);
     assert!(stderr.contains("/nonexistent/key"), "{stderr}");
 
+    // The connection flags are run's, with run's messages.
+    let stderr = failing(Some(API_KEY), &["--vultr-ca-file", "/nonexistent/ca.crt"]);
+    assert!(stderr.contains("cannot read the Vultr CA file"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+        .args(["export", "--vultr-api-url", "http://vultr.invalid"])
+        .env("VULTR_API_KEY", API_KEY)
+        .output()
+        .expect("run the export");
+    assert!(!out.status.success());
+    assert!(
+        texts(&out).1.contains("--allow-insecure-http"),
+        "{}",
+        texts(&out).1
+    );
+
     // 403 on a listing: the key lacks IAM permission.
     let fault = sim.add_fault(Fault::status(403).on(Some("GET"), Some("/v2/policies/")));
     let stderr = failing(Some(API_KEY), &[]);

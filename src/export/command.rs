@@ -73,7 +73,8 @@ pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
     let filter = Filter::new(&selectors, &org)?;
     let mut grants = read::grants(&vultr, &filter.sources(&org)).await?;
     grants.retain(|g| filter.keeps(g));
-    let mut stderr = std::io::stderr().lock();
+    // Not locked: tasks of the runtime log to stderr meanwhile.
+    let mut stderr = std::io::stderr();
     if args.unmanaged {
         let declared = declared_in_cluster(&directory, &mut stderr).await?;
         grants.retain(|g| !declared.declares(g));
