@@ -379,9 +379,11 @@ async fn errors_are_clear_and_exit_non_zero() {
     );
     sim.remove_fault(fault);
 
-    // --unmanaged without a cluster says so.
+    // --unmanaged without a cluster says so, before asking Vultr anything.
+    sim.clear_journal();
     let stderr = failing(Some(API_KEY), &["--unmanaged"]);
     assert!(stderr.contains("--unmanaged needs the cluster"), "{stderr}");
+    assert!(sim.journal().is_empty());
 
     // An export only reads: a read-only key is enough.
     let (yaml, _) = export_ok(&mut export_with(&url, Some(READ_ONLY_KEY), &[]));

@@ -63,6 +63,15 @@ impl ExportError {
 /// Runs the export: manifests on stdout, notes and a summary on stderr.
 pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
     let vultr = connect::client(&args.vultr, INSTANCE)?;
+    // Before any Vultr request: a missing kube config fails at once.
+    let cluster = match args.unmanaged {
+        true => Some(
+            kube::Client::try_default()
+                .await
+                .map_err(ExportError::KubeConfig)?,
+        ),
+        false => None,
+    };
     let directory = Directory::new(vultr.clone(), ONE_WALK, ONE_WALK);
     let org = walk(&directory).await?;
     let selectors = Selectors {
@@ -75,8 +84,8 @@ pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
     grants.retain(|g| filter.keeps(g));
     // Not locked: tasks of the runtime log to stderr meanwhile.
     let mut stderr = std::io::stderr();
-    if args.unmanaged {
-        let declared = declared_in_cluster(&directory, &mut stderr).await?;
+    if let Some(cluster) = cluster {
+        let declared = declared_in_cluster(cluster, &directory, &mut stderr).await?;
         grants.retain(|g| !declared.declares(g));
     }
     let options = Options {
@@ -111,12 +120,10 @@ async fn walk(directory: &Directory) -> Result<Org, VultrError> {
 /// this build cannot read (e.g. a subject kind it does not know) is skipped with a
 /// note instead of failing the export; so is a spec that does not resolve.
 async fn declared_in_cluster(
+    client: kube::Client,
     directory: &Directory,
     stderr: &mut impl Write,
 ) -> Result<Declared, ExportError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(ExportError::KubeConfig)?;
     let resource = ApiResource::erase::<PolicyAttachment>(&());
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut declared = Declared::default();
