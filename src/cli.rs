@@ -1,4 +1,5 @@
-//! Command line: `run` (the operator) and `crd` (print the CRD YAML).
+//! Command line: `run` (the operator), `crd` (print the CRD YAML) and `export` (print
+//! manifests for the grants that exist in Vultr).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,23 +29,38 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the PolicyAttachment CRD as YAML (the same as crds/).
     Crd,
+    /// Print PolicyAttachment manifests for the grants that exist in Vultr.
+    #[command(long_about = EXPORT_ABOUT)]
+    Export(Box<ExportArgs>),
 }
 
+const EXPORT_ABOUT: &str = "\
+Print PolicyAttachment manifests (multi-document YAML on stdout) for the grants that exist \
+in Vultr, ready to review and commit: applying them adopts the grants without a single \
+attach. Object names come from the pair (readable names plus a hash of the IDs), so they \
+are valid, unique and the same on every run; documents are sorted, so a re-export diffs \
+cleanly.
+
+Filters narrow the export: flags of one kind are alternatives (--user a --user b), \
+different kinds must all match (--policy p --user a). --user and --group together select \
+the grants of any subject named. A filter that names nothing in Vultr is an error.
+
+Notes (e.g. a name that is not unique, so the manifest refers to it by ID) and errors go \
+to stderr; the exit status is non-zero on any error.";
+
+/// How to reach Vultr: shared by `run` and `export`, so both take the same key, URL, CA
+/// file, limiter and timeout (and fail with the same messages).
 #[derive(Args, Debug, Clone)]
-pub struct RunArgs {
+pub struct VultrArgs {
     /// Base URL of the Vultr API.
     #[arg(long, env = "VULTR_API_URL", default_value = crate::vultr::DEFAULT_BASE_URL)]
     pub vultr_api_url: Url,
 
     /// File holding the Vultr API key (e.g. a mounted Secret). Without it the key is read
     /// from the environment variable VULTR_API_KEY. Never pass the key itself as a flag.
-    /// The file is re-read while running: a rotated Secret needs no restart.
+    /// `run` re-reads the file while running: a rotated Secret needs no restart.
     #[arg(long)]
     pub vultr_api_key_file: Option<PathBuf>,
-
-    /// How often the API key file is checked for a new key (a rotated Secret).
-    #[arg(long, default_value = "5s", value_parser = positive_duration)]
-    pub vultr_api_key_reload_interval: Duration,
 
     /// PEM file of extra CA certificates trusted for the Vultr API (e.g. a corporate
     /// TLS-inspecting proxy), on top of the built-in roots.
@@ -66,6 +82,95 @@ pub struct RunArgs {
     /// Timeout of one Vultr request.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub vultr_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub vultr: VultrArgs,
+
+    /// Only grants of this policy, by name or ID (repeatable).
+    #[arg(long = "policy", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub policies: Vec<String>,
+
+    /// Only grants to this user, by email or ID (repeatable).
+    #[arg(long = "user", value_name = "EMAIL|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub users: Vec<String>,
+
+    /// Only grants to this group, by name or ID (repeatable).
+    #[arg(long = "group", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub groups: Vec<String>,
+
+    /// Namespace written into every manifest. Without it the manifests have none, and
+    /// whatever applies them decides (kubectl -n, Kustomize, Argo CD, Flux).
+    #[arg(long, value_name = "NS", value_parser = dns_label)]
+    pub namespace: Option<String>,
+
+    /// How manifests refer to policies and subjects: `names` (policy and group names,
+    /// user emails: readable; a name that is not unique in Vultr falls back to its ID, with
+    /// a note on stderr) or `ids` (survive renames in Vultr).
+    #[arg(long, value_enum, default_value_t = Reference::Names)]
+    pub reference: Reference,
+
+    /// `deletionPolicy` of every manifest: `Delete` (deleting the object revokes the
+    /// grant) or `Orphan` (deleting it leaves the grant in Vultr).
+    #[arg(long, value_enum, default_value_t = DeletionPolicyArg::Delete)]
+    pub deletion_policy: DeletionPolicyArg,
+
+    /// Only the grants that no PolicyAttachment in the cluster declares (recorded in its
+    /// status, or its spec resolved against Vultr): what was granted out of band. Lists
+    /// PolicyAttachments in all namespaces through the usual kube config (KUBECONFIG or
+    /// the in-cluster service account).
+    #[arg(long)]
+    pub unmanaged: bool,
+}
+
+/// How exported manifests refer to Vultr objects.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    Names,
+    Ids,
+}
+
+/// `spec.deletionPolicy`, spelt as in the manifest.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionPolicyArg {
+    #[value(name = "Delete")]
+    Delete,
+    #[value(name = "Orphan")]
+    Orphan,
+}
+
+impl From<DeletionPolicyArg> for crate::crd::DeletionPolicy {
+    fn from(arg: DeletionPolicyArg) -> Self {
+        match arg {
+            DeletionPolicyArg::Delete => Self::Delete,
+            DeletionPolicyArg::Orphan => Self::Orphan,
+        }
+    }
+}
+
+/// A namespace name (an RFC 1123 label).
+fn dns_label(text: &str) -> Result<String, String> {
+    if crate::export::naming::is_dns1123_label(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(
+            "must be a namespace name: at most 63 lower-case letters, digits and '-', \
+             starting and ending with a letter or digit"
+                .to_owned(),
+        )
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub vultr: VultrArgs,
+
+    /// How often the API key file is checked for a new key (a rotated Secret).
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
+    pub vultr_api_key_reload_interval: Duration,
 
     /// Address of /metrics, /healthz and /readyz; `[::]` is dual-stack (IPv4 as well),
     /// and falls back to 0.0.0.0 on a kernel without IPv6.
@@ -171,7 +276,7 @@ mod tests {
             .expect("valid flags");
         match cli.command {
             Command::Run(args) => *args,
-            Command::Crd => unreachable!("parsed `run`"),
+            _ => unreachable!("parsed `run`"),
         }
     }
 

@@ -6,12 +6,16 @@
 //! - [`reconcile`]: attach on apply, guaranteed revocation on delete
 //! - [`drift`]: periodic verification against Vultr
 //! - [`run`]: wiring of the `run` command
+//! - [`export`]: the `export` command (manifests for the grants in Vultr)
+//! - [`connect`]: the Vultr client as the command line describes it
 pub mod cli;
+pub mod connect;
 pub mod crd;
 pub mod crdgen;
 pub mod domain;
 pub mod drift;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod leader;
 pub mod listen;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use vultr_iam_operator::cli::{Cli, Command};
-use vultr_iam_operator::{crdgen, run, telemetry};
+use vultr_iam_operator::{crdgen, export, run, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -18,6 +18,16 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Export(args) => {
+            telemetry::init_cli();
+            match export::run(*args).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("vultr-iam-operator export: {err}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             match run::run(*args).await {

@@ -20,25 +20,18 @@ use crate::leader::{self, LeaseConfig, Timings};
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::{self, Context, Settings};
-use crate::vultr::{ApiKey, ClientConfig, RateLimiter, VultrClient, WriteFence};
+use crate::vultr::{VultrClient, WriteFence};
 use crate::watch_cache;
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("Vultr API key: {0}")]
-    ApiKey(#[from] crate::vultr::ApiKeyError),
-    #[error("Vultr rate limit: {0}")]
-    RateLimit(#[from] crate::vultr::InvalidRateLimit),
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     #[error("Vultr client: {0}")]
     VultrConfig(#[from] crate::vultr::ConfigError),
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
-    #[error("cannot read the Vultr CA file {path}: {source}")]
-    CaFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot listen on the metrics address: {0}")]
     Listen(#[from] std::io::Error),
     #[error("leader election: {0}")]
@@ -52,10 +45,6 @@ pub enum StartupError {
 pub const CONTROLLER_NAME: &str = "vultr-iam-operator";
 
 pub async fn run(args: RunArgs) -> Result<(), StartupError> {
-    let api_key = match &args.vultr_api_key_file {
-        Some(path) => ApiKey::from_file(path)?,
-        None => ApiKey::from_env()?,
-    };
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let identity = instance_identity();
@@ -66,23 +55,12 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         .then(|| Timings::new(args.lease_duration, args.renew_deadline, args.retry_period))
         .transpose()?;
     let fence = lease_timings.map(|_| WriteFence::new());
-    let mut vultr_config =
-        ClientConfig::new(args.vultr_api_url.clone(), api_key).with_instance(&identity);
-    vultr_config.timeout = args.vultr_timeout;
-    vultr_config.limiter = RateLimiter::new(args.vultr_rate_limit, args.vultr_burst)?;
-    vultr_config.allow_insecure_http = args.allow_insecure_http;
+    let mut vultr_config = crate::connect::client_config(&args.vultr, &identity)?;
     vultr_config.observer = Some(Arc::new(metrics.clone()));
-    let key_in_use = vultr_config.api_key.clone();
     vultr_config.fence = fence.clone();
-    if let Some(path) = &args.vultr_ca_file {
-        vultr_config.extra_roots_pem =
-            Some(std::fs::read(path).map_err(|source| StartupError::CaFile {
-                path: path.clone(),
-                source,
-            })?);
-    }
+    let key_in_use = vultr_config.api_key.clone();
     let vultr = VultrClient::new(vultr_config)?;
-    if let Some(path) = &args.vultr_api_key_file {
+    if let Some(path) = &args.vultr.vultr_api_key_file {
         // A rotated Secret takes effect without a restart.
         tokio::spawn(crate::vultr::follow_key_file(
             vultr.clone(),

@@ -21,3 +21,14 @@ pub fn init(format: LogFormat) {
             .init(),
     }
 }
+
+/// For one-shot commands (`export`): text on stderr, warnings and errors only unless
+/// `RUST_LOG` says otherwise, so stdout carries nothing but the output.
+pub fn init_cli() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -17,7 +17,17 @@ fn operator(args: &[&str]) -> String {
 
 #[test]
 fn every_flag_of_run_is_documented_in_the_readme() {
-    let help = operator(&["run", "--help"]);
+    flags_are_documented("run", 15);
+}
+
+#[test]
+fn every_flag_of_export_is_documented_in_the_readme() {
+    flags_are_documented("export", 14);
+}
+
+/// Every `--flag` that `<command> --help` shows appears as `` `--flag `` in the README.
+fn flags_are_documented(command: &str, at_least: usize) {
+    let help = operator(&[command, "--help"]);
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     let flags: Vec<&str> = help
@@ -27,13 +37,13 @@ fn every_flag_of_run_is_documented_in_the_readme() {
         .filter(|w| *w != "--help")
         .collect();
     assert!(
-        flags.len() >= 15,
-        "parsed too few flags from --help: {flags:?}"
+        flags.len() >= at_least,
+        "parsed too few flags from {command} --help: {flags:?}"
     );
     for flag in flags {
         assert!(
             readme.contains(&format!("`{flag}")),
-            "README does not document {flag}"
+            "README does not document {flag} of {command}"
         );
     }
 }

@@ -97,18 +97,28 @@ impl Directory {
         }
     }
 
+    /// Every policy (without documents), from the shared walk.
+    pub async fn all_policies(&self) -> Result<Arc<Vec<Policy>>, VultrError> {
+        let walk = || walk_policies(&self.inner.vultr);
+        Ok(self.inner.policies.get(self.inner.max_age, walk).await?.1)
+    }
+
+    /// Every user, from the shared walk.
+    pub async fn all_users(&self) -> Result<Arc<Vec<User>>, VultrError> {
+        let walk = || self.inner.vultr.list_users();
+        Ok(self.inner.users.get(self.inner.max_age, walk).await?.1)
+    }
+
+    /// Every group, from the shared walk.
+    pub async fn all_groups(&self) -> Result<Arc<Vec<Group>>, VultrError> {
+        let walk = || self.inner.vultr.list_groups();
+        Ok(self.inner.groups.get(self.inner.max_age, walk).await?.1)
+    }
+
     /// The policy a manifest names: by exact name, or by ID (which must exist).
     pub async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
         let inner = &self.inner;
-        let walk = || async {
-            let mut policies = inner.vultr.list_policies().await?;
-            // Only IDs and names are needed; documents can be large.
-            for p in &mut policies {
-                p.policy_document = None;
-                p.description = None;
-            }
-            Ok(policies)
-        };
+        let walk = || walk_policies(&inner.vultr);
         self.lookup(&inner.policies, walk, |policies| {
             let (id, name) = match policy {
                 PolicyRef::ById(id) => {
@@ -185,6 +195,17 @@ impl Directory {
             }
         }
     }
+}
+
+/// The policy listing, without what only costs memory here: only IDs and names are
+/// needed, and documents can be large.
+async fn walk_policies(vultr: &VultrClient) -> Result<Vec<Policy>, VultrError> {
+    let mut policies = vultr.list_policies().await?;
+    for p in &mut policies {
+        p.policy_document = None;
+        p.description = None;
+    }
+    Ok(policies)
 }
 
 /// What people call the object with `id` (empty if the listing has no name for it).

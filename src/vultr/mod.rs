@@ -15,7 +15,7 @@ mod limiter;
 mod model;
 mod observe;
 mod pagination;
-mod resolve;
+pub(crate) mod resolve;
 mod response;
 
 #[cfg(test)]

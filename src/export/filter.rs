@@ -1,0 +1,304 @@
+//! `--policy`, `--user` and `--group`: which grants an export keeps, and so which
+//! listings it has to read. Flags of one kind are alternatives; kinds must all match;
+//! `--user` and `--group` together are one subject filter. A selector names an object
+//! by ID (case-insensitively) or by name (policy and group names exactly, emails
+//! case-insensitively, as resolution matches them); one that names nothing is an error,
+//! so a typo never exports an empty set that looks like "nothing granted".
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::org::Org;
+use crate::domain::{Grant, Subject, SubjectKind};
+
+/// The filter flags as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selectors {
+    pub policies: Vec<String>,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// Selectors that name nothing in the organisation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct UnknownSelectors(pub Vec<String>);
+
+impl fmt::Display for UnknownSelectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+/// The selectors resolved to IDs (lower-cased). `None`: that dimension is not filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    policies: Option<HashSet<String>>,
+    subjects: Option<HashSet<(SubjectKind, String)>>,
+}
+
+/// One listing to read: the grants of one policy to one kind of subject.
+// Roles: Vultr lists a role's policies (`GET /v2/roles/{id}/policies`), not a policy's
+// roles, so their source will be `RolePolicies { role_id }`, one per selected role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    PolicySubjects {
+        policy_id: String,
+        kind: SubjectKind,
+    },
+}
+
+impl Source {
+    /// Sources are read in this order (stable, whatever the listing order).
+    fn order(&self) -> (String, &'static str) {
+        match self {
+            Self::PolicySubjects { policy_id, kind } => {
+                (policy_id.to_ascii_lowercase(), kind.as_str())
+            }
+        }
+    }
+}
+
+impl Filter {
+    pub fn new(selectors: &Selectors, org: &Org) -> Result<Filter, UnknownSelectors> {
+        let mut unknown = Vec::new();
+        let policies = pick(&selectors.policies, &mut unknown, |sel| {
+            let hits: Vec<String> = org
+                .policies
+                .iter()
+                .filter(|p| p.id.eq_ignore_ascii_case(sel) || p.name == sel)
+                .map(|p| p.id.to_ascii_lowercase())
+                .collect();
+            (
+                hits,
+                format!("--policy {sel:?} names no Vultr IAM policy (by name or id)"),
+            )
+        });
+        let users = pick(&selectors.users, &mut unknown, |sel| {
+            let hits = org
+                .users
+                .iter()
+                .filter(|u| {
+                    u.id.eq_ignore_ascii_case(sel)
+                        || (!sel.trim().is_empty()
+                            && u.email.trim().eq_ignore_ascii_case(sel.trim()))
+                })
+                .map(|u| (SubjectKind::User, u.id.to_ascii_lowercase()))
+                .collect();
+            (
+                hits,
+                format!("--user {sel:?} names no Vultr user (by email or id)"),
+            )
+        });
+        let groups = pick(&selectors.groups, &mut unknown, |sel| {
+            let hits = org
+                .groups
+                .iter()
+                .filter(|g| g.id.eq_ignore_ascii_case(sel) || g.display_name == sel)
+                .map(|g| (SubjectKind::Group, g.id.to_ascii_lowercase()))
+                .collect();
+            (
+                hits,
+                format!("--group {sel:?} names no Vultr group (by name or id)"),
+            )
+        });
+        if !unknown.is_empty() {
+            return Err(UnknownSelectors(unknown));
+        }
+        let subjects = match (users, groups) {
+            (None, None) => None,
+            (u, g) => Some(u.into_iter().chain(g).flatten().collect()),
+        };
+        Ok(Filter { policies, subjects })
+    }
+
+    /// The listings that can hold a kept grant, sorted: one per selected policy and
+    /// subject kind the subject filter allows.
+    pub fn sources(&self, org: &Org) -> Vec<Source> {
+        let kinds: Vec<SubjectKind> = [SubjectKind::User, SubjectKind::Group]
+            .into_iter()
+            .filter(|kind| {
+                self.subjects
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|(k, _)| k == kind))
+            })
+            .collect();
+        let mut sources: Vec<Source> = org
+            .policies
+            .iter()
+            .filter(|p| self.keeps_policy(&p.id))
+            .flat_map(|p| {
+                kinds.iter().map(|kind| Source::PolicySubjects {
+                    policy_id: p.id.clone(),
+                    kind: *kind,
+                })
+            })
+            .collect();
+        sources.sort_by_key(Source::order);
+        sources.dedup();
+        sources
+    }
+
+    /// Whether the grant passes every filter.
+    pub fn keeps(&self, grant: &Grant) -> bool {
+        self.keeps_policy(&grant.policy_id) && self.keeps_subject(&grant.subject)
+    }
+
+    fn keeps_policy(&self, id: &str) -> bool {
+        self.policies
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&id.to_ascii_lowercase()))
+    }
+
+    fn keeps_subject(&self, subject: &Subject) -> bool {
+        self.subjects
+            .as_ref()
+            .is_none_or(|s| s.contains(&(subject.kind(), subject.id().to_ascii_lowercase())))
+    }
+}
+
+/// The IDs the selectors of one flag name (`None` without any selector); a selector
+/// that names nothing adds its message to `unknown`.
+fn pick<T: Eq + std::hash::Hash>(
+    selectors: &[String],
+    unknown: &mut Vec<String>,
+    find: impl Fn(&str) -> (Vec<T>, String),
+) -> Option<HashSet<T>> {
+    if selectors.is_empty() {
+        return None;
+    }
+    let mut all = HashSet::new();
+    for sel in selectors {
+        let (hits, miss) = find(sel);
+        if hits.is_empty() {
+            unknown.push(miss);
+        }
+        all.extend(hits);
+    }
+    Some(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vultr::{Group, Policy, User};
+    use std::sync::Arc;
+
+    fn org() -> Org {
+        let policy = |id: &str, name: &str| -> Policy {
+            serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
+        };
+        let user = |id: &str, email: &str| -> User {
+            serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
+        };
+        let group = |id: &str, name: &str| -> Group {
+            serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
+        };
+        Org::new(
+            Arc::new(vec![
+                policy("P1", "dns-admin"),
+                policy("p2", "billing-read"),
+            ]),
+            Arc::new(vec![
+                user("u1", "alice@example.com"),
+                user("u2", "shared@example.com"),
+                user("u3", "Shared@Example.com"),
+            ]),
+            Arc::new(vec![group("g1", "ops"), group("g2", "developers")]),
+        )
+    }
+
+    fn sel(policies: &[&str], users: &[&str], groups: &[&str]) -> Selectors {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Selectors {
+            policies: owned(policies),
+            users: owned(users),
+            groups: owned(groups),
+        }
+    }
+
+    fn user_grant(policy: &str, user: &str) -> Grant {
+        Grant {
+            policy_id: policy.into(),
+            subject: Subject::User(user.into()),
+        }
+    }
+
+    fn group_grant(policy: &str, group: &str) -> Grant {
+        Grant {
+            policy_id: policy.into(),
+            subject: Subject::Group(group.into()),
+        }
+    }
+
+    #[test]
+    fn no_selector_keeps_everything_and_reads_every_listing() {
+        let f = Filter::new(&Selectors::default(), &org()).unwrap();
+        assert!(f.keeps(&user_grant("p1", "u9")));
+        assert!(f.keeps(&group_grant("p2", "g9")));
+        assert_eq!(f.sources(&org()).len(), 4);
+    }
+
+    #[test]
+    fn a_policy_by_name_or_id_keeps_its_grants_only() {
+        for by in ["dns-admin", "p1", "P1"] {
+            let f = Filter::new(&sel(&[by], &[], &[]), &org()).unwrap();
+            assert!(f.keeps(&user_grant("P1", "u1")), "{by}");
+            assert!(f.keeps(&group_grant("p1", "g1")), "{by}");
+            assert!(!f.keeps(&user_grant("p2", "u1")), "{by}");
+            assert_eq!(
+                f.sources(&org()),
+                vec![
+                    Source::PolicySubjects {
+                        policy_id: "P1".into(),
+                        kind: SubjectKind::Group
+                    },
+                    Source::PolicySubjects {
+                        policy_id: "P1".into(),
+                        kind: SubjectKind::User
+                    },
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_filter_reads_no_group_listing_and_keeps_that_user_only() {
+        let f = Filter::new(&sel(&[], &["ALICE@example.com"], &[]), &org()).unwrap();
+        assert!(f.keeps(&user_grant("p1", "u1")));
+        assert!(!f.keeps(&user_grant("p1", "u2")));
+        assert!(!f.keeps(&group_grant("p1", "g1")));
+        assert!(
+            f.sources(&org())
+                .iter()
+                .all(|Source::PolicySubjects { kind, .. }| *kind == SubjectKind::User)
+        );
+        // An email shared by two accounts (case aside) selects both.
+        let f = Filter::new(&sel(&[], &["shared@example.com"], &[]), &org()).unwrap();
+        assert!(f.keeps(&user_grant("p1", "u2")) && f.keeps(&user_grant("p1", "u3")));
+    }
+
+    #[test]
+    fn users_and_groups_are_alternatives_policies_must_match_too() {
+        let f = Filter::new(&sel(&["billing-read"], &["u1"], &["ops"]), &org()).unwrap();
+        assert!(f.keeps(&user_grant("p2", "u1")));
+        assert!(f.keeps(&group_grant("p2", "g1")));
+        assert!(!f.keeps(&group_grant("p2", "g2")));
+        assert!(!f.keeps(&user_grant("P1", "u1")));
+        assert_eq!(f.sources(&org()).len(), 2);
+    }
+
+    #[test]
+    fn selectors_that_name_nothing_are_all_reported() {
+        let err = Filter::new(
+            &sel(&["dns-admn"], &["u1", "nobody@x.io"], &["Ops"]),
+            &org(),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("--policy \"dns-admn\""), "{text}");
+        assert!(text.contains("--user \"nobody@x.io\""), "{text}");
+        // Group names match exactly, as resolution does.
+        assert!(text.contains("--group \"Ops\""), "{text}");
+    }
+}

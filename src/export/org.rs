@@ -1,0 +1,163 @@
+//! The organisation as one directory walk saw it: policies, users and groups, what
+//! people call each of them, and how many share each name. Indexed once, so that an
+//! export of thousands of grants over thousands of users stays linear.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::domain::Subject;
+use crate::vultr::{Group, Policy, User};
+
+/// One walk of each listing (from the shared [`crate::vultr::Directory`]).
+#[derive(Debug, Clone, Default)]
+pub struct Org {
+    pub policies: Arc<Vec<Policy>>,
+    pub users: Arc<Vec<User>>,
+    pub groups: Arc<Vec<Group>>,
+    /// Lower-cased ID → position, per listing (the first, if a listing repeats one).
+    policy_at: HashMap<String, usize>,
+    user_at: HashMap<String, usize>,
+    group_at: HashMap<String, usize>,
+    /// How many objects carry each name: policy names and group names exactly, emails
+    /// trimmed and lower-cased (the matching rules of `crate::vultr::resolve`).
+    policy_names: HashMap<String, usize>,
+    emails: HashMap<String, usize>,
+    group_names: HashMap<String, usize>,
+}
+
+impl Org {
+    pub fn new(policies: Arc<Vec<Policy>>, users: Arc<Vec<User>>, groups: Arc<Vec<Group>>) -> Self {
+        Org {
+            policy_at: positions(&policies, |p| &p.id),
+            user_at: positions(&users, |u| &u.id),
+            group_at: positions(&groups, |g| &g.id),
+            policy_names: counts(&policies, |p| &p.id, |p| p.name.clone()),
+            emails: counts(&users, |u| &u.id, |u| email_key(&u.email)),
+            group_names: counts(&groups, |g| &g.id, |g| g.display_name.clone()),
+            policies,
+            users,
+            groups,
+        }
+    }
+
+    pub fn policy(&self, id: &str) -> Option<&Policy> {
+        self.policy_at
+            .get(&id.to_ascii_lowercase())
+            .map(|&i| &self.policies[i])
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.user_at
+            .get(&id.to_ascii_lowercase())
+            .map(|&i| &self.users[i])
+    }
+
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.group_at
+            .get(&id.to_ascii_lowercase())
+            .map(|&i| &self.groups[i])
+    }
+
+    /// The policy's name; empty when the walk has none for it.
+    pub fn policy_label(&self, id: &str) -> &str {
+        self.policy(id).map_or("", |p| p.name.as_str())
+    }
+
+    /// A user's email (trimmed) or a group's display name; empty when the walk has
+    /// none for it.
+    pub fn subject_label(&self, subject: &Subject) -> &str {
+        match subject {
+            Subject::User(id) => self.user(id).map_or("", |u| u.email.trim()),
+            Subject::Group(id) => self.group(id).map_or("", |g| g.display_name.as_str()),
+        }
+    }
+
+    /// Policies named exactly `name`.
+    pub fn policies_named(&self, name: &str) -> usize {
+        self.policy_names.get(name).copied().unwrap_or(0)
+    }
+
+    /// Users whose email matches `email` as resolution matches it (case-insensitive,
+    /// surrounding whitespace ignored); 0 for an empty one, which matches nothing.
+    pub fn users_with_email(&self, email: &str) -> usize {
+        if email.trim().is_empty() {
+            return 0;
+        }
+        self.emails.get(&email_key(email)).copied().unwrap_or(0)
+    }
+
+    /// Groups named exactly `name`.
+    pub fn groups_named(&self, name: &str) -> usize {
+        self.group_names.get(name).copied().unwrap_or(0)
+    }
+}
+
+fn email_key(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
+fn positions<T>(items: &[T], id: impl Fn(&T) -> &String) -> HashMap<String, usize> {
+    let mut at = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        at.entry(id(item).to_ascii_lowercase()).or_insert(i);
+    }
+    at
+}
+
+/// Objects per name, each object (by ID) counted once, as `resolve` dedupes IDs.
+fn counts<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &String,
+    key: impl Fn(&T) -> String,
+) -> HashMap<String, usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut counts = HashMap::new();
+    for item in items {
+        if seen.insert(id(item).clone()) {
+            *counts.entry(key(item)).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vultr::resolve::user_by_email;
+
+    fn user(id: &str, email: &str) -> User {
+        serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
+    }
+
+    /// The counts agree with resolution: an email is usable exactly when
+    /// `user_by_email` finds one user, whatever the case, spaces or repeats.
+    #[test]
+    fn email_counts_follow_the_resolution_rules() {
+        let users = vec![
+            user("u1", "alice@example.com"),
+            user("u2", " Bob@Example.com "),
+            user("u3", "bob@example.COM"),
+            user("u4", "carol@example.com"),
+            user("u4", "carol@example.com"),
+            user("u5", ""),
+        ];
+        let org = Org::new(Arc::default(), Arc::new(users.clone()), Arc::default());
+        for probe in [
+            "alice@example.com",
+            "ALICE@example.com",
+            "bob@example.com",
+            " carol@example.com",
+            "",
+            "nobody@example.com",
+        ] {
+            let unique = user_by_email(&users, probe).is_ok();
+            assert_eq!(org.users_with_email(probe) == 1, unique, "{probe:?}");
+        }
+        assert_eq!(org.users_with_email("bob@example.com"), 2);
+        assert_eq!(org.user("U1").map(|u| u.id.as_str()), Some("u1"));
+        assert_eq!(
+            org.subject_label(&Subject::User("u2".into())),
+            "Bob@Example.com"
+        );
+    }
+}
