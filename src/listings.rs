@@ -8,11 +8,12 @@
 //! verification never uses a listing older than the last write to its pair, yet one
 //! listing fetched after a burst of 100 attaches to a policy verifies all 100.
 //!
-//! A verification that needs a new listing waits while writes to its policy keep coming:
-//! it fetches once the policy has been quiet for [`QUIET`] (the burst is over), or the
-//! listing will verify a batch ([`BATCH`] writes since the last fetch), or the oldest
-//! unverified write is [`BATCH_WAIT`] old. Every call spent on a listing is a call not
-//! spent on an attach; a lone attach is verified at once (its policy is quiet).
+//! While attaches are still to come (objects that have not had their first turn), a
+//! verification that needs a new listing waits until the listing will verify a batch
+//! ([`BATCH`] writes to the policy since the last fetch, or the oldest of them
+//! [`BATCH_WAIT`] old): every call spent on a listing is a call not spent on an attach.
+//! Once every object has had its turn, it fetches at once: a lone attach is verified
+//! without delay, and the tail of a burst as soon as its last attach is sent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,13 +42,10 @@ type Key = (String, SubjectKind);
 /// their own.
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
 
-/// Writes to one policy that a verification listing waits for while writes keep coming.
+/// Writes to one policy that a verification listing waits for while attaches are to come.
 pub const BATCH: usize = 50;
-/// The longest a write waits for its verification listing while writes keep coming.
-pub const BATCH_WAIT: Duration = Duration::from_secs(15);
-/// A policy without a write for this long is quiet: its pending writes are verified.
-/// No longer than the first look after an attach, so a lone attach does not wait.
-pub const QUIET: Duration = Duration::from_secs(1);
+/// The longest a write waits for its verification listing while attaches are to come.
+pub const BATCH_WAIT: Duration = Duration::from_secs(20);
 
 /// What a verification gets: the listing, or when to ask again.
 #[derive(Debug, Clone)]
@@ -62,20 +60,18 @@ pub enum Verification {
 struct Unverified {
     count: usize,
     oldest: Option<Instant>,
-    newest: Option<Instant>,
 }
 
-/// A waiting verification looks again no sooner than this.
-const RECHECK_FLOOR: Duration = Duration::from_millis(100);
+/// A waiting verification looks again this often: the backlog may be gone by then.
+const BATCH_RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether a verification should wait for more writes to batch, and how long before it
 /// looks again (pure, for the tests).
 fn batch_wait(unverified: Unverified, now: Instant) -> Option<Duration> {
-    let (oldest, newest) = (unverified.oldest?, unverified.newest?);
+    let oldest = unverified.oldest?;
     let waited = now.saturating_duration_since(oldest);
-    let quiet = now.saturating_duration_since(newest);
-    (unverified.count < BATCH && waited < BATCH_WAIT && quiet < QUIET)
-        .then(|| (QUIET - quiet).min(BATCH_WAIT - waited).max(RECHECK_FLOOR))
+    (unverified.count < BATCH && waited < BATCH_WAIT)
+        .then(|| (BATCH_WAIT - waited).min(BATCH_RECHECK))
 }
 
 /// How long a write mark is kept: longer than any listing may be reused, so a dropped
@@ -120,12 +116,13 @@ impl ListingCache {
     }
 
     /// The listing that verifies `grant`: a cached one younger than `max_age` that
-    /// started after the last write to `grant`, else a new fetch, unless the limiter is
-    /// busy and the fetch would verify too small a batch (then `Later`).
+    /// started after the last write to `grant`, else a new fetch, unless attaches are
+    /// still to come and the fetch would verify too small a batch (then `Later`).
     pub async fn for_pair(
         &self,
         grant: &Grant,
         max_age: Duration,
+        attaches_to_come: bool,
     ) -> Result<Verification, VultrError> {
         let written = locked(&self.written).get(grant).copied();
         self.fetch(
@@ -133,7 +130,7 @@ impl ListingCache {
             grant.subject.kind(),
             max_age,
             written,
-            true,
+            attaches_to_come,
         )
         .await
     }
@@ -210,7 +207,6 @@ impl ListingCache {
             .or_default();
         entry.count += 1;
         entry.oldest.get_or_insert(now);
-        entry.newest = Some(now);
     }
 
     /// The listings at hand did not show `grant` although it was written: only a
@@ -246,33 +242,30 @@ mod tests {
     }
 
     #[test]
-    fn a_verification_waits_while_its_policy_is_written_to() {
+    fn a_verification_batches_until_the_batch_is_full_or_old() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let burst = |count, newest| Unverified {
-            count,
+        let few = Unverified {
+            count: 3,
             oldest: Some(t0),
-            newest: Some(t0 + newest),
         };
-        // A lone write, looked at after the first-look delay: quiet, fetch at once.
-        assert_eq!(batch_wait(burst(1, ms(0)), t0 + QUIET), None);
-        // Writes still coming: wait until the policy is quiet.
-        assert_eq!(batch_wait(burst(3, ms(900)), t0 + ms(1200)), Some(ms(700)));
-        assert_eq!(batch_wait(burst(3, ms(900)), t0 + ms(1900)), None);
-        // Never less than the floor between looks.
         assert_eq!(
-            batch_wait(burst(3, ms(900)), t0 + ms(1850)),
-            Some(RECHECK_FLOOR)
+            batch_wait(few, t0 + Duration::from_secs(4)),
+            Some(BATCH_RECHECK)
         );
-        // A full batch, or a write that waited long enough: fetch.
-        assert_eq!(batch_wait(burst(BATCH, ms(900)), t0 + ms(1000)), None);
-        let busy_long = burst(3, BATCH_WAIT);
-        assert_eq!(batch_wait(busy_long, t0 + BATCH_WAIT), None);
         assert_eq!(
-            batch_wait(burst(3, BATCH_WAIT - ms(100)), t0 + BATCH_WAIT - ms(300)),
-            Some(ms(300))
+            batch_wait(few, t0 + BATCH_WAIT - Duration::from_millis(300)),
+            Some(Duration::from_millis(300))
         );
-        // Nothing written: nothing to wait for.
-        assert_eq!(batch_wait(Unverified::default(), t0), None);
+        assert_eq!(batch_wait(few, t0 + BATCH_WAIT), None, "waited long enough");
+        let many = Unverified {
+            count: BATCH,
+            oldest: Some(t0),
+        };
+        assert_eq!(batch_wait(many, t0), None, "a full batch: fetch");
+        assert_eq!(
+            batch_wait(Unverified::default(), t0),
+            None,
+            "nothing written"
+        );
     }
 }

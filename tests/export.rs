@@ -51,7 +51,7 @@ fn texts(out: &Output) -> (String, String) {
 
 /// The documents of a multi-document YAML export.
 fn documents(yaml: &str) -> Vec<PolicyAttachment> {
-    serde_yaml::Deserializer::from_str(yaml)
+    yaml_serde::Deserializer::from_str(yaml)
         .map(|doc| PolicyAttachment::deserialize(doc).expect("a PolicyAttachment"))
         .collect()
 }

@@ -40,7 +40,7 @@ pub enum ExportError {
     #[error("--unmanaged: cannot list PolicyAttachments in all namespaces: {0}")]
     KubeList(#[source] kube::Error),
     #[error("cannot render the manifests as YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] yaml_serde::Error),
     #[error("cannot write the manifests: {0}")]
     Write(#[from] std::io::Error),
 }

@@ -125,13 +125,13 @@ fn comment(grant: &Grant, org: &Org) -> String {
 }
 
 /// Multi-document YAML: `---`, the comment, the object; empty for no documents.
-pub fn render(documents: &[Document]) -> Result<String, serde_yaml::Error> {
+pub fn render(documents: &[Document]) -> Result<String, yaml_serde::Error> {
     let mut out = String::new();
     for doc in documents {
         out.push_str("---\n# ");
         out.push_str(&doc.comment);
         out.push('\n');
-        out.push_str(&serde_yaml::to_string(&doc.object)?);
+        out.push_str(&yaml_serde::to_string(&doc.object)?);
     }
     Ok(out)
 }
@@ -237,7 +237,7 @@ mod tests {
         );
         // It reads back as the object it came from.
         let back: PolicyAttachment =
-            serde_yaml::from_str(yaml.trim_start_matches("---\n")).unwrap();
+            yaml_serde::from_str(yaml.trim_start_matches("---\n")).unwrap();
         assert_eq!(back.metadata, built.documents[0].object.metadata);
         assert_eq!(back.spec, built.documents[0].object.spec);
     }

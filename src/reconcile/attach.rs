@@ -97,7 +97,14 @@ async fn attach_and_verify(
             if !status::is_ready(Some(st)) {
                 let message = Named::of(st, &obj.spec).attaching();
                 let generation = obj.metadata.generation;
-                set_ready(st, false, reason::ATTACHING, message, generation, Timestamp::now());
+                set_ready(
+                    st,
+                    false,
+                    reason::ATTACHING,
+                    message,
+                    generation,
+                    Timestamp::now(),
+                );
             }
             (resolution.grant, true)
         }
@@ -126,7 +133,7 @@ async fn attach_and_verify(
     let sent_at = ctx.memory.attach_sent_at(&uid);
     let listing = match ctx
         .listings
-        .for_pair(&grant, ctx.settings.listing_max_age)
+        .for_pair(&grant, ctx.settings.listing_max_age, ctx.backlog() > 0)
         .await?
     {
         Verification::Listing(listing) => listing,

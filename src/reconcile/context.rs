@@ -1,7 +1,7 @@
 //! What every reconcile shares: clients, caches, per-object memories and settings.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use kube::ResourceExt;
@@ -37,6 +37,8 @@ pub struct Settings {
 const DIRECTORY_MAX_AGE: Duration = Duration::from_secs(600);
 /// A name that matches nothing refreshes the directory, but never more often than this.
 const DIRECTORY_REFRESH_FLOOR: Duration = Duration::from_secs(10);
+/// How long a count of the objects still waiting for their first turn is reused.
+const BACKLOG_RECOUNT: Duration = Duration::from_millis(250);
 
 pub struct Context {
     pub client: kube::Client,
@@ -56,6 +58,8 @@ pub struct Context {
     pub objects: KeyedLocks<String>,
     /// The controllers' watch caches (one per watched scope).
     stores: Stores,
+    /// The last count of [`Context::backlog`], and when it was taken.
+    backlog: Mutex<Option<(Instant, usize)>>,
 }
 
 impl Context {
@@ -81,7 +85,28 @@ impl Context {
             memory: Memory::default(),
             pairs: Pairs::default(),
             objects: KeyedLocks::default(),
+            backlog: Mutex::default(),
         }
+    }
+
+    /// Live objects in the caches that have not had their first turn yet: attaches
+    /// still to come. While there are some, verifications batch (see `listings.rs`).
+    /// Counted at most every [`BACKLOG_RECOUNT`]: a count is a scan of the caches.
+    pub fn backlog(&self) -> usize {
+        let mut last = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, count)) = *last
+            && at.elapsed() < BACKLOG_RECOUNT
+        {
+            return count;
+        }
+        let count = self
+            .cached_objects()
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| !self.memory.had_turn(&o.uid().unwrap_or_default()))
+            .count();
+        *last = Some((Instant::now(), count));
+        count
     }
 
     /// Every PolicyAttachment in the watch caches that have synced. A scope that is

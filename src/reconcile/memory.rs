@@ -1,9 +1,9 @@
 //! What this process remembers about objects between reconciles, by UID: an attach it
 //! sent that the listing does not show yet, and a revocation it completed (so that a
-//! reconcile from a stale cache entry does not revoke twice), and a pause annotation
-//! value already reported as unrecognised.
+//! reconcile from a stale cache entry does not revoke twice), a pause annotation
+//! value already reported as unrecognised, and which objects have had a turn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct Memory {
     revoked: Mutex<HashMap<String, Instant>>,
     /// The unrecognised pause annotation value last reported per UID.
     pause_reported: Mutex<HashMap<String, String>>,
+    /// Objects whose live reconcile has run to an end at least once (any outcome).
+    turned: Mutex<HashSet<String>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,10 +57,22 @@ impl Memory {
             != Some(value)
     }
 
+    /// A live reconcile of `uid` ran to an end (attach sent, verified, failed, paused).
+    pub fn mark_turn(&self, uid: &str) {
+        if !self.had_turn(uid) {
+            locked(&self.turned).insert(uid.to_owned());
+        }
+    }
+
+    pub fn had_turn(&self, uid: &str) -> bool {
+        locked(&self.turned).contains(uid)
+    }
+
     /// The object is gone: forget what was reported about it.
     pub fn forget(&self, uid: &str) {
         self.attach_seen(uid);
         locked(&self.pause_reported).remove(uid);
+        locked(&self.turned).remove(uid);
     }
 }
 

@@ -90,13 +90,17 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
             pause::hold_deletion(obj, &ctx).await
         } else {
             finalizer(&api, FINALIZER, obj, |event| async {
-                match event {
+                let result = match event {
                     Event::Apply(obj) if pause == PauseStep::HoldLive => {
                         pause::hold_live(obj, &ctx).await
                     }
                     Event::Apply(obj) => attach::apply(obj, &ctx).await,
-                    Event::Cleanup(obj) => revoke::cleanup(obj, &ctx).await,
-                }
+                    Event::Cleanup(obj) => return revoke::cleanup(obj, &ctx).await,
+                };
+                // Not after the reconcile that only adds the finalizer: that one is
+                // not the object's turn yet.
+                ctx.memory.mark_turn(&uid);
+                result
             })
             .await
             .map_err(Error::from)
