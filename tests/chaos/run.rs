@@ -50,7 +50,13 @@ pub async fn run(sizes: Sizes) -> Outcome {
         panic!("{e}");
     }
 
-    let org = Org::generate(&mut rng, sizes.policies, sizes.users, sizes.groups);
+    let org = Org::generate(
+        &mut rng,
+        sizes.policies,
+        sizes.users,
+        sizes.groups,
+        sizes.roles,
+    );
     let pool = org.pool(&mut rng, sizes.objects * 4 / 5, 0.12);
     let sim = Sim::start(SimConfig {
         api_keys: vec![crate::e2e::API_KEY.to_owned()],
