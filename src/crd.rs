@@ -267,6 +267,29 @@ mod tests {
     }
 
     #[test]
+    fn a_role_subject_is_displayed_by_name_or_id() {
+        let spec: PolicyAttachmentSpec = serde_json::from_value(serde_json::json!({
+            "policy": {"name": "dns-admin"},
+            "role": {"name": "auditors"}
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.subject_display(),
+            (Some(SubjectKind::Role), "auditors".to_owned())
+        );
+        let spec: PolicyAttachmentSpec = serde_json::from_value(serde_json::json!({
+            "policy": {"name": "dns-admin"},
+            "role": {"id": "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"}
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.subject_display().1,
+            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"
+        );
+        assert_eq!(spec.user, None);
+    }
+
+    #[test]
     fn status_pair_needs_all_three_parts() {
         let mut status = PolicyAttachmentStatus {
             policy_id: Some("p".into()),
