@@ -42,8 +42,8 @@ are valid, unique and the same on every run; documents are sorted, so a re-expor
 cleanly.
 
 Filters narrow the export: flags of one kind are alternatives (--user a --user b), \
-different kinds must all match (--policy p --user a). --user and --group together select \
-the grants of any subject named. A filter that names nothing in Vultr is an error.
+different kinds must all match (--policy p --user a). --user, --group and --role together \
+select the grants of any subject named. A filter that names nothing in Vultr is an error.
 
 Notes (e.g. a name that is not unique, so the manifest refers to it by ID) and errors go \
 to stderr; the exit status is non-zero on any error.";
@@ -100,6 +100,10 @@ pub struct ExportArgs {
     /// Only grants to this group, by name or ID (repeatable).
     #[arg(long = "group", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub groups: Vec<String>,
+
+    /// Only grants to this role, by name or ID (repeatable).
+    #[arg(long = "role", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub roles: Vec<String>,
 
     /// Namespace written into every manifest. Without it the manifests have none, and
     /// whatever applies them decides (kubectl -n, Kustomize, Argo CD, Flux).

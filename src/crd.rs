@@ -31,13 +31,13 @@ const IMMUTABLE: &str = "self == oldSelf";
 // Names match exactly: "dns-admin " (a templating slip) would never resolve.
 const NO_EDGE_SPACE: &str = "!self.matches('^\\\\s|\\\\s$')";
 
-/// Attaches a Vultr IAM policy to a Vultr user or group; deleting it revokes the grant.
+/// Attaches a Vultr IAM policy to a Vultr user, group or role; deleting it revokes the grant.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "iam.vultr-operator.io",
     version = "v1alpha1",
     kind = "PolicyAttachment",
-    doc = "Attaches a Vultr IAM policy to a Vultr user or group; deleting it revokes the grant.",
+    doc = "Attaches a Vultr IAM policy to a Vultr user, group or role; deleting it revokes the grant.",
     plural = "policyattachments",
     shortname = "pa",
     category = "vultr",
@@ -51,21 +51,25 @@ const NO_EDGE_SPACE: &str = "!self.matches('^\\\\s|\\\\s$')";
     printcolumn = r#"{"name":"Subject","type":"string","jsonPath":".status.subject"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("has(self.user) != has(self.group)").message("set exactly one of spec.user or spec.group"))]
-#[x_kube(validation = Rule::new("has(self.user) == has(oldSelf.user) && has(self.group) == has(oldSelf.group)").message("the subject kind is immutable: delete and re-create the PolicyAttachment to move a grant"))]
+#[x_kube(validation = Rule::new("(has(self.user) ? 1 : 0) + (has(self.group) ? 1 : 0) + (has(self.role) ? 1 : 0) == 1").message("set exactly one of spec.user, spec.group or spec.role"))]
+#[x_kube(validation = Rule::new("has(self.user) == has(oldSelf.user) && has(self.group) == has(oldSelf.group) && has(self.role) == has(oldSelf.role)").message("the subject kind is immutable: delete and re-create the PolicyAttachment to move a grant"))]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyAttachmentSpec {
     /// The Vultr IAM policy to attach.
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.policy is immutable: delete and re-create the PolicyAttachment to move a grant"))]
     pub policy: PolicyRef,
-    /// The Vultr user that receives the policy (exactly one of user or group).
+    /// The Vultr user that receives the policy (exactly one of user, group or role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.user is immutable: delete and re-create the PolicyAttachment to move a grant"))]
     pub user: Option<UserRef>,
-    /// The Vultr group that receives the policy (exactly one of user or group).
+    /// The Vultr group that receives the policy (exactly one of user, group or role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.group is immutable: delete and re-create the PolicyAttachment to move a grant"))]
     pub group: Option<GroupRef>,
+    /// The Vultr role that receives the policy (exactly one of user, group or role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.role is immutable: delete and re-create the PolicyAttachment to move a grant"))]
+    pub role: Option<RoleRef>,
     /// What deleting this object does in Vultr: `Delete` revokes the grant, `Orphan` leaves it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -119,6 +123,22 @@ pub struct GroupRef {
     pub name: Option<String>,
 }
 
+/// A Vultr role, by ID or by exact name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("has(self.id) != has(self.name)").message("spec.role: set exactly one of id or name"))]
+pub struct RoleRef {
+    /// Role UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new(UUID_RULE).message("spec.role.id must be a UUID such as 4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"))]
+    pub id: Option<String>,
+    /// Exact role name, e.g. auditors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(NO_EDGE_SPACE).message("spec.role.name must not start or end with whitespace"))]
+    pub name: Option<String>,
+}
+
 /// What happens in Vultr when the PolicyAttachment is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
@@ -147,13 +167,14 @@ pub struct PolicyAttachmentStatus {
     /// The kind of the resolved subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_kind: Option<SubjectKind>,
-    /// The resolved user or group ID.
+    /// The resolved user, group or role ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_id: Option<String>,
     /// The policy's name (as declared until resolved), for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
-    /// The user's email or the group's name (as declared until resolved), for `kubectl get`.
+    /// The user's email, the group's or the role's name (as declared until resolved), for
+    /// `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// When the operator first saw the grant live in Vultr.
@@ -212,16 +233,20 @@ impl PolicyAttachmentSpec {
 
     /// The subject kind and subject as declared, for display.
     pub fn subject_display(&self) -> (Option<SubjectKind>, String) {
-        match (&self.user, &self.group) {
-            (Some(u), _) => (
+        match (&self.user, &self.group, &self.role) {
+            (Some(u), _, _) => (
                 Some(SubjectKind::User),
                 u.email.clone().or_else(|| u.id.clone()).unwrap_or_default(),
             ),
-            (None, Some(g)) => (
+            (None, Some(g), _) => (
                 Some(SubjectKind::Group),
                 g.name.clone().or_else(|| g.id.clone()).unwrap_or_default(),
             ),
-            (None, None) => (None, String::new()),
+            (None, None, Some(r)) => (
+                Some(SubjectKind::Role),
+                r.name.clone().or_else(|| r.id.clone()).unwrap_or_default(),
+            ),
+            (None, None, None) => (None, String::new()),
         }
     }
 }
@@ -235,8 +260,12 @@ mod tests {
     fn crd_carries_the_admission_rules() {
         let crd = serde_json::to_string(&PolicyAttachment::crd()).expect("crd serializes");
         for needle in [
-            "set exactly one of spec.user or spec.group",
+            "set exactly one of spec.user, spec.group or spec.role",
             "spec.policy: set exactly one of id or name",
+            "spec.role: set exactly one of id or name",
+            "spec.role is immutable",
+            "spec.role.id must be a UUID",
+            "spec.role.name must not start or end with whitespace",
             "spec.user: set exactly one of id or email",
             "spec.group: set exactly one of id or name",
             "spec.policy is immutable",
@@ -247,6 +276,29 @@ mod tests {
         ] {
             assert!(crd.contains(needle), "CRD lacks rule message {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_role_subject_is_displayed_by_name_or_id() {
+        let spec: PolicyAttachmentSpec = serde_json::from_value(serde_json::json!({
+            "policy": {"name": "dns-admin"},
+            "role": {"name": "auditors"}
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.subject_display(),
+            (Some(SubjectKind::Role), "auditors".to_owned())
+        );
+        let spec: PolicyAttachmentSpec = serde_json::from_value(serde_json::json!({
+            "policy": {"name": "dns-admin"},
+            "role": {"id": "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"}
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.subject_display().1,
+            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"
+        );
+        assert_eq!(spec.user, None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Periodic drift verification. Each pass fetches one listing per (policy, subject
-//! kind) that any PolicyAttachment refers to, then asks the controllers to reconcile
+//! Periodic drift verification. Each pass fetches every listing that any
+//! PolicyAttachment's pair is verified from (per policy and subject kind for users and
+//! groups, per role for roles), then asks the controllers to reconcile
 //! every attachment; those reconciles are served from the fresh listings, re-attach
 //! whatever vanished out of band, and refresh `lastVerifiedAt`. Paused objects are left
 //! out: no listing is fetched for them, and their reconciles only say they are paused, so
@@ -52,20 +53,16 @@ pub async fn verify_pass(
     let keys: HashSet<_> = live
         .iter()
         .filter_map(|o| o.recorded_grant())
-        .map(|g| (g.policy_id, g.subject.kind()))
+        .map(|g| g.listing().0)
         .collect();
     let mut fetched = 0;
     let started = std::time::SystemTime::now();
-    for (policy_id, kind) in &keys {
+    for source in &keys {
         // Zero max age: a pass always asks Vultr, whatever a reconcile cached before.
-        match ctx
-            .listings
-            .get(policy_id, *kind, Duration::ZERO, None)
-            .await
-        {
+        match ctx.listings.get(source, Duration::ZERO, None).await {
             Ok(_) => fetched += 1,
             Err(err) => {
-                warn!(policy_id, %kind, reason = err.reason(), error = %err, "verification listing failed")
+                warn!(listing = %source, reason = err.reason(), error = %err, "verification listing failed")
             }
         }
     }
@@ -79,7 +76,7 @@ pub async fn verify_pass(
         let _ = trigger.unbounded_send(());
     }
     info!(
-        policies = keys.len(),
+        listings_in_use = keys.len(),
         listings = fetched,
         attachments = live.len(),
         "verification pass"

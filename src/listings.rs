@@ -1,7 +1,8 @@
-//! Shared cache of "who is this policy attached to" listings. One paged
-//! `GET /v2/policies/{id}/users` (or `/groups`) serves every PolicyAttachment of that
-//! policy: concurrent callers for the same policy wait for one fetch instead of each
-//! sending their own, so verification cost grows with policies, not attachments.
+//! Shared cache of attachment listings. One paged `GET /v2/policies/{id}/users` (or
+//! `/groups`) serves every user (group) PolicyAttachment of that policy, and one
+//! `GET /v2/roles/{id}/policies` every PolicyAttachment of that role (Vultr lists role
+//! grants per role): concurrent callers for the same listing wait for one fetch instead
+//! of each sending their own, so verification cost grows with listings, not attachments.
 //!
 //! Writes do not throw a listing away. Each write marks its pair with the instant it
 //! completed, and a listing serves a pair only if its fetch started after that mark: a
@@ -10,7 +11,7 @@
 //!
 //! While attaches are still to come (objects that have not had their first turn), a
 //! verification that needs a new listing waits until the listing will verify a batch
-//! ([`BATCH`] writes to the policy since the last fetch, or the oldest of them
+//! ([`BATCH`] writes to its pairs since the last fetch, or the oldest of them
 //! [`BATCH_WAIT`] old): every call spent on a listing is a call not spent on an attach.
 //! Once every object has had its turn, it fetches at once: a lone attach is verified
 //! without delay, and the tail of a burst as soon as its last attach is sent.
@@ -19,10 +20,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::domain::{Grant, SubjectKind};
+use crate::domain::{Grant, ListingSource};
 use crate::vultr::{VultrClient, VultrError};
 
-/// The IDs a policy was attached to when Vultr was asked.
+/// The IDs a listing showed when Vultr was asked (subjects of a policy, policies of a
+/// role); ask it with [`Listing::shows`].
 #[derive(Debug, Clone)]
 pub struct Listing {
     pub members: Arc<HashSet<String>>,
@@ -34,15 +36,20 @@ impl Listing {
     pub fn contains(&self, id: &str) -> bool {
         self.members.contains(id)
     }
+
+    /// Whether this listing (the one `grant.listing()` names) shows the pair.
+    pub fn shows(&self, grant: &Grant) -> bool {
+        self.contains(grant.listing().1)
+    }
 }
 
-type Key = (String, SubjectKind);
+type Key = ListingSource;
 /// The last answer for a key and when its fetch started, failures included: during an
 /// outage the attachments of a policy share one failed request instead of each sending
 /// their own.
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
 
-/// Writes to one policy that a verification listing waits for while attaches are to come.
+/// Writes to one listing's pairs that a verification listing waits for while attaches are to come.
 pub const BATCH: usize = 50;
 /// The longest a write waits for its verification listing while attaches are to come.
 pub const BATCH_WAIT: Duration = Duration::from_secs(20);
@@ -55,7 +62,7 @@ pub enum Verification {
     Later(Duration),
 }
 
-/// Writes to one policy since its listing was last fetched.
+/// Writes to one listing's pairs since it was last fetched.
 #[derive(Debug, Default, Clone, Copy)]
 struct Unverified {
     count: usize,
@@ -84,7 +91,7 @@ pub struct ListingCache {
     slots: Arc<Mutex<HashMap<Key, Slot>>>,
     /// Per pair: when the last write of this process to it completed.
     written: Arc<Mutex<HashMap<Grant, Instant>>>,
-    /// Per policy listing: the writes no fetch has covered yet.
+    /// Per listing: the writes no fetch has covered yet.
     unverified: Arc<Mutex<HashMap<Key, Unverified>>>,
 }
 
@@ -108,9 +115,9 @@ impl ListingCache {
         }
     }
 
-    fn slot(&self, policy_id: &str, kind: SubjectKind) -> Slot {
+    fn slot(&self, source: &ListingSource) -> Slot {
         locked(&self.slots)
-            .entry((policy_id.to_owned(), kind))
+            .entry(source.clone())
             .or_default()
             .clone()
     }
@@ -125,45 +132,36 @@ impl ListingCache {
         attaches_to_come: bool,
     ) -> Result<Verification, VultrError> {
         let written = locked(&self.written).get(grant).copied();
-        self.fetch(
-            &grant.policy_id,
-            grant.subject.kind(),
-            max_age,
-            written,
-            attaches_to_come,
-        )
-        .await
+        self.fetch(&grant.listing().0, max_age, written, attaches_to_come)
+            .await
     }
 
-    /// The listing of `policy_id`, fetched now unless an answer younger than `max_age`
+    /// The listing `source`, fetched now unless an answer younger than `max_age`
     /// (and started after `written`, if given) is cached.
     pub async fn get(
         &self,
-        policy_id: &str,
-        kind: SubjectKind,
+        source: &ListingSource,
         max_age: Duration,
         written: Option<Instant>,
     ) -> Result<Listing, VultrError> {
-        match self.fetch(policy_id, kind, max_age, written, false).await? {
+        match self.fetch(source, max_age, written, false).await? {
             Verification::Listing(listing) => Ok(listing),
             // Never deferred when `may_defer` is false.
-            Verification::Later(_) => self.list(policy_id, kind).await,
+            Verification::Later(_) => self.list(source).await,
         }
     }
 
-    /// The one path to a listing. Callers for the same policy queue on its slot, and
+    /// The one path to a listing. Callers for the same listing queue on its slot, and
     /// each decides only once it holds it: by then a fetch that was in flight may serve
     /// it, or, for a verification that may wait, too few writes may be pending.
     async fn fetch(
         &self,
-        policy_id: &str,
-        kind: SubjectKind,
+        key: &Key,
         max_age: Duration,
         written: Option<Instant>,
         may_defer: bool,
     ) -> Result<Verification, VultrError> {
-        let key = (policy_id.to_owned(), kind);
-        let slot = self.slot(policy_id, kind);
+        let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some((started, answer)) = cached.as_ref()
             && usable(*started, Instant::now(), max_age, written)
@@ -172,7 +170,7 @@ impl ListingCache {
         }
         if may_defer && written.is_some() {
             let unverified = locked(&self.unverified)
-                .get(&key)
+                .get(key)
                 .copied()
                 .unwrap_or_default();
             if let Some(wait) = batch_wait(unverified, Instant::now()) {
@@ -180,20 +178,17 @@ impl ListingCache {
             }
         }
         let started = Instant::now();
-        locked(&self.unverified).remove(&key);
-        let answer = self.list(policy_id, kind).await;
+        locked(&self.unverified).remove(key);
+        let answer = self.list(key).await;
         *cached = Some((started, answer.clone()));
         answer.map(Verification::Listing)
     }
 
-    async fn list(&self, policy_id: &str, kind: SubjectKind) -> Result<Listing, VultrError> {
-        self.vultr
-            .attached_ids(policy_id, kind)
-            .await
-            .map(|members| Listing {
-                members: Arc::new(members),
-                fetched_at: SystemTime::now(),
-            })
+    async fn list(&self, source: &ListingSource) -> Result<Listing, VultrError> {
+        self.vultr.listed_ids(source).await.map(|members| Listing {
+            members: Arc::new(members),
+            fetched_at: SystemTime::now(),
+        })
     }
 
     /// This process just finished a write to `grant` (also a failed one: a POST or
@@ -202,9 +197,7 @@ impl ListingCache {
         let now = Instant::now();
         locked(&self.written).insert(grant.clone(), now);
         let mut unverified = locked(&self.unverified);
-        let entry = unverified
-            .entry((grant.policy_id.clone(), grant.subject.kind()))
-            .or_default();
+        let entry = unverified.entry(grant.listing().0).or_default();
         entry.count += 1;
         entry.oldest.get_or_insert(now);
     }
@@ -215,7 +208,7 @@ impl ListingCache {
         locked(&self.written).insert(grant.clone(), Instant::now());
     }
 
-    /// Drops slots of policies no PolicyAttachment refers to any more, and old marks.
+    /// Drops slots of listings no PolicyAttachment refers to any more, and old marks.
     pub fn retain(&self, live: &HashSet<Key>) {
         locked(&self.slots).retain(|k, _| live.contains(k));
         locked(&self.unverified).retain(|k, _| live.contains(k));

@@ -121,13 +121,13 @@ async fn invalid_manifests_are_rejected_with_their_message() {
         (
             "no-subject",
             "  policy: {name: dns-admin}\n".into(),
-            "set exactly one of spec.user or spec.group",
+            "set exactly one of spec.user, spec.group or spec.role",
         ),
         (
             "both-subjects",
             "  policy: {name: dns-admin}\n  user: {email: a@example.com}\n  group: {name: ops}\n"
                 .into(),
-            "set exactly one of spec.user or spec.group",
+            "set exactly one of spec.user, spec.group or spec.role",
         ),
         (
             "both-user-keys",
@@ -220,6 +220,42 @@ async fn invalid_manifests_are_rejected_with_their_message() {
             format!("  policy: {{name: dns-admin}}\n  group: {{name: {long_name}}}\n"),
             "spec.group.name: Too long: may not be more than 256 bytes",
         ),
+        (
+            "user-and-role",
+            "  policy: {name: dns-admin}\n  user: {email: a@example.com}\n  role: {name: auditors}\n"
+                .into(),
+            "set exactly one of spec.user, spec.group or spec.role",
+        ),
+        (
+            "group-and-role",
+            "  policy: {name: dns-admin}\n  group: {name: ops}\n  role: {name: auditors}\n".into(),
+            "set exactly one of spec.user, spec.group or spec.role",
+        ),
+        (
+            "both-role-keys",
+            format!("  policy: {{name: dns-admin}}\n  role: {{name: auditors, id: {AUDITORS}}}\n"),
+            "spec.role: set exactly one of id or name",
+        ),
+        (
+            "no-role-key",
+            "  policy: {name: dns-admin}\n  role: {}\n".into(),
+            "spec.role: set exactly one of id or name",
+        ),
+        (
+            "bad-role-uuid",
+            "  policy: {name: dns-admin}\n  role: {id: auditors}\n".into(),
+            "spec.role.id must be a UUID",
+        ),
+        (
+            "blank-role-name",
+            "  policy: {name: dns-admin}\n  role: {name: \" auditors\"}\n".into(),
+            "spec.role.name must not start or end with whitespace",
+        ),
+        (
+            "unknown-role-field",
+            "  policy: {name: dns-admin}\n  role: {title: auditors}\n".into(),
+            "unknown field \"spec.role.title\"",
+        ),
         // The rest of the spec.
         (
             "unknown-field",
@@ -268,7 +304,12 @@ async fn invalid_manifests_are_rejected_with_their_message() {
     // or in form), deletionPolicy may.
     let by_user = "  policy: {name: dns-admin}\n  user: {email: a@example.com}\n";
     let by_group = "  policy: {name: dns-admin}\n  group: {name: ops}\n";
-    for (name, spec) in [("user-grant", by_user), ("group-grant", by_group)] {
+    let by_role = "  policy: {name: dns-admin}\n  role: {name: auditors}\n";
+    for (name, spec) in [
+        ("user-grant", by_user),
+        ("group-grant", by_group),
+        ("role-grant", by_role),
+    ] {
         let (ok, out) = apply(cp, &ns.name, &pa(name, spec));
         assert!(ok, "{name}: {out}");
     }
@@ -301,7 +342,7 @@ async fn invalid_manifests_are_rejected_with_their_message() {
         (
             "user-grant",
             "  policy: {name: dns-admin}\n".into(),
-            "set exactly one of spec.user or spec.group",
+            "set exactly one of spec.user, spec.group or spec.role",
         ),
         (
             "group-grant",
@@ -311,6 +352,26 @@ async fn invalid_manifests_are_rejected_with_their_message() {
         (
             "group-grant",
             by_user.into(),
+            "the subject kind is immutable",
+        ),
+        (
+            "role-grant",
+            "  policy: {name: dns-admin}\n  role: {name: on-call}\n".into(),
+            "spec.role is immutable: delete and re-create",
+        ),
+        (
+            "role-grant",
+            format!("  policy: {{name: dns-admin}}\n  role: {{id: {AUDITORS}}}\n"),
+            "spec.role is immutable: delete and re-create",
+        ),
+        (
+            "role-grant",
+            by_group.into(),
+            "the subject kind is immutable",
+        ),
+        (
+            "user-grant",
+            by_role.into(),
             "the subject kind is immutable",
         ),
     ];

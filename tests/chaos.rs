@@ -53,7 +53,15 @@ async fn chaos(sizes: Sizes) {
         violations.join("\n  "),
         outcome.dir.display()
     );
-    let _ = outcome.state;
+    // The mix must keep covering role grants (role-first routes, per-role listings).
+    assert!(
+        outcome
+            .state
+            .declared
+            .iter()
+            .any(|d| d.pair.kind == model::Kind::Role),
+        "the run declared no role grant"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -51,7 +51,7 @@ VULTR_API_KEY="$key" "$bin/vultr-iam-operator" run --vultr-api-url "$sim_url" \
   --metrics-bind-address 127.0.0.1:0 --resync-interval 30s >"$work/operator.log" 2>&1 &
 op_pid=$!
 
-step "Applying deploy/examples/ (by name/email, by IDs, a group)"
+step "Applying deploy/examples/ (by name/email, by IDs, a group, a role)"
 kubectl create namespace "$ns" >/dev/null
 kubectl apply -n "$ns" -f deploy/examples/
 kubectl wait -n "$ns" --for=condition=Ready pa --all --timeout=90s

@@ -91,16 +91,26 @@ async fn demo_sim() -> Sim {
 async fn applying_an_export_adopts_every_grant_without_a_post_and_a_deletion_revokes_only_its_own()
 {
     let env = Env::start("export-round-trip").await;
-    // Out-of-band grants besides the demo's (carol: compute-admin, ops: billing-read):
-    // a user whose email is unique (by email), one whose email is not (by id), a group.
+    // Out-of-band grants besides the demo's (carol: compute-admin, ops: billing-read,
+    // the role auditors: billing-read): a user whose email is unique (by email), one
+    // whose email is not (by id), a group, and a role whose name is not unique (by id).
     assert!(env.sim.attach_user(DNS_ADMIN, ALICE));
     assert!(env.sim.attach_user(DNS_ADMIN, SHARED_ONE));
     assert!(env.sim.attach_group(DNS_ADMIN, DEVELOPERS));
+    assert!(env.sim.attach_role(ON_CALL, DNS_ADMIN));
 
     let (yaml, stderr) = export_ok(&mut export_with(&env.sim.url(), Some(API_KEY), &[]));
     let docs = documents(&yaml);
-    assert_eq!(docs.len(), 5, "{yaml}");
+    assert_eq!(docs.len(), 7, "{yaml}");
     assert!(stderr.contains(SHARED_ONE), "{stderr}");
+    assert!(stderr.contains(ON_CALL), "{stderr}");
+    assert!(stderr.contains("2 role grants"), "{stderr}");
+    find(&docs, "billing-read", |d| {
+        d.spec.role.as_ref().and_then(|r| r.name.as_deref()) == Some("auditors")
+    });
+    find(&docs, "dns-admin", |d| {
+        d.spec.role.as_ref().and_then(|r| r.id.as_deref()) == Some(ON_CALL)
+    });
     let alice = find(&docs, "dns-admin", |d| {
         d.spec.user.as_ref().and_then(|u| u.email.as_deref()) == Some("alice@example.com")
     });
@@ -133,6 +143,8 @@ async fn applying_an_export_adopts_every_grant_without_a_post_and_a_deletion_rev
     assert!(env.sim.is_user_attached(COMPUTE_ADMIN, CAROL));
     assert!(env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
     assert!(env.sim.is_group_attached(BILLING_READ, OPS));
+    assert!(env.sim.is_role_attached(AUDITORS, BILLING_READ));
+    assert!(env.sim.is_role_attached(ON_CALL, DNS_ADMIN));
     assert!(env.requests("POST", "/v2/").is_empty());
 }
 
@@ -220,7 +232,7 @@ async fn references_filters_and_repeated_runs() {
     // Names: readable, except where a name is not unique (then the ID, and a note).
     let (names, stderr) = export_ok(&mut export_with(&url, Some(API_KEY), &[]));
     let by_name = documents(&names);
-    assert_eq!(by_name.len(), 4, "{names}");
+    assert_eq!(by_name.len(), 5, "{names}");
     let shared = find(&by_name, "dns-admin", |d| {
         d.spec.user.as_ref().and_then(|u| u.id.as_deref()) == Some(SHARED_ONE)
     });
@@ -307,6 +319,26 @@ async fn references_filters_and_repeated_runs() {
     );
     assert_eq!(docs[0].metadata.namespace.as_deref(), Some("team-a"));
     assert!(yaml.contains("deletionPolicy: Orphan"), "{yaml}");
+    // A role by name: only its listing of policies is read, no policy listing.
+    sim.clear_journal();
+    let (yaml, _) = export_ok(&mut export_with(
+        &url,
+        Some(API_KEY),
+        &["--role", "auditors"],
+    ));
+    let docs = documents(&yaml);
+    assert_eq!(docs.len(), 1, "{yaml}");
+    assert_eq!(
+        docs[0].spec.role.as_ref().and_then(|r| r.name.as_deref()),
+        Some("auditors")
+    );
+    let listings: Vec<String> = sim
+        .journal()
+        .into_iter()
+        .map(|e| e.path)
+        .filter(|p| p.matches('/').count() == 4)
+        .collect();
+    assert_eq!(listings, [format!("/v2/roles/{AUDITORS}/policies")]);
     // Filters of different kinds must all match: carol has no dns-admin.
     let (yaml, stderr) = export_ok(&mut export_with(
         &url,
@@ -387,7 +419,7 @@ async fn errors_are_clear_and_exit_non_zero() {
 
     // An export only reads: a read-only key is enough.
     let (yaml, _) = export_ok(&mut export_with(&url, Some(READ_ONLY_KEY), &[]));
-    assert_eq!(documents(&yaml).len(), 2, "{yaml}");
+    assert_eq!(documents(&yaml).len(), 3, "{yaml}");
     assert!(sim.journal().iter().all(|e| e.method == "GET"));
     assert!(
         sim.journal()

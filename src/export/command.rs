@@ -78,6 +78,7 @@ pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
         policies: args.policies.clone(),
         users: args.users.clone(),
         groups: args.groups.clone(),
+        roles: args.roles.clone(),
     };
     let filter = Filter::new(&selectors, &org)?;
     let mut grants = read::grants(&vultr, &filter.sources(&org)).await?;
@@ -107,12 +108,13 @@ pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
 
 /// One walk of each listing, retried like every read of the export.
 async fn walk(directory: &Directory) -> Result<Org, VultrError> {
-    let (policies, users, groups) = tokio::try_join!(
+    let (policies, users, groups, roles) = tokio::try_join!(
         with_retries(|| directory.all_policies()),
         with_retries(|| directory.all_users()),
         with_retries(|| directory.all_groups()),
+        with_retries(|| directory.all_roles()),
     )?;
-    Ok(Org::new(policies, users, groups))
+    Ok(Org::new(policies, users, groups, roles))
 }
 
 /// The pairs every PolicyAttachment of the cluster declares: recorded in its status,
@@ -172,7 +174,7 @@ async fn declared_in_cluster(
     Ok(declared)
 }
 
-/// `exported 3 PolicyAttachments (2 user grants, 1 group grant)`.
+/// `exported 4 PolicyAttachments (2 user grants, 1 group grant, 1 role grant)`.
 fn summary(documents: &[manifest::Document], unmanaged: bool) -> String {
     let count = |kind: SubjectKind| {
         documents
@@ -182,7 +184,7 @@ fn summary(documents: &[manifest::Document], unmanaged: bool) -> String {
     };
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     format!(
-        "exported {}{} ({}, {})",
+        "exported {}{} ({}, {}, {})",
         plural(documents.len(), "PolicyAttachment"),
         if unmanaged {
             " for unmanaged grants"
@@ -191,6 +193,7 @@ fn summary(documents: &[manifest::Document], unmanaged: bool) -> String {
         },
         plural(count(SubjectKind::User), "user grant"),
         plural(count(SubjectKind::Group), "group grant"),
+        plural(count(SubjectKind::Role), "role grant"),
     )
 }
 

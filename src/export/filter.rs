@@ -1,7 +1,8 @@
-//! `--policy`, `--user` and `--group`: which grants an export keeps, and so which
-//! listings it has to read. Flags of one kind are alternatives; kinds must all match;
-//! `--user` and `--group` together are one subject filter. A selector names an object
-//! by ID (case-insensitively) or by name (policy and group names exactly, emails
+//! `--policy`, `--user`, `--group` and `--role`: which grants an export keeps, and so
+//! which listings it has to read. Flags of one kind are alternatives; kinds must all
+//! match; `--user`, `--group` and `--role` together are one subject filter. A selector
+//! names an object by ID (case-insensitively) or by name (policy, group and role names
+//! exactly, emails
 //! case-insensitively, as resolution matches them); one that names nothing is an error,
 //! so a typo never exports an empty set that looks like "nothing granted".
 
@@ -9,7 +10,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use super::org::Org;
-use crate::domain::{Grant, Subject, SubjectKind};
+use crate::domain::{Grant, ListingSource, Subject, SubjectKind};
 
 /// The filter flags as given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +18,7 @@ pub struct Selectors {
     pub policies: Vec<String>,
     pub users: Vec<String>,
     pub groups: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 /// Selectors that name nothing in the organisation.
@@ -36,26 +38,14 @@ pub struct Filter {
     subjects: Option<HashSet<(SubjectKind, String)>>,
 }
 
-/// One listing to read: the grants of one policy to one kind of subject.
-// Roles: Vultr lists a role's policies (`GET /v2/roles/{id}/policies`), not a policy's
-// roles, so their source will be `RolePolicies { role_id }`, one per selected role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    PolicySubjects {
-        policy_id: String,
-        kind: SubjectKind,
-    },
-}
-
-impl Source {
-    /// Sources are read in this order (stable, whatever the listing order).
-    fn order(&self) -> (String, &'static str) {
-        match self {
-            Self::PolicySubjects { policy_id, kind } => {
-                (policy_id.to_ascii_lowercase(), kind.as_str())
-            }
-        }
-    }
+/// Sources are read in this order (stable, whatever the listing order).
+fn order(source: &ListingSource) -> (String, &'static str) {
+    let kind = match source {
+        ListingSource::PolicyUsers(_) => "users",
+        ListingSource::PolicyGroups(_) => "groups",
+        ListingSource::RolePolicies(_) => "role",
+    };
+    (source.owner_id().to_ascii_lowercase(), kind)
 }
 
 impl Filter {
@@ -101,39 +91,57 @@ impl Filter {
                 format!("--group {sel:?} names no Vultr group (by name or id)"),
             )
         });
+        let roles = pick(&selectors.roles, &mut unknown, |sel| {
+            let hits = org
+                .roles
+                .iter()
+                .filter(|r| r.id.eq_ignore_ascii_case(sel) || r.name == sel)
+                .map(|r| (SubjectKind::Role, r.id.to_ascii_lowercase()))
+                .collect();
+            (
+                hits,
+                format!("--role {sel:?} names no Vultr role (by name or id)"),
+            )
+        });
         if !unknown.is_empty() {
             return Err(UnknownSelectors(unknown));
         }
-        let subjects = match (users, groups) {
-            (None, None) => None,
-            (u, g) => Some(u.into_iter().chain(g).flatten().collect()),
+        let subjects = match (users, groups, roles) {
+            (None, None, None) => None,
+            (u, g, r) => Some(u.into_iter().chain(g).chain(r).flatten().collect()),
         };
         Ok(Filter { policies, subjects })
     }
 
-    /// The listings that can hold a kept grant, sorted: one per selected policy and
-    /// subject kind the subject filter allows.
-    pub fn sources(&self, org: &Org) -> Vec<Source> {
-        let kinds: Vec<SubjectKind> = [SubjectKind::User, SubjectKind::Group]
-            .into_iter()
-            .filter(|kind| {
-                self.subjects
-                    .as_ref()
-                    .is_none_or(|s| s.iter().any(|(k, _)| k == kind))
-            })
-            .collect();
-        let mut sources: Vec<Source> = org
+    /// The listings that can hold a kept grant, sorted: the users or groups of each
+    /// selected policy, as the subject filter allows, and the policies of each role it
+    /// allows (Vultr lists a role's policies, not a policy's roles).
+    pub fn sources(&self, org: &Org) -> Vec<ListingSource> {
+        let allows = |kind: SubjectKind| {
+            self.subjects
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|(k, _)| *k == kind))
+        };
+        let mut sources: Vec<ListingSource> = org
             .policies
             .iter()
             .filter(|p| self.keeps_policy(&p.id))
             .flat_map(|p| {
-                kinds.iter().map(|kind| Source::PolicySubjects {
-                    policy_id: p.id.clone(),
-                    kind: *kind,
-                })
+                [SubjectKind::User, SubjectKind::Group]
+                    .into_iter()
+                    .filter(|kind| allows(*kind))
+                    .filter_map(|kind| ListingSource::of_policy(&p.id, kind))
             })
             .collect();
-        sources.sort_by_key(Source::order);
+        if allows(SubjectKind::Role) {
+            sources.extend(
+                org.roles
+                    .iter()
+                    .filter(|r| self.keeps_subject(&Subject::Role(r.id.clone())))
+                    .map(|r| ListingSource::RolePolicies(r.id.clone())),
+            );
+        }
+        sources.sort_by_key(order);
         sources.dedup();
         sources
     }
@@ -180,7 +188,7 @@ fn pick<T: Eq + std::hash::Hash>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vultr::{Group, Policy, User};
+    use crate::vultr::{Group, Policy, Role, User};
     use std::sync::Arc;
 
     fn org() -> Org {
@@ -193,6 +201,9 @@ mod tests {
         let group = |id: &str, name: &str| -> Group {
             serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
         };
+        let role = |id: &str, name: &str| -> Role {
+            serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
+        };
         Org::new(
             Arc::new(vec![
                 policy("P1", "dns-admin"),
@@ -204,6 +215,7 @@ mod tests {
                 user("u3", "Shared@Example.com"),
             ]),
             Arc::new(vec![group("g1", "ops"), group("g2", "developers")]),
+            Arc::new(vec![role("r1", "auditors")]),
         )
     }
 
@@ -213,6 +225,7 @@ mod tests {
             policies: owned(policies),
             users: owned(users),
             groups: owned(groups),
+            roles: Vec::new(),
         }
     }
 
@@ -235,7 +248,34 @@ mod tests {
         let f = Filter::new(&Selectors::default(), &org()).unwrap();
         assert!(f.keeps(&user_grant("p1", "u9")));
         assert!(f.keeps(&group_grant("p2", "g9")));
-        assert_eq!(f.sources(&org()).len(), 4);
+        // Users and groups of each policy, and the policies of each role.
+        assert_eq!(f.sources(&org()).len(), 5);
+    }
+
+    #[test]
+    fn a_role_filter_reads_that_role_listing_only() {
+        let selectors = Selectors {
+            roles: vec!["auditors".into()],
+            ..Selectors::default()
+        };
+        let f = Filter::new(&selectors, &org()).unwrap();
+        let role_grant = |policy: &str, role: &str| Grant {
+            policy_id: policy.into(),
+            subject: Subject::Role(role.into()),
+        };
+        assert!(f.keeps(&role_grant("p1", "R1")));
+        assert!(!f.keeps(&role_grant("p1", "r2")));
+        assert!(!f.keeps(&user_grant("p1", "u1")));
+        assert_eq!(
+            f.sources(&org()),
+            vec![ListingSource::RolePolicies("r1".into())]
+        );
+        let unknown = Selectors {
+            roles: vec!["Auditors".into()],
+            ..Selectors::default()
+        };
+        let err = Filter::new(&unknown, &org()).unwrap_err().to_string();
+        assert!(err.contains("--role \"Auditors\""), "{err}");
     }
 
     #[test]
@@ -245,17 +285,13 @@ mod tests {
             assert!(f.keeps(&user_grant("P1", "u1")), "{by}");
             assert!(f.keeps(&group_grant("p1", "g1")), "{by}");
             assert!(!f.keeps(&user_grant("p2", "u1")), "{by}");
+            // The role listings are read too: a role may hold the policy.
             assert_eq!(
                 f.sources(&org()),
                 vec![
-                    Source::PolicySubjects {
-                        policy_id: "P1".into(),
-                        kind: SubjectKind::Group
-                    },
-                    Source::PolicySubjects {
-                        policy_id: "P1".into(),
-                        kind: SubjectKind::User
-                    },
+                    ListingSource::PolicyGroups("P1".into()),
+                    ListingSource::PolicyUsers("P1".into()),
+                    ListingSource::RolePolicies("r1".into()),
                 ]
             );
         }
@@ -270,7 +306,7 @@ mod tests {
         assert!(
             f.sources(&org())
                 .iter()
-                .all(|Source::PolicySubjects { kind, .. }| *kind == SubjectKind::User)
+                .all(|s| matches!(s, ListingSource::PolicyUsers(_)))
         );
         // An email shared by two accounts (case aside) selects both.
         let f = Filter::new(&sel(&[], &["shared@example.com"], &[]), &org()).unwrap();

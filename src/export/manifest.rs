@@ -81,9 +81,10 @@ pub fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
 }
 
 fn object(name: String, refs: Refs, options: &Options) -> PolicyAttachment {
-    let (user, group) = match refs.subject {
-        SubjectRef::User(user) => (Some(user), None),
-        SubjectRef::Group(group) => (None, Some(group)),
+    let (user, group, role) = match refs.subject {
+        SubjectRef::User(user) => (Some(user), None, None),
+        SubjectRef::Group(group) => (None, Some(group), None),
+        SubjectRef::Role(role) => (None, None, Some(role)),
     };
     PolicyAttachment {
         metadata: ObjectMeta {
@@ -95,6 +96,7 @@ fn object(name: String, refs: Refs, options: &Options) -> PolicyAttachment {
             policy: refs.policy,
             user,
             group,
+            role,
             deletion_policy: options.deletion_policy,
         },
         status: None,
@@ -164,6 +166,7 @@ mod tests {
                 user("u2", "bob@example.com"),
             ]),
             Arc::new(vec![group("g1", "ops\nteam")]),
+            Arc::default(),
         )
     }
 

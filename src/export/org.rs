@@ -1,4 +1,4 @@
-//! The organisation as one directory walk saw it: policies, users and groups, what
+//! The organisation as one directory walk saw it: policies, users, groups and roles, what
 //! people call each of them, and how many share each name. Indexed once, so that an
 //! export of thousands of grants over thousands of users stays linear.
 
@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::domain::Subject;
-use crate::vultr::{Group, Policy, User};
+use crate::vultr::{Group, Policy, Role, User};
 
 /// One walk of each listing (from the shared [`crate::vultr::Directory`]).
 #[derive(Debug, Clone, Default)]
@@ -14,29 +14,41 @@ pub struct Org {
     pub policies: Arc<Vec<Policy>>,
     pub users: Arc<Vec<User>>,
     pub groups: Arc<Vec<Group>>,
+    pub roles: Arc<Vec<Role>>,
     /// Lower-cased ID → position, per listing (the first, if a listing repeats one).
     policy_at: HashMap<String, usize>,
     user_at: HashMap<String, usize>,
     group_at: HashMap<String, usize>,
+    role_at: HashMap<String, usize>,
     /// How many objects carry each name: policy names and group names exactly, emails
-    /// trimmed and lower-cased (the matching rules of `crate::vultr::resolve`).
+    /// trimmed and lower-cased, role names exactly (the matching rules of
+    /// `crate::vultr::resolve`).
     policy_names: HashMap<String, usize>,
     emails: HashMap<String, usize>,
     group_names: HashMap<String, usize>,
+    role_names: HashMap<String, usize>,
 }
 
 impl Org {
-    pub fn new(policies: Arc<Vec<Policy>>, users: Arc<Vec<User>>, groups: Arc<Vec<Group>>) -> Self {
+    pub fn new(
+        policies: Arc<Vec<Policy>>,
+        users: Arc<Vec<User>>,
+        groups: Arc<Vec<Group>>,
+        roles: Arc<Vec<Role>>,
+    ) -> Self {
         Org {
             policy_at: positions(&policies, |p| &p.id),
             user_at: positions(&users, |u| &u.id),
             group_at: positions(&groups, |g| &g.id),
+            role_at: positions(&roles, |r| &r.id),
             policy_names: counts(&policies, |p| &p.id, |p| p.name.clone()),
             emails: counts(&users, |u| &u.id, |u| email_key(&u.email)),
             group_names: counts(&groups, |g| &g.id, |g| g.display_name.clone()),
+            role_names: counts(&roles, |r| &r.id, |r| r.name.clone()),
             policies,
             users,
             groups,
+            roles,
         }
     }
 
@@ -58,17 +70,24 @@ impl Org {
             .map(|&i| &self.groups[i])
     }
 
+    pub fn role(&self, id: &str) -> Option<&Role> {
+        self.role_at
+            .get(&id.to_ascii_lowercase())
+            .map(|&i| &self.roles[i])
+    }
+
     /// The policy's name; empty when the walk has none for it.
     pub fn policy_label(&self, id: &str) -> &str {
         self.policy(id).map_or("", |p| p.name.as_str())
     }
 
-    /// A user's email (trimmed) or a group's display name; empty when the walk has
-    /// none for it.
+    /// A user's email (trimmed), a group's display name or a role's name; empty when
+    /// the walk has none for it.
     pub fn subject_label(&self, subject: &Subject) -> &str {
         match subject {
             Subject::User(id) => self.user(id).map_or("", |u| u.email.trim()),
             Subject::Group(id) => self.group(id).map_or("", |g| g.display_name.as_str()),
+            Subject::Role(id) => self.role(id).map_or("", |r| r.name.as_str()),
         }
     }
 
@@ -89,6 +108,11 @@ impl Org {
     /// Groups named exactly `name`.
     pub fn groups_named(&self, name: &str) -> usize {
         self.group_names.get(name).copied().unwrap_or(0)
+    }
+
+    /// Roles named exactly `name`.
+    pub fn roles_named(&self, name: &str) -> usize {
+        self.role_names.get(name).copied().unwrap_or(0)
     }
 }
 
@@ -141,7 +165,12 @@ mod tests {
             user("u4", "carol@example.com"),
             user("u5", ""),
         ];
-        let org = Org::new(Arc::default(), Arc::new(users.clone()), Arc::default());
+        let org = Org::new(
+            Arc::default(),
+            Arc::new(users.clone()),
+            Arc::default(),
+            Arc::default(),
+        );
         for probe in [
             "alice@example.com",
             "ALICE@example.com",

@@ -1,4 +1,4 @@
-//! Reading grants from Vultr: one paged listing per [`Source`], a few at a time (the
+//! Reading grants from Vultr: one paged listing per [`ListingSource`], a few at a time (the
 //! client's limiter paces them), each retried on a transient failure (429, 5xx,
 //! timeouts) after Vultr's `Retry-After` or a short backoff: an export is one pass, so
 //! one blip should not fail it.
@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::filter::Source;
-use crate::domain::{Grant, Subject};
+use crate::domain::{Grant, ListingSource, Subject};
 use crate::vultr::{VultrClient, VultrError};
 
 /// Listings read at once; the limiter decides the rate, this only bounds the backlog.
@@ -17,7 +16,10 @@ const CONCURRENT: usize = 4;
 const ATTEMPTS: u32 = 3;
 
 /// Every grant the sources list (a pair listed twice comes twice; callers dedupe).
-pub async fn grants(vultr: &VultrClient, sources: &[Source]) -> Result<Vec<Grant>, VultrError> {
+pub async fn grants(
+    vultr: &VultrClient,
+    sources: &[ListingSource],
+) -> Result<Vec<Grant>, VultrError> {
     let pages: Vec<Vec<Grant>> = futures::stream::iter(sources)
         .map(|source| with_retries(move || read(vultr, source)))
         .buffer_unordered(CONCURRENT)
@@ -26,22 +28,26 @@ pub async fn grants(vultr: &VultrClient, sources: &[Source]) -> Result<Vec<Grant
     Ok(pages.into_iter().flatten().collect())
 }
 
-/// The grants one source lists.
-// Roles: `Source::RolePolicies { role_id }` reads `GET /v2/roles/{id}/policies` and
-// yields `Grant { policy_id, subject: Subject::Role(role_id) }` for each policy.
-async fn read(vultr: &VultrClient, source: &Source) -> Result<Vec<Grant>, VultrError> {
-    match source {
-        Source::PolicySubjects { policy_id, kind } => {
-            let ids = vultr.attached_ids(policy_id, *kind).await?;
-            Ok(ids
-                .into_iter()
-                .map(|id| Grant {
-                    policy_id: policy_id.clone(),
-                    subject: Subject::new(*kind, id),
-                })
-                .collect())
-        }
-    }
+/// The grants one source lists: a policy's users or groups, or a role's policies.
+async fn read(vultr: &VultrClient, source: &ListingSource) -> Result<Vec<Grant>, VultrError> {
+    let ids = vultr.listed_ids(source).await?;
+    Ok(ids
+        .into_iter()
+        .map(|id| match source {
+            ListingSource::PolicyUsers(policy_id) => Grant {
+                policy_id: policy_id.clone(),
+                subject: Subject::User(id),
+            },
+            ListingSource::PolicyGroups(policy_id) => Grant {
+                policy_id: policy_id.clone(),
+                subject: Subject::Group(id),
+            },
+            ListingSource::RolePolicies(role_id) => Grant {
+                policy_id: id,
+                subject: Subject::Role(role_id.clone()),
+            },
+        })
+        .collect())
 }
 
 /// `call`, again after a transient failure, at most [`ATTEMPTS`] times in all.

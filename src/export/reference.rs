@@ -1,5 +1,5 @@
 //! How an exported manifest refers to each side of a grant. With `--reference ids`,
-//! by ID. With `--reference names`, by policy name, user email or group name, but only
+//! by ID. With `--reference names`, by policy name, user email, group or role name, but only
 //! when that name resolves back to exactly this object (no other object carries it, by
 //! the operator's own matching rules: see [`super::org::Org`]) and admission would
 //! accept it; otherwise by ID, with a note saying why, so the manifest never declares
@@ -7,7 +7,7 @@
 
 use super::org::Org;
 use crate::cli::Reference;
-use crate::crd::{GroupRef, PolicyRef, UserRef};
+use crate::crd::{GroupRef, PolicyRef, RoleRef, UserRef};
 use crate::domain::{Grant, Subject};
 
 /// `spec.policy` and the subject, as the manifest will say them.
@@ -22,6 +22,7 @@ pub struct Refs {
 pub enum SubjectRef {
     User(UserRef),
     Group(GroupRef),
+    Role(RoleRef),
 }
 
 /// The references for one grant, and notes (for stderr) on every name that could not
@@ -94,6 +95,26 @@ pub fn refs(grant: &Grant, org: &Org, mode: Reference) -> (Refs, Vec<String>) {
                 }
             } else {
                 GroupRef {
+                    id: Some(id.clone()),
+                    name: None,
+                }
+            },
+        ),
+        Subject::Role(id) => SubjectRef::Role(
+            if choose(
+                "role",
+                id,
+                "name",
+                label,
+                org.roles_named(label),
+                usable_name(label),
+            ) {
+                RoleRef {
+                    id: None,
+                    name: Some(label.to_owned()),
+                }
+            } else {
+                RoleRef {
                     id: Some(id.clone()),
                     name: None,
                 }
@@ -183,6 +204,7 @@ mod tests {
                 group("g2", "ops"),
                 group("g3", "devs"),
             ]),
+            Arc::default(),
         )
     }
 

@@ -141,7 +141,7 @@ async fn attach_and_verify(
         Verification::Later(wait) => return Ok(Action::requeue(wait)),
     };
     let step = decide::attach_step(
-        listing.contains(grant.subject.id()),
+        listing.shows(&grant),
         sent_at.map(|at| at.elapsed()),
         ctx.settings.attach_visibility_timeout,
         st.attached_at.is_some(),

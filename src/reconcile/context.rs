@@ -44,7 +44,7 @@ pub struct Context {
     pub client: kube::Client,
     pub vultr: VultrClient,
     pub listings: ListingCache,
-    /// The shared walk of policies, users and groups that resolution reads.
+    /// The shared walk of policies, users, groups and roles that resolution reads.
     pub directory: Directory,
     pub recorder: Recorder,
     pub backoff: Backoff,

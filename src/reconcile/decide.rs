@@ -342,6 +342,12 @@ mod tests {
             ..grant()
         };
         assert!(!declares(&other, "uid-a", &moved));
+        // A role with the same ID is another pair too.
+        let role = Grant {
+            subject: Subject::new(SubjectKind::Role, "u"),
+            ..grant()
+        };
+        assert!(!declares(&other, "uid-a", &role));
         other.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::now(),

@@ -23,18 +23,23 @@ pub async fn resolve(
         (None, Some(name)) => vultr::PolicyRef::ByName(name.clone()),
         _ => return Err(invalid("spec.policy needs exactly one of id or name")),
     };
-    let subject = match (&spec.user, &spec.group) {
-        (Some(user), None) => vultr::SubjectRef::User(match (&user.id, &user.email) {
+    let subject = match (&spec.user, &spec.group, &spec.role) {
+        (Some(user), None, None) => vultr::SubjectRef::User(match (&user.id, &user.email) {
             (Some(id), None) => vultr::UserRef::ById(id.clone()),
             (None, Some(email)) => vultr::UserRef::ByEmail(email.clone()),
             _ => return Err(invalid("spec.user needs exactly one of id or email")),
         }),
-        (None, Some(group)) => vultr::SubjectRef::Group(match (&group.id, &group.name) {
+        (None, Some(group), None) => vultr::SubjectRef::Group(match (&group.id, &group.name) {
             (Some(id), None) => vultr::GroupRef::ById(id.clone()),
             (None, Some(name)) => vultr::GroupRef::ByName(name.clone()),
             _ => return Err(invalid("spec.group needs exactly one of id or name")),
         }),
-        _ => return Err(invalid("spec needs exactly one of user or group")),
+        (None, None, Some(role)) => vultr::SubjectRef::Role(match (&role.id, &role.name) {
+            (Some(id), None) => vultr::RoleRef::ById(id.clone()),
+            (None, Some(name)) => vultr::RoleRef::ByName(name.clone()),
+            _ => return Err(invalid("spec.role needs exactly one of id or name")),
+        }),
+        _ => return Err(invalid("spec needs exactly one of user, group or role")),
     };
     let policy = directory.policy(&policy).await?;
     let (subject, subject_name) = directory.subject(&subject).await?;

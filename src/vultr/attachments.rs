@@ -1,6 +1,8 @@
 //! The two shapes of `GET /v2/policies/{id}/users` (resp. `/groups`):
 //! govultr's `{"users":[{"id":..}]}` and the OpenAPI document's
-//! `{"policy_user_relationships":[{"user_id":..}]}`. Sources disagree, so accept both.
+//! `{"policy_user_relationships":[{"user_id":..}]}`; and of the role-first
+//! `GET /v2/roles/{id}/policies`: `{"policies":[{"id":..}]}` and
+//! `{"role_policy_relationships":[{"policy_id":..}]}`. Sources disagree, so accept both.
 
 use serde_json::Value;
 
@@ -35,10 +37,22 @@ fn shapes(kind: SubjectKind) -> [Shape; 2] {
                 id_field: "group_id",
             },
         ],
+        // A role's listing names its policies.
+        SubjectKind::Role => [
+            Shape {
+                array: "policies",
+                id_field: "id",
+            },
+            Shape {
+                array: "role_policy_relationships",
+                id_field: "policy_id",
+            },
+        ],
     }
 }
 
-/// The subject IDs of one page of an attachment listing, in whichever shape it comes.
+/// The IDs of one page of an attachment listing, in whichever shape it comes: subject
+/// IDs of a policy's user or group listing, policy IDs of a role's listing (`Role`).
 /// A body with neither array, or an entry without a string ID, is an error: guessing
 /// "empty" there could make verification believe a live grant is gone.
 pub(crate) fn parse_attached_page(body: &Value, kind: SubjectKind) -> Result<Page<String>, String> {
@@ -122,6 +136,32 @@ mod tests {
     }
 
     #[test]
+    fn both_role_policy_shapes() {
+        let govultr = json!({
+            "policies":[{"id":"p1","name":"dns-admin","policy_document":{"Statement":[]}},{"id":"p2"}],
+            "meta":{"total":2,"links":{"next":"c2","prev":""}}
+        });
+        let openapi = json!({"role_policy_relationships":[
+            {"policy_id":"p1","policy_name":"dns-admin","role_id":"r","role_name":"auditors"},
+            {"policy_id":"p2"}
+        ]});
+        for body in [govultr, openapi] {
+            let page = parse_attached_page(&body, SubjectKind::Role).unwrap();
+            assert_eq!(page.items, vec!["p1", "p2"], "{body}");
+        }
+        // The role id of a relationship is not a policy id.
+        assert!(
+            parse_attached_page(
+                &json!({"role_policy_relationships":[{"role_id":"r"}]}),
+                SubjectKind::Role
+            )
+            .is_err()
+        );
+        assert!(parse_attached_page(&json!({"users":[]}), SubjectKind::Role).is_err());
+        assert!(parse_attached_page(&json!({"policies":[]}), SubjectKind::User).is_err());
+    }
+
+    #[test]
     fn empty_listings() {
         for body in [
             json!({"users":[],"meta":{"links":{"next":""}}}),
@@ -160,7 +200,7 @@ mod properties {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn documents() -> [Value; 4] {
+    fn documents() -> [Value; 6] {
         let meta = json!({"total": 2, "links": {"next": "c2", "prev": ""}});
         [
             json!({"users": [{"id": "u1", "email": "a@example.com"}, {"id": "u2"}],
@@ -172,13 +212,27 @@ mod properties {
             json!({"groups": [{"id": "g1", "display_name": "ops"}], "meta": meta}),
             json!({"policy_group_relationships": [{"group_id": "g1", "policy_id": "p"}],
                    "meta": meta}),
+            json!({"policies": [{"id": "p1", "name": "dns-admin"}], "meta": meta}),
+            json!({"role_policy_relationships": [
+                       {"policy_id": "p1", "policy_name": "dns-admin", "role_id": "r1"}],
+                   "meta": meta}),
         ]
     }
 
     fn listing() -> impl Strategy<Value = Value> {
-        let [a, b, c, d] = documents();
-        prop_oneof![any_json(), mutated(a), mutated(b), mutated(c), mutated(d)]
+        let [a, b, c, d, e, f] = documents();
+        prop_oneof![
+            any_json(),
+            mutated(a),
+            mutated(b),
+            mutated(c),
+            mutated(d),
+            mutated(e),
+            mutated(f)
+        ]
     }
+
+    const KINDS: [SubjectKind; 3] = [SubjectKind::User, SubjectKind::Group, SubjectKind::Role];
 
     /// The IDs the body lists for `kind`, read independently of the parser; `None` if
     /// the body is not a usable listing of that kind.
@@ -186,6 +240,10 @@ mod properties {
         let pairs = match kind {
             SubjectKind::User => [("users", "id"), ("policy_user_relationships", "user_id")],
             SubjectKind::Group => [("groups", "id"), ("policy_group_relationships", "group_id")],
+            SubjectKind::Role => [
+                ("policies", "id"),
+                ("role_policy_relationships", "policy_id"),
+            ],
         };
         let mut ids = Vec::new();
         let mut present = false;
@@ -211,7 +269,7 @@ mod properties {
 
         #[test]
         fn listings_give_exactly_their_ids_or_an_error(body in listing()) {
-            for kind in [SubjectKind::User, SubjectKind::Group] {
+            for kind in KINDS {
                 let parsed = parse_attached_page(&body, kind);
                 let oracle = expected(&body, kind);
                 match (&parsed, &oracle) {
@@ -232,7 +290,7 @@ mod properties {
         #[test]
         fn listing_bytes_never_panic(bytes in any_bytes()) {
             if let Ok(body) = decode::<Value>("GET /v2/policies/{policy_id}/users", &bytes) {
-                for kind in [SubjectKind::User, SubjectKind::Group] {
+                for kind in KINDS {
                     let _ = parse_attached_page(&body, kind);
                 }
             }

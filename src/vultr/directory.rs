@@ -1,5 +1,5 @@
-//! The directory: one shared, coalesced, paged walk of the policies, users and groups
-//! listings, against which every name, email and ID is resolved. Vultr has no
+//! The directory: one shared, coalesced, paged walk of the policies, users, groups and
+//! roles listings, against which every name, email and ID is resolved. Vultr has no
 //! server-side filter, so resolving per object would walk the whole user listing for
 //! each one; here 2,000 objects resolving at once wait for one walk.
 //!
@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::client::VultrClient;
 use super::error::VultrError;
-use super::model::{Group, Policy, User};
+use super::model::{Group, Policy, Role, User};
 use super::resolve::{
-    GroupRef, PolicyRef, Resolved, SubjectRef, UserRef, group_by_id, group_by_name, policy_by_id,
-    policy_by_name, user_by_email, user_by_id,
+    GroupRef, PolicyRef, Resolved, RoleRef, SubjectRef, UserRef, group_by_id, group_by_name,
+    policy_by_id, policy_by_name, role_by_id, role_by_name, user_by_email, user_by_id,
 };
 use crate::domain::Subject;
 
@@ -79,6 +79,7 @@ struct Inner {
     policies: Walk<Policy>,
     users: Walk<User>,
     groups: Walk<Group>,
+    roles: Walk<Role>,
 }
 
 impl Directory {
@@ -93,6 +94,7 @@ impl Directory {
                 policies: Walk::new(),
                 users: Walk::new(),
                 groups: Walk::new(),
+                roles: Walk::new(),
             }),
         }
     }
@@ -115,6 +117,12 @@ impl Directory {
         Ok(self.inner.groups.get(self.inner.max_age, walk).await?.1)
     }
 
+    /// Every role, from the shared walk.
+    pub async fn all_roles(&self) -> Result<Arc<Vec<Role>>, VultrError> {
+        let walk = || self.inner.vultr.list_roles();
+        Ok(self.inner.roles.get(self.inner.max_age, walk).await?.1)
+    }
+
     /// The policy a manifest names: by exact name, or by ID (which must exist).
     pub async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
         let inner = &self.inner;
@@ -133,7 +141,7 @@ impl Directory {
         .await
     }
 
-    /// The subject a manifest names, and what people call it (email, group name).
+    /// The subject a manifest names, and what people call it (email, group or role name).
     pub async fn subject(&self, subject: &SubjectRef) -> Result<(Subject, String), VultrError> {
         let inner = &self.inner;
         match subject {
@@ -170,6 +178,20 @@ impl Directory {
                     })
                     .await?;
                 Ok((Subject::Group(found.id), found.name))
+            }
+            SubjectRef::Role(role) => {
+                let walk = || inner.vultr.list_roles();
+                let found = self
+                    .lookup(&inner.roles, walk, |roles| {
+                        let id = match role {
+                            RoleRef::ById(id) => role_by_id(roles, id)?,
+                            RoleRef::ByName(name) => role_by_name(roles, name)?,
+                        };
+                        let name = name_of(roles, &id, |r| &r.id, |r| &r.name);
+                        Ok(Resolved { id, name })
+                    })
+                    .await?;
+                Ok((Subject::Role(found.id), found.name))
             }
         }
     }

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::attachments::parse_attached_page;
 use super::client::VultrClient;
 use super::error::VultrError;
-use super::model::{Group, Policy, User};
+use super::model::{Group, Policy, Role, User};
 use super::pagination::{PER_PAGE, collect_pages, parse_page};
 use super::response::decode;
-use crate::domain::{Subject, SubjectKind};
+use crate::domain::{ListingSource, Subject, SubjectKind};
 
 /// Route templates: what logs and metrics show instead of concrete paths.
 pub mod routes {
@@ -26,30 +26,28 @@ pub mod routes {
     pub const DETACH_GROUP: &str = "DELETE /v2/policies/{policy_id}/groups/{group_id}";
     pub const LIST_USERS: &str = "GET /v2/users";
     pub const LIST_GROUPS: &str = "GET /v2/groups";
+    pub const LIST_ROLES: &str = "GET /v2/roles";
+    // Role grants are role-first in Vultr.
+    pub const LIST_ROLE_POLICIES: &str = "GET /v2/roles/{role_id}/policies";
+    pub const ATTACH_ROLE: &str = "POST /v2/roles/{role_id}/policies/{policy_id}";
+    pub const DETACH_ROLE: &str = "DELETE /v2/roles/{role_id}/policies/{policy_id}";
 }
 
-/// Path segment and route templates of one subject kind.
-struct SubjectRoutes {
-    segment: &'static str,
-    list: &'static str,
-    attach: &'static str,
-    detach: &'static str,
-}
-
-fn subject_routes(kind: SubjectKind) -> SubjectRoutes {
+/// Route templates of the attach and detach of one subject kind.
+fn write_routes(kind: SubjectKind) -> (&'static str, &'static str) {
     match kind {
-        SubjectKind::User => SubjectRoutes {
-            segment: "users",
-            list: routes::LIST_POLICY_USERS,
-            attach: routes::ATTACH_USER,
-            detach: routes::DETACH_USER,
-        },
-        SubjectKind::Group => SubjectRoutes {
-            segment: "groups",
-            list: routes::LIST_POLICY_GROUPS,
-            attach: routes::ATTACH_GROUP,
-            detach: routes::DETACH_GROUP,
-        },
+        SubjectKind::User => (routes::ATTACH_USER, routes::DETACH_USER),
+        SubjectKind::Group => (routes::ATTACH_GROUP, routes::DETACH_GROUP),
+        SubjectKind::Role => (routes::ATTACH_ROLE, routes::DETACH_ROLE),
+    }
+}
+
+/// The path of a pair: policy-first for users and groups, role-first for roles.
+fn pair_path<'a>(policy_id: &'a str, subject: &'a Subject) -> [&'a str; 5] {
+    match subject {
+        Subject::User(id) => ["v2", "policies", policy_id, "users", id],
+        Subject::Group(id) => ["v2", "policies", policy_id, "groups", id],
+        Subject::Role(id) => ["v2", "roles", id, "policies", policy_id],
     }
 }
 
@@ -78,6 +76,7 @@ pub(crate) fn path_id(of: IdOf, id: &str) -> Result<&str, VultrError> {
         IdOf::Policy => VultrError::PolicyNotFound { reference },
         IdOf::Subject(SubjectKind::User) => VultrError::UserNotFound { reference },
         IdOf::Subject(SubjectKind::Group) => VultrError::GroupNotFound { reference },
+        IdOf::Subject(SubjectKind::Role) => VultrError::RoleNotFound { reference },
     })
 }
 
@@ -100,17 +99,42 @@ impl VultrClient {
             .await
     }
 
-    /// IDs of the users (or groups) the policy is directly attached to, read from the
-    /// paged listing in either of its two shapes.
-    pub async fn attached_ids(
-        &self,
-        policy_id: &str,
-        kind: SubjectKind,
-    ) -> Result<HashSet<String>, VultrError> {
-        let policy_id = path_id(IdOf::Policy, policy_id)?;
-        let routes = subject_routes(kind);
-        let route = routes.list;
-        let segments = ["v2", "policies", policy_id, routes.segment];
+    /// Every role of the organization (paged).
+    pub async fn list_roles(&self) -> Result<Vec<Role>, VultrError> {
+        self.list_all(routes::LIST_ROLES, &["v2", "roles"], "roles")
+            .await
+    }
+
+    /// The IDs one attachment listing shows, read from every page in either of its two
+    /// shapes: user or group IDs of a policy, policy IDs of a role.
+    pub async fn listed_ids(&self, source: &ListingSource) -> Result<HashSet<String>, VultrError> {
+        let (route, kind, segments) = match source {
+            ListingSource::PolicyUsers(policy_id) => (
+                routes::LIST_POLICY_USERS,
+                SubjectKind::User,
+                ["v2", "policies", path_id(IdOf::Policy, policy_id)?, "users"],
+            ),
+            ListingSource::PolicyGroups(policy_id) => (
+                routes::LIST_POLICY_GROUPS,
+                SubjectKind::Group,
+                [
+                    "v2",
+                    "policies",
+                    path_id(IdOf::Policy, policy_id)?,
+                    "groups",
+                ],
+            ),
+            ListingSource::RolePolicies(role_id) => (
+                routes::LIST_ROLE_POLICIES,
+                SubjectKind::Role,
+                [
+                    "v2",
+                    "roles",
+                    path_id(IdOf::Subject(SubjectKind::Role), role_id)?,
+                    "policies",
+                ],
+            ),
+        };
         let ids = collect_pages(route, |cursor| async move {
             let body = self.get_page(route, &segments, cursor).await?;
             parse_attached_page(&body, kind)
@@ -120,13 +144,49 @@ impl VultrClient {
         Ok(ids.into_iter().collect())
     }
 
-    /// `POST /v2/policies/{policy_id}/users|groups/{id}`; any 2xx is success, the body
-    /// is ignored (undocumented). See `attach_confirmed` for the tolerant version.
+    /// IDs of the policies directly attached to a role (`GET /v2/roles/{id}/policies`).
+    pub async fn role_policy_ids(&self, role_id: &str) -> Result<HashSet<String>, VultrError> {
+        self.listed_ids(&ListingSource::RolePolicies(role_id.to_owned()))
+            .await
+    }
+
+    /// IDs of the subjects of `kind` the policy is directly attached to. Vultr lists
+    /// users and groups per policy (one paged listing), but roles only per role: for
+    /// `Role` this walks `GET /v2/roles` and every role's listing, so verification never
+    /// uses it (it reads [`Self::listed_ids`] of the grant's own listing instead).
+    pub async fn attached_ids(
+        &self,
+        policy_id: &str,
+        kind: SubjectKind,
+    ) -> Result<HashSet<String>, VultrError> {
+        if let Some(source) = ListingSource::of_policy(policy_id, kind) {
+            return self.listed_ids(&source).await;
+        }
+        path_id(IdOf::Policy, policy_id)?;
+        let mut roles = HashSet::new();
+        for role in self.list_roles().await? {
+            match self.role_policy_ids(&role.id).await {
+                Ok(policies) if policies.contains(policy_id) => {
+                    roles.insert(role.id);
+                }
+                Ok(_) => {}
+                // Deleted between the two reads: it holds nothing.
+                Err(err) if err.is_not_found() => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(roles)
+    }
+
+    /// `POST /v2/policies/{policy_id}/users|groups/{id}`, or role-first
+    /// `POST /v2/roles/{role_id}/policies/{policy_id}`; any 2xx is success, the body is
+    /// ignored (undocumented). See `attach_confirmed` for the tolerant version.
     pub async fn attach(&self, policy_id: &str, subject: &Subject) -> Result<(), VultrError> {
         self.change(Method::POST, policy_id, subject).await
     }
 
-    /// `DELETE /v2/policies/{policy_id}/users|groups/{id}`; any 2xx is success, a 404
+    /// `DELETE /v2/policies/{policy_id}/users|groups/{id}`, or role-first
+    /// `DELETE /v2/roles/{role_id}/policies/{policy_id}`; any 2xx is success, a 404
     /// comes back as `NotFound`. See `revoke` for the deletion semantics.
     pub async fn detach(&self, policy_id: &str, subject: &Subject) -> Result<(), VultrError> {
         self.change(Method::DELETE, policy_id, subject).await
@@ -138,15 +198,15 @@ impl VultrClient {
         policy_id: &str,
         subject: &Subject,
     ) -> Result<(), VultrError> {
-        let policy_id = path_id(IdOf::Policy, policy_id)?;
-        let subject_id = path_id(IdOf::Subject(subject.kind()), subject.id())?;
-        let routes = subject_routes(subject.kind());
+        path_id(IdOf::Policy, policy_id)?;
+        path_id(IdOf::Subject(subject.kind()), subject.id())?;
+        let (attach, detach) = write_routes(subject.kind());
         let route = if method == Method::POST {
-            routes.attach
+            attach
         } else {
-            routes.detach
+            detach
         };
-        let segments = ["v2", "policies", policy_id, routes.segment, subject_id];
+        let segments = pair_path(policy_id, subject);
         self.request(method, route, &segments, &[]).await?;
         Ok(())
     }
@@ -188,6 +248,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn role_pairs_are_role_first() {
+        let role = Subject::Role("r1".into());
+        assert_eq!(
+            pair_path("p1", &role),
+            ["v2", "roles", "r1", "policies", "p1"]
+        );
+        assert_eq!(write_routes(SubjectKind::Role).0, routes::ATTACH_ROLE);
+        assert_eq!(
+            pair_path("p1", &Subject::Group("g1".into())),
+            ["v2", "policies", "p1", "groups", "g1"]
+        );
+    }
+
+    #[test]
     fn unusable_ids_are_not_found_without_a_request() {
         for id in ["", ".", "..", "a\nb"] {
             assert_eq!(
@@ -205,6 +279,12 @@ mod tests {
                     .unwrap_err()
                     .reason(),
                 "GroupNotFound"
+            );
+            assert_eq!(
+                path_id(IdOf::Subject(SubjectKind::Role), id)
+                    .unwrap_err()
+                    .reason(),
+                "RoleNotFound"
             );
         }
         assert_eq!(

@@ -17,6 +17,9 @@ pub enum VultrError {
     #[error("no Vultr group with {reference} exists")]
     GroupNotFound { reference: String },
 
+    #[error("no Vultr role with {reference} exists")]
+    RoleNotFound { reference: String },
+
     /// Several objects match a name or email; `what` is e.g. "users".
     #[error(
         "{reference} matches {} Vultr {what} ({}); refer to exactly one by id instead",
@@ -99,6 +102,7 @@ impl VultrError {
             Self::PolicyNotFound { .. } => "PolicyNotFound",
             Self::UserNotFound { .. } => "UserNotFound",
             Self::GroupNotFound { .. } => "GroupNotFound",
+            Self::RoleNotFound { .. } => "RoleNotFound",
             Self::Ambiguous { .. } => "Ambiguous",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Forbidden { .. } => "Forbidden",
@@ -153,6 +157,7 @@ impl VultrError {
             Self::PolicyNotFound { .. }
             | Self::UserNotFound { .. }
             | Self::GroupNotFound { .. }
+            | Self::RoleNotFound { .. }
             | Self::Ambiguous { .. } => "",
         }
     }
@@ -201,6 +206,12 @@ mod tests {
                     reference: "x".into(),
                 },
                 "GroupNotFound",
+            ),
+            (
+                VultrError::RoleNotFound {
+                    reference: "x".into(),
+                },
+                "RoleNotFound",
             ),
             (
                 VultrError::Ambiguous {

@@ -4,7 +4,7 @@
 use super::client::VultrClient;
 use super::error::VultrError;
 use super::model::{AttachOutcome, RevokeOutcome};
-use crate::domain::Subject;
+use crate::domain::{Grant, ListingSource, Subject};
 
 impl VultrClient {
     /// Attaches `policy_id` to `subject`, for a caller whose listing did not show the
@@ -38,9 +38,10 @@ impl VultrClient {
 
     /// Detaches `policy_id` from `subject` for a deletion. A 404 means "nothing left to
     /// revoke" (product contract) only once Vultr agrees in a second way: a successful
-    /// listing of the policy without the subject, or, when the policy itself is
-    /// unknown, a successful policy listing without it. A misrouted base URL or a proxy
-    /// answering 404 to everything must never count as a revocation.
+    /// listing of the pair (the policy's users or groups, the role's policies) without
+    /// it, or, when the listing's owner (the policy; the role) is unknown, a successful
+    /// listing of those owners without it. A misrouted base URL or a proxy answering
+    /// 404 to everything must never count as a revocation.
     pub async fn revoke(
         &self,
         policy_id: &str,
@@ -49,13 +50,14 @@ impl VultrClient {
         match self.detach(policy_id, subject).await {
             Ok(()) => Ok(RevokeOutcome::Revoked),
             Err(not_found @ VultrError::NotFound { .. }) => {
-                let still_listed = match self.attached_ids(policy_id, subject.kind()).await {
-                    Ok(ids) => ids.contains(subject.id()),
-                    Err(VultrError::NotFound { .. }) => self
-                        .list_policies()
-                        .await?
-                        .iter()
-                        .any(|p| p.id == policy_id),
+                let grant = Grant {
+                    policy_id: policy_id.to_owned(),
+                    subject: subject.clone(),
+                };
+                let (source, member) = grant.listing();
+                let still_listed = match self.listed_ids(&source).await {
+                    Ok(ids) => ids.contains(member),
+                    Err(VultrError::NotFound { .. }) => self.owner_exists(&source).await?,
                     Err(err) => return Err(err),
                 };
                 if still_listed {
@@ -64,8 +66,8 @@ impl VultrClient {
                         route: not_found.route(),
                         status: Some(404),
                         detail: format!(
-                            "Vultr answered 404 to the detach of {subject} but still lists \
-                             it on policy {policy_id}; not counted as revoked"
+                            "Vultr answered 404 to the detach of {grant} but still lists \
+                             it ({source}); not counted as revoked"
                         ),
                         retry_after: None,
                     });
@@ -76,11 +78,27 @@ impl VultrClient {
         }
     }
 
-    /// Whether the policy's listing shows `subject` as directly attached.
+    /// Whether the pair's listing shows it as directly attached.
     async fn is_attached(&self, policy_id: &str, subject: &Subject) -> Result<bool, VultrError> {
-        Ok(self
-            .attached_ids(policy_id, subject.kind())
-            .await?
-            .contains(subject.id()))
+        let grant = Grant {
+            policy_id: policy_id.to_owned(),
+            subject: subject.clone(),
+        };
+        let (source, member) = grant.listing();
+        Ok(self.listed_ids(&source).await?.contains(member))
+    }
+
+    /// Whether the object whose listing answered 404 (a policy, a role) still exists,
+    /// from a successful listing of all of them.
+    async fn owner_exists(&self, source: &ListingSource) -> Result<bool, VultrError> {
+        let owner = source.owner_id();
+        Ok(match source {
+            ListingSource::PolicyUsers(_) | ListingSource::PolicyGroups(_) => {
+                self.list_policies().await?.iter().any(|p| p.id == owner)
+            }
+            ListingSource::RolePolicies(_) => {
+                self.list_roles().await?.iter().any(|r| r.id == owner)
+            }
+        })
     }
 }

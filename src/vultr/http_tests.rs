@@ -714,3 +714,209 @@ async fn writes_past_the_fence_are_never_sent_reads_go_on() {
         ]
     );
 }
+
+const ROLE: &str = "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09";
+
+/// Role grants are role-first: the routes put the role before the policy.
+#[tokio::test]
+async fn role_attach_and_detach_are_role_first() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::POST => Reply::json(201, json!({"ignored": true})),
+        _ => Reply::empty(204),
+    })
+    .await;
+    let client = fake.client();
+    let role = Subject::Role(ROLE.into());
+    client.attach(POLICY, &role).await.unwrap();
+    assert_eq!(
+        client.revoke(POLICY, &role).await.unwrap(),
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        fake.lines(),
+        [
+            format!("POST /v2/roles/{ROLE}/policies/{POLICY}"),
+            format!("DELETE /v2/roles/{ROLE}/policies/{POLICY}"),
+        ]
+    );
+}
+
+/// A role's listing comes in either shape and across pages; its IDs are policy IDs.
+#[tokio::test]
+async fn role_policy_listing_in_both_shapes_across_pages() {
+    let policies: Vec<Value> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|id| json!({"id": id, "name": format!("{id}-name"), "policy_document": {}}))
+        .collect();
+    let relationships: Vec<Value> = ["p1", "p2"]
+        .iter()
+        .map(|id| json!({"policy_id": id, "policy_name": "x", "role_id": ROLE, "role_name": "r"}))
+        .collect();
+    let fake = FakeVultr::start(move |r| {
+        if r.path == format!("/v2/roles/{ROLE}/policies") {
+            paged("policies", &policies, 2, r)
+        } else {
+            paged("role_policy_relationships", &relationships, 1, r)
+        }
+    })
+    .await;
+    let client = fake.client();
+    assert_eq!(
+        client.role_policy_ids(ROLE).await.unwrap(),
+        ids(&["p1", "p2", "p3"])
+    );
+    assert_eq!(
+        client.role_policy_ids("r2").await.unwrap(),
+        ids(&["p1", "p2"])
+    );
+    let lines = fake.lines();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0], format!("GET /v2/roles/{ROLE}/policies"));
+    assert_eq!(lines[2], "GET /v2/roles/r2/policies");
+}
+
+/// A 404 to a role DELETE is revoked only when the role's listing agrees, or when
+/// the role itself is gone from `GET /v2/roles`.
+#[tokio::test]
+async fn role_revoke_404_is_confirmed_by_the_role_listing() {
+    let listed = Arc::new(Mutex::new(vec![POLICY]));
+    let role_exists = Arc::new(Mutex::new(true));
+    let (l, e) = (listed.clone(), role_exists.clone());
+    let fake = FakeVultr::start(
+        move |r: &Recorded| match (r.method.clone(), r.path.as_str()) {
+            (Method::DELETE, _) => Reply::error(404, "Not found."),
+            (Method::GET, "/v2/roles") if *e.lock().unwrap() => {
+                Reply::json(200, json!({"roles": [{"id": ROLE, "name": "auditors"}]}))
+            }
+            (Method::GET, "/v2/roles") => Reply::json(200, json!({"roles": []})),
+            (Method::GET, _) if *e.lock().unwrap() => {
+                let items: Vec<Value> =
+                    l.lock().unwrap().iter().map(|p| json!({"id": p})).collect();
+                Reply::json(200, json!({"policies": items}))
+            }
+            _ => Reply::error(404, "Not found."),
+        },
+    )
+    .await;
+    let client = fake.client();
+    let role = Subject::Role(ROLE.into());
+    // Still listed: not revoked, and transient.
+    let err = client.revoke(POLICY, &role).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("policies of role"), "{err}");
+    // The listing no longer shows it.
+    listed.lock().unwrap().clear();
+    assert_eq!(
+        client.revoke(POLICY, &role).await.unwrap(),
+        RevokeOutcome::AlreadyAbsent
+    );
+    // The role is gone: its listing is 404, and GET /v2/roles confirms.
+    *role_exists.lock().unwrap() = false;
+    assert_eq!(
+        client.revoke(POLICY, &role).await.unwrap(),
+        RevokeOutcome::AlreadyAbsent
+    );
+    assert_eq!(
+        fake.lines()[fake.lines().len() - 3..],
+        [
+            format!("DELETE /v2/roles/{ROLE}/policies/{POLICY}"),
+            format!("GET /v2/roles/{ROLE}/policies"),
+            "GET /v2/roles".to_owned(),
+        ]
+    );
+}
+
+/// Everything answering 404 (a misrouted base URL) is never a role revocation.
+#[tokio::test]
+async fn role_revoke_does_not_trust_404_everywhere() {
+    let fake = FakeVultr::start(|_| Reply::error(404, "Not found.")).await;
+    let err = fake
+        .client()
+        .revoke(POLICY, &Subject::Role(ROLE.into()))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+/// A rejected role attach is decided by the role's listing.
+#[tokio::test]
+async fn rejected_role_attach_consults_the_role_listing() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::POST => Reply::error(409, "already attached"),
+        _ => Reply::json(
+            200,
+            json!({"role_policy_relationships": [{"policy_id": POLICY}]}),
+        ),
+    })
+    .await;
+    let outcome = fake
+        .client()
+        .attach_confirmed(POLICY, &Subject::Role(ROLE.into()))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, AttachOutcome::AlreadyAttached));
+    assert_eq!(fake.lines()[1], format!("GET /v2/roles/{ROLE}/policies"));
+}
+
+#[tokio::test]
+async fn roles_resolve_by_exact_name_or_id_in_the_directory() {
+    let fake = FakeVultr::start(|r| match r.path.as_str() {
+        "/v2/roles" => Reply::json(
+            200,
+            json!({"roles": [
+                {"id": ROLE, "name": "auditors", "role_type": "custom", "new_field": [1]},
+                {"id": "r2", "name": "on-call"},
+                {"id": "r3", "name": "on-call"}
+            ]}),
+        ),
+        _ => Reply::error(404, "Not found."),
+    })
+    .await;
+    let dir = directory(&fake);
+    assert_eq!(
+        dir.subject(&SubjectRef::Role(RoleRef::ByName("auditors".into())))
+            .await
+            .unwrap(),
+        (Subject::Role(ROLE.into()), "auditors".into())
+    );
+    assert_eq!(
+        dir.subject(&SubjectRef::Role(RoleRef::ById(ROLE.to_uppercase())))
+            .await
+            .unwrap(),
+        (Subject::Role(ROLE.into()), "auditors".into())
+    );
+    let err = dir
+        .subject(&SubjectRef::Role(RoleRef::ByName("Auditors".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "RoleNotFound");
+    let err = dir
+        .subject(&SubjectRef::Role(RoleRef::ByName("on-call".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Ambiguous");
+    assert!(err.to_string().contains("2 Vultr roles (r2, r3)"), "{err}");
+}
+
+/// The policy side of role grants (for callers such as an export): one walk of the
+/// roles and one listing per role.
+#[tokio::test]
+async fn attached_ids_of_roles_walks_every_role_listing() {
+    let fake = FakeVultr::start(|r| match r.path.as_str() {
+        "/v2/roles" => Reply::json(
+            200,
+            json!({"roles": [{"id": "r1"}, {"id": "r2"}, {"id": "gone"}]}),
+        ),
+        "/v2/roles/r1/policies" => Reply::json(200, json!({"policies": [{"id": POLICY}]})),
+        "/v2/roles/r2/policies" => Reply::json(200, json!({"policies": [{"id": "other"}]})),
+        _ => Reply::error(404, "Not found."),
+    })
+    .await;
+    let got = fake
+        .client()
+        .attached_ids(POLICY, SubjectKind::Role)
+        .await
+        .unwrap();
+    assert_eq!(got, ids(&["r1"]));
+    assert_eq!(fake.lines().len(), 4);
+}

@@ -1,5 +1,6 @@
 //! Client of the Vultr IAM API: typed errors with stable reasons, a process-wide rate
-//! limiter, cursor pagination, both attachment listing shapes, name/email resolution.
+//! limiter, cursor pagination, both shapes of every attachment listing (per policy for
+//! users and groups, per role for roles), name/email resolution.
 
 mod api_key;
 mod attachments;
@@ -34,7 +35,7 @@ pub use error::VultrError;
 pub use fence::WriteFence;
 pub use key_rotation::follow_key_file;
 pub use limiter::{InvalidRateLimit, RateLimiter};
-pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, User};
+pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::PER_PAGE;
-pub use resolve::{GroupRef, PolicyRef, SubjectRef, UserRef};
+pub use resolve::{GroupRef, PolicyRef, RoleRef, SubjectRef, UserRef};

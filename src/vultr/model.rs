@@ -51,6 +51,22 @@ pub struct Group {
     pub date_created: Option<String>,
 }
 
+/// A Vultr IAM role. Its field list is the least certain of the contract: only `id` is
+/// required, and resolution matches on `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Role {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Raw JSON: its type is undocumented.
+    #[serde(default)]
+    pub role_type: Option<serde_json::Value>,
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
 /// Result of [`super::VultrClient::attach_confirmed`].
 #[derive(Debug, Clone)]
 pub enum AttachOutcome {
@@ -107,6 +123,20 @@ mod tests {
         assert_eq!(u.email, "");
         let g: Group = serde_json::from_str(r#"{"id":"g1"}"#).unwrap();
         assert_eq!(g.display_name, "");
+        let r: Role = serde_json::from_str(r#"{"id":"r1","name":null}"#).unwrap();
+        assert_eq!(r.name, "");
+    }
+
+    #[test]
+    fn roles_parse_leniently() {
+        let r: Role = serde_json::from_str(
+            r#"{"id":"r1","name":"auditors","description":null,"role_type":7,
+                "date_created":"2024-01-01T00:00:00+00:00","permissions":["x"]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.name, "auditors");
+        assert_eq!(r.role_type, Some(serde_json::json!(7)));
+        assert!(serde_json::from_str::<Role>(r#"{"name":"auditors"}"#).is_err());
     }
 
     #[test]

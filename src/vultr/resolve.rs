@@ -3,7 +3,7 @@
 //! directory's (`directory.rs`).
 
 use super::error::VultrError;
-use super::model::{Group, Policy, User};
+use super::model::{Group, Policy, Role, User};
 
 /// How a manifest names a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,6 +26,13 @@ pub enum GroupRef {
     ByName(String),
 }
 
+/// How a manifest names a role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoleRef {
+    ById(String),
+    ByName(String),
+}
+
 /// A resolved object: its ID, and what people call it (a policy's name, a user's email,
 /// a group's display name) for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +46,7 @@ pub struct Resolved {
 pub enum SubjectRef {
     User(UserRef),
     Group(GroupRef),
+    Role(RoleRef),
 }
 
 pub(crate) fn policy_by_id(policies: &[Policy], id: &str) -> Result<String, VultrError> {
@@ -95,6 +103,21 @@ pub(crate) fn group_by_name(groups: &[Group], name: &str) -> Result<String, Vult
     );
     exactly_one(ids, "groups", format!("name {name:?}"), |reference| {
         VultrError::GroupNotFound { reference }
+    })
+}
+
+pub(crate) fn role_by_id(roles: &[Role], id: &str) -> Result<String, VultrError> {
+    // UUIDs are case-insensitive; a manifest may spell one in upper case.
+    let ids = matching_ids(roles, |r| &r.id, |r| r.id.eq_ignore_ascii_case(id));
+    exactly_one(ids, "roles", format!("id {id:?}"), |reference| {
+        VultrError::RoleNotFound { reference }
+    })
+}
+
+pub(crate) fn role_by_name(roles: &[Role], name: &str) -> Result<String, VultrError> {
+    let ids = matching_ids(roles, |r| &r.id, |r| !name.is_empty() && r.name == name);
+    exactly_one(ids, "roles", format!("name {name:?}"), |reference| {
+        VultrError::RoleNotFound { reference }
     })
 }
 
@@ -217,6 +240,44 @@ mod tests {
             group_by_id(&groups, "g3").unwrap_err().reason(),
             "GroupNotFound"
         );
+    }
+
+    fn role(id: &str, name: &str) -> Role {
+        serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
+    }
+
+    #[test]
+    fn roles_by_id_and_exact_name() {
+        let roles = [
+            role("4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09", "auditors"),
+            role("r2", "Auditors"),
+            role("r3", "on-call"),
+            role("r4", "on-call"),
+        ];
+        assert_eq!(
+            role_by_id(&roles, "4B5C6D7E-8F90-4A1B-9C2D-3E4F5A6B7C09").unwrap(),
+            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"
+        );
+        assert_eq!(role_by_name(&roles, "Auditors").unwrap(), "r2");
+        let err = role_by_name(&roles, "auditor").unwrap_err();
+        assert_eq!(err.reason(), "RoleNotFound");
+        assert_eq!(
+            err.to_string(),
+            "no Vultr role with name \"auditor\" exists"
+        );
+        assert_eq!(
+            role_by_id(&roles, "r9").unwrap_err().to_string(),
+            "no Vultr role with id \"r9\" exists"
+        );
+        assert_eq!(
+            role_by_name(&roles, "on-call").unwrap_err(),
+            VultrError::Ambiguous {
+                what: "roles",
+                reference: "name \"on-call\"".into(),
+                ids: vec!["r3".into(), "r4".into()],
+            }
+        );
+        assert!(role_by_name(&[role("r5", "")], "").is_err());
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub async fn churn(
 }
 
 /// Out-of-band changes every `every` until `until`: alternately detach a declared
-/// grant and attach a grant to an outsider (a user no object declares).
+/// grant and attach a grant to an outsider (a user or role no object declares).
 pub async fn out_of_band(w: Shared, mut rng: StdRng, every: Duration, until: Instant) {
     let mut detach = true;
     while Instant::now() < until {
@@ -171,6 +171,7 @@ pub async fn out_of_band(w: Shared, mut rng: StdRng, every: Duration, until: Ins
                 let removed = match p.kind {
                     Kind::User => w.sim.detach_user(&p.policy, &p.subject),
                     Kind::Group => w.sim.detach_group(&p.policy, &p.subject),
+                    Kind::Role => w.sim.detach_role(&p.subject, &p.policy),
                 };
                 if removed {
                     w.count("out-of-band detach");
@@ -178,13 +179,23 @@ pub async fn out_of_band(w: Shared, mut rng: StdRng, every: Duration, until: Ins
             }
         } else {
             let policy = &w.org.policies[rng.random_range(0..w.org.policies.len())];
-            let user = &w.org.outsiders[rng.random_range(0..w.org.outsiders.len())];
-            if w.sim.attach_user(&policy.id, &user.id) {
+            let foreign = if rng.random_bool(0.3) {
+                let role = &w.org.outsider_roles[rng.random_range(0..w.org.outsider_roles.len())];
+                w.sim
+                    .attach_role(&role.id, &policy.id)
+                    .then(|| (Kind::Role, role.id.clone()))
+            } else {
+                let user = &w.org.outsiders[rng.random_range(0..w.org.outsiders.len())];
+                w.sim
+                    .attach_user(&policy.id, &user.id)
+                    .then(|| (Kind::User, user.id.clone()))
+            };
+            if let Some((kind, subject)) = foreign {
                 w.count("out-of-band attach");
                 lock(&w.foreign).push(Pair {
                     policy: policy.id.clone(),
-                    kind: Kind::User,
-                    subject: user.id.clone(),
+                    kind,
+                    subject,
                 });
             }
         }

@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 pub enum Kind {
     User,
     Group,
+    Role,
 }
 
-/// A (policy, user|group) grant, by IDs.
+/// A (policy, user|group|role) grant, by IDs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Pair {
     pub policy: String,
@@ -22,6 +23,7 @@ impl std::fmt::Display for Pair {
         let kind = match self.kind {
             Kind::User => "user",
             Kind::Group => "group",
+            Kind::Role => "role",
         };
         write!(f, "policy {} / {kind} {}", self.policy, self.subject)
     }

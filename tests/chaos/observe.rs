@@ -117,6 +117,7 @@ fn observed(o: &PolicyAttachment) -> Observed {
             kind: match g.subject.kind() {
                 vultr_iam_operator::crd::SubjectKind::User => Kind::User,
                 vultr_iam_operator::crd::SubjectKind::Group => Kind::Group,
+                vultr_iam_operator::crd::SubjectKind::Role => Kind::Role,
             },
             subject: g.subject.id().to_owned(),
         }),
@@ -150,6 +151,8 @@ pub async fn end_state(w: &Shared, margin: Duration) -> EndState {
         .iter()
         .map(|a| (a, Kind::User))
         .chain(snap.group_attachments.iter().map(|a| (a, Kind::Group)))
+        // `target_id` is the role, `policy_id` the policy, as for the others.
+        .chain(snap.role_attachments.iter().map(|a| (a, Kind::Role)))
         .map(|(a, kind)| Pair {
             policy: a.policy_id.clone(),
             kind,

@@ -1,19 +1,19 @@
 //! The seeded organisation the run works on, and the pool of pairs objects declare:
 //! each pair has one deletion policy (so a pair is never declared both Orphan and
-//! Delete), and "outsider" users that no object ever declares receive the out-of-band
+//! Delete), and "outsider" users and roles that no object ever declares receive the out-of-band
 //! grants the operator must leave alone.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use vultr_sim::{Seed, SeedGroup, SeedPolicy, SeedUser};
+use vultr_sim::{Seed, SeedGroup, SeedPolicy, SeedRole, SeedUser};
 
 use super::model::{Kind, Pair};
 
 #[derive(Clone, Debug)]
 pub struct Entity {
     pub id: String,
-    /// Policy name, user email or group display name.
+    /// Policy name, user email, group display name or role name.
     pub key: String,
 }
 
@@ -22,8 +22,11 @@ pub struct Org {
     pub policies: Vec<Entity>,
     pub users: Vec<Entity>,
     pub groups: Vec<Entity>,
+    pub roles: Vec<Entity>,
     /// Users no object declares.
     pub outsiders: Vec<Entity>,
+    /// Roles no object declares.
+    pub outsider_roles: Vec<Entity>,
 }
 
 /// A pair objects may declare, with its deletion policy.
@@ -42,7 +45,13 @@ fn uuid(rng: &mut StdRng) -> String {
 }
 
 impl Org {
-    pub fn generate(rng: &mut StdRng, policies: usize, users: usize, groups: usize) -> Org {
+    pub fn generate(
+        rng: &mut StdRng,
+        policies: usize,
+        users: usize,
+        groups: usize,
+        roles: usize,
+    ) -> Org {
         let mut entities = |n: usize, key: &dyn Fn(usize) -> String| -> Vec<Entity> {
             (0..n)
                 .map(|i| Entity {
@@ -56,6 +65,8 @@ impl Org {
             users: entities(users, &|i| format!("user-{i:03}@chaos.example")),
             groups: entities(groups, &|i| format!("chaos-group-{i:02}")),
             outsiders: entities(8, &|i| format!("outsider-{i}@chaos.example")),
+            roles: entities(roles, &|i| format!("chaos-role-{i:02}")),
+            outsider_roles: entities(2, &|i| format!("outsider-role-{i}")),
         }
     }
 
@@ -89,22 +100,36 @@ impl Org {
                     display_name: g.key.clone(),
                 })
                 .collect(),
+            roles: self
+                .roles
+                .iter()
+                .chain(&self.outsider_roles)
+                .map(|r| SeedRole {
+                    id: Some(r.id.clone()),
+                    name: r.key.clone(),
+                    description: String::new(),
+                })
+                .collect(),
             ..Seed::default()
         }
     }
 
-    /// `n` distinct pairs, about a third of them groups, `orphan_share` of them Orphan.
+    /// `n` distinct pairs, about a quarter of them groups and a fifth roles,
+    /// `orphan_share` of them Orphan.
     pub fn pool(&self, rng: &mut StdRng, n: usize, orphan_share: f64) -> Vec<PoolPair> {
-        let capacity = self.policies.len() * (self.users.len() + self.groups.len());
+        let capacity =
+            self.policies.len() * (self.users.len() + self.groups.len() + self.roles.len());
         let n = n.min(capacity);
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let policy = rng.random_range(0..self.policies.len());
-            let (kind, subject) = if rng.random_bool(0.33) {
-                (Kind::Group, rng.random_range(0..self.groups.len()))
-            } else {
-                (Kind::User, rng.random_range(0..self.users.len()))
+            let (kind, subject) = match rng.random_range(0..100) {
+                0..20 if !self.roles.is_empty() => {
+                    (Kind::Role, rng.random_range(0..self.roles.len()))
+                }
+                20..45 => (Kind::Group, rng.random_range(0..self.groups.len())),
+                _ => (Kind::User, rng.random_range(0..self.users.len())),
             };
             if seen.insert((policy, kind, subject)) {
                 out.push(PoolPair {
@@ -125,6 +150,7 @@ impl Org {
             subject: match p.kind {
                 Kind::User => self.users[p.subject].id.clone(),
                 Kind::Group => self.groups[p.subject].id.clone(),
+                Kind::Role => self.roles[p.subject].id.clone(),
             },
         }
     }
@@ -156,6 +182,15 @@ impl Org {
                     json!({"name": g.key})
                 };
                 json!({"policy": policy, "group": r})
+            }
+            Kind::Role => {
+                let role = &self.roles[p.subject];
+                let r = if by_id {
+                    json!({"id": role.id})
+                } else {
+                    json!({"name": role.key})
+                };
+                json!({"policy": policy, "role": r})
             }
         };
         if p.orphan {

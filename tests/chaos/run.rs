@@ -13,7 +13,7 @@ use vultr_sim::{RateLimit, Sim, SimConfig};
 use super::check::{Findings, check};
 use super::cluster::Cluster;
 use super::faults;
-use super::model::EndState;
+use super::model::{EndState, Kind};
 use super::org::Org;
 use super::replicas::{Launch, Replicas, has_flag};
 use super::world::{Ledger, NsState, Shared, Sizes, World, lock};
@@ -50,7 +50,13 @@ pub async fn run(sizes: Sizes) -> Outcome {
         panic!("{e}");
     }
 
-    let org = Org::generate(&mut rng, sizes.policies, sizes.users, sizes.groups);
+    let org = Org::generate(
+        &mut rng,
+        sizes.policies,
+        sizes.users,
+        sizes.groups,
+        sizes.roles,
+    );
     let pool = org.pool(&mut rng, sizes.objects * 4 / 5, 0.12);
     let sim = Sim::start(SimConfig {
         api_keys: vec![crate::e2e::API_KEY.to_owned()],
@@ -185,6 +191,19 @@ pub async fn run(sizes: Sizes) -> Outcome {
     }
     tokio::time::sleep(sizes.resync * 2).await;
     let state = observe::end_state(&w, margin).await;
+    // The mix must keep covering role grants (role-first routes, per-role listings).
+    let kinds = |k: Kind| state.declared.iter().filter(|d| d.pair.kind == k).count();
+    eprintln!(
+        "chaos: declared {} user, {} group, {} role objects; {} role grants in Vultr at the end",
+        kinds(Kind::User),
+        kinds(Kind::Group),
+        kinds(Kind::Role),
+        state
+            .attached
+            .iter()
+            .filter(|p| p.kind == Kind::Role)
+            .count()
+    );
     stop.cancel();
     let _ = watcher.await;
     let _ = supervisor.await;

@@ -30,6 +30,7 @@ pub struct Sizes {
     pub policies: usize,
     pub users: usize,
     pub groups: usize,
+    pub roles: usize,
     pub seed: u64,
 }
 
@@ -51,6 +52,7 @@ impl Sizes {
             policies: 6,
             users: 20,
             groups: 6,
+            roles: 4,
             seed: 9,
         }
     }
@@ -72,6 +74,7 @@ impl Sizes {
             policies: 12,
             users: 50,
             groups: 12,
+            roles: 8,
             seed: 9,
         }
     }

@@ -30,6 +30,8 @@ pub const ALICE: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
 pub const BOB: &str = "5d2c9b71-3a4e-4b8f-9c6d-1e0f2a3b4c03";
 pub const OPS: &str = "7f3e2d1c-0b9a-4876-a543-210fedcba907";
 pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
+pub const AUDITORS: &str = "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09";
+pub const ON_CALL: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510";
 
 pub const WAIT: Duration = Duration::from_secs(60);
 

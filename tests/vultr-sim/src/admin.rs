@@ -13,7 +13,7 @@ use crate::config::{ApiKeys, Behaviour, RateLimit};
 use crate::error::ApiError;
 use crate::extract::{Ids, JsonBody, json};
 use crate::faults::Fault;
-use crate::seed::{Seed, SeedGroup, SeedPolicy, SeedUser};
+use crate::seed::{Seed, SeedGroup, SeedPolicy, SeedRole, SeedUser};
 use crate::shared::Shared;
 use crate::state::{AttachOutcome, DetachOutcome};
 
@@ -40,6 +40,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(
             "/_sim/policies/{policy_id}/groups/{group_id}",
             put(attach_group).delete(detach_group),
+        )
+        .route("/_sim/roles", post(add_role))
+        .route("/_sim/roles/{role_id}", delete(remove_role))
+        .route(
+            "/_sim/roles/{role_id}/policies/{policy_id}",
+            put(attach_role).delete(detach_role),
         )
         .route("/_sim/journal", get(journal).delete(clear_journal))
         .route(
@@ -142,6 +148,22 @@ async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Resp
 
 async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
     detached(sh.detach_group(&p, &g))
+}
+
+async fn add_role(State(sh): Sh, JsonBody(r): JsonBody<SeedRole>) -> Response {
+    created(sh.add_role(&r))
+}
+
+async fn remove_role(State(sh): Sh, Ids(id): Ids<String>) -> Response {
+    found(sh.remove_role(&id))
+}
+
+async fn attach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
+    attached(sh.attach_role(&r, &p))
+}
+
+async fn detach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
+    detached(sh.detach_role(&r, &p))
 }
 
 async fn journal(State(sh): Sh) -> Response {

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::extract::{Ids, json, status_only};
 use crate::pagination::{Links, Meta, PageRequest};
 use crate::shared::{Shared, lock};
-use crate::state::{AttachOutcome, DetachOutcome, Group, Link, Policy, Store, User};
+use crate::state::{AttachOutcome, DetachOutcome, Group, Link, Policy, Role, Store, User};
 
 type Sh = State<Arc<Shared>>;
 
@@ -39,6 +39,13 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v2/users/{user_id}/policies", get(user_policies))
         .route("/v2/groups", get(list_groups))
         .route("/v2/groups/{group_id}", get(get_group))
+        .route("/v2/roles", get(list_roles))
+        .route("/v2/roles/{role_id}", get(get_role))
+        .route("/v2/roles/{role_id}/policies", get(list_role_policies))
+        .route(
+            "/v2/roles/{role_id}/policies/{policy_id}",
+            axum::routing::post(attach_role).delete(detach_role),
+        )
 }
 
 /// `{"<key>": [items], "meta": {...}}` without building a `serde_json::Value` first.
@@ -153,6 +160,25 @@ struct GroupRelationship<'a> {
     assigned_by: &'a str,
 }
 
+/// The OpenAPI document's record of a policy attached to a role.
+#[derive(Serialize)]
+struct RoleRelationship<'a> {
+    policy_id: &'a str,
+    policy_name: &'a str,
+    role_id: &'a str,
+    role_name: &'a str,
+    date_assigned: &'a str,
+    assigned_by: &'a str,
+}
+
+/// A policy in a role's govultr-shaped listing.
+#[derive(Serialize)]
+struct RolePolicy<'a> {
+    #[serde(flatten)]
+    policy: &'a Policy,
+    assigned_date: &'a str,
+}
+
 fn page(query: &Option<String>) -> Result<PageRequest, ApiError> {
     PageRequest::from_query(query.as_deref())
 }
@@ -201,6 +227,20 @@ async fn get_group(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiE
     let store = lock(&sh.store);
     let group = store.groups.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("group", OrgGroup::new(&store, group, None)))
+}
+
+async fn list_roles(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let page = page(&q)?;
+    let store = lock(&sh.store);
+    let (range, meta) = page.window(store.roles.len());
+    let items: Vec<&Role> = store.roles.slice(range.start, range.len()).collect();
+    Ok(listing("roles", items, &meta))
+}
+
+async fn get_role(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
+    let store = lock(&sh.store);
+    let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
+    Ok(single("role", role))
 }
 
 /// The page of `links` to serve, and its meta.
@@ -282,6 +322,46 @@ async fn list_policy_groups(
     })
 }
 
+async fn list_role_policies(
+    State(sh): Sh,
+    Ids(id): Ids<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let page = page(&q)?;
+    let shape = sh.behaviour().listing_shape;
+    let store = lock(&sh.store);
+    let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
+    let visible = store.role_links.visible(&id, Instant::now());
+    let (links, meta) = page_of(&visible, page);
+    let pairs = links
+        .into_iter()
+        .filter_map(|l| store.policies.get(&l.target).map(|p| (l, p)));
+    Ok(match shape {
+        ListingShape::Govultr => {
+            let items: Vec<RolePolicy> = pairs
+                .map(|(l, p)| RolePolicy {
+                    policy: p,
+                    assigned_date: &l.date_assigned,
+                })
+                .collect();
+            listing("policies", items, &meta)
+        }
+        ListingShape::Relationships => {
+            let items: Vec<RoleRelationship> = pairs
+                .map(|(l, p)| RoleRelationship {
+                    policy_id: &p.id,
+                    policy_name: &p.name,
+                    role_id: &role.id,
+                    role_name: &role.name,
+                    date_assigned: &l.date_assigned,
+                    assigned_by: &l.assigned_by,
+                })
+                .collect();
+            listing("role_policy_relationships", items, &meta)
+        }
+    })
+}
+
 /// Who made `/v2` attachments, as far as the simulator knows.
 const API_ASSIGNER: &str = "api";
 
@@ -343,6 +423,18 @@ async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Resp
 
 async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
     let outcome = lock(&sh.store).detach_group(&p, &g);
+    detach_response(&sh, outcome)
+}
+
+async fn attach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
+    let visible_at = Instant::now() + sh.behaviour().listing_lag;
+    let outcome =
+        lock(&sh.store).attach_role(&r, &p, SystemTime::now(), Some(visible_at), API_ASSIGNER);
+    attach_response(&sh, outcome, (&p, &r), "role")
+}
+
+async fn detach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
+    let outcome = lock(&sh.store).detach_role(&r, &p);
     detach_response(&sh, outcome)
 }
 

@@ -57,7 +57,8 @@ impl Default for RateLimit {
     }
 }
 
-/// The two shapes the contract allows for `GET /v2/policies/{id}/users|groups`.
+/// The two shapes the contract allows for `GET /v2/policies/{id}/users|groups` and
+/// `GET /v2/roles/{id}/policies`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListingShape {
@@ -122,7 +123,7 @@ impl ApiKeys {
 pub struct Behaviour {
     /// Status for POST attach of a pair that is already attached (201, 400, 409, 422...).
     pub attach_existing: u16,
-    /// Status for DELETE of an absent pair or unknown policy/user/group (404 or 204).
+    /// Status for DELETE of an absent pair or unknown policy/user/group/role (404 or 204).
     pub detach_absent: u16,
     /// A fresh attach made through `/v2` stays out of listings for this long.
     #[serde(rename = "listing_lag_ms", with = "crate::timefmt::duration_ms")]

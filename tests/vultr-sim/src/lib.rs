@@ -31,10 +31,10 @@ pub use config::{ApiKeys, Behaviour, ListingShape, RateLimit, SimConfig};
 pub use faults::{Fault, FaultKind};
 pub use journal::JournalEntry;
 pub use seed::{
-    Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedPolicy, SeedUser,
-    SeedUserAttachment,
+    Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedPolicy, SeedRole,
+    SeedRoleAttachment, SeedUser, SeedUserAttachment,
 };
-pub use state::{AttachmentView, Group, MemberView, Policy, Snapshot, User};
+pub use state::{AttachmentView, Group, MemberView, Policy, Role, Snapshot, User};
 
 use shared::Shared;
 use state::{AttachOutcome, DetachOutcome};
@@ -139,6 +139,38 @@ impl Sim {
                 return id;
             }
         }
+    }
+
+    /// Adds a role with a random id and returns the id.
+    pub fn add_role(&self, name: &str) -> String {
+        self.add(|sh| {
+            sh.add_role(&SeedRole {
+                name: name.to_owned(),
+                ..SeedRole::default()
+            })
+            .map(|r| r.id)
+        })
+    }
+
+    /// Removes the role and its attachments; false if it did not exist.
+    pub fn remove_role(&self, id: &str) -> bool {
+        self.shared.remove_role(id)
+    }
+
+    /// Role first, as Vultr's routes. True if this created the attachment; false if it
+    /// existed or an id is unknown.
+    pub fn attach_role(&self, role_id: &str, policy_id: &str) -> bool {
+        self.shared.attach_role(role_id, policy_id) == AttachOutcome::Created
+    }
+
+    /// True if an attachment was removed.
+    pub fn detach_role(&self, role_id: &str, policy_id: &str) -> bool {
+        self.shared.detach_role(role_id, policy_id) == DetachOutcome::Removed
+    }
+
+    /// The true state, whether or not the listing lag still hides the attachment.
+    pub fn is_role_attached(&self, role_id: &str, policy_id: &str) -> bool {
+        self.shared.is_role_attached(role_id, policy_id)
     }
 
     /// Loads more entities and attachments, all or nothing.

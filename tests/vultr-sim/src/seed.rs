@@ -23,6 +23,8 @@ pub struct Seed {
     pub group_attachments: Vec<SeedGroupAttachment>,
     /// Group membership, which makes `GET /v2/users/{id}/policies` show inherited policies.
     pub group_members: Vec<SeedGroupMember>,
+    pub roles: Vec<SeedRole>,
+    pub role_attachments: Vec<SeedRoleAttachment>,
 }
 
 /// A policy; without `id` a random UUID is assigned.
@@ -53,6 +55,25 @@ pub struct SeedGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub display_name: String,
+}
+
+/// A role; without `id` a random UUID is assigned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedRole {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `policy`: id or name; `role`: id or name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedRoleAttachment {
+    pub policy: String,
+    pub role: String,
 }
 
 /// `policy`: id or name; `user`: id or email.
@@ -122,6 +143,14 @@ fn user(id: &str, email: &str, name: &str) -> SeedUser {
         id: Some(id.to_owned()),
         email: email.to_owned(),
         name: name.to_owned(),
+    }
+}
+
+fn role(id: &str, name: &str, description: &str) -> SeedRole {
+    SeedRole {
+        id: Some(id.to_owned()),
+        name: name.to_owned(),
+        description: description.to_owned(),
     }
 }
 
@@ -202,6 +231,28 @@ impl Seed {
                     user: "alice@example.com".to_owned(),
                 },
             ],
+            roles: vec![
+                role(
+                    "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09",
+                    "auditors",
+                    "Read-only auditors",
+                ),
+                role(
+                    "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510",
+                    "on-call",
+                    "On-call engineers",
+                ),
+                // A second "on-call" to show an ambiguous role name.
+                role(
+                    "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e511",
+                    "on-call",
+                    "On-call engineers (EU)",
+                ),
+            ],
+            role_attachments: vec![SeedRoleAttachment {
+                policy: "billing-read".to_owned(),
+                role: "auditors".to_owned(),
+            }],
         }
     }
 
@@ -244,6 +295,11 @@ impl Seed {
                 .add_group(g, now)
                 .map_err(|id| SeedError::DuplicateId { kind: "group", id })?;
         }
+        for r in &self.roles {
+            store
+                .add_role(r, now)
+                .map_err(|id| SeedError::DuplicateId { kind: "role", id })?;
+        }
         for a in &self.user_attachments {
             let p = resolve("policy", &a.policy, store.policy_ids_named(&a.policy))?;
             let u = resolve("user", &a.user, store.user_ids_with_email(&a.user))?;
@@ -253,6 +309,11 @@ impl Seed {
             let p = resolve("policy", &a.policy, store.policy_ids_named(&a.policy))?;
             let g = resolve("group", &a.group, store.group_ids_named(&a.group))?;
             store.attach_group(&p, &g, now, None, "seed");
+        }
+        for a in &self.role_attachments {
+            let p = resolve("policy", &a.policy, store.policy_ids_named(&a.policy))?;
+            let r = resolve("role", &a.role, store.role_ids_named(&a.role))?;
+            store.attach_role(&r, &p, now, None, "seed");
         }
         for m in &self.group_members {
             let g = resolve("group", &m.group, store.group_ids_named(&m.group))?;

@@ -8,8 +8,8 @@ use crate::config::{ApiKeys, Behaviour, RateLimit, SimConfig};
 use crate::faults::{Fault, FaultSet};
 use crate::journal::{Journal, JournalEntry};
 use crate::ratelimit::TokenBucket;
-use crate::seed::{Seed, SeedError, SeedGroup, SeedPolicy, SeedUser};
-use crate::state::{AttachOutcome, DetachOutcome, Group, Policy, Snapshot, Store, User};
+use crate::seed::{Seed, SeedError, SeedGroup, SeedPolicy, SeedRole, SeedUser};
+use crate::state::{AttachOutcome, DetachOutcome, Group, Policy, Role, Snapshot, Store, User};
 
 /// `assigned_by` of attachments made out of band.
 const ADMIN: &str = "sim-admin";
@@ -128,6 +128,26 @@ impl Shared {
 
     pub(crate) fn add_group(&self, g: &SeedGroup) -> Result<Group, String> {
         lock(&self.store).add_group(g, SystemTime::now())
+    }
+
+    pub(crate) fn add_role(&self, r: &SeedRole) -> Result<Role, String> {
+        lock(&self.store).add_role(r, SystemTime::now())
+    }
+
+    pub(crate) fn remove_role(&self, id: &str) -> bool {
+        lock(&self.store).remove_role(id)
+    }
+
+    pub(crate) fn attach_role(&self, role: &str, policy: &str) -> AttachOutcome {
+        lock(&self.store).attach_role(role, policy, SystemTime::now(), None, ADMIN)
+    }
+
+    pub(crate) fn detach_role(&self, role: &str, policy: &str) -> DetachOutcome {
+        lock(&self.store).detach_role(role, policy)
+    }
+
+    pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
+        lock(&self.store).is_role_attached(role, policy)
     }
 
     pub(crate) fn remove_policy(&self, id: &str) -> bool {

@@ -1,4 +1,4 @@
-//! The in-memory organization: policies, users, groups, attachments, membership.
+//! The in-memory organization: policies, users, groups, roles, attachments, membership.
 //!
 //! Tables keep insertion order so pagination is stable between pages.
 
@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::seed::{SeedGroup, SeedPolicy, SeedUser};
+use crate::seed::{SeedGroup, SeedPolicy, SeedRole, SeedUser};
 use crate::timefmt::rfc3339;
 
 /// A policy as `/v2/policies` serves it.
@@ -45,11 +45,21 @@ pub struct Group {
     pub date_created: String,
 }
 
-/// One policy attachment, to a user or a group, in [`Snapshot`].
+/// A role as `/v2/roles` serves it (the field list is the contract's least certain).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub role_type: String,
+    pub date_created: String,
+}
+
+/// One policy attachment, to a user, a group or a role, in [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttachmentView {
     pub policy_id: String,
-    /// User id or group id, depending on the list it is in.
+    /// User, group or role id, depending on the list it is in.
     pub target_id: String,
     pub date_assigned: String,
     pub assigned_by: String,
@@ -72,6 +82,10 @@ pub struct Snapshot {
     pub user_attachments: Vec<AttachmentView>,
     pub group_attachments: Vec<AttachmentView>,
     pub group_members: Vec<MemberView>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub role_attachments: Vec<AttachmentView>,
 }
 
 /// Insertion-ordered table keyed by id.
@@ -141,7 +155,9 @@ pub(crate) struct Link {
     pub(crate) visible_at: Instant,
 }
 
-/// Attachments per policy, in attach order.
+/// Attachments per owner, in attach order. The owner is the policy for user and group
+/// links (listed per policy), and the role for role links (listed per role, `target`
+/// is then the policy).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Links {
     by_policy: HashMap<String, Vec<Link>>,
@@ -229,6 +245,9 @@ pub(crate) struct Store {
     pub(crate) groups: Table<Group>,
     pub(crate) user_links: Links,
     pub(crate) group_links: Links,
+    pub(crate) roles: Table<Role>,
+    /// Keyed by role: Vultr lists a role's policies, not a policy's roles.
+    pub(crate) role_links: Links,
     /// (group id, user id) pairs.
     members: Vec<(String, String)>,
 }
@@ -303,11 +322,30 @@ impl Store {
         Ok(group)
     }
 
+    pub(crate) fn add_role(&mut self, r: &SeedRole, now: SystemTime) -> Result<Role, String> {
+        let role = Role {
+            id: new_id(&r.id),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            role_type: "custom".to_owned(),
+            date_created: rfc3339(now),
+        };
+        self.roles.insert(role.id.clone(), role.clone())?;
+        Ok(role)
+    }
+
     /// Removing an entity removes its attachments and memberships too.
     pub(crate) fn remove_policy(&mut self, id: &str) -> bool {
         self.user_links.remove_policy(id);
         self.group_links.remove_policy(id);
+        self.role_links.remove_target(id);
         self.policies.remove(id)
+    }
+
+    pub(crate) fn remove_role(&mut self, id: &str) -> bool {
+        // Role links are keyed by role.
+        self.role_links.remove_policy(id);
+        self.roles.remove(id)
     }
 
     pub(crate) fn remove_user(&mut self, id: &str) -> bool {
@@ -361,6 +399,44 @@ impl Store {
             visible_at,
             by,
         )
+    }
+
+    /// Role first, as Vultr's route: `POST /v2/roles/{role}/policies/{policy}`.
+    pub(crate) fn attach_role(
+        &mut self,
+        role: &str,
+        policy: &str,
+        now: SystemTime,
+        visible_at: Option<Instant>,
+        by: &str,
+    ) -> AttachOutcome {
+        if self.roles.get(role).is_none() {
+            return AttachOutcome::UnknownTarget;
+        }
+        if self.policies.get(policy).is_none() {
+            return AttachOutcome::UnknownPolicy;
+        }
+        if self.role_links.contains(role, policy) {
+            return AttachOutcome::AlreadyAttached;
+        }
+        self.role_links.insert(
+            role,
+            Link {
+                target: policy.to_owned(),
+                date_assigned: rfc3339(now),
+                assigned_by: by.to_owned(),
+                visible_at: visible_at.unwrap_or_else(Instant::now),
+            },
+        );
+        AttachOutcome::Created
+    }
+
+    pub(crate) fn detach_role(&mut self, role: &str, policy: &str) -> DetachOutcome {
+        outcome(self.role_links.remove(role, policy))
+    }
+
+    pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
+        self.role_links.contains(role, policy)
     }
 
     pub(crate) fn detach_user(&mut self, policy: &str, user: &str) -> DetachOutcome {
@@ -478,6 +554,16 @@ impl Store {
         (by_id, by_key.collect())
     }
 
+    pub(crate) fn role_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
+        let by_id = self.roles.get(r).map(|x| x.id.clone());
+        let by_key = self
+            .roles
+            .iter()
+            .filter(|x| x.name == r)
+            .map(|x| x.id.clone());
+        (by_id, by_key.collect())
+    }
+
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
             policies: self.policies.iter().cloned().collect(),
@@ -491,6 +577,18 @@ impl Store {
                 .map(|(g, u)| MemberView {
                     group_id: g.clone(),
                     user_id: u.clone(),
+                })
+                .collect(),
+            roles: self.roles.iter().cloned().collect(),
+            // Keyed by role: swap back so `policy_id` is the policy.
+            role_attachments: self
+                .role_links
+                .views(&self.roles.order, now)
+                .into_iter()
+                .map(|v| AttachmentView {
+                    policy_id: v.target_id,
+                    target_id: v.policy_id,
+                    ..v
                 })
                 .collect(),
         }

@@ -138,3 +138,7 @@ pub fn ids(body: &Value, key: &str) -> Vec<String> {
         .map(|v| v["id"].as_str().expect("id").to_owned())
         .collect()
 }
+
+pub const AUDITORS: &str = "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09";
+pub const ON_CALL: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510";
+pub const ON_CALL_EU: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e511";
