@@ -24,7 +24,6 @@ use vultr_iam_operator::crd::{PolicyAttachment, READY};
 use vultr_sim::{RateLimit, Seed, SeedPolicy, SeedUser, Sim, SimConfig};
 
 const RATE: f64 = 30.0;
-const PER_PAGE: usize = 500;
 const RESYNC: &str = "20s";
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -35,7 +34,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn pages(items: usize) -> usize {
-    items.div_ceil(PER_PAGE).max(1)
+    // The client's page size, so the bound counts the pages the operator reads.
+    items.div_ceil(vultr_iam_operator::vultr::PER_PAGE as usize).max(1)
 }
 
 fn email(i: usize) -> String {

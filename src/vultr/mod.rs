@@ -28,9 +28,8 @@ mod http_tests;
 
 pub use api_key::{ApiKey, ApiKeyError};
 pub use client::VultrClient;
-pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL, DEFAULT_USER_AGENT};
+pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
 pub use directory::Directory;
-pub use endpoints::routes;
 pub use error::VultrError;
 pub use fence::WriteFence;
 pub use key_rotation::follow_key_file;
