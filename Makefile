@@ -90,7 +90,7 @@ chaos: control-plane
 
 # ---- Helm chart and plain manifests (charts/vultr-iam-operator, deploy/) ---------------
 # helm and kubectl come from the control-plane build (cached after the first build).
-.PHONY: chart-crds manifests helm-lint chart-test
+.PHONY: chart-crds chart-dashboards manifests helm-lint chart-test
 TOOLS_BIN = $(shell tests/control-plane/build.sh | tail -n 1)
 
 # Copies crds/ into the chart, which renders it as a template (tests/chart/ fails
@@ -99,9 +99,16 @@ chart-crds:
 	rm -f charts/vultr-iam-operator/files/crds/*.yaml
 	cp crds/*.yaml charts/vultr-iam-operator/files/crds/
 
+# Copies deploy/grafana/ (the Grafana dashboard) into the chart, which renders it as a
+# ConfigMap with grafanaDashboard.enabled (tests/chart/ fails when the copy differs).
+chart-dashboards:
+	mkdir -p charts/vultr-iam-operator/files/grafana
+	rm -f charts/vultr-iam-operator/files/grafana/*.json
+	cp deploy/grafana/*.json charts/vultr-iam-operator/files/grafana/
+
 # Regenerates deploy/kustomize/base from the chart's default render (tests/chart/
 # fails when it is stale).
-manifests: chart-crds
+manifests: chart-crds chart-dashboards
 	VIO_UPDATE_MANIFESTS=1 $(CARGO) test --quiet --test chart plain_manifests_match_the_chart
 
 helm-lint:

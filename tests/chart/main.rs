@@ -10,7 +10,9 @@
 //!
 //! One file per concern: `render` (template, lint, schema), `manifests` (kustomize
 //! base), `argocd` (health check), `dry_run` (server-side dry runs), `install` (real
-//! installs), `rbac` (least privilege), `prometheus` (alert rules); shared helpers here.
+//! installs), `rbac` (least privilege), `prometheus` (alert rules), `grafana` (the
+//! dashboard: import fields, PromQL under promtool, metric names, its ConfigMap); shared
+//! helpers here.
 //!
 //! `VIO_UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests` (`make manifests`)
 //! rewrites `deploy/kustomize/base` from the chart.
@@ -22,6 +24,7 @@ mod support;
 
 mod argocd;
 mod dry_run;
+mod grafana;
 mod install;
 mod manifests;
 mod prometheus;

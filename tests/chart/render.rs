@@ -318,6 +318,10 @@ pub(super) fn bad_values() -> Vec<(Vec<&'static str>, &'static str)> {
             "/podDisruptionBudget/unhealthyPodEvictionPolicy",
         ),
         (vec!["vultr.httpsProxy=proxy:3128"], "/vultr/httpsProxy"),
+        (
+            vec!["grafanaDashboard.label=grafana dashboard"],
+            "/grafanaDashboard/label",
+        ),
     ]
 }
 
