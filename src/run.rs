@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::{self, Context, Settings};
 use crate::vultr::{VultrClient, WriteFence};
-use crate::watch_cache;
+use crate::watch_cache::{self, Lane};
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +245,7 @@ async fn run_controllers(
         let (tx, rx) = mpsc::unbounded::<()>();
         triggers.push(tx);
         let watch = || watcher::Config::default().any_semantic();
-        let (store, changes) = watch_cache::watch(api.clone(), watch());
+        let (store, changes) = watch_cache::watch(api.clone(), watch(), Lane::Live);
         let live = Controller::for_stream(changes, store.clone())
             .with_config(config.clone())
             .reconcile_all_on(rx)
@@ -261,7 +261,7 @@ async fn run_controllers(
             .boxed(),
         );
         // Revocations get a controller, and so a queue, of their own.
-        let (store, changes) = watch_cache::watch(api, watch());
+        let (store, changes) = watch_cache::watch(api, watch(), Lane::Deleted);
         let deleted = Controller::for_stream(changes, store)
             .with_config(config.clone())
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());

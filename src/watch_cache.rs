@@ -2,7 +2,9 @@
 //! per lane, so what the operator never reads is dropped before it is stored. The field
 //! sets of `managedFields` (most of an object's size) and kubectl's
 //! `last-applied-configuration` go; the field managers' names stay (the pair's manager
-//! is looked up by name).
+//! is looked up by name). The deleted lane keeps only the identity of a live object:
+//! it acts on deleted ones alone, and a deletion arrives as a new event with the whole
+//! object.
 
 use futures::{Stream, StreamExt};
 use kube::api::Api;
@@ -13,11 +15,19 @@ use crate::crd::PolicyAttachment;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Which lane a cache serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Live,
+    Deleted,
+}
+
 /// A watch of `api` into a slimmed cache: the cache, and the stream of changed objects
 /// that drives a controller (`Controller::for_stream`).
 pub fn watch(
     api: Api<PolicyAttachment>,
     config: watcher::Config,
+    lane: Lane,
 ) -> (
     Store<PolicyAttachment>,
     impl Stream<Item = Result<PolicyAttachment, watcher::Error>> + Send + 'static,
@@ -25,7 +35,7 @@ pub fn watch(
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(slim)
+        .modify(move |obj| slim(obj, lane))
         .reflect(writer)
         .applied_objects()
         .boxed();
@@ -33,7 +43,14 @@ pub fn watch(
 }
 
 /// Drops what the operator never reads from a cached object.
-pub fn slim(obj: &mut PolicyAttachment) {
+pub fn slim(obj: &mut PolicyAttachment, lane: Lane) {
+    if lane == Lane::Deleted && obj.metadata.deletion_timestamp.is_none() {
+        obj.metadata.managed_fields = None;
+        obj.metadata.annotations = None;
+        obj.metadata.labels = None;
+        obj.status = None;
+        return;
+    }
     for entry in obj.metadata.managed_fields.iter_mut().flatten() {
         entry.fields_v1 = None;
     }
@@ -46,6 +63,7 @@ pub fn slim(obj: &mut PolicyAttachment) {
 mod tests {
     use super::*;
     use crate::reconcile::status::{PAIR_MANAGER, pair_owned};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     #[test]
@@ -67,7 +85,8 @@ mod tests {
             "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "a@example.com"}}
         }))
         .expect("object");
-        slim(&mut obj);
+        let whole = obj.clone();
+        slim(&mut obj, Lane::Live);
         let fields = obj.metadata.managed_fields.as_ref().expect("managers kept");
         assert_eq!(fields[0].fields_v1, None);
         assert!(
@@ -77,5 +96,21 @@ mod tests {
         let annotations = obj.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(annotations.len(), 1);
         assert_eq!(annotations["team"], "dns");
+
+        // The deleted lane keeps a live object's identity only, a deleted one in full.
+        let mut live = whole.clone();
+        slim(&mut live, Lane::Deleted);
+        assert_eq!(live.metadata.name, whole.metadata.name);
+        assert!(live.metadata.managed_fields.is_none() && live.metadata.annotations.is_none());
+        let mut deleted = whole.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let mut slimmed = deleted.clone();
+        slim(&mut slimmed, Lane::Deleted);
+        assert!(pair_owned(&slimmed));
+        assert_eq!(slimmed.spec, deleted.spec);
+        assert_eq!(
+            slimmed.metadata.annotations.as_ref().map(|a| a.len()),
+            Some(1)
+        );
     }
 }

@@ -35,7 +35,9 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn pages(items: usize) -> usize {
     // The client's page size, so the bound counts the pages the operator reads.
-    items.div_ceil(vultr_iam_operator::vultr::PER_PAGE as usize).max(1)
+    items
+        .div_ceil(vultr_iam_operator::vultr::PER_PAGE as usize)
+        .max(1)
 }
 
 fn email(i: usize) -> String {

@@ -30,6 +30,7 @@ pub use api_key::{ApiKey, ApiKeyError};
 pub use client::VultrClient;
 pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
 pub use directory::Directory;
+pub use endpoints::routes;
 pub use error::VultrError;
 pub use fence::WriteFence;
 pub use key_rotation::follow_key_file;
