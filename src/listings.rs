@@ -69,16 +69,14 @@ struct Unverified {
     oldest: Option<Instant>,
 }
 
-/// A waiting verification looks again this often: the backlog may be gone by then.
-const BATCH_RECHECK: Duration = Duration::from_secs(1);
-
 /// Whether a verification should wait for more writes to batch, and how long before it
 /// looks again (pure, for the tests).
 fn batch_wait(unverified: Unverified, now: Instant) -> Option<Duration> {
     let oldest = unverified.oldest?;
     let waited = now.saturating_duration_since(oldest);
-    (unverified.count < BATCH && waited < BATCH_WAIT)
-        .then(|| (BATCH_WAIT - waited).min(BATCH_RECHECK))
+    // No polling meanwhile: when the backlog empties, every object is reconciled again
+    // (`Context::backlog`).
+    (unverified.count < BATCH && waited < BATCH_WAIT).then(|| BATCH_WAIT - waited)
 }
 
 /// How long a write mark is kept: longer than any listing may be reused, so a dropped
@@ -243,7 +241,7 @@ mod tests {
         };
         assert_eq!(
             batch_wait(few, t0 + Duration::from_secs(4)),
-            Some(BATCH_RECHECK)
+            Some(BATCH_WAIT - Duration::from_secs(4))
         );
         assert_eq!(
             batch_wait(few, t0 + BATCH_WAIT - Duration::from_millis(300)),

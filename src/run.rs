@@ -246,9 +246,12 @@ async fn run_controllers(
         triggers.push(tx);
         let watch = || watcher::Config::default().any_semantic();
         let (store, changes) = watch_cache::watch(api.clone(), watch(), Lane::Live);
+        let (waker, woken) = mpsc::unbounded::<()>();
+        ctx.add_waker(waker);
         let live = Controller::for_stream(changes, store.clone())
             .with_config(config.clone())
             .reconcile_all_on(rx)
+            .reconcile_all_on(woken)
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         stores.lock().unwrap_or_else(|e| e.into_inner()).push(store);
         runs.push(

@@ -187,6 +187,38 @@ fn percentile(values: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Where the convergence time went, from the simulator's journal (seconds after the
+/// operator started).
+struct Phases {
+    first_call: String,
+    posts: String,
+    last_call: String,
+}
+
+impl Phases {
+    fn of(journal: &[vultr_sim::JournalEntry], start: SystemTime) -> Phases {
+        let after = |at: SystemTime| at.duration_since(start).unwrap_or_default().as_secs_f64();
+        let posts: Vec<f64> = journal
+            .iter()
+            .filter(|e| e.method == "POST")
+            .map(|e| after(e.at))
+            .collect();
+        let (first_post, last_post) = (
+            posts.iter().copied().fold(f64::MAX, f64::min),
+            posts.iter().copied().fold(0.0, f64::max),
+        );
+        let calls: Vec<f64> = journal.iter().map(|e| after(e.at)).collect();
+        Phases {
+            first_call: format!("+{:.1} s", calls.iter().copied().fold(f64::MAX, f64::min)),
+            posts: format!(
+                "+{first_post:.1}..{last_post:.1} s ({:.1})",
+                posts.len() as f64 / (last_post - first_post).max(0.001)
+            ),
+            last_call: format!("+{:.1} s", calls.iter().copied().fold(0.0, f64::max)),
+        }
+    }
+}
+
 fn rss_peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -294,6 +326,7 @@ async fn converges_at_the_rate_limit_bound() {
     ];
     bench.sim.clear_journal();
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
     while bench.ready_count().await < n {
         assert!(
@@ -307,6 +340,7 @@ async fn converges_at_the_rate_limit_bound() {
     let calls = journal.len();
     let throttled = journal.iter().filter(|e| e.status == 429).count();
     let by_route = calls_by_route(&journal);
+    let phases = Phases::of(&journal, started_wall);
 
     // A restart with N Ready: Vultr calls and Kubernetes writes in its first 60 s.
     assert!(operator.terminate(), "the operator did not stop cleanly");
@@ -383,6 +417,9 @@ async fn converges_at_the_rate_limit_bound() {
         "",
     );
     row("  ÷ the bound", format!("{ratio:.2}"), "<= 1.10");
+    row("  first Vultr call", phases.first_call, "");
+    row("  POSTs from .. to (POSTs/s)", phases.posts, "");
+    row("  last Vultr call", phases.last_call, "");
     row(
         "Vultr calls until all Ready, per attachment",
         format!("{:.3}", calls as f64 / n as f64),

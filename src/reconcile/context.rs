@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::Recorder;
@@ -60,6 +61,9 @@ pub struct Context {
     stores: Stores,
     /// The last count of [`Context::backlog`], and when it was taken.
     backlog: Mutex<Option<(Instant, usize)>>,
+    /// Make a controller reconcile every object: sent when the backlog empties, so
+    /// verifications waiting for a batch go at once instead of polling.
+    wakers: Mutex<Vec<UnboundedSender<()>>>,
 }
 
 impl Context {
@@ -86,19 +90,22 @@ impl Context {
             pairs: Pairs::default(),
             objects: KeyedLocks::default(),
             backlog: Mutex::default(),
+            wakers: Mutex::default(),
         }
     }
 
     /// Live objects in the caches that have not had their first turn yet: attaches
-    /// still to come. While there are some, verifications batch (see `listings.rs`).
+    /// still to come. While there are some, verifications batch (see `listings.rs`);
+    /// when a count finds none after one that found some, every controller reconciles
+    /// all its objects, so the batched verifications go at once.
     /// Counted at most every [`BACKLOG_RECOUNT`]: a count is a scan of the caches.
     pub fn backlog(&self) -> usize {
         let mut last = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, count)) = *last
-            && at.elapsed() < BACKLOG_RECOUNT
-        {
-            return count;
-        }
+        let previous = match *last {
+            Some((at, count)) if at.elapsed() < BACKLOG_RECOUNT => return count,
+            Some((_, count)) => count,
+            None => 0,
+        };
         let count = self
             .cached_objects()
             .iter()
@@ -106,7 +113,22 @@ impl Context {
             .filter(|o| !self.memory.had_turn(&o.uid().unwrap_or_default()))
             .count();
         *last = Some((Instant::now(), count));
+        if previous > 0 && count == 0 {
+            debug!("every object has had its turn: verifying the batches");
+            self.wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|waker| waker.unbounded_send(()).is_ok());
+        }
         count
+    }
+
+    /// Registers a controller's "reconcile every object" trigger (see `backlog`).
+    pub fn add_waker(&self, waker: UnboundedSender<()>) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(waker);
     }
 
     /// Every PolicyAttachment in the watch caches that have synced. A scope that is
