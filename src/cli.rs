@@ -189,8 +189,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub attach_visibility_timeout: Duration,
 
-    /// Maximum number of PolicyAttachments reconciled in parallel.
-    #[arg(long, default_value_t = 4)]
+    /// Maximum number of PolicyAttachments reconciled in parallel (per watched scope and
+    /// lane). Most of a reconcile is waiting on the API server or the Vultr limiter, so
+    /// enough of them must be in flight to keep the limiter busy.
+    #[arg(long, default_value_t = 32)]
     pub concurrency: u16,
 
     /// First retry delay after a failure; doubles per consecutive failure (with jitter).

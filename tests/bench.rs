@@ -317,8 +317,6 @@ async fn converges_at_the_rate_limit_bound() {
         "30",
         "--vultr-burst",
         "10",
-        "--concurrency",
-        "16",
         "--attach-visibility-timeout",
         "30s",
         "--resync-interval",
