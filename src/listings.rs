@@ -49,7 +49,7 @@ type Key = ListingSource;
 /// their own.
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
 
-/// Writes to one listing's pairs that a verification listing waits for while attaches are to come.
+/// Writes to one listing's pairs that a verification waits for while attaches are to come.
 pub const BATCH: usize = 50;
 /// The longest a write waits for its verification listing while attaches are to come.
 pub const BATCH_WAIT: Duration = Duration::from_secs(20);

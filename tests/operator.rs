@@ -388,6 +388,47 @@ async fn a_lagging_listing_does_not_cause_flapping_or_double_attach() {
     assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
 }
 
+/// Attaches that arrive together are verified in batches: a listing fetched after a
+/// burst of POSTs to a policy verifies all of them (call counts, not times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_attaches_is_verified_by_a_few_listings() {
+    // A slow limiter, so the burst queues; no drift pass meanwhile.
+    let flags = [
+        "--vultr-rate-limit",
+        "5",
+        "--vultr-burst",
+        "1",
+        "--resync-interval",
+        "10m",
+    ];
+    let mut env = Env::start_with("pa-batch", API_KEY, &flags).await;
+    // The burst is there when the operator starts (as after an install or an outage).
+    env.operator.kill();
+    let n = 40;
+    for i in 0..n {
+        let user = env.sim.add_user(&format!("batch{i}@example.com"));
+        let policy = if i % 2 == 0 { DNS_ADMIN } else { BILLING_READ };
+        env.create(&format!("b{i}"), by_ids(policy, &user)).await;
+    }
+    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &flags);
+    for i in 0..n {
+        env.wait_ready(&format!("b{i}"), "True", "Attached").await;
+    }
+    let posts = env.requests("POST", "/v2/policies/").len();
+    let listings = env
+        .requests("GET", "/v2/policies/")
+        .iter()
+        .filter(|e| e.path.ends_with("/users"))
+        .count();
+    assert_eq!(posts, n);
+    // Per policy, one look before attaching and one batch after (4), and one spare;
+    // verifying as soon as each attach is due took 7 here, one per attach would be 40.
+    assert!(
+        listings <= 5,
+        "{listings} listings for {n} attaches to 2 policies"
+    );
+}
+
 /// SIGKILL the operator while a revocation is failing; a new process finishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_operator_loses_no_revocation() {

@@ -96,5 +96,12 @@ mod tests {
         assert!(m.first_unrecognised_pause("a", "yes"));
         m.forget("a");
         assert!(m.first_unrecognised_pause("a", "yes"));
+        m.mark_turn("c");
+        assert!(m.had_turn("c") && !m.had_turn("d"));
+        m.forget("c");
+        assert!(
+            !m.had_turn("c"),
+            "a re-created object waits for its turn again"
+        );
     }
 }
