@@ -44,10 +44,31 @@ impl Listing {
 }
 
 type Key = ListingSource;
-/// The last answer for a key and when its fetch started, failures included: during an
-/// outage the attachments of a policy share one failed request instead of each sending
-/// their own.
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Listing, VultrError>)>>>;
+type Slot = Arc<SlotState>;
+
+/// One listing's fetches.
+#[derive(Default)]
+struct SlotState {
+    /// Held while fetching: callers for the same listing wait for one fetch.
+    fetching: tokio::sync::Mutex<()>,
+    /// The last answer and when its fetch started, failures included: during an outage
+    /// the attachments of a policy share one failed request instead of each sending
+    /// their own. Readable while a fetch is in flight, so a caller that the last
+    /// answer serves never waits for the next one.
+    answer: Mutex<Option<(Instant, Result<Listing, VultrError>)>>,
+}
+
+impl SlotState {
+    fn usable(
+        &self,
+        max_age: Duration,
+        written: Option<Instant>,
+    ) -> Option<Result<Listing, VultrError>> {
+        let answer = locked(&self.answer);
+        let (started, answer) = answer.as_ref()?;
+        usable(*started, Instant::now(), max_age, written).then(|| answer.clone())
+    }
+}
 
 /// Writes to one listing's pairs that a verification waits for while attaches are to come.
 pub const BATCH: usize = 50;
@@ -149,9 +170,10 @@ impl ListingCache {
         }
     }
 
-    /// The one path to a listing. Callers for the same listing queue on its slot, and
-    /// each decides only once it holds it: by then a fetch that was in flight may serve
-    /// it, or, for a verification that may wait, too few writes may be pending.
+    /// The one path to a listing. A caller the last answer serves takes it; the others
+    /// queue on the listing's fetch, and each decides only once it holds it: by then a
+    /// fetch that was in flight may serve it, or, for a verification that may wait, too
+    /// few writes may be pending.
     async fn fetch(
         &self,
         key: &Key,
@@ -160,11 +182,12 @@ impl ListingCache {
         may_defer: bool,
     ) -> Result<Verification, VultrError> {
         let slot = self.slot(key);
-        let mut cached = slot.lock().await;
-        if let Some((started, answer)) = cached.as_ref()
-            && usable(*started, Instant::now(), max_age, written)
-        {
-            return answer.clone().map(Verification::Listing);
+        if let Some(answer) = slot.usable(max_age, written) {
+            return answer.map(Verification::Listing);
+        }
+        let _fetching = slot.fetching.lock().await;
+        if let Some(answer) = slot.usable(max_age, written) {
+            return answer.map(Verification::Listing);
         }
         if may_defer && written.is_some() {
             let unverified = locked(&self.unverified)
@@ -178,7 +201,7 @@ impl ListingCache {
         let started = Instant::now();
         locked(&self.unverified).remove(key);
         let answer = self.list(key).await;
-        *cached = Some((started, answer.clone()));
+        *locked(&slot.answer) = Some((started, answer.clone()));
         answer.map(Verification::Listing)
     }
 
