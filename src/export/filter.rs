@@ -188,22 +188,10 @@ fn pick<T: Eq + std::hash::Hash>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vultr::{Group, Policy, Role, User};
+    use crate::export::org::fixture::{group, policy, role, user};
     use std::sync::Arc;
 
     fn org() -> Org {
-        let policy = |id: &str, name: &str| -> Policy {
-            serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
-        };
-        let user = |id: &str, email: &str| -> User {
-            serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
-        };
-        let group = |id: &str, name: &str| -> Group {
-            serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
-        };
-        let role = |id: &str, name: &str| -> Role {
-            serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
-        };
         Org::new(
             Arc::new(vec![
                 policy("P1", "dns-admin"),

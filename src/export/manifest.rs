@@ -143,19 +143,10 @@ mod tests {
     use super::*;
     use crate::domain::Subject;
     use crate::export::naming::is_dns1123_label;
-    use crate::vultr::{Group, Policy, User};
+    use crate::export::org::fixture::{group, policy, user};
     use std::sync::Arc;
 
     fn org() -> Org {
-        let policy = |id: &str, name: &str| -> Policy {
-            serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
-        };
-        let user = |id: &str, email: &str| -> User {
-            serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
-        };
-        let group = |id: &str, name: &str| -> Group {
-            serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
-        };
         Org::new(
             Arc::new(vec![
                 policy("p1", "dns-admin"),

@@ -144,14 +144,34 @@ fn counts<T>(
     counts
 }
 
+/// Directory objects for the export's unit tests, as the listings would give them.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use crate::vultr::{Group, Policy, Role, User};
+    use serde_json::json;
+
+    pub fn policy(id: &str, name: &str) -> Policy {
+        serde_json::from_value(json!({"id": id, "name": name})).expect("a policy")
+    }
+
+    pub fn user(id: &str, email: &str) -> User {
+        serde_json::from_value(json!({"id": id, "email": email})).expect("a user")
+    }
+
+    pub fn group(id: &str, name: &str) -> Group {
+        serde_json::from_value(json!({"id": id, "display_name": name})).expect("a group")
+    }
+
+    pub fn role(id: &str, name: &str) -> Role {
+        serde_json::from_value(json!({"id": id, "name": name})).expect("a role")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixture::user;
     use super::*;
     use crate::vultr::resolve::user_by_email;
-
-    fn user(id: &str, email: &str) -> User {
-        serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
-    }
 
     /// The counts agree with resolution: an email is usable exactly when
     /// `user_by_email` finds one user, whatever the case, spaces or repeats.

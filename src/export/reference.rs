@@ -173,19 +173,10 @@ fn usable_email(email: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vultr::{Group, Policy, User};
+    use crate::export::org::fixture::{self, group, policy};
     use std::sync::Arc;
 
     fn org() -> Org {
-        let policy = |id: &str, name: &str| -> Policy {
-            serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
-        };
-        let user = |id: &str, email: &str| -> User {
-            serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
-        };
-        let group = |id: &str, name: &str| -> Group {
-            serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
-        };
         Org::new(
             Arc::new(vec![
                 policy("p1", "dns-admin"),
@@ -194,10 +185,10 @@ mod tests {
                 policy("p4", " padded"),
             ]),
             Arc::new(vec![
-                user("u1", "alice@example.com"),
-                user("u2", "shared@example.com"),
-                user("u3", "SHARED@example.com"),
-                user("u4", "not-an-email"),
+                fixture::user("u1", "alice@example.com"),
+                fixture::user("u2", "shared@example.com"),
+                fixture::user("u3", "SHARED@example.com"),
+                fixture::user("u4", "not-an-email"),
             ]),
             Arc::new(vec![
                 group("g1", "ops"),
