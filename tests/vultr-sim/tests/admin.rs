@@ -290,7 +290,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     assert!(entry["latency_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(entry["user_agent"], "", "this client sends none");
     // The User-Agent tells writers apart (e.g. two operator replicas).
-    let named = reqwest::Client::builder()
+    let named = common::http()
         .user_agent("vultr-iam-operator/0.1.0 (replica-a)")
         .build()
         .unwrap();

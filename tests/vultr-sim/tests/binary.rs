@@ -37,8 +37,14 @@ async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     (child, url)
 }
 
-async fn status(url: &str, method: reqwest::Method, key: &str) -> u16 {
+/// A client; the workspace builds reqwest without a TLS crypto provider: install ring.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+async fn status(url: &str, method: reqwest::Method, key: &str) -> u16 {
+    http()
         .request(method, url)
         .bearer_auth(key)
         .send()
@@ -64,7 +70,7 @@ async fn serves_the_demo_and_exits_on_sigterm() {
     )
     .await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let resp = reqwest::Client::new()
+    let resp = http()
         .get(format!("{url}/v2/policies"))
         .bearer_auth("bin-key")
         .send()

@@ -37,11 +37,15 @@ pub fn client() -> reqwest::Client {
     client_with_timeout(Duration::from_secs(10))
 }
 
-pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
+/// A client builder. The workspace builds reqwest without a TLS crypto provider (the
+/// operator installs ring): install it first, or building a client panics.
+pub fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .expect("client builds")
+}
+
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
+    http().timeout(timeout).build().expect("client builds")
 }
 
 #[derive(Debug)]
