@@ -223,6 +223,11 @@ impl ListingCache {
         entry.oldest.get_or_insert(now);
     }
 
+    /// Whether some write waits for a listing to verify it (a batch not fetched yet).
+    pub fn has_unverified(&self) -> bool {
+        !locked(&self.unverified).is_empty()
+    }
+
     /// The listings at hand did not show `grant` although it was written: only a
     /// listing started from now on may verify it (Vultr's listings lag behind writes).
     pub fn require_newer(&self, grant: &Grant) {

@@ -248,10 +248,7 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
     api.delete("image-dns-admin", &DeleteParams::default())
         .await
         .expect("delete the PolicyAttachment");
-    wait_for("the PolicyAttachment to go", WAIT, || async {
-        matches!(api.get_opt("image-dns-admin").await, Ok(None)).then_some(())
-    })
-    .await;
+    e2e::wait_gone(&api, "image-dns-admin").await;
     assert!(
         !sim.is_user_attached(DNS_ADMIN, &user),
         "grant still in Vultr"

@@ -41,7 +41,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
                 &mut st,
                 false,
                 reason::ATTACHING,
-                "resolving the policy and subject in Vultr",
+                status::RESOLVING,
                 generation,
                 Timestamp::now(),
             );

@@ -113,7 +113,9 @@ impl Context {
             .filter(|o| !self.memory.had_turn(&o.uid().unwrap_or_default()))
             .count();
         *last = Some((Instant::now(), count));
-        if previous > 0 && count == 0 {
+        // Only when a batch waits: a reconcile of everything costs no Vultr call, but
+        // it is not free either.
+        if previous > 0 && count == 0 && self.listings.has_unverified() {
             debug!("every object has had its turn: verifying the batches");
             self.wakers
                 .lock()

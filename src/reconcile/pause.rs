@@ -126,7 +126,7 @@ pub async fn resume(
             st,
             false,
             reason::ATTACHING,
-            "resolving the policy and subject in Vultr",
+            status::RESOLVING,
             obj.metadata.generation,
             now,
         );

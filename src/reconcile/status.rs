@@ -35,6 +35,9 @@ pub mod reason {
     pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
 }
 
+/// `Ready=False Attaching` before the pair is resolved.
+pub const RESOLVING: &str = "resolving the policy and subject in Vultr";
+
 /// How often `lastVerifiedAt` is refreshed while nothing else changes: a verification
 /// pass in which nothing changed writes nothing, so this is the coarse period at which
 /// the field still moves. The exact time of the last successful verification is the

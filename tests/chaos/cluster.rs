@@ -2,7 +2,7 @@
 //! other tests share. RBAC exactly as the chart renders it for two replicas with
 //! `watchNamespaces` (rendered by helm from `charts/`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,41 +21,13 @@ impl Cluster {
     /// Starts a control plane in a fresh directory, stopped and deleted by start.sh's
     /// watchdog when this process exits, and by `Drop` before that.
     pub fn start() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("vio-chaos-cluster-")
-            .tempdir()
-            .expect("a directory for the control plane")
-            .keep();
-        let script = repo_path("tests/control-plane/start.sh");
-        let status = Command::new(&script)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(
-            status.success(),
-            "start.sh failed; logs in {}",
-            dir.display()
-        );
-        let bin_dir = std::fs::read_to_string(dir.join("bin-dir")).expect("bin-dir");
-        let api_port = std::fs::read_to_string(dir.join("apiserver-port"))
+        let cp = ControlPlane::start_own("vio-chaos-cluster-");
+        let api_port = std::fs::read_to_string(cp.dir.join("apiserver-port"))
             .expect("apiserver-port")
             .trim()
             .parse()
             .expect("a port");
-        let cluster = Cluster {
-            cp: ControlPlane {
-                kubeconfig: dir.join("kubeconfig"),
-                operator_kubeconfig: dir.join("operator.kubeconfig"),
-                bin_dir: PathBuf::from(bin_dir.trim()),
-                dir,
-            },
-            api_port,
-        };
+        let cluster = Cluster { cp, api_port };
         cluster.install();
         cluster
     }

@@ -215,16 +215,7 @@ async fn install_with_two_replicas(cp: &ControlPlane) -> (Vec<String>, String) {
 
     // The operator binary, out of process, with the chart's arguments, the key read
     // from the chart's Secret as the mounted file, and the ServiceAccount's identity.
-    let deployment: Value = serde_json::from_str(&run_ok(cp.kubectl().args([
-        "get",
-        "deployment",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "-o",
-        "json",
-    ])))
-    .expect("deployment JSON");
+    let deployment: Value = deployment(cp);
     let chart_args = args_of(&deployment);
     assert!(
         chart_args.contains(&"--leader-election".to_owned()),
@@ -322,10 +313,7 @@ async fn attach_and_revoke_as_the_service_account(
     api.delete("rbac-dns-admin", &DeleteParams::default())
         .await
         .expect("delete the PolicyAttachment");
-    wait_for("the PolicyAttachment to go", WAIT, || async {
-        matches!(api.get_opt("rbac-dns-admin").await, Ok(None)).then_some(())
-    })
-    .await;
+    crate::e2e::wait_gone(&api, "rbac-dns-admin").await;
     assert!(
         !sim.is_user_attached(DNS_ADMIN, &user),
         "grant still in Vultr"
@@ -414,16 +402,7 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
             .args(["--set", &format!("apiKey.value={API_KEY}")])
             .args(["--set", &format!("watchNamespaces={{{}}}", ns.name)]),
     );
-    let deployment: Value = serde_json::from_str(&run_ok(cp.kubectl().args([
-        "get",
-        "deployment",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "-o",
-        "json",
-    ])))
-    .expect("deployment JSON");
+    let deployment: Value = deployment(cp);
     let chart_args = args_of(&deployment);
     assert!(
         chart_args.contains(&format!("--watch-namespace={}", ns.name)),
@@ -738,4 +717,18 @@ pub(super) fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy file");
         }
     }
+}
+
+/// The chart's Deployment as installed.
+fn deployment(cp: &ControlPlane) -> Value {
+    serde_json::from_str(&run_ok(cp.kubectl().args([
+        "get",
+        "deployment",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "-o",
+        "json",
+    ])))
+    .expect("deployment JSON")
 }

@@ -35,6 +35,14 @@ pub const ON_CALL: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510";
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Waits until `name` is gone from `api` (its finalizer released).
+pub async fn wait_gone(api: &Api<PolicyAttachment>, name: &str) {
+    wait_for(&format!("{name} to disappear"), WAIT, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await
+}
+
 /// Installs the committed CRD once per test binary and waits until it is Established.
 pub fn install_crd(cp: &ControlPlane) {
     static ONCE: Once = Once::new();
@@ -383,10 +391,7 @@ impl Env {
     }
 
     pub async fn wait_gone(&self, name: &str) {
-        wait_for(&format!("{name} to disappear"), WAIT, || async {
-            matches!(self.api.get_opt(name).await, Ok(None)).then_some(())
-        })
-        .await
+        wait_gone(&self.api, name).await
     }
 
     /// (type, reason, note) of the Events about `name`, oldest first.

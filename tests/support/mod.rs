@@ -60,8 +60,15 @@ impl ControlPlane {
     }
 
     fn start() -> ControlPlane {
+        Self::start_own("vio-cluster-")
+    }
+
+    /// A control plane of this process's own, in a fresh directory named `prefix...`:
+    /// stopped by start.sh's watchdog when this process exits (for tests that restart
+    /// or partition it).
+    pub fn start_own(prefix: &str) -> ControlPlane {
         let dir = tempfile::Builder::new()
-            .prefix("vio-cluster-")
+            .prefix(prefix)
             .tempdir()
             .expect("create a directory for the control plane")
             .keep();
