@@ -70,8 +70,7 @@ pub async fn verify_pass(
         ctx.metrics.verified(started);
     }
     ctx.listings.retain(&keys);
-    ctx.pairs.prune();
-    ctx.objects.prune();
+    ctx.prune();
     for trigger in triggers {
         let _ = trigger.unbounded_send(());
     }

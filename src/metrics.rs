@@ -55,6 +55,7 @@ pub struct Metrics {
     oldest_revocation_seconds: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
     last_verification: Gauge<f64, AtomicU64>,
+    tracked_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -140,8 +141,16 @@ impl Metrics {
              listings all succeeded (0 before the first)",
             last_verification.clone(),
         );
+        let tracked_entries = Gauge::default();
+        registry.register(
+            "tracked_object_entries",
+            "Entries the process keeps about individual objects (per-UID memories, \
+             backoffs, locks, declared pairs), as of the last verification pass",
+            tracked_entries.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            tracked_entries,
             last_verification,
             reconciles,
             reconcile_duration,
@@ -169,6 +178,11 @@ impl Metrics {
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn tracked_entries(&self, n: usize) {
+        self.tracked_entries
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn drift_repaired(&self) {

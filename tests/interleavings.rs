@@ -120,6 +120,78 @@ async fn a_deletion_racing_the_first_attach_still_revokes() {
     assert!(!deletes.is_empty());
 }
 
+/// A revocation is final. The live lane's watch lags the deleted lane's by 3 s (a proxy
+/// delays only the live watch) and listings lag Vultr's writes: after the deleted lane
+/// revokes and releases an object, live-lane reconciles of its stale, not-deleted
+/// snapshot (drift passes every second) must never attach it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
+    let mut env = Env::start("il-lane-lag").await;
+    env.operator.kill();
+    let live_watch = format!(
+        "timeoutSeconds={}",
+        vultr_iam_operator::watch_cache::Lane::Live.watch_timeout_secs()
+    );
+    let proxy =
+        WatchDelayProxy::start_matching(env.cp, Duration::from_secs(3), Some(&live_watch)).await;
+    let kubeconfig = proxy.kubeconfig.display().to_string();
+    env.sim.set_behaviour(Behaviour {
+        listing_lag: Duration::from_millis(500),
+        ..env.sim.behaviour()
+    });
+    env.operator = Operator::start_with_env(
+        env.cp,
+        &env.sim.url(),
+        API_KEY,
+        &env.ns.name,
+        &["--resync-interval", "1s"],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    let pairs = [
+        ("a", DNS_ADMIN, ALICE),
+        ("b", DNS_ADMIN, BOB),
+        ("c", BILLING_READ, ALICE),
+        ("d", BILLING_READ, BOB),
+    ];
+    for (name, policy, user) in pairs {
+        env.create(name, by_ids(policy, user)).await;
+    }
+    for (name, ..) in pairs {
+        env.wait_ready(name, "True", "Attached").await;
+    }
+    for (name, ..) in pairs {
+        env.delete(name).await;
+    }
+    for (name, ..) in pairs {
+        env.wait_gone(name).await;
+    }
+    // The live watch catches up 3 s later; drift passes run every second meanwhile.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (name, policy, user) in pairs {
+        let path = format!("/v2/policies/{policy}/users/{user}");
+        let writes: Vec<_> = env
+            .sim
+            .journal()
+            .into_iter()
+            .filter(|e| e.path == path && (e.method == "POST" || e.method == "DELETE"))
+            .map(|e| (e.method, e.status))
+            .collect();
+        let revoked_at = writes
+            .iter()
+            .position(|(m, s)| m == "DELETE" && *s == 204)
+            .unwrap_or_else(|| panic!("{name}: no revocation: {writes:?}"));
+        assert!(
+            !writes[revoked_at..].iter().any(|(m, _)| m == "POST"),
+            "{name}: a POST after its revocation: {writes:?}\n{}",
+            env.operator.logs()
+        );
+        assert!(
+            !env.sim.is_user_attached(policy, user),
+            "{name}: the grant outlived its object: {writes:?}"
+        );
+    }
+}
+
 /// A 404 to the DELETE while the policy's listing still shows the grant (a proxy or a
 /// misrouted URL answering 404) is not a revocation: the finalizer holds until a real
 /// 204. (Before: one 404 let the object go and left the grant live.)

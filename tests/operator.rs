@@ -669,3 +669,64 @@ async fn transient_verification_failures_never_flip_ready_and_quiet_passes_write
     env.wait_synced("a", "True", "ReconcileSuccess").await;
     assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
 }
+
+/// Sum of the samples of `family` whose labels contain `labels` (all: "").
+async fn metric_sum(env: &Env, family: &str, labels: &str) -> f64 {
+    let (_, body) = env.operator.http_get("/metrics").await;
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A deletion costs no reconcile error (the deleted lane's re-run on its stale snapshot
+/// finds the object gone), and leaves nothing behind in the process but the record
+/// that its deletion was handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_cost_no_error_and_leave_no_per_object_state() {
+    let env = Env::start("pa-deletion-errors").await;
+    let pairs = [
+        ("a", DNS_ADMIN, ALICE),
+        ("b", DNS_ADMIN, BOB),
+        ("c", BILLING_READ, ALICE),
+        ("d", BILLING_READ, BOB),
+    ];
+    for (name, policy, user) in pairs {
+        env.create(name, by_ids(policy, user)).await;
+    }
+    for (name, ..) in pairs {
+        env.wait_ready(name, "True", "Attached").await;
+    }
+    for (name, ..) in pairs {
+        env.delete(name).await;
+    }
+    for (name, ..) in pairs {
+        env.wait_gone(name).await;
+    }
+    // A verification pass that started after the stale re-runs (every 3 s): they are
+    // done, and the per-object state is pruned.
+    let after = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        + 2.0;
+    let pass_after = |after: f64| {
+        let env = &env;
+        support::wait_for("a verification pass", WAIT, move || async move {
+            let at = metric_sum(env, "vultr_iam_last_verification_timestamp_seconds", "").await;
+            (at > after).then_some(at)
+        })
+    };
+    // The next pass after that one: the first one's pruning is over.
+    let first = pass_after(after).await;
+    pass_after(first).await;
+    let errors = metric_sum(&env, "vultr_iam_reconciles_total", "result=\"error\"").await;
+    assert_eq!(errors, 0.0, "{}", env.operator.logs());
+    let tracked = metric_sum(&env, "vultr_iam_tracked_object_entries", "").await;
+    assert_eq!(
+        tracked,
+        pairs.len() as f64,
+        "one handled-deletion record per deleted object, nothing else"
+    );
+}

@@ -114,11 +114,8 @@ async fn attach_and_verify(
     // Every Vultr read and write of this pair below happens under its lock, after the
     // pair is recorded and declared (see `pairs.rs`).
     let _pair = ctx.pairs.lock(&grant).await;
-    if newly_resolved || !status::pair_owned(obj) {
-        status::record_pair(api, obj, &grant).await?;
-    }
     if newly_resolved {
-        status::write(api, obj, st).await?;
+        status::record_pair(api, obj, st).await?;
         info!(%grant, "resolved");
     }
     ctx.pairs.declare(
@@ -160,6 +157,14 @@ async fn attach_and_verify(
             ctx.listings.require_newer(&grant);
             Ok(Action::requeue(ctx.settings.verify_interval))
         }
+        // Not first in this reconcile: a write with the UID precondition (recording the
+        // pair) proves the object exists, and the object lock orders this POST before
+        // its revocation. Otherwise the snapshot may predate a deletion a lagging watch
+        // has not shown yet: read the object live first.
+        AttachStep::Attach { .. } if !newly_resolved && !still_live(api, obj).await? => {
+            info!("the object is gone or being deleted: no attach");
+            Ok(Action::await_change())
+        }
         AttachStep::Attach { drift } => {
             attach(obj, ctx, api, st, &grant, drift).await?;
             // Verify soon (the listing lags behind writes), and not sooner: the watch
@@ -173,6 +178,13 @@ async fn attach_and_verify(
             Ok(Action::requeue(verify))
         }
     }
+}
+
+/// Whether `obj` still exists as this object (same UID) and is not being deleted.
+async fn still_live(api: &Api<PolicyAttachment>, obj: &PolicyAttachment) -> Result<bool, Error> {
+    let live = api.get_opt(&obj.name_any()).await?;
+    Ok(live
+        .is_some_and(|live| live.uid() == obj.uid() && live.metadata.deletion_timestamp.is_none()))
 }
 
 /// `Ready=True` from a listing that shows the grant, with an Event on the transition.

@@ -122,6 +122,16 @@ impl Backoff {
         self.entries().remove(key);
     }
 
+    /// Keeps only the keys `keep` says are still in use.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.entries().retain(|key, _| keep(key));
+    }
+
+    /// How many entries it holds (the per-object memory metric).
+    pub fn tracked(&self) -> usize {
+        self.entries().len()
+    }
+
     /// Number of consecutive failures recorded for `key`.
     #[cfg(test)]
     fn failures(&self, key: &str) -> u32 {

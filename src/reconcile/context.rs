@@ -157,6 +157,27 @@ impl Context {
         Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default())
     }
 
+    /// Drops what the process keeps about objects the watch caches no longer hold, and
+    /// publishes how much it keeps (called once per verification pass).
+    pub fn prune(&self) {
+        let cached: std::collections::HashSet<String> = self
+            .cached_objects()
+            .iter()
+            .filter_map(|o| o.uid())
+            .collect();
+        let in_use = |uid: &str| cached.contains(uid);
+        self.memory.prune(in_use);
+        self.backoff.retain(in_use);
+        self.pairs.prune();
+        self.objects.prune();
+        self.metrics.tracked_entries(
+            self.memory.tracked()
+                + self.backoff.tracked()
+                + self.pairs.tracked()
+                + self.objects.tracked(),
+        );
+    }
+
     /// The object is gone (its cleanup finished): forget everything about it.
     pub fn forget(&self, uid: &str) {
         self.memory.forget(uid);

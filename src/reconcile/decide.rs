@@ -110,7 +110,8 @@ pub fn attach_step(
 pub enum CleanupStep {
     /// `deletionPolicy: Orphan`: leave the grant, let the object go.
     Orphan,
-    /// This process already revoked it; the reconcile came from a stale cache entry.
+    /// This process already handled its deletion; the reconcile came from a stale cache
+    /// entry.
     AlreadyRevoked,
     /// No pair in the snapshot nor in memory. The snapshot may be stale (a pair
     /// recorded by a racing Apply, or by the previous leader): read the object live

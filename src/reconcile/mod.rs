@@ -8,6 +8,7 @@ pub mod attach;
 pub mod backoff;
 pub mod context;
 pub mod decide;
+pub mod finalizer;
 pub mod memory;
 pub mod pairs;
 pub mod pause;
@@ -22,8 +23,8 @@ use std::time::Instant;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
-use tracing::{Instrument, Span, field, info_span, warn};
+use kube::runtime::finalizer::Event;
+use tracing::{Instrument, Span, debug, field, info_span, warn};
 
 use crate::crd::{FINALIZER, PolicyAttachment};
 use crate::domain::Grant;
@@ -31,6 +32,7 @@ use crate::error::Error;
 use backoff::Revision;
 pub use context::{Context, Settings};
 use decide::{PauseAnnotation, PauseStep};
+use finalizer::finalizer;
 
 /// The live lane: attach and verify. Deleted objects belong to the other lane.
 pub async fn reconcile_live(
@@ -79,6 +81,12 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
         let deleting = obj.metadata.deletion_timestamp.is_some();
         // An Apply still running in the live lane finishes before a Cleanup starts.
         let _object = ctx.objects.lock(&uid).await;
+        if !deleting && ctx.memory.deletion_handled(&uid) {
+            // The live watch lags the deleted lane's: this snapshot predates a deletion
+            // that is done. Nothing may be attached for the object again.
+            debug!("stale live snapshot of a deleted object: skipped");
+            return Ok(Action::await_change());
+        }
         if let (PauseAnnotation::Unrecognised, Some(value)) = (
             decide::pause_annotation(obj.pause_annotation()),
             obj.pause_annotation(),
@@ -122,6 +130,10 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
 /// Requeue after a per-object exponential backoff with jitter (Retry-After is a floor).
 pub fn error_policy(obj: Arc<PolicyAttachment>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = obj.uid().unwrap_or_default();
+    if ctx.memory.deletion_handled(&key) {
+        // Nothing is left to do for it; keep no state about it either.
+        return Action::await_change();
+    }
     Action::requeue(
         ctx.backoff
             .next_delay(&key, revision(&obj), err.retry_after()),

@@ -49,6 +49,11 @@ impl<K: std::hash::Hash + Eq + Clone> KeyedLocks<K> {
     pub fn prune(&self) {
         locked(&self.locks).retain(|_, lock| Arc::strong_count(lock) > 1);
     }
+
+    /// How many entries it holds (the per-object memory metric).
+    pub fn tracked(&self) -> usize {
+        locked(&self.locks).len()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +100,12 @@ impl Pairs {
     /// Drops the locks nobody holds or waits for (called once per verification pass).
     pub fn prune(&self) {
         self.locks.prune();
+    }
+
+    /// Locks and declarations held, in all.
+    /// How many entries it holds (the per-object memory metric).
+    pub fn tracked(&self) -> usize {
+        self.locks.tracked() + locked(&self.declared).len()
     }
 }
 

@@ -30,7 +30,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         .or_else(|| ctx.pairs.recorded_for(&uid));
     let step = decide::cleanup_step(
         obj.spec.deletion_policy,
-        ctx.memory.was_revoked(&uid),
+        ctx.memory.deletion_handled(&uid),
         known_pair,
     );
     let grant = match step {
@@ -124,7 +124,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
                 RevokeOutcome::Revoked => named.revoked(),
                 RevokeOutcome::AlreadyAbsent => named.already_absent(),
             };
-            ctx.memory.mark_revoked(&uid);
+            ctx.memory.mark_deletion_handled(&uid);
             ctx.pairs.withdraw(&uid);
             info!(?outcome, "revoked");
             ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note)

@@ -2,26 +2,25 @@
 //! `observedGeneration` and a stable `lastTransitionTime`) and the recorded pair,
 //! applied server-side on the status subresource, and only when something changed.
 //!
-//! The recorded pair (`policyId`, `subjectKind`, `subjectId`) has a field manager of its
-//! own that only ever sets it. Every other status write leaves those fields out, so no
-//! write, even one built from a stale snapshot that lacks the pair, can remove it: with
-//! server-side apply, a field is only removed when its last owner stops applying it.
+//! Every write is a JSON patch that starts with a test of the object's UID, so a write
+//! built from a stale snapshot never lands on a re-created object with the same name,
+//! and names only the fields it changes. The recorded pair (`policyId`, `subjectKind`,
+//! `subjectId`) is named by one write alone, the one that records it: no other write
+//! can change or remove it, whatever field manager wrote it before (README: "Status
+//! layout and field managers").
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use std::time::Duration;
 
 use crate::crd::{PolicyAttachment, PolicyAttachmentSpec, PolicyAttachmentStatus, READY, SYNCED};
-use crate::domain::Grant;
 
-/// Field manager for the operator's writes, except the recorded pair.
-pub const FIELD_MANAGER: &str = "vultr-iam-operator";
-/// Field manager that owns the recorded pair and nothing else.
-pub const PAIR_MANAGER: &str = "vultr-iam-operator-pair";
+/// Field manager of the operator's status writes.
+pub const FIELD_MANAGER: &str = "vultr-iam-operator-status";
 
 /// Well-known reasons the reconciler sets itself (errors bring their own).
 pub mod reason {
@@ -139,69 +138,114 @@ pub async fn write_if_changed(
     obj: &PolicyAttachment,
     status: &PolicyAttachmentStatus,
 ) -> Result<bool, kube::Error> {
-    let current = obj.status.clone().unwrap_or_default();
-    if without_pair(&current) == without_pair(status) {
-        return Ok(false);
-    }
-    write(api, obj, status).await?;
-    Ok(true)
+    send(api, obj, status, Pair::Leave).await
 }
 
-/// Writes the status of `obj` (server-side apply, forced: the operator owns it),
-/// except the recorded pair, which only [`record_pair`] writes.
-pub async fn write(
-    api: &Api<PolicyAttachment>,
-    obj: &PolicyAttachment,
-    status: &PolicyAttachmentStatus,
-) -> Result<(), kube::Error> {
-    apply(api, obj, FIELD_MANAGER, &without_pair(status)).await
-}
-
-/// Records the resolved pair: what is attached, and what a deletion revokes.
+/// Records the resolved pair (what is attached, and what a deletion revokes) together
+/// with the rest of `status`, in one write.
 pub async fn record_pair(
     api: &Api<PolicyAttachment>,
     obj: &PolicyAttachment,
-    grant: &Grant,
-) -> Result<(), kube::Error> {
-    let mut pair = PolicyAttachmentStatus::default();
-    pair.record(grant);
-    apply(api, obj, PAIR_MANAGER, &pair).await
-}
-
-/// Whether the pair manager owns the recorded pair. Objects whose pair was recorded
-/// by an older operator (under the main manager) get it re-recorded once.
-pub fn pair_owned(obj: &PolicyAttachment) -> bool {
-    obj.metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|m| m.manager.as_deref() == Some(PAIR_MANAGER))
-}
-
-fn without_pair(status: &PolicyAttachmentStatus) -> PolicyAttachmentStatus {
-    PolicyAttachmentStatus {
-        policy_id: None,
-        subject_kind: None,
-        subject_id: None,
-        ..status.clone()
-    }
-}
-
-async fn apply(
-    api: &Api<PolicyAttachment>,
-    obj: &PolicyAttachment,
-    manager: &str,
     status: &PolicyAttachmentStatus,
 ) -> Result<(), kube::Error> {
-    let patch = json!({
-        "apiVersion": PolicyAttachment::api_version(&()),
-        "kind": PolicyAttachment::kind(&()),
-        "status": status,
-    });
+    send(api, obj, status, Pair::Record).await.map(drop)
+}
+
+/// Whether a write names the pair's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    /// Never: the write cannot change or remove the pair, whatever the snapshot shows.
+    Leave,
+    /// Sets them (the one write that records the pair).
+    Record,
+}
+
+const PAIR_FIELDS: [&str; 3] = ["policyId", "subjectKind", "subjectId"];
+
+/// The JSON patch that turns `current` (the snapshot's status) into `new`: first a test
+/// of the UID, then one operation per field that changes. With no status in the
+/// snapshot, it tests that there is none and adds the whole of it. `None` when nothing
+/// changes.
+pub fn patch(
+    uid: &str,
+    current: Option<&PolicyAttachmentStatus>,
+    new: &PolicyAttachmentStatus,
+    pair: Pair,
+) -> Option<Value> {
+    let fields = |status: &PolicyAttachmentStatus| -> serde_json::Map<String, Value> {
+        let mut map = match serde_json::to_value(status) {
+            Ok(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        if pair == Pair::Leave {
+            map.retain(|key, _| !PAIR_FIELDS.contains(&key.as_str()));
+        }
+        map
+    };
+    let new = fields(new);
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": uid})];
+    match current {
+        None if new.is_empty() => return None,
+        None => {
+            ops.push(json!({"op": "test", "path": "/status", "value": null}));
+            ops.push(json!({"op": "add", "path": "/status", "value": new}));
+        }
+        Some(current) => {
+            let current = fields(current);
+            for (key, value) in &new {
+                if current.get(key) != Some(value) {
+                    ops.push(
+                        json!({"op": "add", "path": format!("/status/{key}"), "value": value}),
+                    );
+                }
+            }
+            for key in current.keys().filter(|key| !new.contains_key(*key)) {
+                ops.push(json!({"op": "remove", "path": format!("/status/{key}")}));
+            }
+        }
+    }
+    (ops.len() > 1).then_some(Value::Array(ops))
+}
+
+/// Sends the patch from the snapshot's status to `status`; true if it wrote. A snapshot
+/// without status may be stale (another write created it since): then the fields are
+/// added one by one to the status that exists.
+async fn send(
+    api: &Api<PolicyAttachment>,
+    obj: &PolicyAttachment,
+    status: &PolicyAttachmentStatus,
+    pair: Pair,
+) -> Result<bool, kube::Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let Some(ops) = patch(&uid, obj.status.as_ref(), status, pair) else {
+        return Ok(false);
+    };
+    match json_patch(api, obj, ops).await {
+        Err(kube::Error::Api(e)) if e.code == 422 && obj.status.is_none() => {
+            let empty = PolicyAttachmentStatus::default();
+            match patch(&uid, Some(&empty), status, pair) {
+                Some(ops) => json_patch(api, obj, ops).await?,
+                None => return Ok(false),
+            }
+        }
+        other => other?,
+    }
+    Ok(true)
+}
+
+async fn json_patch(
+    api: &Api<PolicyAttachment>,
+    obj: &PolicyAttachment,
+    ops: Value,
+) -> Result<(), kube::Error> {
+    let ops: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
     api.patch_status(
         &obj.name_any(),
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&patch),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Json::<()>(ops),
     )
     .await?;
     Ok(())
@@ -283,7 +327,7 @@ mod tests {
             Some("p"),
             "declared, before resolution"
         );
-        s.record(&Grant {
+        s.record(&crate::domain::Grant {
             policy_id: "p".into(),
             subject: crate::domain::Subject::User("u".into()),
         });
@@ -294,15 +338,81 @@ mod tests {
         assert_eq!(s.subject.as_deref(), Some("alice@example.com"));
     }
 
-    #[test]
-    fn ordinary_writes_never_carry_the_pair() {
+    fn recorded() -> PolicyAttachmentStatus {
         let mut s = PolicyAttachmentStatus::default();
-        s.record(&Grant {
+        s.record(&crate::domain::Grant {
             policy_id: "p".into(),
             subject: crate::domain::Subject::User("u".into()),
         });
         s.policy = Some("dns-admin".into());
-        let shown = serde_json::to_value(without_pair(&s)).unwrap();
-        assert_eq!(shown, json!({"policy": "dns-admin"}));
+        s
+    }
+
+    #[test]
+    fn ordinary_writes_never_name_the_pair() {
+        let mut new = recorded();
+        new.subject = Some("alice".into());
+        // From a snapshot that lacks the pair, and from one that has it.
+        for current in [PolicyAttachmentStatus::default(), recorded()] {
+            let ops = patch("uid-a", Some(&current), &new, Pair::Leave).expect("a change");
+            let text = ops.to_string();
+            for field in PAIR_FIELDS {
+                assert!(!text.contains(field), "{field} in {text}");
+            }
+            assert_eq!(
+                ops[0],
+                json!({"op": "test", "path": "/metadata/uid", "value": "uid-a"})
+            );
+        }
+        let ops = patch("uid-a", None, &new, Pair::Leave).expect("a change");
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "test", "path": "/metadata/uid", "value": "uid-a"},
+                {"op": "test", "path": "/status", "value": null},
+                {"op": "add", "path": "/status", "value": {"policy": "dns-admin", "subject": "alice"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn recording_names_the_pair_and_only_changes_are_sent() {
+        let ops = patch(
+            "u",
+            Some(&PolicyAttachmentStatus::default()),
+            &recorded(),
+            Pair::Record,
+        )
+        .expect("a change");
+        let paths: Vec<&str> = ops
+            .as_array()
+            .expect("ops")
+            .iter()
+            .filter_map(|op| op["path"].as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/metadata/uid",
+                "/status/policy",
+                "/status/policyId",
+                "/status/subjectId",
+                "/status/subjectKind",
+            ]
+        );
+        assert_eq!(
+            patch("u", Some(&recorded()), &recorded(), Pair::Record),
+            None
+        );
+        assert_eq!(
+            patch("u", None, &PolicyAttachmentStatus::default(), Pair::Leave),
+            None
+        );
+        // A field the new status no longer has is removed (never the pair).
+        let mut without_name = recorded();
+        without_name.policy = None;
+        let ops = patch("u", Some(&recorded()), &without_name, Pair::Leave).expect("a change");
+        assert_eq!(ops[1], json!({"op": "remove", "path": "/status/policy"}));
+        serde_json::from_value::<json_patch::Patch>(ops).expect("a JSON patch");
     }
 }
