@@ -76,7 +76,7 @@ bench: control-plane
 	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
 	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
 	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
-	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --release --test bench -- --ignored --nocapture
+	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --release --test bench -- --ignored --nocapture --test-threads=1
 
 # The chaos run (issue 9): two replicas with leader election, the simulator, a driver
 # creating/deleting/renaming 240 PolicyAttachments for 5 minutes under every fault,

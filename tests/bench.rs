@@ -53,6 +53,68 @@ struct Bench {
 }
 
 impl Bench {
+    /// The simulator (30 req/s) with P policies and `users_n` users.
+    async fn start(client: &kube::Client, ns: &TestNamespace, p: usize, users_n: usize) -> Bench {
+        let seed = Seed {
+            policies: (0..p)
+                .map(|i| SeedPolicy {
+                    name: format!("bench-policy-{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            users: (0..users_n)
+                .map(|i| SeedUser {
+                    email: email(i),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let sim = Sim::start(SimConfig {
+            api_keys: vec![API_KEY.to_owned()],
+            rate_limit: Some(RateLimit {
+                per_second: RATE,
+                burst: 30,
+            }),
+            seed,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("start the simulator");
+        let state = sim.state();
+        let policies: Vec<(String, String)> = (0..p)
+            .map(|i| {
+                let name = format!("bench-policy-{i}");
+                let id = state
+                    .policies
+                    .iter()
+                    .find(|x| x.name == name)
+                    .expect("seeded policy")
+                    .id
+                    .clone();
+                (id, name)
+            })
+            .collect();
+        let users: Vec<String> = (0..users_n)
+            .map(|i| {
+                state
+                    .users
+                    .iter()
+                    .find(|u| u.email == email(i))
+                    .expect("seeded user")
+                    .id
+                    .clone()
+            })
+            .collect();
+        Bench {
+            sim,
+            api: Api::namespaced(client.clone(), &ns.name),
+            policies,
+            users,
+            p,
+        }
+    }
+
     /// The manifest of attachment `i`: user `i` gets policy `i % P`; even ones by
     /// name/email, odd ones by IDs.
     fn manifest(&self, i: usize) -> PolicyAttachment {
@@ -274,66 +336,8 @@ async fn converges_at_the_rate_limit_bound() {
     let client = cp.client().await;
     let ns = TestNamespace::new(&client, "bench").await;
 
-    let seed = Seed {
-        policies: (0..p)
-            .map(|i| SeedPolicy {
-                name: format!("bench-policy-{i}"),
-                ..Default::default()
-            })
-            .collect(),
-        users: (0..users_n)
-            .map(|i| SeedUser {
-                email: email(i),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: Some(RateLimit {
-            per_second: RATE,
-            burst: 30,
-        }),
-        seed,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
-    let state = sim.state();
-    let policies: Vec<(String, String)> = (0..p)
-        .map(|i| {
-            let name = format!("bench-policy-{i}");
-            let id = state
-                .policies
-                .iter()
-                .find(|x| x.name == name)
-                .expect("seeded policy")
-                .id
-                .clone();
-            (id, name)
-        })
-        .collect();
-    let users: Vec<String> = (0..users_n)
-        .map(|i| {
-            state
-                .users
-                .iter()
-                .find(|u| u.email == email(i))
-                .expect("seeded user")
-                .id
-                .clone()
-        })
-        .collect();
-    let groups = state.groups.len();
-    let bench = Bench {
-        sim,
-        api: Api::namespaced(client.clone(), &ns.name),
-        policies,
-        users,
-        p,
-    };
-
+    let bench = Bench::start(&client, &ns, p, users_n).await;
+    let groups = bench.sim.state().groups.len();
     // The bound: N POSTs + listing pages of P policies + one directory walk.
     let per_policy = n.div_ceil(p);
     let listing_pages = p * pages(per_policy);
@@ -497,4 +501,182 @@ async fn converges_at_the_rate_limit_bound() {
         idle_latency.len(),
         busy_latency.len()
     );
+}
+
+/// Resets the peak RSS the kernel keeps for `pid` (`VmHWM`), so the next reading is the
+/// peak of the phase that follows.
+fn reset_rss_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".to_owned(), |kib| {
+        format!("{:.1} MiB", kib as f64 / 1024.0)
+    })
+}
+
+/// The value of an unlabelled metric on the operator's /metrics.
+async fn metric(operator: &Operator, name: &str) -> Option<f64> {
+    let (_, body) = operator.http_get("/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Bench {
+    /// Deletes every object and waits until the namespace holds none.
+    async fn delete_all(&self) {
+        self.api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .expect("delete every PolicyAttachment");
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        while !self.list().await.is_empty() {
+            assert!(Instant::now() < deadline, "not all gone after 30 minutes");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Everything at once: BENCH_ALL_N (5,000) objects over BENCH_ALL_P (50) policies and
+/// as many users, half by name/email and half by IDs, created before the operator
+/// starts, then deleted at once; then BENCH_CYCLES (10,000) create/delete cycles in waves.
+/// Prints the peak RSS of each phase, the calls per attachment, and the per-object
+/// entries the process keeps before and after the cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn everything_at_once() {
+    let n = env_usize("BENCH_ALL_N", 5000);
+    let p = env_usize("BENCH_ALL_P", 50);
+    let cycles = env_usize("BENCH_CYCLES", 10_000);
+    let wave = env_usize("BENCH_WAVE", 500).min(n).max(1);
+    let cp = ControlPlane::shared();
+    install_crd(cp);
+    let client = cp.client().await;
+    let ns = TestNamespace::new(&client, "bench-all").await;
+    let bench = Bench::start(&client, &ns, p, n).await;
+    let groups = bench.sim.state().groups.len();
+    let per_policy = n.div_ceil(p);
+    let min_calls = n + p * pages(per_policy) + pages(n) + pages(groups) + pages(p);
+    let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
+
+    bench.create(0..n).await;
+    let flags = [
+        "--vultr-rate-limit",
+        "30",
+        "--vultr-burst",
+        "10",
+        "--attach-visibility-timeout",
+        "30s",
+        "--resync-interval",
+        RESYNC,
+    ];
+    bench.sim.clear_journal();
+    let started = Instant::now();
+    let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    bench.wait_ready_count(n).await;
+    let converged = started.elapsed();
+    let journal = bench.sim.journal();
+    let calls = journal.len();
+    let by_route = calls_by_route(&journal);
+    let pid = operator.pid().expect("the operator runs");
+    let rss_converging = rss_peak_kib(pid);
+
+    reset_rss_peak(pid);
+    bench.sim.clear_journal();
+    let deleting = Instant::now();
+    bench.delete_all().await;
+    let deleted = deleting.elapsed();
+    let deletes = bench.sim.journal().len();
+    let rss_deleting = rss_peak_kib(pid);
+
+    // Create/delete cycles, in waves, with Vultr's limit lifted on both sides (a new
+    // process: the limit is a flag); only the process's memory is measured here.
+    drop(operator);
+    bench.sim.set_rate_limit(None);
+    let cycle_flags = [
+        "--vultr-rate-limit",
+        "1000",
+        "--vultr-burst",
+        "100",
+        "--resync-interval",
+        "5s",
+    ];
+    let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &cycle_flags);
+    let pid = operator.pid().expect("the operator runs");
+    // Two passes with no object: the baseline.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let baseline = metric(&operator, "vultr_iam_tracked_object_entries").await;
+    reset_rss_peak(pid);
+    let cycling = Instant::now();
+    let mut done = 0;
+    while done < cycles {
+        let size = wave.min(cycles - done);
+        bench.create(0..size).await;
+        bench.wait_ready_count(size).await;
+        bench.delete_all().await;
+        done += size;
+    }
+    let cycled = cycling.elapsed();
+    let rss_cycling = rss_peak_kib(pid);
+    let peak_entries = metric(&operator, "vultr_iam_tracked_object_entries").await;
+    // A handled deletion is kept 60 s, and the count moves at verification passes.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let after = metric(&operator, "vultr_iam_tracked_object_entries").await;
+
+    println!();
+    println!(
+        "vultr-iam-operator benchmark, everything at once: {n} attachments created before \
+         the operator starts, over {p} policies and {n} users (half by name/email), rate \
+         limit {RATE} req/s; then all deleted at once; then {cycles} create/delete cycles"
+    );
+    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
+    let row =
+        |label: &str, value: String, goal: &str| println!("{label:<58} {value:>14} {goal:>12}");
+    row(
+        "time from operator start to all Ready",
+        format!("{:.1} s", converged.as_secs_f64()),
+        "",
+    );
+    row(
+        &format!("  ÷ the bound ({min_calls} calls / {RATE} req/s)"),
+        format!("{:.2}", converged.as_secs_f64() / bound.as_secs_f64()),
+        "",
+    );
+    row(
+        "Vultr calls until all Ready, per attachment",
+        format!("{:.3}", calls as f64 / n as f64),
+        "<= 1.10",
+    );
+    for (route, count) in &by_route {
+        row(&format!("  {route}"), count.to_string(), "");
+    }
+    row(
+        "peak RSS while converging",
+        mib(rss_converging),
+        "<= 64 MiB",
+    );
+    row(
+        &format!("all deleted at once: gone after ({deletes} Vultr calls)"),
+        format!("{:.1} s", deleted.as_secs_f64()),
+        "",
+    );
+    row("peak RSS while revoking", mib(rss_deleting), "<= 64 MiB");
+    row(
+        &format!("{cycles} create/delete cycles (waves of {wave})"),
+        format!("{:.1} s", cycled.as_secs_f64()),
+        "",
+    );
+    row("peak RSS during the cycles", mib(rss_cycling), "<= 64 MiB");
+    let entries = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
+    row(
+        "per-object entries: baseline, no object",
+        entries(baseline),
+        "",
+    );
+    row("  right after the cycles", entries(peak_entries), "");
+    row("  75 s after the cycles", entries(after), "= baseline");
 }

@@ -60,9 +60,6 @@ impl Cluster {
             .helm()
             .args(["template", "vultr-iam-operator"])
             .arg(repo_path("charts/vultr-iam-operator"))
-            // The control plane's helm is built without its version stamps and would
-            // assume Kubernetes v1.20, which the chart's kubeVersion refuses.
-            .args(["--kube-version", "v1.37.2"])
             .args(["--namespace", SYSTEM_NS, "--set", "replicaCount=2"])
             .args([
                 "--set",
@@ -123,16 +120,6 @@ impl Cluster {
                 dir.join(format!("{name}.log")),
             );
         }
-    }
-
-    /// The operator's kubeconfig, pointed at `addr` (a proxy in front of the API
-    /// server; its certificate is valid for 127.0.0.1 on any port).
-    pub fn operator_kubeconfig_via(&self, addr: std::net::SocketAddr, path: &Path) {
-        let text = std::fs::read_to_string(&self.cp.operator_kubeconfig).expect("kubeconfig");
-        let direct = format!("server: https://127.0.0.1:{}", self.api_port);
-        assert!(text.contains(&direct), "unexpected kubeconfig:\n{text}");
-        let via = text.replace(&direct, &format!("server: https://{addr}"));
-        std::fs::write(path, via).expect("write a kubeconfig");
     }
 
     /// Stops kube-apiserver and starts it again with the same flags (etcd kept);

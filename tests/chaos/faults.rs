@@ -29,6 +29,9 @@ pub enum Step {
     Partition,
     /// Delete a watched namespace (re-created once gone).
     DeleteNamespace,
+    /// The live lane's watch lags the deleted lane's by 3 s, for 15% of the chaos
+    /// phase (20 s at most).
+    LiveWatchLag,
 }
 
 /// The timeline of a run: each step at an offset into the chaos phase.
@@ -40,6 +43,8 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.40, 0.45), Step::DeleteNamespace),
         (at(0.55, 0.60), Step::RestartApiserver),
         (at(0.70, 0.75), Step::Partition),
+        (at(0.10, 0.20), Step::LiveWatchLag),
+        (at(0.80, 0.85), Step::LiveWatchLag),
     ];
     // One kill per equal slice of the phase, so each one hits a different leader
     // (a hand-over takes a Lease duration).
@@ -133,6 +138,13 @@ pub async fn run_step(w: Shared, step: Step) {
             }
         }
         Step::Partition => partition(&w).await,
+        Step::LiveWatchLag => {
+            let span = w.sizes.chaos.mul_f64(0.15).min(Duration::from_secs(20));
+            lock(&w.replicas).lag_live_watches(Duration::from_secs(3));
+            w.count("live-lane watch lag (3s)");
+            tokio::time::sleep(span).await;
+            lock(&w.replicas).lag_live_watches(Duration::ZERO);
+        }
         Step::DeleteNamespace => {
             let ns = {
                 let all = lock(&w.namespaces);
@@ -195,6 +207,7 @@ mod tests {
         assert_eq!(count(|s| *s == Step::RestartApiserver), 1);
         assert_eq!(count(|s| *s == Step::DeleteNamespace), 1);
         assert_eq!(count(|s| matches!(s, Step::Outage(_))), 1);
+        assert_eq!(count(|s| *s == Step::LiveWatchLag), 2);
         assert!(steps.iter().all(|(d, _)| *d < sizes.chaos));
         assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(steps, plan(&sizes, &mut StdRng::seed_from_u64(1)));

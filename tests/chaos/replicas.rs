@@ -1,6 +1,7 @@
 //! Two operator replicas with leader election, each behind its own TCP proxy to the API
-//! server (so the leader can be partitioned), restarted like a kubelet would when they
-//! exit or are killed. Every incarnation has its own Lease identity (`chaos-a-003`), so
+//! server (so the leader can be partitioned) and, in front of that, an HTTP proxy that
+//! can delay the live lane's watch (so one lane lags the other), restarted like a
+//! kubelet would when they exit or are killed. Every incarnation has its own Lease identity (`chaos-a-003`), so
 //! the journal's writes can be matched with the Lease holder at that time.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::cluster::{Cluster, SYSTEM_NS};
 use super::model::Captured;
 use crate::support::proxy::TcpProxy;
+use crate::support::watch_delay::WatchDelayProxy;
 
 pub const LEASE: &str = "vultr-iam-operator";
 
@@ -84,7 +86,8 @@ struct Slot {
     identity: String,
     child: Option<Child>,
     proxy: TcpProxy,
-    kubeconfig: PathBuf,
+    /// In front of `proxy`; the replica's kubeconfig points here.
+    lag: WatchDelayProxy,
     /// Not restarted while held (a partition in progress).
     held: bool,
     started: Instant,
@@ -115,15 +118,24 @@ impl Replicas {
         for i in 0..n {
             let letter = (b'a' + i as u8) as char;
             let proxy = TcpProxy::start(upstream).await;
-            let kubeconfig = dir.join(format!("replica-{letter}.kubeconfig"));
-            cluster.operator_kubeconfig_via(proxy.addr(), &kubeconfig);
+            let live_watch = format!(
+                "timeoutSeconds={}",
+                vultr_iam_operator::watch_cache::Lane::Live.watch_timeout_secs()
+            );
+            let lag = WatchDelayProxy::in_front_of(
+                &cluster.cp,
+                proxy.addr(),
+                Some(&live_watch),
+                &cluster.cp.operator_kubeconfig,
+            )
+            .await;
             slots.push(Slot {
                 letter,
                 incarnation: 0,
                 identity: String::new(),
                 child: None,
                 proxy,
-                kubeconfig,
+                lag,
                 held: false,
                 started: Instant::now(),
             });
@@ -157,7 +169,7 @@ impl Replicas {
         let file = std::fs::File::create(&log).expect("create a replica log");
         let child = Command::new(&self.launch.binary)
             .args(&args)
-            .env("KUBECONFIG", &slot.kubeconfig)
+            .env("KUBECONFIG", &slot.lag.kubeconfig)
             .env("VULTR_API_KEY", &self.launch.api_key)
             .env("POD_NAME", &slot.identity)
             .env("POD_NAMESPACE", SYSTEM_NS)
@@ -227,6 +239,13 @@ impl Replicas {
         self.slots[i].held = true;
         self.slots[i].proxy.cut();
         true
+    }
+
+    /// Delays every replica's live-lane watch events by `delay` (zero: none).
+    pub fn lag_live_watches(&self, delay: Duration) {
+        for s in &self.slots {
+            s.lag.set_delay(delay);
+        }
     }
 
     /// Whether the incarnation `identity` still runs.

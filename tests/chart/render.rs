@@ -581,3 +581,18 @@ pub(super) fn helm_lint_passes() {
         );
     }
 }
+
+/// The project's helm is built like Helm's release build: it knows the Kubernetes
+/// version of its client-go, so `helm template` without `--kube-version` accepts the
+/// chart's kubeVersion (a helm without those ldflags assumes v1.20 and refuses it).
+#[test]
+pub(super) fn helm_template_needs_no_kube_version_flag() {
+    let out = output(offline_helm().args(["template", RELEASE, CHART]));
+    assert!(out.status.success(), "{}", combined(&out));
+    let version = output(offline_helm().args(["version", "--template", "{{.Version}}"]));
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("v3."),
+        "{}",
+        combined(&version)
+    );
+}
