@@ -190,7 +190,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
         )),
     }
     tokio::time::sleep(sizes.resync * 2).await;
-    let state = observe::end_state(&w, margin).await;
+    let mut state = observe::end_state(&w, margin).await;
     // The mix must keep covering role grants (role-first routes, per-role listings).
     let kinds = |k: Kind| state.declared.iter().filter(|d| d.pair.kind == k).count();
     eprintln!(
@@ -207,12 +207,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
     stop.cancel();
     let _ = watcher.await;
     let _ = supervisor.await;
-    let unclean = tokio::task::block_in_place(|| lock(&w.replicas).stop());
-    if !unclean.is_empty() {
-        w.note(format!(
-            "replicas that did not stop on SIGTERM: {unclean:?}"
-        ));
-    }
+    state.stops = tokio::task::block_in_place(|| lock(&w.replicas).stop());
     let findings = check(&state);
     w.cluster.keep_logs(&dir);
     let text = report(&w, &state, &findings, started, quiet);
