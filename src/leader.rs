@@ -659,7 +659,8 @@ async fn renew_loop(
             }
             Err(_) => return end("renew deadline passed"),
         }
-        if !fence.allows(Instant::now()) {
+        // Not `allows`: a new leader holding its writes still leads.
+        if !fence.leads_at(Instant::now()) {
             return end("renew deadline passed");
         }
     }

@@ -96,6 +96,11 @@ impl WriteFence {
         }
     }
 
+    /// True if the leadership is valid at `now`, whether or not writes are held.
+    pub fn leads_at(&self, now: Instant) -> bool {
+        self.valid_until().is_some_and(|until| now < until)
+    }
+
     /// True if a write may be sent at `now`.
     pub fn allows(&self, now: Instant) -> bool {
         matches!(self.window(now), Window::Open { .. })
@@ -187,6 +192,7 @@ mod tests {
             Window::OpensAt(start + Duration::from_secs(3))
         );
         assert!(!fence.allows(Instant::now()));
+        assert!(fence.leads_at(Instant::now()), "held, but leading");
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(
             fence.window(Instant::now()),
@@ -197,6 +203,7 @@ mod tests {
         // Past the deadline the hold no longer matters: closed.
         tokio::time::advance(Duration::from_secs(7)).await;
         assert_eq!(fence.window(Instant::now()), Window::Closed);
+        assert!(!fence.leads_at(Instant::now()));
         fence.open_until(Instant::now() + Duration::from_secs(1));
         fence.close();
         assert_eq!(fence.window(Instant::now()), Window::Closed);
