@@ -368,6 +368,13 @@ async fn sigterm_stops_a_leader_in_a_long_drift_pass_and_a_standby() {
         Some("replica-a"),
         "the Lease was not released\n{tail}"
     );
+    // The held listing was the pass's (its reconciles come only after its listings).
+    assert!(
+        leader
+            .logs()
+            .contains("verification pass cancelled by shutdown"),
+        "{tail}"
+    );
 
     // The standby has become the leader; a new standby stops too, leaving it alone.
     let mut third = replica_with(&env, "replica-c", &slow, &[]);
