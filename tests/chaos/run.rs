@@ -356,6 +356,13 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         "Vultr writes without the Lease: {}",
         f.unleased_writes.len()
     ));
+    let slowest = state.stops.iter().filter_map(|s| s.after).max();
+    line(format!(
+        "replicas not stopped cleanly within 5 s of SIGTERM: {} (of {}, slowest {})",
+        f.slow_stops.len(),
+        state.stops.len(),
+        slowest.map_or("-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
+    ));
     line(format!(
         "API key occurrences: {} (in {} logs, {} other texts)",
         f.key_leaks.iter().map(|(_, n)| n).sum::<usize>(),
@@ -370,6 +377,9 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
     }
     for s in f.stuck.iter().take(10) {
         line(format!("  stuck: {s}"));
+    }
+    for s in &f.slow_stops {
+        line(format!("  not stopped: {s}"));
     }
     for s in f.unleased_writes.iter().take(10) {
         line(format!("  unleased: {s}"));
