@@ -44,7 +44,10 @@ impl Health {
             problems.push("Vultr credentials not loaded".to_owned());
         }
         if !self.kubernetes_ready.load(Ordering::Relaxed) {
-            problems.push("Kubernetes not ready (watch caches syncing)".to_owned());
+            problems.push(
+                "Kubernetes not ready (API server not answering, or watch caches not synced)"
+                    .to_owned(),
+            );
         }
         if let Some(lease) = self
             .lease_problem

@@ -400,6 +400,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn after_shutdown_reconciles_get_the_grace_and_no_more() {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.cancel();
+        });
+        let started = tokio::time::Instant::now();
+        // A reconcile that never ends (a hung request, a long wait).
+        let mut never = Box::pin(std::future::pending::<()>());
+        within_grace(&shutdown, &mut never).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(1) + RECONCILE_GRACE, "{took:?}");
+        assert!(took < Duration::from_secs(1) + RECONCILE_GRACE + Duration::from_millis(10));
+        // Controllers that end by themselves are not held.
+        let started = tokio::time::Instant::now();
+        let mut done = Box::pin(async {});
+        within_grace(&CancellationToken::new(), &mut done).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(RECONCILE_GRACE + RELEASE_BUDGET + SERVER_BUDGET < Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_standby_probe_stops_when_told() {
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
