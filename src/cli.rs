@@ -79,7 +79,9 @@ pub struct VultrArgs {
     #[arg(long, default_value_t = 10)]
     pub vultr_burst: u32,
 
-    /// Timeout of one Vultr request.
+    /// Timeout of one Vultr request. With leader election, a write's timeout also ends
+    /// with the leadership, and a new leader waits out the previous leader's writes
+    /// (assumed applied within this long of their sending, or never) before its first.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub vultr_timeout: Duration,
 }

@@ -35,7 +35,15 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
         let objects = ctx.cached_objects();
-        verify_pass(&ctx, &objects, &triggers).await;
+        // A pass waits on one Vultr listing after another: a shutdown must not wait
+        // for it (the listings it fetched stay cached; the next leader passes anew).
+        tokio::select! {
+            () = verify_pass(&ctx, &objects, &triggers) => {}
+            () = shutdown.cancelled() => {
+                info!("verification pass cancelled by shutdown");
+                return;
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `/metrics`, `/healthz` and `/readyz` on one listener.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -18,17 +18,46 @@ use crate::metrics::Metrics;
 
 /// What `/readyz` reports: the Vultr credentials are loaded and Kubernetes is usable:
 /// the watch caches are synced or, on a standby replica (whose readiness must not
-/// depend on the lease), the API server answered.
+/// depend on who holds the lease), the API server answered and the Lease can be read.
 #[derive(Default)]
 pub struct Health {
     pub kubernetes_ready: AtomicBool,
     pub credentials_loaded: AtomicBool,
+    /// Why the last look at the leader Lease failed, while it keeps failing.
+    lease_problem: Mutex<Option<String>>,
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.kubernetes_ready.load(Ordering::Relaxed)
-            && self.credentials_loaded.load(Ordering::Relaxed)
+        self.problems().is_empty()
+    }
+
+    /// Records (or, with `None`, clears) a failure to read or take the leader Lease.
+    pub fn set_lease_problem(&self, problem: Option<String>) {
+        *self.lease_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// What keeps this replica from being ready; empty when ready.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.credentials_loaded.load(Ordering::Relaxed) {
+            problems.push("Vultr credentials not loaded".to_owned());
+        }
+        if !self.kubernetes_ready.load(Ordering::Relaxed) {
+            problems.push(
+                "Kubernetes not ready (API server not answering, or watch caches not synced)"
+                    .to_owned(),
+            );
+        }
+        if let Some(lease) = self
+            .lease_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            problems.push(format!("leader election: {lease}"));
+        }
+        problems
     }
 }
 
@@ -64,10 +93,14 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready")
+    let problems = state.health.problems();
+    if problems.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", problems.join("; ")),
+        )
     }
 }
 
@@ -91,5 +124,26 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_problem_makes_the_replica_unready_until_cleared() {
+        let health = Health::default();
+        health.credentials_loaded.store(true, Ordering::Relaxed);
+        health.kubernetes_ready.store(true, Ordering::Relaxed);
+        assert!(health.is_ready());
+        health.set_lease_problem(Some("cannot read or take the Lease ns/l: 403".into()));
+        assert!(!health.is_ready());
+        assert_eq!(
+            health.problems(),
+            ["leader election: cannot read or take the Lease ns/l: 403"]
+        );
+        health.set_lease_problem(None);
+        assert!(health.is_ready());
     }
 }

@@ -10,7 +10,14 @@
 //! "leader" forever, and nothing bounds its leadership in time.
 //!
 //! The validity instant feeds a [`WriteFence`] that the Vultr client checks before each
-//! write, so a replica past its renew deadline sends nothing even if a task is stuck.
+//! write, so a replica past its renew deadline sends nothing even if a task is stuck,
+//! and that bounds each write's timeout. A write Vultr received may still be applied
+//! up to the Vultr timeout after it was sent, so a new leader's fence opens only once
+//! the previous leader's writes can no longer land ([`first_write_at`]).
+//!
+//! Errors on the Lease are retried with backoff (and reported in `/readyz`), except
+//! those no retry can fix ([`is_fatal`]): right after an API server restart, RBAC can
+//! answer 403 for a moment.
 
 use std::time::Duration;
 
@@ -26,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
+use crate::http::Health;
 use crate::vultr::WriteFence;
 
 /// Lease settings from the command line, checked by [`LeaseConfig::new`].
@@ -35,6 +43,9 @@ pub struct LeaseConfig {
     pub namespace: String,
     pub identity: String,
     pub timings: Timings,
+    /// How long a Vultr write may be in flight (`--vultr-timeout`): a write of the
+    /// previous leader may land this long after it was sent.
+    pub longest_write: Duration,
 }
 
 /// client-go's three durations.
@@ -238,9 +249,57 @@ pub fn released_spec(previous: Option<&LeaseSpec>) -> LeaseSpec {
     spec
 }
 
-/// Errors that no retry will fix: the campaign stops and the process exits.
-fn is_fatal(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(s) if matches!(s.code, 401 | 403 | 422))
+/// How this replica came to hold the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Took {
+    /// No Lease existed: it was created.
+    Created,
+    /// Another holder stopped renewing it for a lease duration.
+    Expired,
+    /// Its holder released it (or never held it).
+    Released,
+    /// It named this identity already (a restart of the same pod).
+    Own,
+}
+
+/// The first instant a new leader may send a Vultr write, given when its acquisition
+/// was sent: once every write of the previous leader has landed or never will, on the
+/// rule that Vultr applies a write within `longest_write` of its sending or not at all.
+/// After an expiry, the previous leader sent its last write before its renew deadline,
+/// at least `lease_duration - renew_deadline` before `sent`. After a release, its own
+/// restart, or a Lease created anew (deleted under a running leader), the previous
+/// leader may have sent a write up to `sent`.
+pub fn first_write_at(
+    sent: Instant,
+    took: Took,
+    timings: &Timings,
+    longest_write: Duration,
+) -> Instant {
+    let margin = timings
+        .lease_duration
+        .saturating_sub(timings.renew_deadline);
+    match took {
+        Took::Expired => sent + longest_write.saturating_sub(margin),
+        Took::Created | Took::Released | Took::Own => sent + longest_write,
+    }
+}
+
+/// Errors that no retry will fix, because the request itself is wrong (e.g. an
+/// invalid Lease name): the campaign stops and the process exits. Everything else,
+/// 401 and 403 included (RBAC and authentication come back after an API server
+/// restart, a binding can be restored), is retried.
+pub fn is_fatal(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if matches!(s.code, 400 | 422))
+}
+
+/// The pause after `failures` consecutive failed looks at the lease: the retry period,
+/// doubled per failure, at most a lease duration (a standby that heals takes over
+/// within a lease duration; a change of the Lease wakes it earlier).
+pub fn error_pause(failures: u32, timings: &Timings) -> Duration {
+    let doubled = timings
+        .retry_period
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
+    doubled.min(timings.lease_duration)
 }
 
 fn is_conflict(err: &kube::Error) -> bool {
@@ -271,6 +330,7 @@ pub async fn acquire(
     client: kube::Client,
     config: &LeaseConfig,
     fence: WriteFence,
+    health: &Health,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Option<Leadership>, LeaseError> {
     let span = tracing::info_span!("lease", name = %config.name, namespace = %config.namespace, identity = %config.identity);
@@ -287,16 +347,28 @@ pub async fn acquire(
         let changes = lease_changes(api.clone(), &config.name);
         tokio::pin!(changes);
         let mut observed = Observed::default();
+        let mut failures = 0u32;
         loop {
             let attempt = tokio::select! {
                 biased;
                 () = &mut stop => return Ok(None),
                 attempt = try_acquire(&api, config, &mut observed) => attempt,
             };
+            if attempt.is_ok() {
+                failures = 0;
+                health.set_lease_problem(None);
+            }
             let pause = match attempt {
-                Ok(Attempt::Acquired { lease, sent }) => {
+                Ok(Attempt::Acquired { lease, sent, took }) => {
                     fence.open_until(valid_until(sent, &config.timings));
-                    info!("acquired the leader lease");
+                    let first_write =
+                        first_write_at(sent, took, &config.timings, config.longest_write);
+                    fence.hold_until(first_write);
+                    info!(
+                        ?took,
+                        first_write_in = ?first_write.saturating_duration_since(Instant::now()),
+                        "acquired the leader lease"
+                    );
                     return Ok(Some(Leadership::start(api, config.clone(), *lease, fence)));
                 }
                 Ok(Attempt::Wait(pause)) => pause,
@@ -308,8 +380,14 @@ pub async fn acquire(
                     });
                 }
                 Err(err) => {
-                    warn!(error = %err, "cannot read or take the leader lease; retrying");
-                    config.timings.retry_period
+                    failures = failures.saturating_add(1);
+                    let pause = error_pause(failures, &config.timings);
+                    warn!(error = %err, failures, ?pause, "cannot read or take the leader lease; retrying");
+                    health.set_lease_problem(Some(format!(
+                        "cannot read or take the Lease {}/{}: {err}",
+                        config.namespace, config.name
+                    )));
+                    pause
                 }
             };
             tokio::select! {
@@ -325,7 +403,11 @@ pub async fn acquire(
 }
 
 enum Attempt {
-    Acquired { lease: Box<Lease>, sent: Instant },
+    Acquired {
+        lease: Box<Lease>,
+        sent: Instant,
+        took: Took,
+    },
     Wait(Duration),
 }
 
@@ -356,6 +438,7 @@ async fn try_acquire(
             Ok(lease) => Ok(Attempt::Acquired {
                 lease: Box::new(lease),
                 sent,
+                took: Took::Created,
             }),
             Err(err) if is_conflict(&err) => Ok(Attempt::Wait(RACE_PAUSE)),
             Err(err) => Err(err),
@@ -374,9 +457,14 @@ async fn try_acquire(
             Ok(Attempt::Wait(at_most.min(config.timings.retry_period)))
         }
         Campaign::Take => {
-            if let Some(holder) = holder_of(current.spec.as_ref()) {
-                info!(%holder, "taking over the leader lease");
-            }
+            let took = match holder_of(current.spec.as_ref()) {
+                None => Took::Released,
+                Some(holder) if holder == config.identity => Took::Own,
+                Some(holder) => {
+                    info!(%holder, "taking over the leader lease");
+                    Took::Expired
+                }
+            };
             let spec = held_spec(
                 current.spec.as_ref(),
                 &config.identity,
@@ -395,6 +483,7 @@ async fn try_acquire(
                 Ok(lease) => Ok(Attempt::Acquired {
                     lease: Box::new(lease),
                     sent,
+                    took,
                 }),
                 // Someone wrote it since our read: read again.
                 Err(err) if is_conflict(&err) => Ok(Attempt::Wait(RACE_PAUSE)),
@@ -477,10 +566,10 @@ impl Leadership {
         }
     }
 
-    /// Gives the lease up at once so a standby does not wait for it to expire. The
-    /// fence closes before the lease is written: the standby may write as soon as it
-    /// is free.
-    pub async fn release(mut self) {
+    /// Gives the lease up at once so a standby does not wait for it to expire, within
+    /// `within` (a shutdown has a deadline of its own). The fence closes before the
+    /// lease is written: the standby may write as soon as it is free.
+    pub async fn release(mut self, within: Duration) {
         self.stop.cancel();
         let Some(task) = self.task.take() else {
             self.fence.close();
@@ -497,7 +586,7 @@ impl Leadership {
             }
         };
         let released = tokio::time::timeout(
-            self.config.timings.renew_deadline,
+            within.min(self.config.timings.renew_deadline),
             release_once(&self.api, &self.config, lease),
         )
         .await;
@@ -570,7 +659,8 @@ async fn renew_loop(
             }
             Err(_) => return end("renew deadline passed"),
         }
-        if !fence.allows(Instant::now()) {
+        // Not `allows`: a new leader holding its writes still leads.
+        if !fence.leads_at(Instant::now()) {
             return end("renew deadline passed");
         }
     }
@@ -812,5 +902,67 @@ mod tests {
             campaign(Some(&released), "me", secs(0), secs(15)),
             Campaign::Take
         );
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: "m".into(),
+            reason: "r".into(),
+            ..kube::core::Status::default()
+        }))
+    }
+
+    #[test]
+    fn only_errors_of_the_request_itself_are_fatal() {
+        // RBAC and authentication come back (an API server restart, a restored
+        // binding): retried.
+        for code in [401, 403, 404, 409, 429, 500, 503] {
+            assert!(!is_fatal(&api_error(code)), "{code}");
+        }
+        for code in [400, 422] {
+            assert!(is_fatal(&api_error(code)), "{code}");
+        }
+        assert!(!is_fatal(&kube::Error::LinesCodecMaxLineLengthExceeded));
+    }
+
+    #[test]
+    fn errors_are_retried_with_a_growing_pause_up_to_a_lease_duration() {
+        let t = Timings::new(secs(15), None, None).unwrap();
+        let pauses: Vec<_> = (1..=5).map(|n| error_pause(n, &t)).collect();
+        assert_eq!(pauses, [secs(2), secs(4), secs(8), secs(15), secs(15)]);
+        assert_eq!(error_pause(u32::MAX, &t), secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_writes_once_the_previous_leaders_writes_can_no_longer_land() {
+        // Lease 15 s, renew deadline 10 s: a margin of 5 s.
+        let t = Timings::new(secs(15), None, None).unwrap();
+        let sent = Instant::now();
+        let longest = secs(10);
+        // Expired: the previous leader sent its last write at least 5 s before.
+        assert_eq!(
+            first_write_at(sent, Took::Expired, &t, longest) - sent,
+            secs(5)
+        );
+        assert_eq!(
+            first_write_at(sent, Took::Expired, &t, secs(3)),
+            sent,
+            "writes shorter than the margin have all landed"
+        );
+        // Released, restarted or re-created: it may have sent one just now.
+        for took in [Took::Released, Took::Own, Took::Created] {
+            assert_eq!(
+                first_write_at(sent, took, &t, longest) - sent,
+                longest,
+                "{took:?}"
+            );
+        }
+        // The promise, with the worst timing: the last write of the previous leader,
+        // sent at its deadline, lands before the new leader's first.
+        let renewed = sent;
+        let taken = renewed + t.lease_duration;
+        let last_write_lands = valid_until(renewed, &t) + longest;
+        assert!(last_write_lands <= first_write_at(taken, Took::Expired, &t, longest));
     }
 }

@@ -4,9 +4,25 @@ use clap::Parser;
 use vultr_iam_operator::cli::{Cli, Command};
 use vultr_iam_operator::{crdgen, export, run, telemetry};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(command(Cli::parse()));
+    // Not a plain drop, which waits for every blocking task (a DNS lookup that hangs):
+    // the exit after SIGTERM has a deadline.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+async fn command(cli: Cli) -> std::process::ExitCode {
     match cli.command {
         Command::Crd => match crdgen::crd_yaml() {
             Ok(yaml) => {

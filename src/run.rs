@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
@@ -44,7 +45,20 @@ pub enum StartupError {
 
 pub const CONTROLLER_NAME: &str = "vultr-iam-operator";
 
+/// After SIGTERM, how long in-flight reconciles get to finish before they are dropped
+/// at their current await point (each step is idempotent and safe to cancel).
+const RECONCILE_GRACE: Duration = Duration::from_secs(2);
+/// After that, how long releasing the lease may take.
+const RELEASE_BUDGET: Duration = Duration::from_millis(1500);
+/// And how long the metrics server gets to close its connections. The three together
+/// keep the exit within 5 s of SIGTERM, whatever the process was doing.
+const SERVER_BUDGET: Duration = Duration::from_millis(500);
+
 pub async fn run(args: RunArgs) -> Result<(), StartupError> {
+    // First, so that a SIGTERM at any later point is a clean, prompt stop.
+    let shutdown = CancellationToken::new();
+    let signals = Signals::listen();
+    tokio::spawn(shutdown_on_signal(signals, shutdown.clone()));
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let identity = instance_identity();
@@ -72,8 +86,6 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     health.credentials_loaded.store(true, Ordering::Relaxed);
 
     let client = kube::Client::try_default().await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
 
     let stores: Stores = Arc::default();
     let listener = crate::listen::bind(args.metrics_bind_address)?;
@@ -110,18 +122,20 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
                 .unwrap_or_else(|| "default".to_owned()),
             identity: identity.clone(),
             timings,
+            longest_write: args.vultr.vultr_timeout,
         };
         match leader::acquire(
             client.clone(),
             &lease,
             fence,
+            &health,
             shutdown.clone().cancelled_owned(),
         )
         .await?
         {
             Some(leadership) => Some(leadership),
             None => {
-                let _ = server.await;
+                stop_server(server).await;
                 info!("stopped while standing by");
                 return Ok(());
             }
@@ -155,43 +169,66 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         stores.clone(),
     ));
 
-    // On SIGTERM reconciles finish, then the lease is released. When leadership ends
-    // (renew deadline passed, or another holder) they are cancelled instead: another
-    // replica may already be reconciling the same objects, and the fence already
-    // refuses their Vultr writes.
+    // On SIGTERM in-flight reconciles get RECONCILE_GRACE to finish, then the lease is
+    // released. When leadership ends (renew deadline passed, or another holder) they
+    // are cancelled at once instead: another replica may already be reconciling the
+    // same objects, and the fence already refuses their Vultr writes. Dropping the
+    // controllers drops every in-flight reconcile (and the drift pass) at its current
+    // await point, without waiting for it.
     let controllers = run_controllers(&args, client, ctx, stores, health, shutdown.child_token());
+    let mut controllers = Box::pin(controllers);
+    let stopped = within_grace(&shutdown, &mut controllers);
     let lease_lost = match leadership {
         None => {
-            controllers.await;
+            stopped.await;
             false
         }
         Some(mut leadership) => {
-            let mut controllers = Box::pin(controllers);
             let lost = tokio::select! {
-                _ = &mut controllers => false,
-                _ = leadership.lost() => true,
+                () = stopped => false,
+                () = leadership.lost() => true,
             };
             if lost {
-                // Dropping the controllers drops every in-flight reconcile (and the
-                // drift pass) at its current await point, without waiting for it.
-                drop(controllers);
                 error!("lost the leader lease: in-flight reconciles cancelled; exiting");
                 drop(leadership);
             } else {
-                leadership.release().await;
+                leadership.release(RELEASE_BUDGET).await;
             }
             lost
         }
     };
+    drop(controllers);
     shutdown.cancel();
-    if let Ok(Err(err)) = server.await {
-        warn!(%err, "metrics server failed");
-    }
+    stop_server(server).await;
     if lease_lost {
         return Err(StartupError::LeaseLost);
     }
     info!("stopped");
     Ok(())
+}
+
+/// Runs `controllers` until they end by themselves or, once `shutdown` is cancelled,
+/// for RECONCILE_GRACE at most.
+async fn within_grace(
+    shutdown: &CancellationToken,
+    controllers: &mut (impl std::future::Future<Output = ()> + Unpin),
+) {
+    tokio::select! {
+        () = &mut *controllers => {}
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(RECONCILE_GRACE).await;
+        } => warn!(grace = ?RECONCILE_GRACE, "in-flight reconciles did not finish in time; cancelled"),
+    }
+}
+
+/// Waits for the metrics server to close, SERVER_BUDGET at most.
+async fn stop_server(server: tokio::task::JoinHandle<std::io::Result<()>>) {
+    match tokio::time::timeout(SERVER_BUDGET, server).await {
+        Ok(Ok(Err(err))) => warn!(%err, "metrics server failed"),
+        Ok(_) => {}
+        Err(_) => warn!("metrics server did not close in time"),
+    }
 }
 
 /// Marks a standby ready once `reachable` says the API server answers, retrying with
@@ -294,17 +331,42 @@ async fn run_controllers(
     tokio::join!(futures::future::join_all(runs), readiness, verifier);
 }
 
-async fn shutdown_on_signal(token: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            warn!(%err, "cannot listen for SIGTERM");
-            return;
+/// SIGTERM and SIGINT, registered at once (not when a task first runs), so that none
+/// sent during startup falls back to the default action.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                warn!(%err, "cannot listen for {name}");
+                None
+            }
+        };
+        Self {
+            term: register(SignalKind::terminate(), "SIGTERM"),
+            int: register(SignalKind::interrupt(), "SIGINT"),
         }
-    };
+    }
+}
+
+async fn shutdown_on_signal(mut signals: Signals, token: CancellationToken) {
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: finishing in-flight reconciles"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: finishing in-flight reconciles"),
+        () = recv(&mut signals.term) => info!("SIGTERM: finishing in-flight reconciles, then stopping"),
+        () = recv(&mut signals.int) => info!("SIGINT: finishing in-flight reconciles, then stopping"),
     }
     token.cancel();
 }
@@ -335,6 +397,29 @@ mod tests {
         task.await.unwrap();
         assert!(health.kubernetes_ready.load(Ordering::Relaxed));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_shutdown_reconciles_get_the_grace_and_no_more() {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.cancel();
+        });
+        let started = tokio::time::Instant::now();
+        // A reconcile that never ends (a hung request, a long wait).
+        let mut never = Box::pin(std::future::pending::<()>());
+        within_grace(&shutdown, &mut never).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(1) + RECONCILE_GRACE, "{took:?}");
+        assert!(took < Duration::from_secs(1) + RECONCILE_GRACE + Duration::from_millis(10));
+        // Controllers that end by themselves are not held.
+        let started = tokio::time::Instant::now();
+        let mut done = Box::pin(async {});
+        within_grace(&CancellationToken::new(), &mut done).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(RECONCILE_GRACE + RELEASE_BUDGET + SERVER_BUDGET < Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use serde_json::json;
 use support::wait_for;
-use vultr_sim::Fault;
+use vultr_sim::{Fault, FaultKind};
 
 /// The value of the first sample line starting with `prefix` (name plus labels).
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
@@ -151,21 +152,40 @@ async fn lease_holder(env: &Env) -> Option<String> {
 }
 
 fn replica(env: &Env, name: &str) -> Operator {
+    replica_with(env, name, &[], &[])
+}
+
+/// A replica with leader election (lease 6 s), plus these flags and variables.
+fn replica_with(env: &Env, name: &str, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
     let ns = env.ns.name.clone();
-    Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
+    let mut args = vec![
+        "--leader-election",
+        "--lease-namespace",
         &ns,
-        &[
-            "--leader-election",
-            "--lease-namespace",
-            &ns,
-            "--lease-duration",
-            "6s",
-        ],
-        &[("POD_NAME", name)],
-    )
+        "--lease-duration",
+        "6s",
+    ];
+    args.extend_from_slice(extra);
+    let mut vars = vars.to_vec();
+    vars.push(("POD_NAME", name));
+    Operator::start_with_env(env.cp, &env.sim.url(), API_KEY, &ns, &args, &vars)
+}
+
+/// SIGTERM; the exit status if the process ended within `limit` (else it is left
+/// running, for the caller to report and drop).
+async fn terminate_within(op: &mut Operator, limit: Duration) -> Option<std::process::ExitStatus> {
+    let pid = op.pid().expect("the operator runs");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = op.exit_status() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// Two replicas: only the leader reconciles; SIGKILL the leader while revocations are
@@ -293,4 +313,221 @@ async fn json_logs_carry_the_object_and_watch_namespace_scopes() {
         "{obj:?}"
     );
     assert!(!env.sim.is_user_attached(BILLING_READ, BOB));
+}
+
+/// The promise of SIGTERM: exit, and the Lease released, within 5 s.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+/// SIGTERM stops a leader in the middle of a drift pass whose listings Vultr answers
+/// slowly (each held 8 s, under a 10 s Vultr timeout: a pass of three takes 24 s) and
+/// releases its Lease; and it stops a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_leader_in_a_long_drift_pass_and_a_standby() {
+    let mut env = Env::start("op-sigterm").await;
+    env.operator.kill();
+    let slow = ["--vultr-timeout", "10s"];
+    let mut leader = replica_with(&env, "replica-a", &slow, &[]);
+    wait_for("replica-a to lead", WAIT, || async {
+        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let mut standby = replica_with(&env, "replica-b", &slow, &[]);
+    wait_for("standby readyz", WAIT, || async {
+        (standby.http_get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let objects = [
+        ("s1", DNS_ADMIN, ALICE),
+        ("s2", BILLING_READ, BOB),
+        ("s3", COMPUTE_ADMIN, BOB),
+    ];
+    for (name, policy, user) in objects {
+        env.create(name, by_ids(policy, user)).await;
+    }
+    for (name, _, _) in objects {
+        env.wait_ready(name, "True", "Attached").await;
+    }
+
+    // Every attachment listing (what a drift pass reads, one after another) is slow.
+    env.sim.add_fault(
+        Fault::new(FaultKind::Hold { ms: 8_000 }).on(Some("GET"), Some("/v2/policies/")),
+    );
+    wait_for("a listing in progress", WAIT, || async {
+        (env.sim.held_requests() > 0).then_some(())
+    })
+    .await;
+    let exit = terminate_within(&mut leader, STOP_WITHIN).await;
+    let holder = lease_holder(&env).await;
+    let tail = last_lines(&leader.logs(), 20);
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the leader did not exit cleanly within {STOP_WITHIN:?} of SIGTERM: {exit:?}\n{tail}"
+    );
+    assert_ne!(
+        holder.as_deref(),
+        Some("replica-a"),
+        "the Lease was not released\n{tail}"
+    );
+    // The held listing was the pass's (its reconciles come only after its listings).
+    assert!(
+        leader
+            .logs()
+            .contains("verification pass cancelled by shutdown"),
+        "{tail}"
+    );
+
+    // The standby has become the leader; a new standby stops too, leaving it alone.
+    let mut third = replica_with(&env, "replica-c", &slow, &[]);
+    wait_for("replica-c ready", WAIT, || async {
+        (third.http_get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    wait_for("replica-b to lead", WAIT, || async {
+        (lease_holder(&env).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    let exit = terminate_within(&mut third, STOP_WITHIN).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the standby did not exit cleanly within {STOP_WITHIN:?} of SIGTERM: {exit:?}\n{}",
+        last_lines(&third.logs(), 20)
+    );
+    assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
+    env.sim.clear_faults();
+    let exit = terminate_within(&mut standby, STOP_WITHIN).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A kubeconfig like the admin one, acting as `user` (impersonation): a user with no
+/// permissions but those the test binds to it.
+fn kubeconfig_as(env: &Env, user: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&env.cp.kubeconfig).expect("read the kubeconfig");
+    let mut doc: yaml_serde::Value = yaml_serde::from_str(&text).expect("kubeconfig YAML");
+    let users = doc["users"].as_sequence_mut().expect("users");
+    for u in users {
+        u["user"]["as"] = user.into();
+    }
+    let path = dir.join("as-user.kubeconfig");
+    std::fs::write(&path, yaml_serde::to_string(&doc).expect("YAML")).expect("write");
+    path
+}
+
+/// A standby whose RBAC on Leases goes away for a while (as right after an API server
+/// restart) stays up, says why in /readyz, and takes the Lease once allowed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forbidden_the_lease_stays_up_and_takes_it_once_allowed() {
+    let mut env = Env::start("op-lease-rbac").await;
+    env.operator.kill();
+    let ns = env.ns.name.clone();
+    let user = format!("vio-standby-{ns}");
+    let pp = kube::api::PostParams::default();
+    let roles: Api<Role> = Api::namespaced(env.client.clone(), &ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(env.client.clone(), &ns);
+    let role = |name: &str, rules: serde_json::Value| -> Role {
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).expect("Role")
+    };
+    let binding = |name: &str| -> RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .expect("RoleBinding")
+    };
+    for r in [
+        role(
+            "leases",
+            json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch"]}]),
+        ),
+        role(
+            "objects",
+            json!([
+                {"apiGroups": ["iam.vultr-operator.io"], "resources": ["*"], "verbs": ["*"]},
+                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
+                 "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+            ]),
+        ),
+    ] {
+        roles.create(&pp, &r).await.expect("create a Role");
+    }
+    for name in ["leases", "objects"] {
+        bindings
+            .create(&pp, &binding(name))
+            .await
+            .expect("create a RoleBinding");
+    }
+    // Someone else holds the Lease for an hour: the replica stands by.
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &ns);
+    let held: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "vultr-iam-operator"},
+        "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600},
+    }))
+    .expect("Lease");
+    leases.create(&pp, &held).await.expect("create the Lease");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_as(&env, &user, dir.path());
+    let mut standby = replica_with(
+        &env,
+        "replica-a",
+        &[],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))],
+    );
+    wait_for("standby readyz", WAIT, || async {
+        (standby.http_get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+
+    bindings
+        .delete("leases", &kube::api::DeleteParams::default())
+        .await
+        .expect("remove the Lease RoleBinding");
+    let deadline = Instant::now() + WAIT;
+    let reported = loop {
+        assert!(
+            standby.is_running(),
+            "the standby exited on a forbidden Lease:\n{}",
+            last_lines(&standby.logs(), 20)
+        );
+        let (status, body) = standby.http_get("/readyz").await;
+        if status == 503 && body.contains("leader election") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never told: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reported.contains("forbidden"), "{reported}");
+
+    bindings
+        .create(&pp, &binding("leases"))
+        .await
+        .expect("restore the Lease RoleBinding");
+    wait_for("readyz again", WAIT, || async {
+        (standby.http_get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let released = json!({"spec": {"holderIdentity": null, "leaseDurationSeconds": null}});
+    leases
+        .patch(
+            "vultr-iam-operator",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&released),
+        )
+        .await
+        .expect("release the Lease");
+    wait_for("replica-a to lead", WAIT, || async {
+        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    assert!(standby.is_running());
+    assert!(standby.terminate(), "{}", last_lines(&standby.logs(), 20));
 }

@@ -1,6 +1,8 @@
 //! A leader cut off from the API server (but not from Vultr) must stop writing to
 //! Vultr at its renew deadline, cancel its reconciles and exit, while the standby
 //! takes over. The partition is a TCP proxy between that replica and the API server.
+//! A write the cut leader sent just before the cut is held by Vultr and applied late:
+//! it must land before the new leader's writes.
 
 mod e2e;
 mod support;
@@ -172,9 +174,11 @@ fn replica(env: &Env, name: &str, kubeconfig: &Path) -> Operator {
             LEASE_DURATION,
             "--resync-interval",
             RESYNC,
-            // Long enough that waiting for an in-flight request would show.
+            // Longer than the hold of the late-applied write (Vultr applies a write
+            // within this long of its sending, or never) and than the renew deadline,
+            // so that waiting for an in-flight request would show.
             "--vultr-timeout",
-            "30s",
+            "10s",
         ],
         &[
             ("POD_NAME", name),
@@ -204,10 +208,16 @@ async fn a_leader_whose_api_requests_hang_stops_writing_and_exits() {
     partition(Link::BlackHole).await;
 }
 
-/// The leader loses the API server (a TCP proxy in between is cut) but not Vultr.
-/// The objects are deleted through the API server; the standby takes over and
-/// revokes them. The cut replica must send no Vultr write after its renew deadline,
-/// no revoked grant may come back, and the cut replica must exit non-zero.
+/// How long Vultr holds the in-flight POST before applying it: longer than the margin
+/// between renew deadline and lease duration, shorter than `--vultr-timeout`.
+const HOLD: Duration = Duration::from_secs(8);
+
+/// The leader loses the API server (a TCP proxy in between is cut) but not Vultr,
+/// while Vultr holds one of its POSTs. The objects (that one's too) are deleted
+/// through the API server; the standby takes over and revokes them. The cut replica
+/// must send no Vultr write after its renew deadline, its held POST must land before
+/// the new leader's first write, no revoked grant may come back, and the cut replica
+/// must exit non-zero.
 async fn partition(link: Link) {
     let mut env = Env::start("op-partition").await;
     env.operator.kill();
@@ -233,16 +243,21 @@ async fn partition(link: Link) {
     }
     // Let a drift pass run on the leader so that it has its listings cached.
     tokio::time::sleep(RESYNC_INTERVAL).await;
-    // One reconcile is in flight at the cut: its POST hangs in Vultr.
-    let (policy, user) = (COMPUTE_ADMIN, ALICE);
-    let hang = env.sim.add_fault(Fault::new(FaultKind::Hang).on(
-        Some("POST"),
-        Some(&format!("/v2/policies/{policy}/users/{user}")),
-    ));
+    // One reconcile is in flight at the cut: Vultr holds its POST, then applies it.
+    let (policy, user) = IN_FLIGHT;
+    env.sim.add_fault(
+        Fault::new(FaultKind::Hold {
+            ms: HOLD.as_millis() as u64,
+        })
+        .on(
+            Some("POST"),
+            Some(&format!("/v2/policies/{policy}/users/{user}")),
+        )
+        .times(1),
+    );
     env.create("in-flight", by_ids(policy, user)).await;
     wait_for("the in-flight POST", WAIT, || async {
-        let hung = env.requests("POST", &format!("/v2/policies/{policy}/users/{user}"));
-        (!hung.is_empty()).then_some(())
+        (env.sim.held_requests() == 1).then_some(())
     })
     .await;
 
@@ -252,8 +267,7 @@ async fn partition(link: Link) {
         Link::BlackHole => proxy.black_hole(),
         _ => proxy.cut(),
     }
-    env.sim.remove_fault(hang);
-    for (name, _, _) in pairs() {
+    for (name, _, _) in deleted() {
         env.delete(name).await;
     }
     // The cut replica's exit is noted as soon as it happens, while the rest goes on.
@@ -262,7 +276,7 @@ async fn partition(link: Link) {
     loop {
         note_exit(&mut first, cut, &mut exit);
         let mut left = 0;
-        for (name, _, _) in pairs() {
+        for (name, _, _) in deleted() {
             left += usize::from(!matches!(env.api.get_opt(name).await, Ok(None)));
         }
         if left == 0 {
@@ -276,19 +290,13 @@ async fn partition(link: Link) {
     }
     let revoked = cut.elapsed();
     eprintln!("every object revoked and gone {revoked:?} after the cut");
-    for (name, policy, user) in pairs() {
-        assert!(
-            !env.sim.is_user_attached(policy, user),
-            "{name}: gone from Kubernetes, grant still live"
-        );
-    }
-
-    // Several resync intervals of the cut replica: no revoked grant comes back.
+    // Several resync intervals of the cut replica, and the end of the hold: no revoked
+    // grant comes back.
     let mut resurrected = Vec::new();
     let watch_until = Instant::now() + RESYNC_INTERVAL * 5;
-    while Instant::now() < watch_until {
+    while Instant::now() < watch_until || env.sim.held_requests() > 0 {
         note_exit(&mut first, cut, &mut exit);
-        for (name, policy, user) in pairs() {
+        for (name, policy, user) in deleted() {
             if env.sim.is_user_attached(policy, user) && !resurrected.contains(&name) {
                 resurrected.push(name);
             }
@@ -318,6 +326,30 @@ async fn partition(link: Link) {
         .iter()
         .filter(|e| e.method == "DELETE" && e.user_agent.ends_with("(replica-b)"))
         .count();
+    // The held POST is journaled when applied: arrival plus latency.
+    let first_standby_write = journal
+        .iter()
+        .filter(|e| e.method == "POST" || e.method == "DELETE")
+        .filter(|e| e.user_agent.ends_with("(replica-b)"))
+        .map(|e| e.at)
+        .min()
+        .expect("the standby wrote");
+    let landed_after_standby: Vec<String> = journal
+        .iter()
+        .filter(|e| e.method == "POST" || e.method == "DELETE")
+        .filter(|e| e.user_agent.ends_with("(replica-a)"))
+        .filter(|e| e.at + Duration::from_secs_f64(e.latency_ms / 1000.0) > first_standby_write)
+        .map(|e| {
+            format!(
+                "{} {} {} arrived at cut+{:?}, applied {:.0} ms later",
+                e.method,
+                e.path,
+                e.status,
+                e.at.duration_since(cut_at).unwrap_or_default(),
+                e.latency_ms
+            )
+        })
+        .collect();
 
     let logs = first.logs();
     let tail: String = logs
@@ -331,24 +363,39 @@ async fn partition(link: Link) {
         .join("\n");
     eprintln!(
         "cut replica: exit (status, after the cut) {exit:?}; writes after its deadline: \
-         {late_writes:?}; grants back: {resurrected:?}; standby DELETEs: {standby_deletes}"
+         {late_writes:?}; landed after the standby's first write: {landed_after_standby:?}; \
+         grants back: {resurrected:?}; standby DELETEs: {standby_deletes}"
     );
     // Exit soon after the deadline: in-flight reconciles (the hung POST, 30 s timeout)
     // are dropped, not awaited.
     let exited_in_time = exit
         .is_some_and(|(s, after)| !s.success() && after < RENEW_DEADLINE + Duration::from_secs(2));
     assert!(
-        late_writes.is_empty() && resurrected.is_empty() && exited_in_time,
+        late_writes.is_empty()
+            && landed_after_standby.is_empty()
+            && resurrected.is_empty()
+            && exited_in_time,
         "the cut replica went on: writes after its renew deadline {late_writes:#?}, \
+         writes landing after the new leader's first {landed_after_standby:#?}, \
          revoked grants back in Vultr {resurrected:?}, exit {exit:?}\n{tail}"
     );
     assert!(
-        standby_deletes >= pairs().len(),
+        standby_deletes >= deleted().len(),
         "the standby revoked: {standby_deletes}"
     );
     assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
     assert!(logs.contains("lost the leader lease"), "{tail}");
     assert!(second.terminate(), "the new leader did not stop cleanly");
+}
+
+/// The pair of the object whose POST is in flight at the cut.
+const IN_FLIGHT: (&str, &str) = (COMPUTE_ADMIN, ALICE);
+
+/// Every object deleted after the cut.
+fn deleted() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut all = pairs().to_vec();
+    all.push(("in-flight", IN_FLIGHT.0, IN_FLIGHT.1));
+    all
 }
 
 /// Records the operator's exit status and when (after `cut`) it was first seen.

@@ -14,7 +14,7 @@ use url::Url;
 use super::api_key::ApiKey;
 use super::config::{ClientConfig, ConfigError, check_base_url};
 use super::error::VultrError;
-use super::fence::WriteFence;
+use super::fence::{Window, WriteFence, write_timeout};
 use super::limiter::{Priority, RateLimiter};
 use super::observe::{RequestObserver, RequestRecord};
 use super::response::{check_status, transport_error};
@@ -163,19 +163,27 @@ impl VultrClient {
         query: &[(&str, &str)],
     ) -> Result<Answer, VultrError> {
         let url = self.url(segments, query);
+        let fence = self.inner.fence.as_ref().filter(|_| is_write(&method));
+        // A new leader's writes wait, before taking a limiter token, until the
+        // previous leader's can no longer land.
+        if let Some(fence) = fence
+            && wait_for_opening(fence).await.is_none()
+        {
+            return Err(refused(route));
+        }
         let limiter_wait = self.inner.limiter.acquire_with(self.priority).await;
         // Checked after the limiter wait, which can outlast the leadership, and as
-        // the last step before the request leaves the process.
-        if let Some(fence) = &self.inner.fence
-            && is_write(&method)
-            && !fence.allows(Instant::now())
-        {
-            let err = VultrError::NotLeader { route };
-            tracing::warn!(reason = err.reason(), error = %err, "Vultr write refused");
-            return Err(err);
-        }
+        // the last step before the request leaves the process; the write's timeout
+        // ends with the leadership.
+        let timeout = match fence {
+            None => self.inner.timeout,
+            Some(fence) => match wait_for_opening(fence).await {
+                Some(left) => write_timeout(self.inner.timeout, left),
+                None => return Err(refused(route)),
+            },
+        };
         let started = Instant::now();
-        let result = self.send(method, route, url).await;
+        let result = self.send(method, route, url, timeout).await;
         let latency = started.elapsed();
 
         let span = tracing::Span::current();
@@ -217,12 +225,13 @@ impl VultrClient {
         method: Method,
         route: &'static str,
         url: Url,
+        timeout: Duration,
     ) -> Result<Answer, VultrError> {
-        let timeout = self.inner.timeout;
         let response = self
             .inner
             .http
             .request(method, url)
+            .timeout(timeout)
             .header(AUTHORIZATION, self.authorization())
             .header(ACCEPT, "application/json")
             .send()
@@ -261,6 +270,23 @@ fn authorization_header(key: &ApiKey) -> Result<HeaderValue, ConfigError> {
         .map_err(|_| ConfigError::InvalidApiKey)?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+fn refused(route: &'static str) -> VultrError {
+    let err = VultrError::NotLeader { route };
+    tracing::warn!(reason = err.reason(), error = %err, "Vultr write refused");
+    err
+}
+
+/// Waits while the fence is held; then the time it has left, or `None` if closed.
+async fn wait_for_opening(fence: &WriteFence) -> Option<Duration> {
+    loop {
+        match fence.window(Instant::now()) {
+            Window::Closed => return None,
+            Window::OpensAt(at) => tokio::time::sleep_until(at).await,
+            Window::Open { left } => return Some(left),
+        }
+    }
 }
 
 /// Requests that change something in Vultr; only these are fenced.

@@ -1,10 +1,13 @@
 //! The write fence: with leader election, a Vultr write may only leave the process
-//! while this replica's leadership is still valid. Validity is an instant (the last
-//! successful lease renewal plus the renew deadline), so the fence closes by itself
-//! when time passes it: no task has to run, and a stalled renewal cannot keep it open.
+//! while this replica's leadership is still valid, and may stay in flight only until
+//! then. Validity is an instant (the last successful lease renewal plus the renew
+//! deadline), so the fence closes by itself when time passes it: no task has to run,
+//! and a stalled renewal cannot keep it open. A new leader's fence also opens only once
+//! the previous leader's writes can no longer land (see `leader::first_write_at`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -20,6 +23,8 @@ struct Inner {
     base: Instant,
     /// Writes are allowed while `now < base + until_nanos`; 0 until first opened.
     until_nanos: AtomicU64,
+    /// ... and not before `base + from_nanos`.
+    from_nanos: AtomicU64,
     /// Set once leadership is given up or lost; a closed fence never opens again.
     closed: AtomicBool,
 }
@@ -31,6 +36,7 @@ impl WriteFence {
             inner: Arc::new(Inner {
                 base: Instant::now(),
                 until_nanos: AtomicU64::new(0),
+                from_nanos: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -39,12 +45,23 @@ impl WriteFence {
     /// Allows writes until `until` (a later renewal moves it again). Ignored once
     /// closed.
     pub fn open_until(&self, until: Instant) {
-        let nanos = until
-            .saturating_duration_since(self.inner.base)
+        self.inner
+            .until_nanos
+            .store(self.nanos(until), Ordering::Release);
+    }
+
+    /// Refuses writes before `from` (they wait for it: see [`WriteFence::window`]).
+    pub fn hold_until(&self, from: Instant) {
+        self.inner
+            .from_nanos
+            .store(self.nanos(from), Ordering::Release);
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.inner.base)
             .as_nanos()
             .try_into()
-            .unwrap_or(u64::MAX);
-        self.inner.until_nanos.store(nanos, Ordering::Release);
+            .unwrap_or(u64::MAX)
     }
 
     /// Refuses every write from now on.
@@ -63,10 +80,48 @@ impl WriteFence {
         }
     }
 
-    /// True if a write may be sent at `now`.
-    pub fn allows(&self, now: Instant) -> bool {
+    /// What a write may do at `now`.
+    pub fn window(&self, now: Instant) -> Window {
+        let Some(until) = self.valid_until() else {
+            return Window::Closed;
+        };
+        let from =
+            self.inner.base + Duration::from_nanos(self.inner.from_nanos.load(Ordering::Acquire));
+        if now >= until {
+            Window::Closed
+        } else if now < from {
+            Window::OpensAt(from)
+        } else {
+            Window::Open { left: until - now }
+        }
+    }
+
+    /// True if the leadership is valid at `now`, whether or not writes are held.
+    pub fn leads_at(&self, now: Instant) -> bool {
         self.valid_until().is_some_and(|until| now < until)
     }
+
+    /// True if a write may be sent at `now`.
+    pub fn allows(&self, now: Instant) -> bool {
+        matches!(self.window(now), Window::Open { .. })
+    }
+}
+
+/// What the fence says to a write at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Not leading (never did, lost it, gave it up, or past the renew deadline).
+    Closed,
+    /// Leading, but the previous leader's writes may still land until then.
+    OpensAt(Instant),
+    /// A write may leave now and must be over within `left`.
+    Open { left: Duration },
+}
+
+/// The timeout of one write: the configured one, cut to what the fence has left, so
+/// that no write of this replica is still waited for once its leadership has ended.
+pub fn write_timeout(configured: Duration, left: Duration) -> Duration {
+    configured.min(left)
 }
 
 impl Default for WriteFence {
@@ -85,8 +140,6 @@ impl std::fmt::Debug for WriteFence {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -126,5 +179,46 @@ mod tests {
         fence.open_until(earlier);
         assert!(!fence.allows(earlier));
         assert!(!fence.allows(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_fence_opens_at_its_instant_and_tells_what_is_left() {
+        let fence = WriteFence::new();
+        let start = Instant::now();
+        fence.open_until(start + Duration::from_secs(10));
+        fence.hold_until(start + Duration::from_secs(3));
+        assert_eq!(
+            fence.window(Instant::now()),
+            Window::OpensAt(start + Duration::from_secs(3))
+        );
+        assert!(!fence.allows(Instant::now()));
+        assert!(fence.leads_at(Instant::now()), "held, but leading");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(
+            fence.window(Instant::now()),
+            Window::Open {
+                left: Duration::from_secs(7)
+            }
+        );
+        // Past the deadline the hold no longer matters: closed.
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(fence.window(Instant::now()), Window::Closed);
+        assert!(!fence.leads_at(Instant::now()));
+        fence.open_until(Instant::now() + Duration::from_secs(1));
+        fence.close();
+        assert_eq!(fence.window(Instant::now()), Window::Closed);
+    }
+
+    #[test]
+    fn a_write_never_outlasts_the_fence() {
+        let configured = Duration::from_secs(10);
+        assert_eq!(
+            write_timeout(configured, Duration::from_millis(1500)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            write_timeout(configured, Duration::from_secs(30)),
+            configured
+        );
     }
 }

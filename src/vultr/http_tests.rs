@@ -715,6 +715,67 @@ async fn writes_past_the_fence_are_never_sent_reads_go_on() {
     );
 }
 
+/// A write sent while the fence has 300 ms left is given up when the fence closes, not
+/// after the configured timeout (5 s): Vultr answers in 3 s, too late for this leader.
+#[tokio::test]
+async fn a_write_is_given_up_when_the_fence_closes() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::GET => Reply::json(200, json!({"users": []})),
+        _ => Reply::empty(204).delayed(Duration::from_secs(3)),
+    })
+    .await;
+    let fence = WriteFence::new();
+    fence.open_until(tokio::time::Instant::now() + Duration::from_millis(300));
+    let mut config = fake.config();
+    config.fence = Some(fence);
+    let client = VultrClient::new(config).unwrap();
+    let err = client
+        .attach(POLICY, &Subject::User(USER.into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ApiUnavailable", "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(!err.to_string().contains("within 5s"), "{err}");
+    assert_eq!(
+        fake.lines(),
+        [format!("POST /v2/policies/{POLICY}/users/{USER}")]
+    );
+}
+
+/// A held fence (a new leader) delays writes, not reads, until it opens.
+#[tokio::test]
+async fn a_held_fence_delays_writes_until_it_opens() {
+    let fake = FakeVultr::start(|r| match r.method {
+        Method::GET => Reply::json(200, json!({"users": []})),
+        _ => Reply::empty(204),
+    })
+    .await;
+    let fence = WriteFence::new();
+    let now = tokio::time::Instant::now();
+    fence.open_until(now + Duration::from_secs(30));
+    fence.hold_until(now + Duration::from_secs(2));
+    let mut config = fake.config();
+    config.fence = Some(fence);
+    let client = VultrClient::new(config).unwrap();
+    let write = {
+        let client = client.clone();
+        tokio::spawn(async move { client.detach(POLICY, &Subject::User(USER.into())).await })
+    };
+    client
+        .attached_ids(POLICY, SubjectKind::User)
+        .await
+        .unwrap();
+    write.await.unwrap().unwrap();
+    // The read went first although the write was started before it.
+    assert_eq!(
+        fake.lines(),
+        [
+            format!("GET /v2/policies/{POLICY}/users"),
+            format!("DELETE /v2/policies/{POLICY}/users/{USER}"),
+        ]
+    );
+}
+
 const ROLE: &str = "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09";
 
 /// Role grants are role-first: the routes put the role before the policy.

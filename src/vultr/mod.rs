@@ -32,7 +32,7 @@ pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
 pub use directory::Directory;
 pub use endpoints::routes;
 pub use error::VultrError;
-pub use fence::WriteFence;
+pub use fence::{Window, WriteFence, write_timeout};
 pub use key_rotation::follow_key_file;
 pub use limiter::{InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};

@@ -65,9 +65,14 @@ pub struct Findings {
     pub unattributed_writes: usize,
     /// (label, occurrences) of the API key.
     pub key_leaks: Vec<(String, usize)>,
+    /// Replicas that did not exit cleanly within [`STOP_WITHIN`] of SIGTERM.
+    pub slow_stops: Vec<String>,
     /// Live objects present at the end.
     pub live: usize,
 }
+
+/// The promise of SIGTERM: the process exits (and releases the Lease) within this.
+pub const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 impl Findings {
     /// One line per violated invariant; empty if all held.
@@ -125,6 +130,11 @@ impl Findings {
              the Lease check cannot run)",
             self.unattributed_writes,
             String::new(),
+        );
+        add(
+            "replicas not stopped cleanly within 5 s of SIGTERM",
+            self.slow_stops.len(),
+            first(&self.slow_stops),
         );
         let leaks: usize = self.key_leaks.iter().map(|(_, n)| n).sum();
         add(
@@ -233,6 +243,20 @@ pub fn check(state: &EndState) -> Findings {
         }
     }
 
+    for s in &state.stops {
+        match s.after {
+            Some(after) if after <= STOP_WITHIN && s.clean => {}
+            Some(after) => f.slow_stops.push(format!(
+                "{} exited {} after {after:.1?}",
+                s.identity,
+                if s.clean { "cleanly" } else { "with an error" }
+            )),
+            None => f
+                .slow_stops
+                .push(format!("{} still running, SIGKILLed", s.identity)),
+        }
+    }
+
     if !state.secret.is_empty() {
         for c in state.logs.iter().chain(&state.texts) {
             let n = c.text.matches(state.secret.as_str()).count();
@@ -272,7 +296,7 @@ pub fn unix_ms(t: SystemTime) -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{Captured, Declared, Kind, Observed};
+    use super::super::model::{Captured, Declared, Kind, Observed, Stopped};
     use super::*;
 
     fn t(s: u64) -> SystemTime {
@@ -356,6 +380,11 @@ mod tests {
             }],
             texts: vec![],
             secret: "vk-SECRET".into(),
+            stops: vec![Stopped {
+                identity: "r-b-001".into(),
+                after: Some(Duration::from_millis(1200)),
+                clean: true,
+            }],
         }
     }
 
@@ -439,6 +468,29 @@ mod tests {
         let f = check(&s);
         assert_eq!(f.panics, vec!["r-a-001.log".to_owned()]);
         assert_eq!(f.key_leaks, vec![("event".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn a_replica_not_stopped_cleanly_within_5s_of_sigterm_is_a_violation() {
+        let stop = |after: Option<u64>, clean: bool| Stopped {
+            identity: "r-a-001".into(),
+            after: after.map(Duration::from_millis),
+            clean,
+        };
+        for bad in [
+            stop(Some(5_001), true),
+            stop(None, false),
+            stop(Some(300), false),
+        ] {
+            let mut s = healthy();
+            s.stops.push(bad.clone());
+            let f = check(&s);
+            assert_eq!(f.slow_stops.len(), 1, "{bad:?}");
+            assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
+        }
+        let mut s = healthy();
+        s.stops.push(stop(Some(5_000), true));
+        assert!(check(&s).violations().is_empty());
     }
 
     #[test]

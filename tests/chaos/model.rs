@@ -96,6 +96,17 @@ pub struct Captured {
     pub text: String,
 }
 
+/// How a replica incarnation ended when the run stopped it with SIGTERM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stopped {
+    pub identity: String,
+    /// How long after SIGTERM it was seen gone; `None` if it was still running when
+    /// given up on (then SIGKILLed).
+    pub after: Option<Duration>,
+    /// Exit status 0.
+    pub clean: bool,
+}
+
 /// Everything the checker needs.
 #[derive(Clone, Debug, Default)]
 pub struct EndState {
@@ -116,4 +127,6 @@ pub struct EndState {
     /// Events, statuses and errors, checked for the key.
     pub texts: Vec<Captured>,
     pub secret: String,
+    /// The replicas stopped at the end of the run.
+    pub stops: Vec<Stopped>,
 }

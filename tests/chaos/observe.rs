@@ -206,6 +206,8 @@ pub async fn end_state(w: &Shared, margin: Duration) -> EndState {
         logs,
         texts,
         secret: crate::e2e::API_KEY.to_owned(),
+        // Filled in once the replicas are stopped.
+        stops: Vec::new(),
     }
 }
 

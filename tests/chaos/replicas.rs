@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cluster::{Cluster, SYSTEM_NS};
-use super::model::Captured;
+use super::model::{Captured, Stopped};
 use crate::support::proxy::TcpProxy;
 use crate::support::watch_delay::WatchDelayProxy;
 
@@ -274,19 +274,47 @@ impl Replicas {
             .collect()
     }
 
-    /// SIGTERM to every replica, then SIGKILL after 10 s; returns the ones that did not
-    /// exit cleanly.
-    pub fn stop(&mut self) -> Vec<String> {
-        let mut unclean = Vec::new();
+    /// SIGTERM to every replica at once, then SIGKILL to any still running after 10 s;
+    /// says how (and how soon) each one ended.
+    pub fn stop(&mut self) -> Vec<Stopped> {
+        const GIVE_UP: Duration = Duration::from_secs(10);
+        let sent = Instant::now();
+        let mut running = Vec::new();
         for s in &mut self.slots {
             s.held = true;
-            if let Some(child) = s.child.take()
-                && !crate::e2e::terminate(child)
-            {
-                unclean.push(s.identity.clone());
+            if let Some(child) = s.child.take() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+                running.push((s.identity.clone(), child));
             }
         }
-        unclean
+        let mut stopped = Vec::new();
+        while !running.is_empty() && sent.elapsed() < GIVE_UP {
+            running.retain_mut(|(identity, child)| match child.try_wait() {
+                Ok(Some(status)) => {
+                    stopped.push(Stopped {
+                        identity: identity.clone(),
+                        after: Some(sent.elapsed()),
+                        clean: status.success(),
+                    });
+                    false
+                }
+                _ => true,
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (identity, mut child) in running {
+            let _ = child.kill();
+            let _ = child.wait();
+            stopped.push(Stopped {
+                identity,
+                after: None,
+                clean: false,
+            });
+        }
+        stopped
     }
 
     pub fn logs(&self) -> Vec<Captured> {

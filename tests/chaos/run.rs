@@ -190,7 +190,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
         )),
     }
     tokio::time::sleep(sizes.resync * 2).await;
-    let state = observe::end_state(&w, margin).await;
+    let mut state = observe::end_state(&w, margin).await;
     // The mix must keep covering role grants (role-first routes, per-role listings).
     let kinds = |k: Kind| state.declared.iter().filter(|d| d.pair.kind == k).count();
     eprintln!(
@@ -207,12 +207,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
     stop.cancel();
     let _ = watcher.await;
     let _ = supervisor.await;
-    let unclean = tokio::task::block_in_place(|| lock(&w.replicas).stop());
-    if !unclean.is_empty() {
-        w.note(format!(
-            "replicas that did not stop on SIGTERM: {unclean:?}"
-        ));
-    }
+    state.stops = tokio::task::block_in_place(|| lock(&w.replicas).stop());
     let findings = check(&state);
     w.cluster.keep_logs(&dir);
     let text = report(&w, &state, &findings, started, quiet);
@@ -361,6 +356,13 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         "Vultr writes without the Lease: {}",
         f.unleased_writes.len()
     ));
+    let slowest = state.stops.iter().filter_map(|s| s.after).max();
+    line(format!(
+        "replicas not stopped cleanly within 5 s of SIGTERM: {} (of {}, slowest {})",
+        f.slow_stops.len(),
+        state.stops.len(),
+        slowest.map_or("-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
+    ));
     line(format!(
         "API key occurrences: {} (in {} logs, {} other texts)",
         f.key_leaks.iter().map(|(_, n)| n).sum::<usize>(),
@@ -375,6 +377,9 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
     }
     for s in f.stuck.iter().take(10) {
         line(format!("  stuck: {s}"));
+    }
+    for s in &f.slow_stops {
+        line(format!("  not stopped: {s}"));
     }
     for s in f.unleased_writes.iter().take(10) {
         line(format!("  unleased: {s}"));

@@ -41,6 +41,9 @@ pub enum FaultKind {
     },
     /// Delay, then handle the request normally.
     Latency { ms: u64 },
+    /// Hold the request this long, then handle it normally, even if the client has
+    /// given up meanwhile: a write Vultr received and applies late.
+    Hold { ms: u64 },
     /// Never answer; the client has to time out.
     Hang,
     /// Close the connection without answering.
@@ -104,7 +107,7 @@ impl Fault {
 pub(crate) struct Decision {
     /// Summed delay of the latency faults that fired.
     pub(crate) delay: Duration,
-    /// The first status/hang/drop fault that fired, if any.
+    /// The first status/hold/hang/drop fault that fired, if any.
     pub(crate) terminal: Option<FaultKind>,
 }
 
@@ -272,6 +275,25 @@ mod tests {
         ));
         let d = set.decide("GET", "/v2/users", now, || 0.0);
         assert_eq!(d.terminal, None);
+    }
+
+    #[test]
+    fn hold_is_terminal_and_reads_from_json() {
+        let now = Instant::now();
+        let mut set = FaultSet::default();
+        let f: Fault =
+            serde_json::from_str(r#"{"method":"POST","kind":{"type":"hold","ms":8000},"count":1}"#)
+                .unwrap();
+        assert_eq!(f.kind, FaultKind::Hold { ms: 8000 });
+        set.add(f, now);
+        set.add(Fault::status(500), now);
+        let d = set.decide("POST", "/v2/policies/p/users/u", now, || 0.0);
+        assert_eq!(d.terminal, Some(FaultKind::Hold { ms: 8000 }));
+        let d = set.decide("POST", "/v2/policies/p/users/u", now, || 0.0);
+        assert!(matches!(
+            d.terminal,
+            Some(FaultKind::Status { status: 500, .. })
+        ));
     }
 
     #[test]

@@ -255,6 +255,11 @@ impl Sim {
         self.shared.remove_fault(id)
     }
 
+    /// Requests a hold fault is holding right now (received, not yet applied).
+    pub fn held_requests(&self) -> usize {
+        self.shared.held()
+    }
+
     pub fn clear_faults(&self) {
         self.shared.clear_faults();
     }

@@ -3,7 +3,7 @@
 //! anything else looks at the request).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
@@ -50,11 +50,7 @@ pub(crate) async fn v2_pipeline(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),
     };
-    let record = |mut entry: JournalEntry, status: u16| {
-        entry.status = status;
-        entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        lock(&shared.journal).record(entry);
-    };
+    let record = |entry: JournalEntry, status: u16| record_entry(&shared, entry, status, started);
 
     let decision =
         lock(&shared.faults).decide(&entry.method, &entry.path, started, rand::random::<f64>);
@@ -68,6 +64,25 @@ pub(crate) async fn v2_pipeline(
         }) => ApiError::from_code(status)
             .with_retry_after(retry_after)
             .into_response(),
+        Some(FaultKind::Hold { ms }) => {
+            // A task of its own, not the connection's: a client that gives up (its
+            // connection closes) does not stop the request from being applied.
+            let held = shared.clone();
+            let task = tokio::spawn(async move {
+                let _counted = held.hold();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let response = match admit(&held, &req) {
+                    Ok(()) => next.run(req).await,
+                    Err(e) => e.into_response(),
+                };
+                record_entry(&held, entry, response.status().as_u16(), started);
+                response
+            });
+            return match task.await {
+                Ok(response) => response,
+                Err(_) => ApiError::from_code(500).into_response(),
+            };
+        }
         Some(FaultKind::Hang) => {
             record(entry, 0);
             return std::future::pending().await;
@@ -87,6 +102,13 @@ pub(crate) async fn v2_pipeline(
     };
     record(entry, response.status().as_u16());
     response
+}
+
+/// Journals a request with the status sent and the time since its arrival.
+fn record_entry(shared: &Shared, mut entry: JournalEntry, status: u16, started: Instant) {
+    entry.status = status;
+    entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    lock(&shared.journal).record(entry);
 }
 
 /// Rate limit, then bearer-key authentication.

@@ -1,6 +1,7 @@
 //! State shared by the server tasks and the [`crate::Sim`] handle.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -34,6 +35,17 @@ pub(crate) struct Shared {
     pub(crate) limiter: Mutex<Option<TokenBucket>>,
     pub(crate) behaviour: Mutex<Behaviour>,
     keys: Mutex<Keys>,
+    /// Requests a hold fault is holding now.
+    held: AtomicUsize,
+}
+
+/// Counts one held request while it lives.
+pub(crate) struct Held<'a>(&'a AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +85,7 @@ impl Shared {
                 api_keys: config.api_keys.clone(),
                 read_only_keys: config.read_only_keys.clone(),
             })),
+            held: AtomicUsize::new(0),
         })
     }
 
@@ -91,6 +104,17 @@ impl Shared {
     /// Replaces every accepted key; requests already past auth are not affected.
     pub(crate) fn set_api_keys(&self, keys: &ApiKeys) {
         *lock(&self.keys) = Keys::from(keys);
+    }
+
+    /// Counts a held request until the guard is dropped.
+    pub(crate) fn hold(&self) -> Held<'_> {
+        self.held.fetch_add(1, Ordering::SeqCst);
+        Held(&self.held)
+    }
+
+    /// Requests held by a hold fault right now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 
     pub(crate) fn behaviour(&self) -> Behaviour {

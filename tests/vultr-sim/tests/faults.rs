@@ -131,6 +131,39 @@ async fn hang_fault_makes_the_client_time_out() {
     assert_eq!(r.status, 200);
 }
 
+/// A held write is applied after the hold even though the client gave up long before:
+/// what Vultr received, it carries out.
+#[tokio::test]
+async fn hold_fault_applies_the_write_after_the_client_gave_up() {
+    let sim = demo_sim().await;
+    let pair = format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}");
+    sim.add_fault(
+        Fault::new(FaultKind::Hold { ms: 800 })
+            .on(Some("POST"), Some(&pair))
+            .times(1),
+    );
+    let c = client_with_timeout(Duration::from_millis(100));
+    let url = format!("{}{pair}", sim.url());
+    let err = send(&c, Method::POST, &url, Some(KEY), None)
+        .await
+        .expect_err("held past the client's timeout");
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(sim.held_requests(), 1, "received and held");
+    assert!(!sim.is_user_attached(DNS_ADMIN, ALICE), "not yet applied");
+    let applied = async {
+        while sim.held_requests() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), applied)
+        .await
+        .expect("the hold ends");
+    assert!(sim.is_user_attached(DNS_ADMIN, ALICE), "applied late");
+    let journal = sim.journal();
+    assert_eq!(statuses(&sim), [201], "journaled once, when applied");
+    assert!(journal[0].latency_ms >= 800.0, "{journal:?}");
+}
+
 #[tokio::test]
 async fn drop_fault_closes_the_connection() {
     let sim = demo_sim().await;
