@@ -29,6 +29,9 @@ pub enum Step {
     Partition,
     /// Delete a watched namespace (re-created once gone).
     DeleteNamespace,
+    /// Vultr holds 30% of writes 1.5 s (under the replicas' 2 s client timeout) before
+    /// applying them, for 10 s around the partition: a cut leader's write lands late.
+    LateWrites,
     /// The live lane's watch lags the deleted lane's by 3 s, for 15% of the chaos
     /// phase (20 s at most).
     LiveWatchLag,
@@ -43,6 +46,7 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.40, 0.45), Step::DeleteNamespace),
         (at(0.55, 0.60), Step::RestartApiserver),
         (at(0.70, 0.75), Step::Partition),
+        (at(0.68, 0.70), Step::LateWrites),
         (at(0.10, 0.20), Step::LiveWatchLag),
         (at(0.80, 0.85), Step::LiveWatchLag),
     ];
@@ -138,6 +142,17 @@ pub async fn run_step(w: Shared, step: Step) {
             }
         }
         Step::Partition => partition(&w).await,
+        Step::LateWrites => {
+            for method in ["POST", "DELETE"] {
+                w.sim.add_fault(
+                    Fault::new(FaultKind::Hold { ms: 1500 })
+                        .on(Some(method), None)
+                        .with_probability(0.3)
+                        .for_duration(Duration::from_secs(10)),
+                );
+            }
+            w.count("late-applied writes (1.5s hold, 30% of writes, 10s)");
+        }
         Step::LiveWatchLag => {
             let span = w.sizes.chaos.mul_f64(0.15).min(Duration::from_secs(20));
             lock(&w.replicas).lag_live_watches(Duration::from_secs(3));
@@ -208,6 +223,7 @@ mod tests {
         assert_eq!(count(|s| *s == Step::DeleteNamespace), 1);
         assert_eq!(count(|s| matches!(s, Step::Outage(_))), 1);
         assert_eq!(count(|s| *s == Step::LiveWatchLag), 2);
+        assert_eq!(count(|s| *s == Step::LateWrites), 1);
         assert!(steps.iter().all(|(d, _)| *d < sizes.chaos));
         assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(steps, plan(&sizes, &mut StdRng::seed_from_u64(1)));
