@@ -199,7 +199,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = directory_max_age)]
     pub directory_max_age: Duration,
 
-    /// How long a fresh attach may stay invisible in Vultr's listing before it is sent again.
+    /// How long a fresh attach may stay invisible in Vultr's listing before it is sent again;
+    /// also how long after a detach a listing that still shows the pair proves nothing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub attach_visibility_timeout: Duration,
 

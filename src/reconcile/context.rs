@@ -30,7 +30,8 @@ pub struct Settings {
     /// A listing younger than this is reused instead of asking Vultr again.
     pub listing_max_age: Duration,
     /// How long a fresh attach may stay invisible in Vultr's listing before it is
-    /// attempted again (the listing lags behind writes).
+    /// attempted again, and how long a detached pair may still be listed (the listing
+    /// lags behind writes).
     pub attach_visibility_timeout: Duration,
     /// Delay between checks while waiting for a fresh attach to show up.
     pub verify_interval: Duration,
@@ -169,11 +170,9 @@ impl Context {
         );
         let wakers = locked(&self.wakers);
         for object in batched {
-            let scope = wakers.iter().find(|(scope, _)| {
-                scope.is_none() || scope.as_deref() == object.namespace.as_deref()
-            });
-            if let Some((_, waker)) = scope {
-                let _ = waker.unbounded_send(object);
+            let scopes = wakers.iter().map(|(scope, _)| scope.as_deref());
+            if let Some(i) = scope_of(scopes, object.namespace.as_deref()) {
+                let _ = wakers[i].1.unbounded_send(object);
             }
         }
     }
@@ -210,5 +209,27 @@ impl Context {
         self.memory.forget(uid);
         self.pairs.withdraw(uid);
         self.backoff.reset(uid);
+    }
+}
+
+/// Which of the watched `scopes` (a namespace, or `None` for the whole cluster) holds an
+/// object of `namespace` (pure, for the tests).
+fn scope_of<'a>(
+    mut scopes: impl Iterator<Item = Option<&'a str>>,
+    namespace: Option<&str>,
+) -> Option<usize> {
+    scopes.position(|scope| scope.is_none() || scope == namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_woken_through_the_controller_of_its_scope() {
+        let scopes = [Some("a"), Some("b")];
+        assert_eq!(scope_of(scopes.into_iter(), Some("b")), Some(1));
+        assert_eq!(scope_of(scopes.into_iter(), Some("c")), None);
+        assert_eq!(scope_of([None].into_iter(), Some("c")), Some(0));
     }
 }
