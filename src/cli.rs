@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+use crate::vultr::DIRECTORY_MAX_AGE_LIMIT;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "vultr-iam-operator",
@@ -187,7 +189,20 @@ pub struct RunArgs {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
 
-    /// How long a fresh attach may stay invisible in Vultr's listing before it is sent again.
+    /// How long a listing of a policy's (or role's) grants is reused for verifications
+    /// and event-driven reconciles. Default: half of --resync-interval, between 5s and 60s.
+    #[arg(long, value_parser = positive_duration)]
+    pub listing_max_age: Option<Duration>,
+
+    /// The oldest walk of Vultr's policies, users, groups and roles that a name, email or
+    /// ID is resolved against: a name Vultr gives to another object (a renamed group and
+    /// a new one with its old name) resolves to the new object at most this long after
+    /// the change. At most 60s.
+    #[arg(long, default_value = "60s", value_parser = directory_max_age)]
+    pub directory_max_age: Duration,
+
+    /// How long a fresh attach may stay invisible in Vultr's listing before it is sent again;
+    /// also how long after a detach a listing that still shows the pair proves nothing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub attach_visibility_timeout: Duration,
 
@@ -243,6 +258,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--listing-max-age`, else half the resync interval between 5 s and 60 s: long
+    /// enough for a pass's reconciles to share its listings, short enough that an
+    /// event-driven reconcile sees recent state.
+    pub fn listing_max_age(&self) -> Duration {
+        self.listing_max_age.unwrap_or_else(|| {
+            (self.resync_interval / 2).clamp(Duration::from_secs(5), Duration::from_secs(60))
+        })
+    }
+
     /// One watch scope per distinct `--watch-namespace` (in the order given), or the
     /// whole cluster without any: a repeated namespace must not get two controllers
     /// reconciling the same objects.
@@ -267,6 +291,18 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A positive duration of at most the directory's freshness bound.
+fn directory_max_age(text: &str) -> Result<Duration, String> {
+    let age = positive_duration(text)?;
+    if age > DIRECTORY_MAX_AGE_LIMIT {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(DIRECTORY_MAX_AGE_LIMIT)
+        ));
+    }
+    Ok(age)
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +377,37 @@ mod tests {
         assert_eq!(
             run_args(&[]).metrics_bind_address,
             "[::]:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn directory_max_age_is_positive_and_at_most_a_minute() {
+        assert_eq!(run_args(&[]).directory_max_age, Duration::from_secs(60));
+        assert_eq!(
+            run_args(&["--directory-max-age", "2s"]).directory_max_age,
+            Duration::from_secs(2)
+        );
+        for bad in ["0s", "61s", "10m"] {
+            let parsed =
+                Cli::try_parse_from(["vultr-iam-operator", "run", "--directory-max-age", bad]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listing_max_age_defaults_to_half_the_resync_interval_within_bounds() {
+        assert_eq!(run_args(&[]).listing_max_age(), Duration::from_secs(60));
+        assert_eq!(
+            run_args(&["--resync-interval", "30s"]).listing_max_age(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            run_args(&["--resync-interval", "3s"]).listing_max_age(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            run_args(&["--listing-max-age", "1s"]).listing_max_age(),
+            Duration::from_secs(1)
         );
     }
 

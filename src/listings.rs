@@ -7,7 +7,14 @@
 //! Writes do not throw a listing away. Each write marks its pair with the instant it
 //! completed, and a listing serves a pair only if its fetch started after that mark: a
 //! verification never uses a listing older than the last write to its pair, yet one
-//! listing fetched after a burst of 100 attaches to a policy verifies all 100.
+//! listing fetched after a burst of 100 attaches to a policy verifies all 100. A mark
+//! also says whether the write was a detach: Vultr's listings lag behind detaches as
+//! they do behind attaches, so for `listing_lag` after a detach of a pair, a listing
+//! that still shows the pair is no proof that it is attached (see [`proves_presence`]).
+//!
+//! Only successes are reused. A failed fetch answers the callers that waited for that
+//! very request, and the next caller asks again; and an answer fetched with an API key
+//! that has since been replaced is never served (`VultrClient::key_epoch`).
 //!
 //! While attaches are still to come (objects that have not had their first turn), a
 //! verification that needs a new listing waits until the listing will verify a batch
@@ -30,11 +37,16 @@ pub struct Listing {
     pub members: Arc<HashSet<String>>,
     /// Wall-clock time of the fetch, reported as `lastVerifiedAt`.
     pub fetched_at: SystemTime,
+    /// When the fetch started.
+    started: Instant,
+    /// A member this listing shows that is no proof of an attachment: the caller's pair,
+    /// detached by this process too recently for the listing to have caught up.
+    unproven: Option<String>,
 }
 
 impl Listing {
     pub fn contains(&self, id: &str) -> bool {
-        self.members.contains(id)
+        self.unproven.as_deref() != Some(id) && self.members.contains(id)
     }
 
     /// Whether this listing (the one `grant.listing()` names) shows the pair.
@@ -51,23 +63,85 @@ type Slot = Arc<SlotState>;
 struct SlotState {
     /// Held while fetching: callers for the same listing wait for one fetch.
     fetching: tokio::sync::Mutex<()>,
-    /// The last answer and when its fetch started, failures included: during an outage
-    /// the attachments of a policy share one failed request instead of each sending
-    /// their own. Readable while a fetch is in flight, so a caller that the last
-    /// answer serves never waits for the next one.
-    answer: Mutex<Option<(Instant, Result<Listing, VultrError>)>>,
+    /// The last fetch. Readable while the next one is in flight, so a caller that the
+    /// last listing serves never waits for the next one.
+    last: Mutex<Option<Fetched>>,
+}
+
+/// One completed fetch of a listing.
+struct Fetched {
+    /// Counts the slot's fetches: a caller that queued before fetch `seq` completed
+    /// waited for it.
+    seq: u64,
+    /// The API key the request carried (`VultrClient::key_epoch`).
+    key_epoch: u64,
+    answer: Result<Listing, VultrError>,
 }
 
 impl SlotState {
+    /// The last listing, if it may serve this caller: a success, fetched with the key
+    /// in use, young enough and started after the caller's write.
     fn usable(
         &self,
         max_age: Duration,
         written: Option<Instant>,
-    ) -> Option<Result<Listing, VultrError>> {
-        let answer = locked(&self.answer);
-        let (started, answer) = answer.as_ref()?;
-        usable(*started, Instant::now(), max_age, written).then(|| answer.clone())
+        key_epoch: u64,
+    ) -> Option<Listing> {
+        let last = locked(&self.last);
+        let last = last.as_ref()?;
+        let listing = last.answer.as_ref().ok()?;
+        (last.key_epoch == key_epoch && usable(listing.started, Instant::now(), max_age, written))
+            .then(|| listing.clone())
     }
+
+    /// How many fetches have completed.
+    fn seq(&self) -> u64 {
+        locked(&self.last).as_ref().map_or(0, |f| f.seq)
+    }
+
+    /// The failure of the fetch that completed while a caller waited (it had seen
+    /// `seen` fetches when it queued): that caller shares it.
+    fn failure_since(&self, seen: u64) -> Option<VultrError> {
+        let last = locked(&self.last);
+        let last = last.as_ref().filter(|f| f.seq > seen)?;
+        last.answer.as_ref().err().cloned()
+    }
+
+    fn store(&self, key_epoch: u64, answer: Result<Listing, VultrError>) {
+        let mut last = locked(&self.last);
+        let seq = last.as_ref().map_or(0, |f| f.seq) + 1;
+        *last = Some(Fetched {
+            seq,
+            key_epoch,
+            answer,
+        });
+    }
+}
+
+/// What a write to a pair was, for [`ListingCache::note_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// A POST; `applied` when Vultr confirmed it (a failed or refused POST may not have
+    /// changed anything).
+    Attach { applied: bool },
+    /// A DELETE, whatever its outcome (one that failed may still have been applied).
+    Detach,
+}
+
+/// The last write of this process to a pair.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// When it completed: only listings started later may verify the pair.
+    at: Instant,
+    /// When the pair was last detached, unless an applied attach came after.
+    detached_at: Option<Instant>,
+}
+
+/// Whether a listing started at `started` that shows a pair proves it attached, given
+/// when this process last detached it (pure, for the tests): not while the listing may
+/// still lag behind the detach.
+fn proves_presence(started: Instant, detached_at: Option<Instant>, listing_lag: Duration) -> bool {
+    detached_at.is_none_or(|detached| started >= detached + listing_lag)
 }
 
 /// Writes to one listing's pairs that a verification waits for while attaches are to come.
@@ -95,21 +169,23 @@ struct Unverified {
 fn batch_wait(unverified: Unverified, now: Instant) -> Option<Duration> {
     let oldest = unverified.oldest?;
     let waited = now.saturating_duration_since(oldest);
-    // No polling meanwhile: when the backlog empties, every object is reconciled again
-    // (`Context::backlog`).
+    // No polling meanwhile: when the backlog empties, the objects put off are reconciled
+    // again (`Context::backlog`).
     (unverified.count < BATCH && waited < BATCH_WAIT).then(|| BATCH_WAIT - waited)
 }
 
-/// How long a write mark is kept: longer than any listing may be reused, so a dropped
-/// mark can never let an older listing through.
+/// How long a write mark is kept: longer than any listing may be reused or lag behind a
+/// detach, so a dropped mark can never let an older listing through.
 const WRITE_MARK_MEMORY: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct ListingCache {
     vultr: VultrClient,
+    /// How long a listing may lag behind a write (the attach visibility timeout).
+    listing_lag: Duration,
     slots: Arc<Mutex<HashMap<Key, Slot>>>,
-    /// Per pair: when the last write of this process to it completed.
-    written: Arc<Mutex<HashMap<Grant, Instant>>>,
+    /// Per pair: the last write of this process to it.
+    written: Arc<Mutex<HashMap<Grant, Mark>>>,
     /// Per listing: the writes no fetch has covered yet.
     unverified: Arc<Mutex<HashMap<Key, Unverified>>>,
 }
@@ -125,9 +201,11 @@ fn usable(started: Instant, now: Instant, max_age: Duration, written: Option<Ins
 }
 
 impl ListingCache {
-    pub fn new(vultr: VultrClient) -> Self {
+    /// `listing_lag`: how long Vultr's listings may go on showing a detached pair.
+    pub fn new(vultr: VultrClient, listing_lag: Duration) -> Self {
         Self {
             vultr,
+            listing_lag,
             slots: Arc::default(),
             written: Arc::default(),
             unverified: Arc::default(),
@@ -150,9 +228,25 @@ impl ListingCache {
         max_age: Duration,
         attaches_to_come: bool,
     ) -> Result<Verification, VultrError> {
-        let written = locked(&self.written).get(grant).copied();
-        self.fetch(&grant.listing().0, max_age, written, attaches_to_come)
-            .await
+        let mark = locked(&self.written).get(grant).copied();
+        let verification = self
+            .fetch(
+                &grant.listing().0,
+                max_age,
+                mark.map(|m| m.at),
+                attaches_to_come,
+            )
+            .await?;
+        Ok(match verification {
+            Verification::Listing(mut listing) => {
+                let detached_at = mark.and_then(|m| m.detached_at);
+                if !proves_presence(listing.started, detached_at, self.listing_lag) {
+                    listing.unproven = Some(grant.listing().1.to_owned());
+                }
+                Verification::Listing(listing)
+            }
+            later => later,
+        })
     }
 
     /// The listing `source`, fetched now unless an answer younger than `max_age`
@@ -182,12 +276,18 @@ impl ListingCache {
         may_defer: bool,
     ) -> Result<Verification, VultrError> {
         let slot = self.slot(key);
-        if let Some(answer) = slot.usable(max_age, written) {
-            return answer.map(Verification::Listing);
+        if let Some(listing) = slot.usable(max_age, written, self.vultr.key_epoch()) {
+            return Ok(Verification::Listing(listing));
         }
+        let seen = slot.seq();
         let _fetching = slot.fetching.lock().await;
-        if let Some(answer) = slot.usable(max_age, written) {
-            return answer.map(Verification::Listing);
+        if let Some(failure) = slot.failure_since(seen) {
+            // The request this caller waited for failed: one failed request per outage
+            // and listing, not one per waiting attachment.
+            return Err(failure);
+        }
+        if let Some(listing) = slot.usable(max_age, written, self.vultr.key_epoch()) {
+            return Ok(Verification::Listing(listing));
         }
         if may_defer && written.is_some() {
             let unverified = locked(&self.unverified)
@@ -198,53 +298,185 @@ impl ListingCache {
                 return Ok(Verification::Later(wait));
             }
         }
-        let started = Instant::now();
+        let key_epoch = self.vultr.key_epoch();
         locked(&self.unverified).remove(key);
         let answer = self.list(key).await;
-        *locked(&slot.answer) = Some((started, answer.clone()));
+        slot.store(key_epoch, answer.clone());
         answer.map(Verification::Listing)
     }
 
     async fn list(&self, source: &ListingSource) -> Result<Listing, VultrError> {
+        let started = Instant::now();
         self.vultr.listed_ids(source).await.map(|members| Listing {
             members: Arc::new(members),
             fetched_at: SystemTime::now(),
+            started,
+            unproven: None,
         })
     }
 
     /// This process just finished a write to `grant` (also a failed one: a POST or
     /// DELETE that timed out may still have been applied).
-    pub fn note_write(&self, grant: &Grant) {
+    pub fn note_write(&self, grant: &Grant, write: Write) {
         let now = Instant::now();
-        locked(&self.written).insert(grant.clone(), now);
+        {
+            let mut written = locked(&self.written);
+            let previous = written.get(grant).and_then(|m| m.detached_at);
+            let detached_at = match write {
+                Write::Detach => Some(now),
+                Write::Attach { applied: true } => None,
+                Write::Attach { applied: false } => previous,
+            };
+            written.insert(
+                grant.clone(),
+                Mark {
+                    at: now,
+                    detached_at,
+                },
+            );
+        }
         let mut unverified = locked(&self.unverified);
         let entry = unverified.entry(grant.listing().0).or_default();
         entry.count += 1;
         entry.oldest.get_or_insert(now);
     }
 
-    /// Whether some write waits for a listing to verify it (a batch not fetched yet).
-    pub fn has_unverified(&self) -> bool {
-        !locked(&self.unverified).is_empty()
-    }
-
     /// The listings at hand did not show `grant` although it was written: only a
     /// listing started from now on may verify it (Vultr's listings lag behind writes).
     pub fn require_newer(&self, grant: &Grant) {
-        locked(&self.written).insert(grant.clone(), Instant::now());
+        let now = Instant::now();
+        locked(&self.written)
+            .entry(grant.clone())
+            .and_modify(|m| m.at = now)
+            .or_insert(Mark {
+                at: now,
+                detached_at: None,
+            });
     }
 
     /// Drops slots of listings no PolicyAttachment refers to any more, and old marks.
     pub fn retain(&self, live: &HashSet<Key>) {
         locked(&self.slots).retain(|k, _| live.contains(k));
         locked(&self.unverified).retain(|k, _| live.contains(k));
-        locked(&self.written).retain(|_, at| at.elapsed() < WRITE_MARK_MEMORY);
+        locked(&self.written).retain(|_, m| m.at.elapsed() < WRITE_MARK_MEMORY);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
     use super::*;
+    use crate::domain::Subject;
+    use crate::vultr::ApiKey;
+    use crate::vultr::fake::{FakeVultr, Reply, paged};
+
+    const POLICY: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
+    const USER: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
+    const MAX_AGE: Duration = Duration::from_secs(60);
+
+    fn grant() -> Grant {
+        Grant {
+            policy_id: POLICY.into(),
+            subject: Subject::User(USER.into()),
+        }
+    }
+
+    /// A listing that shows the pair; the first `failures` requests answer 503 (slowly,
+    /// so that concurrent callers queue behind them).
+    async fn vultr(failures: usize) -> FakeVultr {
+        let calls = AtomicUsize::new(0);
+        FakeVultr::start(move |r| {
+            if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                Reply::error(503, "down").delayed(Duration::from_millis(200))
+            } else {
+                paged("users", &[json!({"id": USER})], 100, r)
+            }
+        })
+        .await
+    }
+
+    async fn listing(cache: &ListingCache) -> Result<Listing, VultrError> {
+        match cache.for_pair(&grant(), MAX_AGE, false).await? {
+            Verification::Listing(listing) => Ok(listing),
+            Verification::Later(_) => panic!("never deferred without attaches to come"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_answers_only_the_callers_that_waited_for_it() {
+        let fake = vultr(1).await;
+        let cache = ListingCache::new(fake.client(), Duration::from_secs(30));
+        let waiting = (0..5).map(|_| listing(&cache));
+        for answer in futures::future::join_all(waiting).await {
+            assert_eq!(answer.unwrap_err().reason(), "ApiUnavailable");
+        }
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "one failed request for all who waited"
+        );
+        // The next caller asks Vultr again instead of getting the failure from a cache.
+        assert!(listing(&cache).await.unwrap().shows(&grant()));
+        assert_eq!(fake.requests().len(), 2);
+        // A success is reused.
+        listing(&cache).await.unwrap();
+        assert_eq!(fake.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_api_key_drops_the_listings_fetched_with_the_old_one() {
+        let fake = vultr(0).await;
+        let client = fake.client();
+        let cache = ListingCache::new(client.clone(), Duration::from_secs(30));
+        listing(&cache).await.unwrap();
+        listing(&cache).await.unwrap();
+        assert_eq!(fake.requests().len(), 1);
+        client
+            .set_api_key(&ApiKey::new("ROTATED-KEY", "a test").unwrap())
+            .unwrap();
+        listing(&cache).await.unwrap();
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            requests[1].authorization.as_deref(),
+            Some("Bearer ROTATED-KEY")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_may_lag_a_detach_does_not_prove_the_pair() {
+        let fake = vultr(0).await;
+        let cache = ListingCache::new(fake.client(), Duration::from_secs(30));
+        assert!(listing(&cache).await.unwrap().shows(&grant()));
+        cache.note_write(&grant(), Write::Detach);
+        let after_detach = listing(&cache).await.unwrap();
+        assert_eq!(fake.requests().len(), 2, "a listing newer than the detach");
+        assert!(
+            after_detach.members.contains(USER),
+            "Vultr still lists the pair"
+        );
+        assert!(!after_detach.shows(&grant()), "but that is no proof");
+        // A refused attach may have changed nothing: still no proof.
+        cache.note_write(&grant(), Write::Attach { applied: false });
+        assert!(!listing(&cache).await.unwrap().shows(&grant()));
+        // An applied attach makes the listing proof again.
+        cache.note_write(&grant(), Write::Attach { applied: true });
+        assert!(listing(&cache).await.unwrap().shows(&grant()));
+    }
+
+    #[test]
+    fn a_detach_is_proven_wrong_only_by_a_listing_past_the_lag() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(5);
+        assert!(proves_presence(t0, None, lag), "never detached");
+        assert!(!proves_presence(t0, Some(t0), lag));
+        assert!(!proves_presence(t0 + Duration::from_secs(4), Some(t0), lag));
+        assert!(proves_presence(t0 + lag, Some(t0), lag));
+        assert!(proves_presence(t0 + Duration::from_secs(6), Some(t0), lag));
+    }
 
     #[test]
     fn a_listing_serves_only_writes_that_finished_before_it_started() {

@@ -54,6 +54,7 @@ pub struct Metrics {
     paused: Gauge,
     oldest_revocation_seconds: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
+    verification_batches: Counter,
     last_verification: Gauge<f64, AtomicU64>,
     tracked_entries: Gauge,
 }
@@ -134,6 +135,13 @@ impl Metrics {
             "Grants found missing in Vultr and attached again",
             drift_repairs.clone(),
         );
+        let verification_batches = Counter::default();
+        registry.register(
+            "verification_batch_waits",
+            "Verifications put off to batch them with more writes, while attaches were \
+             still to come",
+            verification_batches.clone(),
+        );
         let last_verification = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_verification_timestamp_seconds",
@@ -162,6 +170,7 @@ impl Metrics {
             paused,
             oldest_revocation_seconds,
             drift_repairs,
+            verification_batches,
         }
     }
 
@@ -187,6 +196,11 @@ impl Metrics {
 
     pub fn drift_repaired(&self) {
         self.drift_repairs.inc();
+    }
+
+    /// A verification was put off to batch it (`Verification::Later`).
+    pub fn verification_batched(&self) {
+        self.verification_batches.inc();
     }
 
     /// A verification pass fetched every listing it needed at `at`.

@@ -150,14 +150,10 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     };
     let settings = Settings {
         resync_interval: args.resync_interval,
-        // Long enough for a pass's reconciles to share its listings, short enough
-        // that an event-driven reconcile sees recent state.
-        listing_max_age: (args.resync_interval / 2).clamp(
-            std::time::Duration::from_secs(5),
-            std::time::Duration::from_secs(60),
-        ),
+        listing_max_age: args.listing_max_age(),
         attach_visibility_timeout: args.attach_visibility_timeout,
         verify_interval: std::time::Duration::from_secs(1),
+        directory_max_age: args.directory_max_age,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -283,12 +279,12 @@ async fn run_controllers(
         triggers.push(tx);
         let watch = || watcher::Config::default().any_semantic();
         let (store, changes) = watch_cache::watch(api.clone(), watch(), Lane::Live);
-        let (waker, woken) = mpsc::unbounded::<()>();
-        ctx.add_waker(waker);
+        let (waker, woken) = mpsc::unbounded();
+        ctx.add_waker(scope.clone(), waker);
         let live = Controller::for_stream(changes, store.clone())
             .with_config(config.clone())
             .reconcile_all_on(rx)
-            .reconcile_all_on(woken)
+            .reconcile_on(woken)
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         stores.lock().unwrap_or_else(|e| e.into_inner()).push(store);
         runs.push(

@@ -137,3 +137,87 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
         );
     }
 }
+
+/// Reconcile failures with this reason, as the operator's /metrics counts them.
+async fn failures(operator: &Operator, reason: &str) -> usize {
+    let (_, body) = operator.http_get("/metrics").await;
+    let reason = format!("reason=\"{reason}\"");
+    body.lines()
+        .filter(|l| l.starts_with("vultr_iam_reconciles_total{") && l.contains(&reason))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
+/// Vultr refuses the key in use (401 on a listing), then the key file gets the new key:
+/// the next reconciles ask Vultr again, with the new key, and none is answered from a
+/// failure of the old one: every failure came with a 401 and the object ends Ready.
+/// (Before: failures were kept like listings, up to --listing-max-age, also across a key
+/// change: a rotated key took over a minute to take effect.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_not_answered_by_failures_of_the_old_one() {
+    let mut volume = SecretVolume::new(&format!("{API_KEY}\n"));
+    let key_file = volume.path();
+    let key_file = key_file.to_str().expect("UTF-8 temp path");
+    let env = Env::start_with(
+        "pa-key-failures",
+        ENV_KEY,
+        &[
+            "--vultr-api-key-file",
+            key_file,
+            "--vultr-api-key-reload-interval",
+            "300ms",
+            // Listings kept for a minute; no verification pass in between.
+            "--resync-interval",
+            "10m",
+        ],
+    )
+    .await;
+    env.create("before", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("before", "True", "Attached").await;
+
+    // Vultr accepts only the new key from now on: the next listing fails with 401 ...
+    env.sim
+        .set_api_keys(ApiKeys {
+            api_keys: vec![ROTATED_KEY.to_owned()],
+            read_only_keys: vec![],
+        })
+        .expect("valid keys");
+    let listing = format!("/v2/policies/{BILLING_READ}/users");
+    let refusals = || {
+        env.requests("GET", &listing)
+            .iter()
+            .filter(|e| e.path == listing && e.status == 401)
+            .count()
+    };
+    env.create("after", by_ids(BILLING_READ, ALICE)).await;
+    wait_for("a refused listing", WAIT, || async {
+        (refusals() > 0).then_some(())
+    })
+    .await;
+    // ... until the Secret changes.
+    volume.write(&format!("{ROTATED_KEY}\n"));
+    wait_log(&env.operator, "later requests use the new key").await;
+    let unanswered = wait_for(
+        "after Ready, or a failure without a request",
+        WAIT,
+        || async {
+            let failed = failures(&env.operator, "Unauthorized").await;
+            let refused = refusals();
+            if failed > refused {
+                return Some(Some((failed, refused)));
+            }
+            let obj = env.api.get_opt("after").await.ok().flatten()?;
+            let c = obj
+                .status
+                .as_ref()?
+                .condition(vultr_iam_operator::crd::READY)?;
+            (c.status == "True").then_some(None)
+        },
+    )
+    .await;
+    assert_eq!(
+        unanswered, None,
+        "(failures, 401s): a failure of the old key was served from a cache"
+    );
+    assert!(env.sim.is_user_attached(BILLING_READ, ALICE));
+}

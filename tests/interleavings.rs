@@ -65,6 +65,44 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
+/// A rename while Vultr's listings lag 3 s behind detaches: `a` is deleted and its grant
+/// revoked, then `b` declares the same pair. Whenever `b` says Ready=True, the grant
+/// exists in Vultr, and `b` ends Ready with it. (Before: a write mark did not say what
+/// the write was, so `b` took a listing that still showed the revoked pair as proof and
+/// said Ready=True over a revoked grant until the listing caught up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_lagging_a_detach_never_makes_the_new_object_ready() {
+    let env = Env::start("il-detach-lag").await;
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    env.wait_ready("a", "True", "Attached").await;
+    env.sim.set_behaviour(Behaviour {
+        detach_lag: Duration::from_secs(3),
+        ..Behaviour::default()
+    });
+    env.delete("a").await;
+    env.wait_gone("a").await;
+    assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE), "a was revoked");
+    env.create("b", by_ids(DNS_ADMIN, ALICE)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ready_seen = 0;
+    while Instant::now() < deadline {
+        if let Some(b) = env.api.get_opt("b").await.expect("get b")
+            && is_ready(&b)
+        {
+            ready_seen += 1;
+            assert!(
+                env.sim.is_user_attached(DNS_ADMIN, ALICE),
+                "b says Ready=True but the grant is gone from Vultr"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_ready("b", "True", "Attached").await;
+    assert!(ready_seen > 0, "b never became Ready");
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
 /// Create and delete at once while the operator's watch lags 6 s behind (a proxy): the
 /// cleanup runs on a cached object from before the pair was recorded. A DELETE must be
 /// sent anyway. (Before: "no pair recorded, nothing to revoke" let the object go and

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use e2e::*;
 use serde_json::json;
+use support::wait_for;
 use vultr_sim::{Behaviour, Fault, FaultKind};
 
 fn attach_posts(env: &Env, policy: &str) -> usize {
@@ -670,16 +671,6 @@ async fn transient_verification_failures_never_flip_ready_and_quiet_passes_write
     assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
 }
 
-/// Sum of the samples of `family` whose labels contain `labels` (all: "").
-async fn metric_sum(env: &Env, family: &str, labels: &str) -> f64 {
-    let (_, body) = env.operator.http_get("/metrics").await;
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
-        .filter(|l| l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A deletion costs no reconcile error (the deleted lane's re-run on its stale snapshot
 /// finds the object gone), and leaves nothing behind in the process but the record
 /// that its deletion was handled.
@@ -714,19 +705,275 @@ async fn deletions_cost_no_error_and_leave_no_per_object_state() {
     let pass_after = |after: f64| {
         let env = &env;
         support::wait_for("a verification pass", WAIT, move || async move {
-            let at = metric_sum(env, "vultr_iam_last_verification_timestamp_seconds", "").await;
+            let at = metric(env, "vultr_iam_last_verification_timestamp_seconds", &[]).await?;
             (at > after).then_some(at)
         })
     };
     // The next pass after that one: the first one's pruning is over.
     let first = pass_after(after).await;
     pass_after(first).await;
-    let errors = metric_sum(&env, "vultr_iam_reconciles_total", "result=\"error\"").await;
-    assert_eq!(errors, 0.0, "{}", env.operator.logs());
-    let tracked = metric_sum(&env, "vultr_iam_tracked_object_entries", "").await;
+    let errors = metric(&env, "vultr_iam_reconciles_total", &["result=\"error\""]).await;
+    assert_eq!(errors, Some(0.0), "{}", env.operator.logs());
+    let tracked = metric(&env, "vultr_iam_tracked_object_entries", &[]).await;
     assert_eq!(
         tracked,
-        pairs.len() as f64,
+        Some(pairs.len() as f64),
         "one handled-deletion record per deleted object, nothing else"
     );
+}
+
+/// The sum of the samples of `name` whose labels contain every one of `labels` (0 when
+/// there is none), from the operator's /metrics; `None` while it does not answer.
+async fn metric(env: &Env, name: &str, labels: &[&str]) -> Option<f64> {
+    let (status, body) = env.operator.http_get("/metrics").await;
+    (status == 200).then(|| {
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
+/// Reconcile failures with this reason, as the operator counts them (0 while it does not
+/// answer yet).
+async fn failures(env: &Env, reason: &str) -> usize {
+    let reason = format!("reason=\"{reason}\"");
+    let labels = ["result=\"error\"", reason.as_str()];
+    metric(env, "vultr_iam_reconciles_total", &labels)
+        .await
+        .unwrap_or(0.0) as usize
+}
+
+fn subject_id(obj: &vultr_iam_operator::crd::PolicyAttachment) -> Option<String> {
+    obj.status.as_ref()?.subject_id.clone()
+}
+
+/// Vultr gives a name to another object: group `ops` is renamed, a new group takes the
+/// name. A PolicyAttachment for group `ops` created once the operator's directory bound
+/// (--directory-max-age) has passed since is granted to the new group. (Before: names
+/// were resolved against a walk up to 10 minutes old, and the new object was granted to
+/// the old group, Ready=True.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_group_name_resolves_to_the_new_group() {
+    let env = Env::start_with("pa-name-reuse", API_KEY, &["--directory-max-age", "2s"]).await;
+    env.create(
+        "old",
+        json!({"policy": {"name": "dns-admin"}, "group": {"name": "ops"}}),
+    )
+    .await;
+    let old = env.wait_ready("old", "True", "Attached").await;
+    assert_eq!(subject_id(&old).as_deref(), Some(OPS));
+
+    assert!(env.sim.rename_group(OPS, "ops-old"));
+    let new_ops = env.sim.add_group("ops");
+    // Past the bound, whatever walk a resolution uses was made after the rename.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.create(
+        "new",
+        json!({"policy": {"name": "compute-admin"}, "group": {"name": "ops"}}),
+    )
+    .await;
+    let new = env.wait_ready("new", "True", "Attached").await;
+    assert_eq!(
+        subject_id(&new),
+        Some(new_ops.clone()),
+        "granted to the renamed group"
+    );
+    assert!(env.sim.is_group_attached(COMPUTE_ADMIN, &new_ops));
+    assert!(!env.sim.is_group_attached(COMPUTE_ADMIN, OPS));
+}
+
+/// A listing that fails (503, twice) is asked again on the next try: every reconcile
+/// failure comes with a failed request, and the object ends Ready. (Before: a failure
+/// was kept like a listing, up to --listing-max-age, and served to the next reconciles
+/// of the policy's attachments without a request.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_is_asked_again_not_served_from_a_cache() {
+    // Listings kept for a minute; no verification pass in between.
+    let env = Env::start_with("pa-listing-503", API_KEY, &["--resync-interval", "10m"]).await;
+    let listing = format!("/v2/policies/{DNS_ADMIN}/users");
+    env.sim
+        .add_fault(Fault::status(503).on(Some("GET"), Some(&listing)).times(2));
+    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
+    let unanswered = wait_for("a Ready, or a failure without a request", WAIT, || async {
+        let failed = failures(&env, "ApiUnavailable").await;
+        let answered = env
+            .requests("GET", &listing)
+            .iter()
+            .filter(|e| e.path == listing && e.status == 503)
+            .count();
+        if failed > answered {
+            return Some(Some((failed, answered)));
+        }
+        let obj = env.api.get_opt("a").await.ok().flatten()?;
+        let c = obj
+            .status
+            .as_ref()?
+            .condition(vultr_iam_operator::crd::READY)?;
+        (c.status == "True").then_some(None)
+    })
+    .await;
+    assert_eq!(
+        unanswered, None,
+        "(failures, 503s): a failure was served from a cache"
+    );
+    assert_eq!(failures(&env, "ApiUnavailable").await, 2);
+    assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
+}
+
+/// An idle operator with several policies in use: one new object costs listings of its
+/// own policy only (the look before its attach, the verification after it), not one per
+/// policy in use. (Before: the emptied backlog woke every object, and each one re-fetched
+/// its listing, older than --listing-max-age by then.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_new_object_on_an_idle_operator_costs_only_its_own_listing() {
+    let flags = ["--resync-interval", "10m", "--listing-max-age", "1s"];
+    let env = Env::start_with("pa-idle", API_KEY, &flags).await;
+    let n = 6;
+    let mut policies = Vec::new();
+    for i in 0..n {
+        let policy = env.sim.add_policy(&format!("idle-{i}"));
+        env.create(&format!("p{i}"), by_ids(&policy, ALICE)).await;
+        policies.push(policy);
+    }
+    for i in 0..n {
+        env.wait_ready(&format!("p{i}"), "True", "Attached").await;
+    }
+    // Idle for longer than --listing-max-age: every listing at hand is stale.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = env.sim.journal().len();
+    env.create("new", by_ids(&policies[0], BOB)).await;
+    env.wait_ready("new", "True", "Attached").await;
+    // Whatever the new object set off has run by then.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let listings: Vec<String> = env.sim.journal()[before..]
+        .iter()
+        .filter(|e| e.method == "GET" && e.path.starts_with("/v2/policies/"))
+        .filter(|e| e.path.ends_with("/users"))
+        .map(|e| e.path.clone())
+        .collect();
+    let own = format!("/v2/policies/{}/users", policies[0]);
+    assert!(
+        listings.iter().all(|path| *path == own),
+        "listings of other policies: {listings:?}"
+    );
+    assert!(listings.len() <= 2, "{listings:?}");
+}
+
+/// One object whose finalizer can never be added (a ValidatingAdmissionPolicy refuses
+/// it) holds no other object's verification in a batch: another object is verified
+/// without a batching wait. (Before: the refused object never had its turn, so attaches
+/// seemed still to come, and every verification of the process waited 20 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_refused_its_finalizer_holds_no_verification() {
+    let mut env = Env::start_with("pa-refused", API_KEY, &["--resync-interval", "10m"]).await;
+    env.operator.kill();
+    let name = format!("vio-refuse-finalizer-{}", env.ns.name);
+    let ns = &env.ns.name;
+    let policy = format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: {name}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["iam.vultr-operator.io"]
+      apiVersions: ["*"]
+      operations: ["UPDATE"]
+      resources: ["policyattachments"]
+  validations:
+  - expression: >-
+      !has(object.metadata.finalizers) || object.metadata.finalizers.all(f, f != 'iam.vultr-operator.io/detach')
+      || (has(oldObject.metadata.finalizers) && oldObject.metadata.finalizers.exists(f, f == 'iam.vultr-operator.io/detach'))
+    message: this object may not get the operator's finalizer
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {name}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels:
+        kubernetes.io/metadata.name: {ns}
+    objectSelector:
+      matchLabels:
+        vio-test/refuse-finalizer: "true"
+"#
+    );
+    let out = with_stdin(env.cp.kubectl().args(["apply", "-f", "-"]), &policy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut refused = policy_attachment("refused", by_ids(DNS_ADMIN, ALICE));
+    refused.metadata.labels = Some(
+        [("vio-test/refuse-finalizer".to_owned(), "true".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    env.api
+        .create(&kube::api::PostParams::default(), &refused)
+        .await
+        .expect("create refused");
+    // The policy takes effect a moment after it is created: until a finalizer is refused.
+    let finalizer = json!({"metadata": {"finalizers": ["iam.vultr-operator.io/detach"]}});
+    let none = json!({"metadata": {"finalizers": null}});
+    let params = kube::api::PatchParams::default();
+    wait_for(
+        "the admission policy to refuse the finalizer",
+        WAIT,
+        || async {
+            let added = env
+                .api
+                .patch("refused", &params, &kube::api::Patch::Merge(&finalizer))
+                .await;
+            if added.is_err() {
+                return Some(());
+            }
+            env.api
+                .patch("refused", &params, &kube::api::Patch::Merge(&none))
+                .await
+                .expect("remove the probe finalizer");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        },
+    )
+    .await;
+
+    env.operator = Operator::start(
+        env.cp,
+        &env.sim.url(),
+        API_KEY,
+        &env.ns.name,
+        &["--resync-interval", "10m"],
+    );
+    wait_for("the refused finalizer", WAIT, || async {
+        (failures(&env, "KubernetesApiError").await > 0).then_some(())
+    })
+    .await;
+    env.create("ok", by_ids(BILLING_READ, BOB)).await;
+    env.wait_ready("ok", "True", "Attached").await;
+    assert_eq!(
+        metric(&env, "vultr_iam_verification_batch_waits_total", &[]).await,
+        Some(0.0),
+        "a verification waited for a batch"
+    );
+    assert!(
+        !env.sim.is_user_attached(DNS_ADMIN, ALICE),
+        "refused attaches nothing"
+    );
+    let _ = run_ok(env.cp.kubectl().args([
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        &name,
+        "--ignore-not-found",
+    ]));
 }

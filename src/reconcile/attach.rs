@@ -15,7 +15,7 @@ use tracing::{Span, info};
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
 use crate::domain::Grant;
 use crate::error::Error;
-use crate::listings::Verification;
+use crate::listings::{Verification, Write};
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
@@ -128,11 +128,7 @@ async fn attach_and_verify(
     );
 
     let sent_at = ctx.memory.attach_sent_at(&uid);
-    let listing = match ctx
-        .listings
-        .for_pair(&grant, ctx.settings.listing_max_age, ctx.backlog() > 0)
-        .await?
-    {
+    let listing = match ctx.verification(obj, &grant).await? {
         Verification::Listing(listing) => listing,
         // Batching verifications while the Vultr budget is the bottleneck.
         Verification::Later(wait) => return Ok(Action::requeue(wait)),
@@ -242,7 +238,8 @@ async fn attach(
         .attach_confirmed(&grant.policy_id, &grant.subject)
         .await;
     // Also after a failure: a POST that timed out may still have been applied.
-    ctx.listings.note_write(grant);
+    let applied = matches!(result, Ok(AttachOutcome::Attached));
+    ctx.listings.note_write(grant, Write::Attach { applied });
     let outcome = result?;
     let named = Named::of(st, &obj.spec);
     if drift {

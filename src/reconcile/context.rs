@@ -1,6 +1,7 @@
 //! What every reconcile shares: clients, caches, per-object memories and settings.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -8,16 +9,18 @@ use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
 use tracing::debug;
 
 use crate::crd::PolicyAttachment;
+use crate::domain::Grant;
 use crate::http::Stores;
-use crate::listings::ListingCache;
+use crate::listings::{ListingCache, Verification};
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::memory::Memory;
 use crate::reconcile::pairs::{KeyedLocks, Pairs};
-use crate::vultr::{Directory, VultrClient};
+use crate::vultr::{Directory, VultrClient, VultrError};
 
 /// Tunables of the reconciler (all come from `run` flags).
 #[derive(Debug, Clone)]
@@ -27,19 +30,24 @@ pub struct Settings {
     /// A listing younger than this is reused instead of asking Vultr again.
     pub listing_max_age: Duration,
     /// How long a fresh attach may stay invisible in Vultr's listing before it is
-    /// attempted again (the listing lags behind writes).
+    /// attempted again, and how long a detached pair may still be listed (the listing
+    /// lags behind writes).
     pub attach_visibility_timeout: Duration,
     /// Delay between checks while waiting for a fresh attach to show up.
     pub verify_interval: Duration,
+    /// The oldest walk of the directory a name, email or ID is resolved against.
+    pub directory_max_age: Duration,
 }
 
-/// How long one walk of the directory serves references that match (IDs of existing
-/// objects do not change; a miss refreshes it sooner).
-const DIRECTORY_MAX_AGE: Duration = Duration::from_secs(600);
-/// A name that matches nothing refreshes the directory, but never more often than this.
-const DIRECTORY_REFRESH_FLOOR: Duration = Duration::from_secs(10);
 /// How long a count of the objects still waiting for their first turn is reused.
 const BACKLOG_RECOUNT: Duration = Duration::from_millis(250);
+
+/// Makes a controller reconcile the object it is sent.
+pub type Waker = UnboundedSender<ObjectRef<PolicyAttachment>>;
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub struct Context {
     pub client: kube::Client,
@@ -61,9 +69,12 @@ pub struct Context {
     stores: Stores,
     /// The last count of [`Context::backlog`], and when it was taken.
     backlog: Mutex<Option<(Instant, usize)>>,
-    /// Make a controller reconcile every object: sent when the backlog empties, so
-    /// verifications waiting for a batch go at once instead of polling.
-    wakers: Mutex<Vec<UnboundedSender<()>>>,
+    /// Per watched scope (a namespace, or `None` for the whole cluster), the trigger
+    /// that makes its controller reconcile one object.
+    wakers: Mutex<Vec<(Option<String>, Waker)>>,
+    /// The objects whose verification waits for a batch: woken, and only they, when the
+    /// backlog empties.
+    batched: Mutex<HashSet<ObjectRef<PolicyAttachment>>>,
 }
 
 impl Context {
@@ -78,8 +89,8 @@ impl Context {
     ) -> Self {
         Self {
             stores,
-            listings: ListingCache::new(vultr.clone()),
-            directory: Directory::new(vultr.clone(), DIRECTORY_MAX_AGE, DIRECTORY_REFRESH_FLOOR),
+            listings: ListingCache::new(vultr.clone(), settings.attach_visibility_timeout),
+            directory: Directory::for_resolution(vultr.clone(), settings.directory_max_age),
             client,
             vultr,
             recorder,
@@ -91,16 +102,17 @@ impl Context {
             objects: KeyedLocks::default(),
             backlog: Mutex::default(),
             wakers: Mutex::default(),
+            batched: Mutex::default(),
         }
     }
 
     /// Live objects in the caches that have not had their first turn yet: attaches
     /// still to come. While there are some, verifications batch (see `listings.rs`);
-    /// when a count finds none after one that found some, every controller reconciles
-    /// all its objects, so the batched verifications go at once.
+    /// when a count finds none after one that found some, the objects whose
+    /// verification waits for a batch are reconciled, so they go at once.
     /// Counted at most every [`BACKLOG_RECOUNT`]: a count is a scan of the caches.
     pub fn backlog(&self) -> usize {
-        let mut last = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = locked(&self.backlog);
         let previous = match *last {
             Some((at, count)) if at.elapsed() < BACKLOG_RECOUNT => return count,
             Some((_, count)) => count,
@@ -113,35 +125,69 @@ impl Context {
             .filter(|o| !self.memory.had_turn(&o.uid().unwrap_or_default()))
             .count();
         *last = Some((Instant::now(), count));
-        // Only when a batch waits: a reconcile of everything costs no Vultr call, but
-        // it is not free either.
-        if previous > 0 && count == 0 && self.listings.has_unverified() {
-            debug!("every object has had its turn: verifying the batches");
-            self.wakers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|waker| waker.unbounded_send(()).is_ok());
+        if previous > 0 && count == 0 {
+            self.wake_batched();
         }
         count
     }
 
-    /// Registers a controller's "reconcile every object" trigger (see `backlog`).
-    pub fn add_waker(&self, waker: UnboundedSender<()>) {
-        self.wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(waker);
+    /// The listing that verifies `obj`'s `grant` (see `ListingCache::for_pair`). While
+    /// attaches are still to come it may be `Later`: the object is then remembered, and
+    /// woken when the backlog empties.
+    pub async fn verification(
+        &self,
+        obj: &PolicyAttachment,
+        grant: &Grant,
+    ) -> Result<Verification, VultrError> {
+        let verification = self
+            .listings
+            .for_pair(grant, self.settings.listing_max_age, self.backlog() > 0)
+            .await?;
+        if let Verification::Later(_) = verification {
+            self.metrics.verification_batched();
+            locked(&self.batched).insert(ObjectRef::from_obj(obj));
+            // The backlog may have emptied since it was counted above, and its wake-up
+            // gone before this object was remembered: then wake it now (a reconcile
+            // triggered while it runs follows right after it).
+            if self.backlog() == 0 {
+                self.wake_batched();
+            }
+        }
+        Ok(verification)
+    }
+
+    /// Reconciles the objects whose verification waits for a batch, each through the
+    /// controller of its scope; the others are not woken (a reconcile may cost a
+    /// listing once it is older than `listing_max_age`).
+    fn wake_batched(&self) {
+        let batched: Vec<_> = locked(&self.batched).drain().collect();
+        if batched.is_empty() {
+            return;
+        }
+        debug!(
+            objects = batched.len(),
+            "every object has had its turn: verifying the batches"
+        );
+        let wakers = locked(&self.wakers);
+        for object in batched {
+            let scopes = wakers.iter().map(|(scope, _)| scope.as_deref());
+            if let Some(i) = scope_of(scopes, object.namespace.as_deref()) {
+                let _ = wakers[i].1.unbounded_send(object);
+            }
+        }
+    }
+
+    /// Registers the "reconcile this object" trigger of the controller of `scope` (a
+    /// namespace, or `None` for the whole cluster; see `backlog`).
+    pub fn add_waker(&self, scope: Option<String>, waker: Waker) {
+        locked(&self.wakers).push((scope, waker));
     }
 
     /// Every PolicyAttachment in the watch caches that have synced. A scope that is
     /// not synced (its LIST refused, its namespace being re-created) is skipped, never
     /// waited for: one unreadable scope must not stall the others.
     pub fn cached_objects(&self) -> Vec<Arc<PolicyAttachment>> {
-        let stores = self
-            .stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let stores = locked(&self.stores).clone();
         let mut objects = Vec::new();
         for store in stores {
             match store.wait_until_ready().now_or_never() {
@@ -180,8 +226,31 @@ impl Context {
 
     /// The object is gone (its cleanup finished): forget everything about it.
     pub fn forget(&self, uid: &str) {
+        locked(&self.batched).retain(|o| o.extra.uid.as_deref() != Some(uid));
         self.memory.forget(uid);
         self.pairs.withdraw(uid);
         self.backoff.reset(uid);
+    }
+}
+
+/// Which of the watched `scopes` (a namespace, or `None` for the whole cluster) holds an
+/// object of `namespace` (pure, for the tests).
+fn scope_of<'a>(
+    mut scopes: impl Iterator<Item = Option<&'a str>>,
+    namespace: Option<&str>,
+) -> Option<usize> {
+    scopes.position(|scope| scope.is_none() || scope == namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_woken_through_the_controller_of_its_scope() {
+        let scopes = [Some("a"), Some("b")];
+        assert_eq!(scope_of(scopes.into_iter(), Some("b")), Some(1));
+        assert_eq!(scope_of(scopes.into_iter(), Some("c")), None);
+        assert_eq!(scope_of([None].into_iter(), Some("c")), Some(0));
     }
 }

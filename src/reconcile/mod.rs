@@ -119,7 +119,14 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
             // A held deletion is not gone: keep what this process knows about it.
             Ok(_) if deleting && pause != PauseStep::HoldDeletion => ctx.forget(&uid),
             Ok(_) => ctx.backoff.clear_failures(&uid),
-            Err(err) => warn!(reason = err.reason(), error = %err, "reconcile failed"),
+            Err(err) => {
+                // A failure is a turn too: an object that can never be reconciled (its
+                // finalizer refused) must not hold every verification in a batch.
+                if !deleting {
+                    ctx.memory.mark_turn(&uid);
+                }
+                warn!(reason = err.reason(), error = %err, "reconcile failed")
+            }
         }
         result
     }

@@ -15,6 +15,7 @@ use tracing::{Span, info};
 use crate::crd::{PolicyAttachment, READY};
 use crate::domain::Grant;
 use crate::error::Error;
+use crate::listings::Write;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, Candidate, CleanupStep, Holders};
 use crate::reconcile::pairs::Declarer;
@@ -117,7 +118,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         .revoke(&grant.policy_id, &grant.subject)
         .await;
     // Also after a failure: a DELETE that timed out may still have been applied.
-    ctx.listings.note_write(&grant);
+    ctx.listings.note_write(&grant, Write::Detach);
     match result {
         Ok(outcome) => {
             let note = match outcome {

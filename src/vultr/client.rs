@@ -2,6 +2,7 @@
 //! logs and classifies every request. Endpoint methods live in `endpoints.rs`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ struct Inner {
     /// `Bearer <key>`, marked sensitive so that hyper and reqwest never print it.
     /// Behind a lock because a rotated key file replaces it at run time.
     authorization: RwLock<HeaderValue>,
+    /// Bumped by every key swap: caches drop what was fetched with an older key.
+    key_epoch: AtomicU64,
     limiter: RateLimiter,
     timeout: Duration,
     observer: Option<Arc<dyn RequestObserver>>,
@@ -83,6 +86,7 @@ impl VultrClient {
                 http,
                 base_url: config.base_url,
                 authorization: RwLock::new(authorization),
+                key_epoch: AtomicU64::new(0),
                 limiter: config.limiter,
                 timeout: config.timeout,
                 observer: config.observer,
@@ -110,12 +114,21 @@ impl VultrClient {
     /// old one). On error the old key stays in use.
     pub fn set_api_key(&self, key: &ApiKey) -> Result<(), ConfigError> {
         let value = authorization_header(key)?;
-        *self
+        let mut authorization = self
             .inner
             .authorization
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = value;
+            .unwrap_or_else(PoisonError::into_inner);
+        *authorization = value;
+        // Under the write lock: no request reads the new key with the old epoch.
+        self.inner.key_epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Which key requests sent from now on carry: changes with every key swap, so an
+    /// answer fetched with an older key (a 401 above all) is never served after it.
+    pub fn key_epoch(&self) -> u64 {
+        self.inner.key_epoch.load(Ordering::SeqCst)
     }
 
     /// The current `Authorization` value (still marked sensitive).
@@ -344,8 +357,10 @@ mod tests {
         let c = client("https://api.example.com");
         assert_eq!(c.authorization().to_str().unwrap(), "Bearer K3Y");
         let clone = c.clone();
+        assert_eq!(c.key_epoch(), 0);
         c.set_api_key(&ApiKey::new("N3WK3Y", "a test").unwrap())
             .unwrap();
+        assert_eq!(clone.key_epoch(), 1, "every clone sees the swap");
         // Clones share the header: every task of the operator sees the new key.
         for client in [&c, &clone] {
             let value = client.authorization();

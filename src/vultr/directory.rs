@@ -3,14 +3,18 @@
 //! server-side filter, so resolving per object would walk the whole user listing for
 //! each one; here 2,000 objects resolving at once wait for one walk.
 //!
-//! A walk is reused for `max_age`. A reference that does not match (not found, or
-//! ambiguous) refreshes its listing once, unless that listing is younger than
-//! `refresh_floor`: a burst of misses costs one walk, not one each. Failures are
-//! shared for a second, so an outage costs one failed request per listing, not one per
-//! object. Policies are kept without their documents, so memory follows the number of
-//! objects in the organisation, not the size of their policies.
+//! A walk is reused for `max_age`, the freshness bound of every resolution: a name
+//! that Vultr gives to another object is resolved to the new one at most `max_age`
+//! after the change. A reference that does not match (not found, or ambiguous)
+//! refreshes its listing once, unless that listing is younger than `refresh_floor`: a
+//! burst of misses costs one walk, not one each. A failed walk answers only the callers
+//! that waited for it (an outage costs one failed request per listing and burst, not
+//! one per object), and a walk made with an API key that has since been replaced is
+//! never reused. Policies are kept without their documents, so memory follows the
+//! number of objects in the organisation, not the size of their policies.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client::VultrClient;
@@ -22,26 +26,44 @@ use super::resolve::{
 };
 use crate::domain::Subject;
 
-/// How long a failed walk is shared before the next caller tries again.
-const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+/// The oldest walk the operator resolves a reference against, whatever it is told: the
+/// name-freshness bound the README states.
+pub const DIRECTORY_MAX_AGE_LIMIT: Duration = Duration::from_secs(60);
+/// A reference that matches nothing refreshes the operator's directory, but never more
+/// often than this.
+const REFRESH_FLOOR: Duration = Duration::from_secs(10);
 
-type Answer<T> = (Instant, Result<Arc<Vec<T>>, VultrError>);
+/// One completed walk.
+struct Answer<T> {
+    at: Instant,
+    /// The API key it was made with (`VultrClient::key_epoch`).
+    key_epoch: u64,
+    /// Counts the walks of this listing: a caller that queued before walk `seq`
+    /// completed waited for it.
+    seq: u64,
+    items: Result<Arc<Vec<T>>, VultrError>,
+}
 
 /// One listing's last walk; callers queue on the lock, so one walk serves them all.
 struct Walk<T> {
     last: tokio::sync::Mutex<Option<Answer<T>>>,
+    /// Walks completed so far (the `seq` of the last one).
+    completed: AtomicU64,
 }
 
 impl<T> Walk<T> {
     fn new() -> Self {
         Self {
             last: tokio::sync::Mutex::new(None),
+            completed: AtomicU64::new(0),
         }
     }
 
-    /// The listing, walked now unless an answer younger than `max_age` is at hand.
+    /// The listing, walked now unless a walk younger than `max_age` made with the key
+    /// in use is at hand, or the walk this caller waited for failed.
     async fn get<F, Fut>(
         &self,
+        vultr: &VultrClient,
         max_age: Duration,
         walk: F,
     ) -> Result<(Instant, Arc<Vec<T>>), VultrError>
@@ -49,20 +71,32 @@ impl<T> Walk<T> {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<T>, VultrError>>,
     {
+        let seen = self.completed.load(Ordering::SeqCst);
         let mut last = self.last.lock().await;
-        if let Some((at, answer)) = last.as_ref() {
-            let keep = match answer {
-                Ok(_) => max_age,
-                Err(_) => FAILURE_MEMORY.min(max_age),
-            };
-            if at.elapsed() <= keep {
-                return answer.clone().map(|items| (*at, items));
+        if let Some(answer) = last.as_ref() {
+            match &answer.items {
+                // The walk this caller queued behind failed: it shares the failure.
+                Err(err) if answer.seq > seen => return Err(err.clone()),
+                Ok(items)
+                    if answer.key_epoch == vultr.key_epoch() && answer.at.elapsed() <= max_age =>
+                {
+                    return Ok((answer.at, items.clone()));
+                }
+                _ => {}
             }
         }
         let at = Instant::now();
-        let answer = walk().await.map(Arc::new);
-        *last = Some((at, answer.clone()));
-        answer.map(|items| (at, items))
+        let key_epoch = vultr.key_epoch();
+        let items = walk().await.map(Arc::new);
+        let seq = self.completed.load(Ordering::SeqCst) + 1;
+        *last = Some(Answer {
+            at,
+            key_epoch,
+            seq,
+            items: items.clone(),
+        });
+        self.completed.store(seq, Ordering::SeqCst);
+        items.map(|items| (at, items))
     }
 }
 
@@ -83,8 +117,8 @@ struct Inner {
 }
 
 impl Directory {
-    /// `max_age`: how long a walk serves references that match; `refresh_floor`: the
-    /// youngest walk a miss may replace.
+    /// `max_age`: how long a walk serves references that match (the freshness bound of
+    /// a resolution); `refresh_floor`: the youngest walk a miss may replace.
     pub fn new(vultr: VultrClient, max_age: Duration, refresh_floor: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -99,28 +133,59 @@ impl Directory {
         }
     }
 
+    /// The operator's directory: walks serve for `max_age`, at most
+    /// [`DIRECTORY_MAX_AGE_LIMIT`].
+    pub fn for_resolution(vultr: VultrClient, max_age: Duration) -> Self {
+        Self::new(vultr, max_age.min(DIRECTORY_MAX_AGE_LIMIT), REFRESH_FLOOR)
+    }
+
+    /// How long a walk serves references.
+    pub fn max_age(&self) -> Duration {
+        self.inner.max_age
+    }
+
     /// Every policy (without documents), from the shared walk.
     pub async fn all_policies(&self) -> Result<Arc<Vec<Policy>>, VultrError> {
         let walk = || walk_policies(&self.inner.vultr);
-        Ok(self.inner.policies.get(self.inner.max_age, walk).await?.1)
+        Ok(self
+            .inner
+            .policies
+            .get(&self.inner.vultr, self.inner.max_age, walk)
+            .await?
+            .1)
     }
 
     /// Every user, from the shared walk.
     pub async fn all_users(&self) -> Result<Arc<Vec<User>>, VultrError> {
         let walk = || self.inner.vultr.list_users();
-        Ok(self.inner.users.get(self.inner.max_age, walk).await?.1)
+        Ok(self
+            .inner
+            .users
+            .get(&self.inner.vultr, self.inner.max_age, walk)
+            .await?
+            .1)
     }
 
     /// Every group, from the shared walk.
     pub async fn all_groups(&self) -> Result<Arc<Vec<Group>>, VultrError> {
         let walk = || self.inner.vultr.list_groups();
-        Ok(self.inner.groups.get(self.inner.max_age, walk).await?.1)
+        Ok(self
+            .inner
+            .groups
+            .get(&self.inner.vultr, self.inner.max_age, walk)
+            .await?
+            .1)
     }
 
     /// Every role, from the shared walk.
     pub async fn all_roles(&self) -> Result<Arc<Vec<Role>>, VultrError> {
         let walk = || self.inner.vultr.list_roles();
-        Ok(self.inner.roles.get(self.inner.max_age, walk).await?.1)
+        Ok(self
+            .inner
+            .roles
+            .get(&self.inner.vultr, self.inner.max_age, walk)
+            .await?
+            .1)
     }
 
     /// The policy a manifest names: by exact name, or by ID (which must exist).
@@ -207,12 +272,16 @@ impl Directory {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<T>, VultrError>>,
     {
-        let (at, items) = walk.get(self.inner.max_age, &fetch).await?;
+        let (at, items) = walk
+            .get(&self.inner.vultr, self.inner.max_age, &fetch)
+            .await?;
         match find(&items) {
             Ok(found) => Ok(found),
             Err(miss) if at.elapsed() < self.inner.refresh_floor => Err(miss),
             Err(_) => {
-                let (_, items) = walk.get(self.inner.refresh_floor, &fetch).await?;
+                let (_, items) = walk
+                    .get(&self.inner.vultr, self.inner.refresh_floor, &fetch)
+                    .await?;
                 find(&items)
             }
         }
@@ -242,4 +311,137 @@ fn name_of<T>(
         .find(|item| id_of(item) == id)
         .map(|item| name(item).clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::vultr::ApiKey;
+    use crate::vultr::fake::{FakeVultr, Reply, paged};
+
+    fn ops() -> SubjectRef {
+        SubjectRef::Group(GroupRef::ByName("ops".into()))
+    }
+
+    #[tokio::test]
+    async fn a_reused_name_resolves_to_the_new_object_once_the_walk_is_older_than_the_bound() {
+        let groups = Arc::new(Mutex::new(vec![
+            json!({"id": "g-old", "display_name": "ops"}),
+        ]));
+        let listed = groups.clone();
+        let fake =
+            FakeVultr::start(move |r| paged("groups", &listed.lock().unwrap(), 100, r)).await;
+        let max_age = Duration::from_millis(300);
+        let dir = Directory::for_resolution(fake.client(), max_age);
+        assert_eq!(
+            dir.subject(&ops()).await.unwrap().0,
+            Subject::Group("g-old".into())
+        );
+
+        // Renamed, and its name given to a new group.
+        *groups.lock().unwrap() = vec![
+            json!({"id": "g-old", "display_name": "ops-old"}),
+            json!({"id": "g-new", "display_name": "ops"}),
+        ];
+        // A burst within the bound is served by the one walk ...
+        for _ in 0..10 {
+            dir.subject(&ops()).await.unwrap();
+        }
+        assert_eq!(fake.requests().len(), 1, "one walk serves a burst");
+        // ... and past it, the name resolves against a new walk.
+        tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+        assert_eq!(
+            dir.subject(&ops()).await.unwrap().0,
+            Subject::Group("g-new".into())
+        );
+        assert_eq!(fake.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_operator_never_resolves_against_a_walk_older_than_the_bound() {
+        let fake = FakeVultr::start(|_| Reply::empty(500)).await;
+        let hour = Duration::from_secs(3600);
+        let dir = Directory::for_resolution(fake.client(), hour);
+        assert_eq!(dir.max_age(), DIRECTORY_MAX_AGE_LIMIT);
+        assert!(DIRECTORY_MAX_AGE_LIMIT <= Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn a_failed_walk_answers_only_the_callers_that_waited_for_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let groups: Vec<Value> = vec![json!({"id": "g1", "display_name": "ops"})];
+        let fake = FakeVultr::start(move |r| {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::error(503, "down").delayed(Duration::from_millis(200))
+            } else {
+                paged("groups", &groups, 100, r)
+            }
+        })
+        .await;
+        let dir = Directory::new(
+            fake.client(),
+            Duration::from_secs(600),
+            Duration::from_secs(10),
+        );
+        let waiting = (0..5).map(|_| {
+            let dir = dir.clone();
+            async move { dir.subject(&ops()).await }
+        });
+        for answer in futures::future::join_all(waiting).await {
+            assert_eq!(answer.unwrap_err().reason(), "ApiUnavailable");
+        }
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "the waiting callers shared one failure"
+        );
+        // The next caller asks again, at once.
+        assert_eq!(
+            dir.subject(&ops()).await.unwrap().0,
+            Subject::Group("g1".into())
+        );
+        assert_eq!(fake.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_api_key_walks_again() {
+        let fake = FakeVultr::start(|r| {
+            paged(
+                "groups",
+                &[json!({"id": "g1", "display_name": "ops"})],
+                100,
+                r,
+            )
+        })
+        .await;
+        let client = fake.client();
+        let dir = Directory::new(
+            client.clone(),
+            Duration::from_secs(600),
+            Duration::from_secs(10),
+        );
+        dir.subject(&ops()).await.unwrap();
+        dir.subject(&ops()).await.unwrap();
+        assert_eq!(fake.requests().len(), 1);
+        client
+            .set_api_key(&ApiKey::new("ROTATED-KEY", "a test").unwrap())
+            .unwrap();
+        dir.subject(&ops()).await.unwrap();
+        let requests = fake.requests();
+        assert_eq!(
+            requests.len(),
+            2,
+            "the walk made with the old key was dropped"
+        );
+        assert_eq!(
+            requests[1].authorization.as_deref(),
+            Some("Bearer ROTATED-KEY")
+        );
+    }
 }

@@ -22,14 +22,14 @@ mod response;
 #[cfg(test)]
 mod arbitrary;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod http_tests;
 
 pub use api_key::{ApiKey, ApiKeyError};
 pub use client::VultrClient;
 pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
-pub use directory::Directory;
+pub use directory::{DIRECTORY_MAX_AGE_LIMIT, Directory};
 pub use endpoints::routes;
 pub use error::VultrError;
 pub use fence::{Window, WriteFence, write_timeout};

@@ -343,7 +343,7 @@ fn attachment_json(name: &str, ready: Option<&str>) -> Value {
 
 /// The operator's real `/metrics` text: its registry, fed one event of every kind that
 /// creates a series (reconciles, Vultr requests with 200/429/503/no answer, a drift
-/// repair, a verification, and objects in each state).
+/// repair, a batched verification, a verification, and objects in each state).
 fn exposition() -> String {
     let metrics = Metrics::new();
     metrics.reconciled(Duration::from_millis(40), None);
@@ -363,6 +363,7 @@ fn exposition() -> String {
         });
     }
     metrics.drift_repaired();
+    metrics.verification_batched();
     let epoch = SystemTime::UNIX_EPOCH;
     metrics.verified(epoch + Duration::from_secs(60));
     let mut deleted = attachment_json("gone", Some("True"));

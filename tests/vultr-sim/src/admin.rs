@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ApiKeys, Behaviour, RateLimit};
 use crate::error::ApiError;
@@ -28,7 +28,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/users", post(add_user))
         .route("/_sim/users/{user_id}", delete(remove_user))
         .route("/_sim/groups", post(add_group))
-        .route("/_sim/groups/{group_id}", delete(remove_group))
+        .route(
+            "/_sim/groups/{group_id}",
+            delete(remove_group).patch(rename_group),
+        )
         .route(
             "/_sim/groups/{group_id}/users/{user_id}",
             put(add_member).delete(remove_member),
@@ -123,6 +126,21 @@ async fn add_group(State(sh): Sh, JsonBody(g): JsonBody<SeedGroup>) -> Response 
 
 async fn remove_group(State(sh): Sh, Ids(id): Ids<String>) -> Response {
     found(sh.remove_group(&id))
+}
+
+/// `{"display_name": "..."}`: the group's new name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    display_name: String,
+}
+
+async fn rename_group(
+    State(sh): Sh,
+    Ids(id): Ids<String>,
+    JsonBody(rename): JsonBody<Rename>,
+) -> Response {
+    found(sh.rename_group(&id, &rename.display_name))
 }
 
 async fn add_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {

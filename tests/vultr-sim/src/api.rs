@@ -410,7 +410,8 @@ async fn attach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Respo
 }
 
 async fn detach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    let outcome = lock(&sh.store).detach_user(&p, &u);
+    let listed_until = Instant::now() + sh.behaviour().detach_lag;
+    let outcome = lock(&sh.store).detach_user(&p, &u, Some(listed_until));
     detach_response(&sh, outcome)
 }
 
@@ -422,7 +423,8 @@ async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Resp
 }
 
 async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    let outcome = lock(&sh.store).detach_group(&p, &g);
+    let listed_until = Instant::now() + sh.behaviour().detach_lag;
+    let outcome = lock(&sh.store).detach_group(&p, &g, Some(listed_until));
     detach_response(&sh, outcome)
 }
 
@@ -434,7 +436,8 @@ async fn attach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Respo
 }
 
 async fn detach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    let outcome = lock(&sh.store).detach_role(&r, &p);
+    let listed_until = Instant::now() + sh.behaviour().detach_lag;
+    let outcome = lock(&sh.store).detach_role(&r, &p, Some(listed_until));
     detach_response(&sh, outcome)
 }
 

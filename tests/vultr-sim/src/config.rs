@@ -128,6 +128,10 @@ pub struct Behaviour {
     /// A fresh attach made through `/v2` stays out of listings for this long.
     #[serde(rename = "listing_lag_ms", with = "crate::timefmt::duration_ms")]
     pub listing_lag: Duration,
+    /// A detach made through `/v2` stays in listings for this long (the pair is gone at
+    /// once: attach, detach and the truth `Sim::is_*_attached` see it gone).
+    #[serde(rename = "detach_lag_ms", with = "crate::timefmt::duration_ms")]
+    pub detach_lag: Duration,
     /// Shape of the attachment listings.
     pub listing_shape: ListingShape,
 }
@@ -138,6 +142,7 @@ impl Default for Behaviour {
             attach_existing: 201,
             detach_absent: 404,
             listing_lag: Duration::ZERO,
+            detach_lag: Duration::ZERO,
             listing_shape: ListingShape::Govultr,
         }
     }

@@ -193,6 +193,11 @@ impl Sim {
         self.shared.remove_group(id)
     }
 
+    /// Gives the group another display name; false if it does not exist.
+    pub fn rename_group(&self, id: &str, display_name: &str) -> bool {
+        self.shared.rename_group(id, display_name)
+    }
+
     /// True if this created the attachment; false if it existed or an id is unknown.
     pub fn attach_user(&self, policy_id: &str, user_id: &str) -> bool {
         self.shared.attach_user(policy_id, user_id) == AttachOutcome::Created

@@ -167,7 +167,7 @@ impl Shared {
     }
 
     pub(crate) fn detach_role(&self, role: &str, policy: &str) -> DetachOutcome {
-        lock(&self.store).detach_role(role, policy)
+        lock(&self.store).detach_role(role, policy, None)
     }
 
     pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
@@ -186,12 +186,16 @@ impl Shared {
         lock(&self.store).remove_group(id)
     }
 
+    pub(crate) fn rename_group(&self, id: &str, display_name: &str) -> bool {
+        lock(&self.store).rename_group(id, display_name)
+    }
+
     pub(crate) fn attach_user(&self, policy: &str, user: &str) -> AttachOutcome {
         lock(&self.store).attach_user(policy, user, SystemTime::now(), None, ADMIN)
     }
 
     pub(crate) fn detach_user(&self, policy: &str, user: &str) -> DetachOutcome {
-        lock(&self.store).detach_user(policy, user)
+        lock(&self.store).detach_user(policy, user, None)
     }
 
     pub(crate) fn attach_group(&self, policy: &str, group: &str) -> AttachOutcome {
@@ -199,7 +203,7 @@ impl Shared {
     }
 
     pub(crate) fn detach_group(&self, policy: &str, group: &str) -> DetachOutcome {
-        lock(&self.store).detach_group(policy, group)
+        lock(&self.store).detach_group(policy, group, None)
     }
 
     pub(crate) fn add_member(&self, group: &str, user: &str) -> bool {

@@ -153,6 +153,19 @@ pub(crate) struct Link {
     pub(crate) assigned_by: String,
     /// Listings show the link only from this instant on (the listing lag).
     pub(crate) visible_at: Instant,
+    /// Set once the link is detached through `/v2`: listings go on showing it until
+    /// then (the listing lags behind a detach too). A detached link is no attachment.
+    pub(crate) listed_until: Option<Instant>,
+}
+
+impl Link {
+    fn attached(&self) -> bool {
+        self.listed_until.is_none()
+    }
+
+    fn listed_at(&self, now: Instant) -> bool {
+        self.visible_at <= now && self.listed_until.is_none_or(|until| now < until)
+    }
 }
 
 /// Attachments per owner, in attach order. The owner is the policy for user and group
@@ -167,7 +180,7 @@ impl Links {
     fn contains(&self, policy: &str, target: &str) -> bool {
         self.by_policy
             .get(policy)
-            .is_some_and(|v| v.iter().any(|l| l.target == target))
+            .is_some_and(|v| v.iter().any(|l| l.attached() && l.target == target))
     }
 
     fn insert(&mut self, policy: &str, link: Link) {
@@ -177,13 +190,27 @@ impl Links {
             .push(link);
     }
 
-    fn remove(&mut self, policy: &str, target: &str) -> bool {
+    /// Detaches; `listed_until`: listings go on showing a link they already showed
+    /// until then (`None`: gone from listings at once, like out-of-band changes).
+    fn remove(&mut self, policy: &str, target: &str, listed_until: Option<Instant>) -> bool {
         let Some(v) = self.by_policy.get_mut(policy) else {
             return false;
         };
-        let before = v.len();
-        v.retain(|l| l.target != target);
-        before != v.len()
+        let now = Instant::now();
+        // Links detached earlier whose lag is over are forgotten.
+        v.retain(|l| l.listed_until.is_none_or(|until| now < until));
+        let Some(i) = v.iter().position(|l| l.attached() && l.target == target) else {
+            return false;
+        };
+        match listed_until {
+            Some(until) if v[i].visible_at <= now && now < until => {
+                v[i].listed_until = Some(until);
+            }
+            _ => {
+                v.remove(i);
+            }
+        }
+        true
     }
 
     fn remove_policy(&mut self, policy: &str) {
@@ -196,12 +223,15 @@ impl Links {
         }
     }
 
-    /// Links of `policy` that listings may show at `now`.
+    /// Links of `policy` that listings may show at `now`, each target once.
     pub(crate) fn visible(&self, policy: &str, now: Instant) -> Vec<&Link> {
-        self.by_policy
-            .get(policy)
-            .map(|v| v.iter().filter(|l| l.visible_at <= now).collect())
-            .unwrap_or_default()
+        let mut shown: Vec<&Link> = Vec::new();
+        for link in self.by_policy.get(policy).into_iter().flatten() {
+            if link.listed_at(now) && !shown.iter().any(|l| l.target == link.target) {
+                shown.push(link);
+            }
+        }
+        shown
     }
 
     fn views(&self, order: &[String], now: Instant) -> Vec<AttachmentView> {
@@ -212,6 +242,7 @@ impl Links {
                     .get(p)
                     .into_iter()
                     .flatten()
+                    .filter(|l| l.attached())
                     .map(|l| AttachmentView {
                         policy_id: p.clone(),
                         target_id: l.target.clone(),
@@ -426,25 +457,54 @@ impl Store {
                 date_assigned: rfc3339(now),
                 assigned_by: by.to_owned(),
                 visible_at: visible_at.unwrap_or_else(Instant::now),
+                listed_until: None,
             },
         );
         AttachOutcome::Created
     }
 
-    pub(crate) fn detach_role(&mut self, role: &str, policy: &str) -> DetachOutcome {
-        outcome(self.role_links.remove(role, policy))
+    /// `listed_until`: see [`Links::remove`].
+    pub(crate) fn detach_role(
+        &mut self,
+        role: &str,
+        policy: &str,
+        listed_until: Option<Instant>,
+    ) -> DetachOutcome {
+        outcome(self.role_links.remove(role, policy, listed_until))
     }
 
     pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
         self.role_links.contains(role, policy)
     }
 
-    pub(crate) fn detach_user(&mut self, policy: &str, user: &str) -> DetachOutcome {
-        outcome(self.user_links.remove(policy, user))
+    /// `listed_until`: see [`Links::remove`].
+    pub(crate) fn detach_user(
+        &mut self,
+        policy: &str,
+        user: &str,
+        listed_until: Option<Instant>,
+    ) -> DetachOutcome {
+        outcome(self.user_links.remove(policy, user, listed_until))
     }
 
-    pub(crate) fn detach_group(&mut self, policy: &str, group: &str) -> DetachOutcome {
-        outcome(self.group_links.remove(policy, group))
+    pub(crate) fn detach_group(
+        &mut self,
+        policy: &str,
+        group: &str,
+        listed_until: Option<Instant>,
+    ) -> DetachOutcome {
+        outcome(self.group_links.remove(policy, group, listed_until))
+    }
+
+    /// Renames a group (out of band); false if it does not exist.
+    pub(crate) fn rename_group(&mut self, id: &str, display_name: &str) -> bool {
+        match self.groups.by_id.get_mut(id) {
+            Some(group) => {
+                group.display_name = display_name.to_owned();
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn is_user_attached(&self, policy: &str, user: &str) -> bool {
@@ -620,6 +680,7 @@ fn attach(
             date_assigned: rfc3339(now),
             assigned_by: by.to_owned(),
             visible_at: visible_at.unwrap_or_else(Instant::now),
+            listed_until: None,
         },
     );
     AttachOutcome::Created

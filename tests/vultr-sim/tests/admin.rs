@@ -239,6 +239,20 @@ async fn admin_entities_and_attachments() {
         204
     );
     assert_eq!(admin(&sim, Method::DELETE, &member, None).await.status, 204);
+    // A rename: the same group under another name (a name Vultr may give away).
+    let group = format!("/_sim/groups/{gid}");
+    let rename = json!({"display_name": "net-old"});
+    let r = admin(&sim, Method::PATCH, &group, Some(rename.clone())).await;
+    assert_eq!(r.status, 204);
+    assert!(
+        sim.state()
+            .groups
+            .iter()
+            .any(|g| g.id == gid && g.display_name == "net-old")
+    );
+    admin(&sim, Method::PATCH, "/_sim/groups/nope", Some(rename))
+        .await
+        .assert_error(404);
     for path in [
         format!("/_sim/policies/{pid}"),
         "/_sim/users/erin-id".to_owned(),
@@ -363,10 +377,10 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     assert_eq!(
         r.body,
         json!({"attach_existing": 201, "detach_absent": 404, "listing_lag_ms": 0,
-               "listing_shape": "govultr"})
+               "detach_lag_ms": 0, "listing_shape": "govultr"})
     );
     let b = json!({"attach_existing": 409, "detach_absent": 204, "listing_lag_ms": 1500,
-                   "listing_shape": "relationships"});
+                   "detach_lag_ms": 700, "listing_shape": "relationships"});
     assert_eq!(
         admin(&sim, Method::PUT, "/_sim/behaviour", Some(b))
             .await
@@ -379,6 +393,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
             attach_existing: 409,
             detach_absent: 204,
             listing_lag: Duration::from_millis(1500),
+            detach_lag: Duration::from_millis(700),
             listing_shape: ListingShape::Relationships,
         }
     );

@@ -388,6 +388,52 @@ async fn listing_lags_behind_a_fresh_attach() {
 }
 
 #[tokio::test]
+async fn listing_lags_behind_a_detach() {
+    let sim = demo_sim().await;
+    sim.set_behaviour(Behaviour {
+        detach_lag: Duration::from_millis(800),
+        ..Behaviour::default()
+    });
+    let listing = format!("/v2/policies/{DNS_ADMIN}/users");
+    let pair = format!("{listing}/{ALICE}");
+    assert_eq!(v2(&sim, Method::POST, &pair).await.status, 201);
+    assert_eq!(ids(&get(&sim, &listing).await.body, "users"), [ALICE]);
+    assert_eq!(v2(&sim, Method::DELETE, &pair).await.status, 204);
+    assert!(
+        !sim.is_user_attached(DNS_ADMIN, ALICE),
+        "the truth is immediate"
+    );
+    let r = get(&sim, &listing).await;
+    assert_eq!(ids(&r.body, "users"), [ALICE], "still listed: the lag");
+    assert!(
+        !sim.state()
+            .user_attachments
+            .iter()
+            .any(|a| a.policy_id == DNS_ADMIN && a.target_id == ALICE),
+        "the admin view has no such attachment"
+    );
+    // Detached is detached: a second DELETE finds nothing, a POST attaches anew.
+    assert_eq!(v2(&sim, Method::DELETE, &pair).await.status, 404);
+    assert_eq!(v2(&sim, Method::POST, &pair).await.status, 201);
+    assert_eq!(
+        ids(&get(&sim, &listing).await.body, "users"),
+        [ALICE],
+        "once"
+    );
+    assert_eq!(v2(&sim, Method::DELETE, &pair).await.status, 204);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = get(&sim, &listing).await;
+    assert_eq!(r.body["users"], Value::Array(vec![]));
+    // Out-of-band detaches are not lagged.
+    assert!(sim.attach_user(DNS_ADMIN, ALICE));
+    assert!(sim.detach_user(DNS_ADMIN, ALICE));
+    assert_eq!(
+        get(&sim, &listing).await.body["users"],
+        Value::Array(vec![])
+    );
+}
+
+#[tokio::test]
 async fn user_policies_include_inherited_ones() {
     let sim = demo_sim().await;
     let r = get(&sim, &format!("/v2/users/{BOB}/policies")).await;
