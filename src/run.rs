@@ -9,7 +9,6 @@ use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -20,6 +19,7 @@ use crate::http::{self, Health, Stores};
 use crate::leader::{self, LeaseConfig, Timings};
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
+use crate::reconcile::recorder::Recorder;
 use crate::reconcile::{self, Context, Settings};
 use crate::vultr::{VultrClient, WriteFence};
 use crate::watch_cache::{self, Lane};
@@ -144,10 +144,6 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         None
     };
 
-    let reporter = Reporter {
-        controller: CONTROLLER_NAME.into(),
-        instance: Some(identity),
-    };
     let settings = Settings {
         resync_interval: args.resync_interval,
         listing_max_age: args.listing_max_age(),
@@ -158,7 +154,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         vultr,
-        Recorder::new(client.clone(), reporter),
+        Recorder::new(client.clone(), CONTROLLER_NAME.into(), identity),
         Backoff::new(args.backoff_base, args.backoff_max),
         settings,
         metrics,

@@ -7,6 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use e2e::*;
+use kube::Api;
 use serde_json::json;
 use support::wait_for;
 use vultr_sim::{Behaviour, Fault, FaultKind};
@@ -232,6 +233,25 @@ async fn transient_failures_during_deletion_keep_the_finalizer() {
     // Several attempts, all failed, and the objects are still there.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(env.requests("DELETE", &p500).len() >= 2);
+    // The repeated failure is one Event with a series, not one Event per attempt.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let failures: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("ApiUnavailable")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("five-hundred")
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].series.as_ref().is_some_and(|s| s.count >= 2),
+        "{failures:?}"
+    );
     for name in ["five-hundred", "rate-limited", "outage"] {
         assert!(
             env.api.get_opt(name).await.expect("get").is_some(),

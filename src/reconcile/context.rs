@@ -8,7 +8,6 @@ use futures::FutureExt;
 use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use tracing::debug;
 
@@ -20,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::memory::Memory;
 use crate::reconcile::pairs::{KeyedLocks, Pairs};
+use crate::reconcile::recorder::Recorder;
 use crate::vultr::{Directory, VultrClient, VultrError};
 
 /// Tunables of the reconciler (all come from `run` flags).
@@ -218,6 +218,7 @@ impl Context {
         self.objects.prune();
         self.metrics.tracked_entries(
             self.memory.tracked()
+                + self.recorder.tracked()
                 + self.backoff.tracked()
                 + self.pairs.tracked()
                 + self.objects.tracked(),

@@ -12,6 +12,7 @@ pub mod finalizer;
 pub mod memory;
 pub mod pairs;
 pub mod pause;
+pub mod recorder;
 pub mod report;
 pub mod resolve;
 pub mod revoke;

@@ -4,7 +4,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use tracing::warn;
 
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, SYNCED};
@@ -22,14 +22,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(err) = self
+            .recorder
+            .publish(&obj.object_ref(&()), type_, reason, action, note)
+            .await
+        {
             warn!(%err, reason, "failed to publish event");
         }
     }
