@@ -35,7 +35,13 @@ pub enum Step {
     /// The live lane's watch lags the deleted lane's by 3 s, for 15% of the chaos
     /// phase (20 s at most).
     LiveWatchLag,
+    /// A `/v2` detach stays in Vultr's listings 1.5 s after the pair is gone, for 60%
+    /// of the phase: renames (delete a, create b for one pair) run under it.
+    DetachLag,
 }
+
+/// How long the detach lag keeps a detached pair in listings.
+const DETACH_LAG: Duration = Duration::from_millis(1500);
 
 /// The timeline of a run: each step at an offset into the chaos phase.
 pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
@@ -49,6 +55,7 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.68, 0.70), Step::LateWrites),
         (at(0.10, 0.20), Step::LiveWatchLag),
         (at(0.80, 0.85), Step::LiveWatchLag),
+        (at(0.05, 0.10), Step::DetachLag),
     ];
     // One kill per equal slice of the phase, so each one hits a different leader
     // (a hand-over takes a Lease duration).
@@ -160,6 +167,17 @@ pub async fn run_step(w: Shared, step: Step) {
             tokio::time::sleep(span).await;
             lock(&w.replicas).lag_live_watches(Duration::ZERO);
         }
+        Step::DetachLag => {
+            let span = w.sizes.chaos.mul_f64(0.6);
+            let lag = |detach_lag| vultr_sim::Behaviour {
+                detach_lag,
+                ..w.sim.behaviour()
+            };
+            w.sim.set_behaviour(lag(DETACH_LAG));
+            w.count("detach lag (1.5s, 60% of the phase)");
+            tokio::time::sleep(span).await;
+            w.sim.set_behaviour(lag(Duration::ZERO));
+        }
         Step::DeleteNamespace => {
             let ns = {
                 let all = lock(&w.namespaces);
@@ -224,6 +242,7 @@ mod tests {
         assert_eq!(count(|s| matches!(s, Step::Outage(_))), 1);
         assert_eq!(count(|s| *s == Step::LiveWatchLag), 2);
         assert_eq!(count(|s| *s == Step::LateWrites), 1);
+        assert_eq!(count(|s| *s == Step::DetachLag), 1);
         assert!(steps.iter().all(|(d, _)| *d < sizes.chaos));
         assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(steps, plan(&sizes, &mut StdRng::seed_from_u64(1)));
