@@ -63,7 +63,9 @@ pub struct Findings {
     pub unleased_writes: Vec<String>,
     /// Writes whose sender could not be told (no User-Agent journaled).
     pub unattributed_writes: usize,
-    /// (label, occurrences) of the API key.
+    /// Requests refused with 401: a key still used after its removal.
+    pub refused: Vec<String>,
+    /// (label, occurrences) of the API keys.
     pub key_leaks: Vec<(String, usize)>,
     /// Replicas that did not exit cleanly within [`STOP_WITHIN`] of SIGTERM.
     pub slow_stops: Vec<String>,
@@ -130,6 +132,11 @@ impl Findings {
              the Lease check cannot run)",
             self.unattributed_writes,
             String::new(),
+        );
+        add(
+            "Vultr requests refused 401 (a key used after its removal)",
+            self.refused.len(),
+            first(&self.refused),
         );
         add(
             "replicas not stopped cleanly within 5 s of SIGTERM",
@@ -225,6 +232,8 @@ pub fn check(state: &EndState) -> Findings {
         }
     }
 
+    f.refused = state.refused.iter().map(describe).collect();
+
     let tenures = tenures(&state.lease);
     for w in &state.writes {
         match sender(w, &state.identities) {
@@ -257,15 +266,29 @@ pub fn check(state: &EndState) -> Findings {
         }
     }
 
-    if !state.secret.is_empty() {
-        for c in state.logs.iter().chain(&state.texts) {
-            let n = c.text.matches(state.secret.as_str()).count();
-            if n > 0 {
-                f.key_leaks.push((c.label.clone(), n));
-            }
+    for c in state.logs.iter().chain(&state.texts) {
+        let n: usize = state
+            .secrets
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| c.text.matches(k.as_str()).count())
+            .sum();
+        if n > 0 {
+            f.key_leaks.push((c.label.clone(), n));
         }
     }
     f
+}
+
+fn describe(w: &Write) -> String {
+    format!(
+        "{} {} ({}) by {} at {}",
+        w.method,
+        w.path,
+        w.status,
+        w.agent.as_deref().unwrap_or("?"),
+        unix_ms(w.at)
+    )
 }
 
 /// The replica incarnation named in the write's User-Agent.
@@ -379,7 +402,8 @@ mod tests {
                 text: "INFO attached".into(),
             }],
             texts: vec![],
-            secret: "vk-SECRET".into(),
+            secrets: vec!["vk-SECRET".into()],
+            refused: vec![],
             stops: vec![Stopped {
                 identity: "r-b-001".into(),
                 after: Some(Duration::from_millis(1200)),
@@ -465,9 +489,18 @@ mod tests {
             label: "event".into(),
             text: "Bearer vk-SECRET vk-SECRET".into(),
         });
+        // A rotated key is searched for too.
+        s.secrets.push("vk-ROTATED".into());
+        s.texts.push(Captured {
+            label: "status".into(),
+            text: "key vk-ROTATED".into(),
+        });
         let f = check(&s);
         assert_eq!(f.panics, vec!["r-a-001.log".to_owned()]);
-        assert_eq!(f.key_leaks, vec![("event".to_owned(), 2)]);
+        assert_eq!(
+            f.key_leaks,
+            vec![("event".to_owned(), 2), ("status".to_owned(), 1)]
+        );
     }
 
     #[test]
@@ -491,6 +524,20 @@ mod tests {
         let mut s = healthy();
         s.stops.push(stop(Some(5_000), true));
         assert!(check(&s).violations().is_empty());
+    }
+
+    #[test]
+    fn a_request_refused_401_is_a_violation() {
+        let mut s = healthy();
+        s.refused.push(Write {
+            method: "GET".into(),
+            path: "/v2/users".into(),
+            status: 401,
+            ..write(t(30), "r-b-001")
+        });
+        let f = check(&s);
+        assert_eq!(f.refused.len(), 1);
+        assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
     }
 
     #[test]

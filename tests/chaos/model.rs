@@ -78,7 +78,7 @@ pub struct LeaseSample {
     pub seen: SystemTime,
 }
 
-/// A write (POST/DELETE) the simulator journaled.
+/// A request the simulator journaled (a POST/DELETE, or a refused one).
 #[derive(Clone, Debug)]
 pub struct Write {
     pub at: SystemTime,
@@ -124,9 +124,12 @@ pub struct EndState {
     pub writes: Vec<Write>,
     /// Operator logs, checked for panics and for the key.
     pub logs: Vec<Captured>,
-    /// Events, statuses and errors, checked for the key.
+    /// Events, statuses and errors, checked for the keys.
     pub texts: Vec<Captured>,
-    pub secret: String,
+    /// Every API key of the run (the rotation adds one).
+    pub secrets: Vec<String>,
+    /// Requests Vultr refused with 401: a key used after its removal.
+    pub refused: Vec<Write>,
     /// The replicas stopped at the end of the run.
     pub stops: Vec<Stopped>,
 }

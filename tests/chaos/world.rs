@@ -147,6 +147,10 @@ pub struct World {
     pub notes: Mutex<Vec<String>>,
     pub foreign: Mutex<Vec<Pair>>,
     pub lease: Mutex<Vec<LeaseSample>>,
+    /// The replicas' `--vultr-api-key-file`.
+    pub key_file: std::path::PathBuf,
+    /// Every API key of the run, the one in use last.
+    pub keys: Mutex<Vec<String>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
