@@ -63,6 +63,11 @@ pub struct Findings {
     pub unleased_writes: Vec<String>,
     /// Writes whose sender could not be told (no User-Agent journaled).
     pub unattributed_writes: usize,
+    /// POSTs naming an object whose name was reused: its name resolved to it after
+    /// the reuse (no object names it otherwise).
+    pub replaced_grants: Vec<String>,
+    /// Live objects recording the object created under a reused name.
+    pub reuse_resolved: usize,
     /// Requests refused with 401: a key still used after its removal.
     pub refused: Vec<String>,
     /// (label, occurrences) of the API keys.
@@ -132,6 +137,11 @@ impl Findings {
              the Lease check cannot run)",
             self.unattributed_writes,
             String::new(),
+        );
+        add(
+            "grants written to an object whose name was reused",
+            self.replaced_grants.len(),
+            first(&self.replaced_grants),
         );
         add(
             "Vultr requests refused 401 (a key used after its removal)",
@@ -232,6 +242,21 @@ pub fn check(state: &EndState) -> Findings {
         }
     }
 
+    // A reused name resolves to the new object. Objects naming it that are live at the
+    // end record their declared pair (the new object's), checked above; the journal
+    // shows whether any object was ever granted the old one.
+    for r in &state.replaced {
+        f.reuse_resolved += state
+            .present
+            .iter()
+            .filter(|o| o.recorded.as_ref().is_some_and(|p| p.subject == r.new))
+            .count();
+        for w in &state.writes {
+            if w.method == "POST" && w.path.split('/').any(|s| s == r.old) {
+                f.replaced_grants.push(describe(w));
+            }
+        }
+    }
     f.refused = state.refused.iter().map(describe).collect();
 
     let tenures = tenures(&state.lease);
@@ -319,7 +344,7 @@ pub fn unix_ms(t: SystemTime) -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{Captured, Declared, Kind, Observed, Stopped};
+    use super::super::model::{Captured, Declared, Kind, Observed, Replaced, Stopped};
     use super::*;
 
     fn t(s: u64) -> SystemTime {
@@ -404,6 +429,7 @@ mod tests {
             texts: vec![],
             secrets: vec!["vk-SECRET".into()],
             refused: vec![],
+            replaced: vec![],
             stops: vec![Stopped {
                 identity: "r-b-001".into(),
                 after: Some(Duration::from_millis(1200)),
@@ -524,6 +550,56 @@ mod tests {
         let mut s = healthy();
         s.stops.push(stop(Some(5_000), true));
         assert!(check(&s).violations().is_empty());
+    }
+
+    #[test]
+    fn a_reused_name_must_resolve_to_the_new_object() {
+        let new = Pair {
+            policy: "p".into(),
+            kind: Kind::Group,
+            subject: "g-new".into(),
+        };
+        let old = Pair {
+            subject: "g-old".into(),
+            ..new.clone()
+        };
+        let grant = |p: &Pair| Write {
+            method: "POST".into(),
+            path: format!("/v2/policies/{}/groups/{}", p.policy, p.subject),
+            status: 201,
+            ..write(t(5), "r-a-001")
+        };
+        let mut s = healthy();
+        s.replaced.push(Replaced {
+            old: "g-old".into(),
+            new: "g-new".into(),
+        });
+        s.declared.push(declared("r", new.clone(), false, false));
+        s.present.push(live("r", new.clone()));
+        s.attached.push(new.clone());
+        s.writes.push(grant(&new));
+        let f = check(&s);
+        assert!(f.violations().is_empty(), "{:?}", f.violations());
+        assert_eq!(f.reuse_resolved, 1);
+
+        // Resolved to the old group: granted there, and recorded so at the end.
+        let mut bad = s.clone();
+        bad.present.last_mut().unwrap().recorded = Some(old.clone());
+        bad.attached.retain(|p| *p != new);
+        bad.attached.push(old.clone());
+        bad.writes.push(grant(&old));
+        let f = check(&bad);
+        assert_eq!(f.replaced_grants.len(), 1, "{:?}", f.replaced_grants);
+        assert_eq!(f.wrong_pair.len(), 1);
+        assert_eq!(f.missing_grants.len(), 1);
+        assert_eq!(f.reuse_resolved, 0);
+
+        // Granted to the old group and revoked again before the end: the journal tells.
+        let mut gone = s.clone();
+        gone.writes.push(grant(&old));
+        let f = check(&gone);
+        assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
+        assert_eq!(f.replaced_grants.len(), 1);
     }
 
     #[test]

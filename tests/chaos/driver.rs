@@ -2,7 +2,8 @@
 //! pair, often in another namespace) PolicyAttachments for the whole run, and changes
 //! Vultr behind the operator's back (out-of-band detaches of declared grants, which
 //! drift repair must undo, and attaches of grants no object declares, which it must
-//! leave alone).
+//! leave alone). And one name reuse: a group renamed in Vultr, a new one under its old
+//! name, then objects that name it.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use vultr_iam_operator::crd::PolicyAttachment;
 
-use super::model::{Declared, Kind, Pair};
+use super::model::{Declared, Kind, Pair, Replaced};
+use super::replicas::DIRECTORY_MAX_AGE;
 use super::world::{Shared, World, lock};
 
 /// Every API call of the driver gives up after this (the API server may be down).
@@ -22,8 +24,11 @@ const CALL: Duration = Duration::from_secs(15);
 struct Plan {
     namespace: String,
     name: String,
-    pool: usize,
+    pair: Pair,
+    orphan: bool,
     spec: serde_json::Value,
+    /// Never deleted by the churn: checked at the end.
+    kept: bool,
 }
 
 fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -> Option<Plan> {
@@ -34,16 +39,18 @@ fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -
     let namespace = namespaces[rng.random_range(0..namespaces.len())].clone();
     let pool = pool.unwrap_or_else(|| rng.random_range(0..w.pool.len()));
     *counter += 1;
+    let pool = &w.pool[pool];
     Some(Plan {
         namespace,
         name: format!("pa-{:05}", *counter),
-        spec: w.org.spec(rng, &w.pool[pool]),
-        pool,
+        pair: w.org.pair(pool),
+        orphan: pool.orphan,
+        spec: w.org.spec(rng, pool),
+        kept: false,
     })
 }
 
 async fn create(w: &World, p: Plan) {
-    let pool = &w.pool[p.pool];
     let obj: PolicyAttachment = match serde_json::from_value(serde_json::json!({
         "apiVersion": "iam.vultr-operator.io/v1alpha1",
         "kind": "PolicyAttachment",
@@ -57,8 +64,8 @@ async fn create(w: &World, p: Plan) {
     let idx = lock(&w.ledger).declare(Declared {
         namespace: p.namespace.clone(),
         name: p.name.clone(),
-        pair: w.org.pair(pool),
-        orphan: pool.orphan,
+        pair: p.pair,
+        orphan: p.orphan,
         delete_requested: None,
         gone_at: None,
     });
@@ -67,7 +74,9 @@ async fn create(w: &World, p: Plan) {
         Ok(Ok(_)) => {
             let mut l = lock(&w.ledger);
             l.ops.creates += 1;
-            l.live.push(idx);
+            if !p.kept {
+                l.live.push(idx);
+            }
         }
         Ok(Err(e)) => w.error(format!("create {}/{}: {e}", p.namespace, p.name)),
         Err(_) => w.error(format!("create {}/{}: timed out", p.namespace, p.name)),
@@ -149,6 +158,50 @@ pub async fn churn(
             }
             lock(&w.ledger).ops.renames += 1;
         }
+    }
+}
+
+/// The name reuse: the reused group is renamed in Vultr and a new group created under
+/// its name; a directory age later, two objects name it (in the first namespace, which
+/// the run never deletes) and stay to the end: they must resolve to the new group.
+pub async fn reuse_name(w: &Shared) {
+    let old = &w.org.reused;
+    if !w.sim.rename_group(&old.id, &format!("{}-renamed", old.key)) {
+        w.note("name reuse: the group to rename is missing".into());
+        return;
+    }
+    let new = w.sim.add_group(&old.key);
+    lock(&w.replaced).push(Replaced {
+        old: old.id.clone(),
+        new: new.clone(),
+    });
+    w.count("name reuse (a group renamed, a new one under its name)");
+    tokio::time::sleep(DIRECTORY_MAX_AGE + Duration::from_secs(1)).await;
+    let Some(namespace) = lock(&w.namespaces).first().map(|n| n.name.clone()) else {
+        return;
+    };
+    let (by_name, by_id) = (
+        &w.org.policies[0],
+        &w.org.policies[1 % w.org.policies.len()],
+    );
+    let plans = [
+        (by_name, serde_json::json!({"name": by_name.key})),
+        (by_id, serde_json::json!({"id": by_id.id})),
+    ];
+    for (i, (policy, reference)) in plans.into_iter().enumerate() {
+        let plan = Plan {
+            namespace: namespace.clone(),
+            name: format!("reuse-{i}"),
+            pair: Pair {
+                policy: policy.id.clone(),
+                kind: Kind::Group,
+                subject: new.clone(),
+            },
+            orphan: false,
+            spec: serde_json::json!({"policy": reference, "group": {"name": old.key}}),
+            kept: true,
+        };
+        create(w, plan).await;
     }
 }
 

@@ -38,6 +38,9 @@ pub enum Step {
     /// A `/v2` detach stays in Vultr's listings 1.5 s after the pair is gone, for 60%
     /// of the phase: renames (delete a, create b for one pair) run under it.
     DetachLag,
+    /// A group renamed in Vultr and a new one created under its name; then objects
+    /// name it (see `driver::reuse_name`).
+    NameReuse,
     /// A new API key in Vultr and in the replicas' key file; the old one is removed
     /// once every replica uses the new one.
     RotateKey,
@@ -66,6 +69,7 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.80, 0.85), Step::LiveWatchLag),
         (at(0.05, 0.10), Step::DetachLag),
         (at(0.12, 0.20), Step::RotateKey),
+        (at(0.30, 0.35), Step::NameReuse),
     ];
     // One kill per equal slice of the phase, so each one hits a different leader
     // (a hand-over takes a Lease duration).
@@ -188,6 +192,7 @@ pub async fn run_step(w: Shared, step: Step) {
             tokio::time::sleep(span).await;
             w.sim.set_behaviour(lag(Duration::ZERO));
         }
+        Step::NameReuse => super::driver::reuse_name(&w).await,
         Step::RotateKey => rotate_key(&w).await,
         Step::DeleteNamespace => {
             let ns = {
@@ -316,6 +321,7 @@ mod tests {
         assert_eq!(count(|s| *s == Step::LiveWatchLag), 2);
         assert_eq!(count(|s| *s == Step::LateWrites), 1);
         assert_eq!(count(|s| *s == Step::DetachLag), 1);
+        assert_eq!(count(|s| *s == Step::NameReuse), 1);
         assert_eq!(count(|s| *s == Step::RotateKey), 1);
         assert!(steps.iter().all(|(d, _)| *d < sizes.chaos));
         assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0));

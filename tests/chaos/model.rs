@@ -89,6 +89,13 @@ pub struct Write {
     pub agent: Option<String>,
 }
 
+/// A Vultr object renamed, and the one created under its old name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replaced {
+    pub old: String,
+    pub new: String,
+}
+
 /// A text that must never contain the API key (a log, an Event, a status, an error).
 #[derive(Clone, Debug)]
 pub struct Captured {
@@ -130,6 +137,8 @@ pub struct EndState {
     pub secrets: Vec<String>,
     /// Requests Vultr refused with 401: a key used after its removal.
     pub refused: Vec<Write>,
+    /// Vultr objects whose name was given to another (the name reuse).
+    pub replaced: Vec<Replaced>,
     /// The replicas stopped at the end of the run.
     pub stops: Vec<Stopped>,
 }

@@ -212,6 +212,7 @@ pub async fn end_state(w: &Shared, margin: Duration) -> EndState {
         texts,
         secrets: lock(&w.keys).clone(),
         refused,
+        replaced: lock(&w.replaced).clone(),
         // Filled in once the replicas are stopped.
         stops: Vec::new(),
     }

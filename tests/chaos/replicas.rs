@@ -15,6 +15,10 @@ use crate::support::watch_delay::WatchDelayProxy;
 
 pub const LEASE: &str = "vultr-iam-operator";
 
+/// `--directory-max-age` of the replicas: how long after a name reuse in Vultr a name
+/// may still resolve to the old object.
+pub const DIRECTORY_MAX_AGE: Duration = Duration::from_secs(5);
+
 /// What a replica logs when it picks up a new key from its key file.
 const KEY_REREAD: &str = "the Vultr API key file changed";
 
@@ -62,6 +66,8 @@ impl Launch {
         a.extend([
             "--vultr-api-key-file".into(),
             self.api_key_file.display().to_string(),
+            "--directory-max-age".into(),
+            format!("{}ms", DIRECTORY_MAX_AGE.as_millis()),
             "--resync-interval".into(),
             format!("{}ms", self.resync.as_millis()),
             "--lease-duration".into(),

@@ -115,6 +115,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
         lease: Mutex::default(),
         key_file,
         keys: Mutex::new(vec![crate::e2e::API_KEY.to_owned()]),
+        replaced: Mutex::default(),
     });
 
     let stop = CancellationToken::new();
@@ -356,6 +357,11 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         f.foreign_removed.len()
     ));
     line(format!(
+        "name reuse: {} live objects resolved the reused name to the new object; grants written to the old one: {}",
+        f.reuse_resolved,
+        f.replaced_grants.len()
+    ));
+    line(format!(
         "Vultr requests refused 401 (a key used after its removal): {}",
         f.refused.len()
     ));
@@ -389,7 +395,7 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
     for s in &f.slow_stops {
         line(format!("  not stopped: {s}"));
     }
-    for s in f.refused.iter().take(10) {
+    for s in f.replaced_grants.iter().chain(&f.refused).take(10) {
         line(format!("  request: {s}"));
     }
     for s in f.unleased_writes.iter().take(10) {
