@@ -63,8 +63,8 @@ pub struct Findings {
     pub unleased_writes: Vec<String>,
     /// Writes whose sender could not be told (no User-Agent journaled).
     pub unattributed_writes: usize,
-    /// POSTs naming an object whose name was reused: its name resolved to it after
-    /// the reuse (no object names it otherwise).
+    /// POSTs naming an object after its name was reused: the name resolved to it (the
+    /// only object that named it before was Ready, so needs none).
     pub replaced_grants: Vec<String>,
     /// Live objects recording the object created under a reused name.
     pub reuse_resolved: usize,
@@ -244,7 +244,7 @@ pub fn check(state: &EndState) -> Findings {
 
     // A reused name resolves to the new object. Objects naming it that are live at the
     // end record their declared pair (the new object's), checked above; the journal
-    // shows whether any object was ever granted the old one.
+    // shows whether any object was granted the old one after the reuse.
     for r in &state.replaced {
         f.reuse_resolved += state
             .present
@@ -252,7 +252,7 @@ pub fn check(state: &EndState) -> Findings {
             .filter(|o| o.recorded.as_ref().is_some_and(|p| p.subject == r.new))
             .count();
         for w in &state.writes {
-            if w.method == "POST" && w.path.split('/').any(|s| s == r.old) {
+            if w.method == "POST" && w.at >= r.at && w.path.split('/').any(|s| s == r.old) {
                 f.replaced_grants.push(describe(w));
             }
         }
@@ -563,21 +563,26 @@ mod tests {
             subject: "g-old".into(),
             ..new.clone()
         };
-        let grant = |p: &Pair| Write {
+        let grant = |p: &Pair, at: u64| Write {
             method: "POST".into(),
             path: format!("/v2/policies/{}/groups/{}", p.policy, p.subject),
             status: 201,
-            ..write(t(5), "r-a-001")
+            ..write(t(at), "r-a-001")
         };
         let mut s = healthy();
         s.replaced.push(Replaced {
             old: "g-old".into(),
             new: "g-new".into(),
+            at: t(4),
         });
+        // Before the reuse, an object named the old group, was granted it and deleted.
+        s.declared
+            .push(declared("before", old.clone(), false, true));
+        s.writes.push(grant(&old, 3));
         s.declared.push(declared("r", new.clone(), false, false));
         s.present.push(live("r", new.clone()));
         s.attached.push(new.clone());
-        s.writes.push(grant(&new));
+        s.writes.push(grant(&new, 5));
         let f = check(&s);
         assert!(f.violations().is_empty(), "{:?}", f.violations());
         assert_eq!(f.reuse_resolved, 1);
@@ -587,7 +592,7 @@ mod tests {
         bad.present.last_mut().unwrap().recorded = Some(old.clone());
         bad.attached.retain(|p| *p != new);
         bad.attached.push(old.clone());
-        bad.writes.push(grant(&old));
+        bad.writes.push(grant(&old, 5));
         let f = check(&bad);
         assert_eq!(f.replaced_grants.len(), 1, "{:?}", f.replaced_grants);
         assert_eq!(f.wrong_pair.len(), 1);
@@ -596,7 +601,7 @@ mod tests {
 
         // Granted to the old group and revoked again before the end: the journal tells.
         let mut gone = s.clone();
-        gone.writes.push(grant(&old));
+        gone.writes.push(grant(&old, 5));
         let f = check(&gone);
         assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
         assert_eq!(f.replaced_grants.len(), 1);

@@ -3,7 +3,7 @@
 //! Vultr behind the operator's back (out-of-band detaches of declared grants, which
 //! drift repair must undo, and attaches of grants no object declares, which it must
 //! leave alone). And one name reuse: a group renamed in Vultr, a new one under its old
-//! name, then objects that name it.
+//! name, and objects that name it before and after.
 
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,10 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use rand::RngExt;
 use rand::rngs::StdRng;
-use vultr_iam_operator::crd::PolicyAttachment;
+use vultr_iam_operator::crd::{PolicyAttachment, READY};
 
 use super::model::{Declared, Kind, Pair, Replaced};
+use super::org::Entity;
 use super::replicas::DIRECTORY_MAX_AGE;
 use super::world::{Shared, World, lock};
 
@@ -27,7 +28,7 @@ struct Plan {
     pair: Pair,
     orphan: bool,
     spec: serde_json::Value,
-    /// Never deleted by the churn: checked at the end.
+    /// Never deleted by the churn.
     kept: bool,
 }
 
@@ -50,7 +51,8 @@ fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -
     })
 }
 
-async fn create(w: &World, p: Plan) {
+/// The object's index in the ledger, if the API server stored it.
+async fn create(w: &World, p: Plan) -> Option<usize> {
     let obj: PolicyAttachment = match serde_json::from_value(serde_json::json!({
         "apiVersion": "iam.vultr-operator.io/v1alpha1",
         "kind": "PolicyAttachment",
@@ -77,10 +79,12 @@ async fn create(w: &World, p: Plan) {
             if !p.kept {
                 l.live.push(idx);
             }
+            return Some(idx);
         }
         Ok(Err(e)) => w.error(format!("create {}/{}: {e}", p.namespace, p.name)),
         Err(_) => w.error(format!("create {}/{}: timed out", p.namespace, p.name)),
     }
+    None
 }
 
 /// Deletes the object at `idx` of the ledger (already taken out of `live`).
@@ -115,7 +119,7 @@ pub async fn populate(w: &Shared, rng: &mut StdRng, counter: &mut usize, n: usiz
     futures::stream::iter(plans)
         .map(|p| create(w, p))
         .buffer_unordered(8)
-        .collect::<Vec<()>>()
+        .collect::<Vec<_>>()
         .await;
 }
 
@@ -161,11 +165,44 @@ pub async fn churn(
     }
 }
 
-/// The name reuse: the reused group is renamed in Vultr and a new group created under
-/// its name; a directory age later, two objects name it (in the first namespace, which
-/// the run never deletes) and stay to the end: they must resolve to the new group.
+/// The name reuse, as in issue 16: an object names the reused group and is Ready (so
+/// the leader's directory holds the name); the group is renamed in Vultr, a new group
+/// created under its name, and the object deleted (its revocation must take the
+/// recorded pair, the old group). A directory age later, two more objects name it (in
+/// the first namespace, which the run never deletes) and stay to the end: they must
+/// resolve to the new group.
 pub async fn reuse_name(w: &Shared) {
     let old = &w.org.reused;
+    let Some(namespace) = lock(&w.namespaces).first().map(|n| n.name.clone()) else {
+        return;
+    };
+    let (by_name, by_id) = (
+        &w.org.policies[0],
+        &w.org.policies[1 % w.org.policies.len()],
+    );
+    let plan = |name: &str, policy: &Entity, by_id: bool, group: &str| {
+        let reference = if by_id {
+            serde_json::json!({"id": policy.id})
+        } else {
+            serde_json::json!({"name": policy.key})
+        };
+        Plan {
+            namespace: namespace.clone(),
+            name: name.to_owned(),
+            pair: Pair {
+                policy: policy.id.clone(),
+                kind: Kind::Group,
+                subject: group.to_owned(),
+            },
+            orphan: false,
+            spec: serde_json::json!({"policy": reference, "group": {"name": old.key}}),
+            kept: true,
+        }
+    };
+    let before = create_kept(w, || plan("reuse-before", by_name, false, &old.id)).await;
+    if !ready(w, &namespace, "reuse-before", Duration::from_secs(20)).await {
+        w.note("name reuse: reuse-before not Ready within 20s".into());
+    }
     if !w.sim.rename_group(&old.id, &format!("{}-renamed", old.key)) {
         w.note("name reuse: the group to rename is missing".into());
         return;
@@ -174,35 +211,64 @@ pub async fn reuse_name(w: &Shared) {
     lock(&w.replaced).push(Replaced {
         old: old.id.clone(),
         new: new.clone(),
+        at: World::now(),
     });
     w.count("name reuse (a group renamed, a new one under its name)");
-    tokio::time::sleep(DIRECTORY_MAX_AGE + Duration::from_secs(1)).await;
-    let Some(namespace) = lock(&w.namespaces).first().map(|n| n.name.clone()) else {
-        return;
-    };
-    let (by_name, by_id) = (
-        &w.org.policies[0],
-        &w.org.policies[1 % w.org.policies.len()],
-    );
-    let plans = [
-        (by_name, serde_json::json!({"name": by_name.key})),
-        (by_id, serde_json::json!({"id": by_id.id})),
-    ];
-    for (i, (policy, reference)) in plans.into_iter().enumerate() {
-        let plan = Plan {
-            namespace: namespace.clone(),
-            name: format!("reuse-{i}"),
-            pair: Pair {
-                policy: policy.id.clone(),
-                kind: Kind::Group,
-                subject: new.clone(),
-            },
-            orphan: false,
-            spec: serde_json::json!({"policy": reference, "group": {"name": old.key}}),
-            kept: true,
-        };
-        create(w, plan).await;
+    if let Some(idx) = before {
+        delete(w, idx).await;
     }
+    tokio::time::sleep(DIRECTORY_MAX_AGE + Duration::from_secs(1)).await;
+    create_kept(w, || plan("reuse-0", by_name, false, &new)).await;
+    create_kept(w, || plan("reuse-1", by_id, true, &new)).await;
+}
+
+/// Creates an object the run needs, again while the API server fails (it may be
+/// restarting), for up to a minute; the object's index in the ledger.
+async fn create_kept(w: &World, plan: impl Fn() -> Plan) -> Option<usize> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = plan();
+        let (namespace, name) = (p.namespace.clone(), p.name.clone());
+        if let Some(idx) = create(w, p).await {
+            return Some(idx);
+        }
+        // An earlier attempt may have been stored with its answer lost (then this one
+        // failed with AlreadyExists).
+        let api: Api<PolicyAttachment> = Api::namespaced(w.client.clone(), &namespace);
+        if let Ok(Ok(Some(_))) = tokio::time::timeout(CALL, api.get_opt(&name)).await {
+            let mut l = lock(&w.ledger);
+            l.ops.creates += 1;
+            return l
+                .declared
+                .iter()
+                .rposition(|d| d.key() == format!("{namespace}/{name}"));
+        }
+        if Instant::now() >= until {
+            w.note(format!(
+                "{namespace}/{name} could not be created within 60s"
+            ));
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Whether the object is Ready=True within `within`.
+async fn ready(w: &World, namespace: &str, name: &str, within: Duration) -> bool {
+    let api: Api<PolicyAttachment> = Api::namespaced(w.client.clone(), namespace);
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Ok(Ok(Some(o))) = tokio::time::timeout(CALL, api.get_opt(name)).await
+            && o.status
+                .as_ref()
+                .and_then(|s| s.condition(READY))
+                .is_some_and(|c| c.status == "True")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
 }
 
 /// Out-of-band changes every `every` until `until`: alternately detach a declared

@@ -38,8 +38,8 @@ pub enum Step {
     /// A `/v2` detach stays in Vultr's listings 1.5 s after the pair is gone, for 60%
     /// of the phase: renames (delete a, create b for one pair) run under it.
     DetachLag,
-    /// A group renamed in Vultr and a new one created under its name; then objects
-    /// name it (see `driver::reuse_name`).
+    /// A group renamed in Vultr and a new one created under its name, with objects
+    /// naming it before and after (see `driver::reuse_name`).
     NameReuse,
     /// A new API key in Vultr and in the replicas' key file; the old one is removed
     /// once every replica uses the new one.
@@ -69,7 +69,7 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.80, 0.85), Step::LiveWatchLag),
         (at(0.05, 0.10), Step::DetachLag),
         (at(0.12, 0.20), Step::RotateKey),
-        (at(0.30, 0.35), Step::NameReuse),
+        (at(0.15, 0.20), Step::NameReuse),
     ];
     // One kill per equal slice of the phase, so each one hits a different leader
     // (a hand-over takes a Lease duration).

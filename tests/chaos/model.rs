@@ -94,6 +94,8 @@ pub struct Write {
 pub struct Replaced {
     pub old: String,
     pub new: String,
+    /// When the name was reused.
+    pub at: SystemTime,
 }
 
 /// A text that must never contain the API key (a log, an Event, a status, an error).
