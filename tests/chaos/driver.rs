@@ -200,8 +200,10 @@ pub async fn reuse_name(w: &Shared) {
         }
     };
     let before = create_kept(w, || plan("reuse-before", by_name, false, &old.id)).await;
-    if !ready(w, &namespace, "reuse-before", Duration::from_secs(20)).await {
-        w.note("name reuse: reuse-before not Ready within 20s".into());
+    // Ready before the rename, or its own late resolution could still name the old group
+    // (allowed within a directory age); 40 s outlasts the long run's outage.
+    if !ready(w, &namespace, "reuse-before", Duration::from_secs(40)).await {
+        w.note("name reuse: reuse-before not Ready within 40s".into());
     }
     if !w.sim.rename_group(&old.id, &format!("{}-renamed", old.key)) {
         w.note("name reuse: the group to rename is missing".into());
