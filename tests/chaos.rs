@@ -2,11 +2,13 @@
 //! plane of its own and the Vultr simulator, while a driver creates, deletes and
 //! renames PolicyAttachments and faults hit every layer (5xx, 429 storms, an outage,
 //! hangs, SIGKILLs of the leader, a kube-apiserver restart, a partition of the leader,
-//! the deletion of a watched namespace, out-of-band changes in Vultr). Then the faults
-//! stop, the objects settle, two resync periods pass, and the end state must keep the
-//! product's promise: every live object's grant in Vultr and Ready=True, every deleted
-//! object's grant revoked (lost revocations: 0), nothing stuck Terminating, no panic, no
-//! Vultr write without the Lease, the API key nowhere.
+//! the deletion of a watched namespace, out-of-band changes in Vultr, a lagging live-lane
+//! watch, late-applied writes, listings that lag detaches, a name reused in Vultr, a key
+//! rotation). Then the faults stop, the objects settle, two resync periods pass, and the
+//! end state must keep the product's promise: every live object's grant in Vultr and
+//! Ready=True, every deleted object's grant revoked (lost revocations: 0), nothing stuck
+//! Terminating, no panic, no Vultr write without the Lease, no grant to the object whose
+//! name was reused, no request with a removed key, the API keys nowhere.
 //!
 //! `chaos_short` runs in `make test`; `make chaos` runs `chaos_long` (`#[ignore]`).
 //! CHAOS_OBJECTS, CHAOS_SECONDS, CHAOS_KILLS and CHAOS_SEED change the sizes. The
@@ -61,6 +63,11 @@ async fn chaos(sizes: Sizes) {
             .iter()
             .any(|d| d.pair.kind == model::Kind::Role),
         "the run declared no role grant"
+    );
+    // ...and the name reuse: its objects must exist to be checked.
+    assert!(
+        outcome.findings.reuse_resolved > 0,
+        "no live object named the reused group"
     );
 }
 

@@ -63,7 +63,14 @@ pub struct Findings {
     pub unleased_writes: Vec<String>,
     /// Writes whose sender could not be told (no User-Agent journaled).
     pub unattributed_writes: usize,
-    /// (label, occurrences) of the API key.
+    /// POSTs naming an object after its name was reused: the name resolved to it (the
+    /// only object that named it before was Ready, so needs none).
+    pub replaced_grants: Vec<String>,
+    /// Live objects recording the object created under a reused name.
+    pub reuse_resolved: usize,
+    /// Requests refused with 401: a key still used after its removal.
+    pub refused: Vec<String>,
+    /// (label, occurrences) of the API keys.
     pub key_leaks: Vec<(String, usize)>,
     /// Replicas that did not exit cleanly within [`STOP_WITHIN`] of SIGTERM.
     pub slow_stops: Vec<String>,
@@ -130,6 +137,16 @@ impl Findings {
              the Lease check cannot run)",
             self.unattributed_writes,
             String::new(),
+        );
+        add(
+            "grants written to an object whose name was reused",
+            self.replaced_grants.len(),
+            first(&self.replaced_grants),
+        );
+        add(
+            "Vultr requests refused 401 (a key used after its removal)",
+            self.refused.len(),
+            first(&self.refused),
         );
         add(
             "replicas not stopped cleanly within 5 s of SIGTERM",
@@ -225,6 +242,23 @@ pub fn check(state: &EndState) -> Findings {
         }
     }
 
+    // A reused name resolves to the new object. Objects naming it that are live at the
+    // end record their declared pair (the new object's), checked above; the journal
+    // shows whether any object was granted the old one after the reuse.
+    for r in &state.replaced {
+        f.reuse_resolved += state
+            .present
+            .iter()
+            .filter(|o| o.recorded.as_ref().is_some_and(|p| p.subject == r.new))
+            .count();
+        for w in &state.writes {
+            if w.method == "POST" && w.at >= r.at && w.path.split('/').any(|s| s == r.old) {
+                f.replaced_grants.push(describe(w));
+            }
+        }
+    }
+    f.refused = state.refused.iter().map(describe).collect();
+
     let tenures = tenures(&state.lease);
     for w in &state.writes {
         match sender(w, &state.identities) {
@@ -257,15 +291,29 @@ pub fn check(state: &EndState) -> Findings {
         }
     }
 
-    if !state.secret.is_empty() {
-        for c in state.logs.iter().chain(&state.texts) {
-            let n = c.text.matches(state.secret.as_str()).count();
-            if n > 0 {
-                f.key_leaks.push((c.label.clone(), n));
-            }
+    for c in state.logs.iter().chain(&state.texts) {
+        let n: usize = state
+            .secrets
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| c.text.matches(k.as_str()).count())
+            .sum();
+        if n > 0 {
+            f.key_leaks.push((c.label.clone(), n));
         }
     }
     f
+}
+
+fn describe(w: &Write) -> String {
+    format!(
+        "{} {} ({}) by {} at {}",
+        w.method,
+        w.path,
+        w.status,
+        w.agent.as_deref().unwrap_or("?"),
+        unix_ms(w.at)
+    )
 }
 
 /// The replica incarnation named in the write's User-Agent.
@@ -296,7 +344,7 @@ pub fn unix_ms(t: SystemTime) -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{Captured, Declared, Kind, Observed, Stopped};
+    use super::super::model::{Captured, Declared, Kind, Observed, Replaced, Stopped};
     use super::*;
 
     fn t(s: u64) -> SystemTime {
@@ -379,7 +427,9 @@ mod tests {
                 text: "INFO attached".into(),
             }],
             texts: vec![],
-            secret: "vk-SECRET".into(),
+            secrets: vec!["vk-SECRET".into()],
+            refused: vec![],
+            replaced: vec![],
             stops: vec![Stopped {
                 identity: "r-b-001".into(),
                 after: Some(Duration::from_millis(1200)),
@@ -465,9 +515,18 @@ mod tests {
             label: "event".into(),
             text: "Bearer vk-SECRET vk-SECRET".into(),
         });
+        // A rotated key is searched for too.
+        s.secrets.push("vk-ROTATED".into());
+        s.texts.push(Captured {
+            label: "status".into(),
+            text: "key vk-ROTATED".into(),
+        });
         let f = check(&s);
         assert_eq!(f.panics, vec!["r-a-001.log".to_owned()]);
-        assert_eq!(f.key_leaks, vec![("event".to_owned(), 2)]);
+        assert_eq!(
+            f.key_leaks,
+            vec![("event".to_owned(), 2), ("status".to_owned(), 1)]
+        );
     }
 
     #[test]
@@ -491,6 +550,75 @@ mod tests {
         let mut s = healthy();
         s.stops.push(stop(Some(5_000), true));
         assert!(check(&s).violations().is_empty());
+    }
+
+    #[test]
+    fn a_reused_name_must_resolve_to_the_new_object() {
+        let new = Pair {
+            policy: "p".into(),
+            kind: Kind::Group,
+            subject: "g-new".into(),
+        };
+        let old = Pair {
+            subject: "g-old".into(),
+            ..new.clone()
+        };
+        let grant = |p: &Pair, at: u64| Write {
+            method: "POST".into(),
+            path: format!("/v2/policies/{}/groups/{}", p.policy, p.subject),
+            status: 201,
+            ..write(t(at), "r-a-001")
+        };
+        let mut s = healthy();
+        s.replaced.push(Replaced {
+            old: "g-old".into(),
+            new: "g-new".into(),
+            at: t(4),
+        });
+        // Before the reuse, an object named the old group, was granted it and deleted.
+        s.declared
+            .push(declared("before", old.clone(), false, true));
+        s.writes.push(grant(&old, 3));
+        s.declared.push(declared("r", new.clone(), false, false));
+        s.present.push(live("r", new.clone()));
+        s.attached.push(new.clone());
+        s.writes.push(grant(&new, 5));
+        let f = check(&s);
+        assert!(f.violations().is_empty(), "{:?}", f.violations());
+        assert_eq!(f.reuse_resolved, 1);
+
+        // Resolved to the old group: granted there, and recorded so at the end.
+        let mut bad = s.clone();
+        bad.present.last_mut().unwrap().recorded = Some(old.clone());
+        bad.attached.retain(|p| *p != new);
+        bad.attached.push(old.clone());
+        bad.writes.push(grant(&old, 5));
+        let f = check(&bad);
+        assert_eq!(f.replaced_grants.len(), 1, "{:?}", f.replaced_grants);
+        assert_eq!(f.wrong_pair.len(), 1);
+        assert_eq!(f.missing_grants.len(), 1);
+        assert_eq!(f.reuse_resolved, 0);
+
+        // Granted to the old group and revoked again before the end: the journal tells.
+        let mut gone = s.clone();
+        gone.writes.push(grant(&old, 5));
+        let f = check(&gone);
+        assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
+        assert_eq!(f.replaced_grants.len(), 1);
+    }
+
+    #[test]
+    fn a_request_refused_401_is_a_violation() {
+        let mut s = healthy();
+        s.refused.push(Write {
+            method: "GET".into(),
+            path: "/v2/users".into(),
+            status: 401,
+            ..write(t(30), "r-b-001")
+        });
+        let f = check(&s);
+        assert_eq!(f.refused.len(), 1);
+        assert_eq!(f.violations().len(), 1, "{:?}", f.violations());
     }
 
     #[test]

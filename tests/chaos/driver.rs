@@ -2,7 +2,8 @@
 //! pair, often in another namespace) PolicyAttachments for the whole run, and changes
 //! Vultr behind the operator's back (out-of-band detaches of declared grants, which
 //! drift repair must undo, and attaches of grants no object declares, which it must
-//! leave alone).
+//! leave alone). And one name reuse: a group renamed in Vultr, a new one under its old
+//! name, and objects that name it before and after.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,11 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use rand::RngExt;
 use rand::rngs::StdRng;
-use vultr_iam_operator::crd::PolicyAttachment;
+use vultr_iam_operator::crd::{PolicyAttachment, READY};
 
-use super::model::{Declared, Kind, Pair};
+use super::model::{Declared, Kind, Pair, Replaced};
+use super::org::Entity;
+use super::replicas::DIRECTORY_MAX_AGE;
 use super::world::{Shared, World, lock};
 
 /// Every API call of the driver gives up after this (the API server may be down).
@@ -22,8 +25,11 @@ const CALL: Duration = Duration::from_secs(15);
 struct Plan {
     namespace: String,
     name: String,
-    pool: usize,
+    pair: Pair,
+    orphan: bool,
     spec: serde_json::Value,
+    /// Never deleted by the churn.
+    kept: bool,
 }
 
 fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -> Option<Plan> {
@@ -34,16 +40,19 @@ fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -
     let namespace = namespaces[rng.random_range(0..namespaces.len())].clone();
     let pool = pool.unwrap_or_else(|| rng.random_range(0..w.pool.len()));
     *counter += 1;
+    let pool = &w.pool[pool];
     Some(Plan {
         namespace,
         name: format!("pa-{:05}", *counter),
-        spec: w.org.spec(rng, &w.pool[pool]),
-        pool,
+        pair: w.org.pair(pool),
+        orphan: pool.orphan,
+        spec: w.org.spec(rng, pool),
+        kept: false,
     })
 }
 
-async fn create(w: &World, p: Plan) {
-    let pool = &w.pool[p.pool];
+/// The object's index in the ledger, if the API server stored it.
+async fn create(w: &World, p: Plan) -> Option<usize> {
     let obj: PolicyAttachment = match serde_json::from_value(serde_json::json!({
         "apiVersion": "iam.vultr-operator.io/v1alpha1",
         "kind": "PolicyAttachment",
@@ -57,8 +66,8 @@ async fn create(w: &World, p: Plan) {
     let idx = lock(&w.ledger).declare(Declared {
         namespace: p.namespace.clone(),
         name: p.name.clone(),
-        pair: w.org.pair(pool),
-        orphan: pool.orphan,
+        pair: p.pair,
+        orphan: p.orphan,
         delete_requested: None,
         gone_at: None,
     });
@@ -67,11 +76,15 @@ async fn create(w: &World, p: Plan) {
         Ok(Ok(_)) => {
             let mut l = lock(&w.ledger);
             l.ops.creates += 1;
-            l.live.push(idx);
+            if !p.kept {
+                l.live.push(idx);
+            }
+            return Some(idx);
         }
         Ok(Err(e)) => w.error(format!("create {}/{}: {e}", p.namespace, p.name)),
         Err(_) => w.error(format!("create {}/{}: timed out", p.namespace, p.name)),
     }
+    None
 }
 
 /// Deletes the object at `idx` of the ledger (already taken out of `live`).
@@ -106,7 +119,7 @@ pub async fn populate(w: &Shared, rng: &mut StdRng, counter: &mut usize, n: usiz
     futures::stream::iter(plans)
         .map(|p| create(w, p))
         .buffer_unordered(8)
-        .collect::<Vec<()>>()
+        .collect::<Vec<_>>()
         .await;
 }
 
@@ -150,6 +163,114 @@ pub async fn churn(
             lock(&w.ledger).ops.renames += 1;
         }
     }
+}
+
+/// The name reuse, as in issue 16: an object names the reused group and is Ready (so
+/// the leader's directory holds the name); the group is renamed in Vultr, a new group
+/// created under its name, and the object deleted (its revocation must take the
+/// recorded pair, the old group). A directory age later, two more objects name it (in
+/// the first namespace, which the run never deletes) and stay to the end: they must
+/// resolve to the new group.
+pub async fn reuse_name(w: &Shared) {
+    let old = &w.org.reused;
+    let Some(namespace) = lock(&w.namespaces).first().map(|n| n.name.clone()) else {
+        return;
+    };
+    let (by_name, by_id) = (
+        &w.org.policies[0],
+        &w.org.policies[1 % w.org.policies.len()],
+    );
+    let plan = |name: &str, policy: &Entity, by_id: bool, group: &str| {
+        let reference = if by_id {
+            serde_json::json!({"id": policy.id})
+        } else {
+            serde_json::json!({"name": policy.key})
+        };
+        Plan {
+            namespace: namespace.clone(),
+            name: name.to_owned(),
+            pair: Pair {
+                policy: policy.id.clone(),
+                kind: Kind::Group,
+                subject: group.to_owned(),
+            },
+            orphan: false,
+            spec: serde_json::json!({"policy": reference, "group": {"name": old.key}}),
+            kept: true,
+        }
+    };
+    let before = create_kept(w, || plan("reuse-before", by_name, false, &old.id)).await;
+    // Ready before the rename, or its own late resolution could still name the old group
+    // (allowed within a directory age); 40 s outlasts the long run's outage.
+    if !ready(w, &namespace, "reuse-before", Duration::from_secs(40)).await {
+        w.note("name reuse: reuse-before not Ready within 40s".into());
+    }
+    if !w.sim.rename_group(&old.id, &format!("{}-renamed", old.key)) {
+        w.note("name reuse: the group to rename is missing".into());
+        return;
+    }
+    let new = w.sim.add_group(&old.key);
+    lock(&w.replaced).push(Replaced {
+        old: old.id.clone(),
+        new: new.clone(),
+        at: World::now(),
+    });
+    w.count("name reuse (a group renamed, a new one under its name)");
+    if let Some(idx) = before {
+        delete(w, idx).await;
+    }
+    tokio::time::sleep(DIRECTORY_MAX_AGE + Duration::from_secs(1)).await;
+    create_kept(w, || plan("reuse-0", by_name, false, &new)).await;
+    create_kept(w, || plan("reuse-1", by_id, true, &new)).await;
+}
+
+/// Creates an object the run needs, again while the API server fails (it may be
+/// restarting), for up to a minute; the object's index in the ledger.
+async fn create_kept(w: &World, plan: impl Fn() -> Plan) -> Option<usize> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = plan();
+        let (namespace, name) = (p.namespace.clone(), p.name.clone());
+        if let Some(idx) = create(w, p).await {
+            return Some(idx);
+        }
+        // An earlier attempt may have been stored with its answer lost (then this one
+        // failed with AlreadyExists).
+        let api: Api<PolicyAttachment> = Api::namespaced(w.client.clone(), &namespace);
+        if let Ok(Ok(Some(_))) = tokio::time::timeout(CALL, api.get_opt(&name)).await {
+            let mut l = lock(&w.ledger);
+            l.ops.creates += 1;
+            return l
+                .declared
+                .iter()
+                .rposition(|d| d.key() == format!("{namespace}/{name}"));
+        }
+        if Instant::now() >= until {
+            w.note(format!(
+                "{namespace}/{name} could not be created within 60s"
+            ));
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Whether the object is Ready=True within `within`.
+async fn ready(w: &World, namespace: &str, name: &str, within: Duration) -> bool {
+    let api: Api<PolicyAttachment> = Api::namespaced(w.client.clone(), namespace);
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Ok(Ok(Some(o))) = tokio::time::timeout(CALL, api.get_opt(name)).await
+            && o.status
+                .as_ref()
+                .and_then(|s| s.condition(READY))
+                .is_some_and(|c| c.status == "True")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
 }
 
 /// Out-of-band changes every `every` until `until`: alternately detach a declared

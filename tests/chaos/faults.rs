@@ -1,13 +1,13 @@
 //! The faults: a seeded timeline of steps (pure, so a seed always gives the same run)
 //! and what each step does to the simulator, the replicas or the control plane.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use rand::RngExt;
 use rand::rngs::StdRng;
-use vultr_sim::{Fault, FaultKind};
+use vultr_sim::{ApiKeys, Fault, FaultKind, key_fingerprint};
 
 use super::cluster::SYSTEM_NS;
 use super::replicas::LEASE;
@@ -35,7 +35,25 @@ pub enum Step {
     /// The live lane's watch lags the deleted lane's by 3 s, for 15% of the chaos
     /// phase (20 s at most).
     LiveWatchLag,
+    /// A `/v2` detach stays in Vultr's listings 1.5 s after the pair is gone, for 60%
+    /// of the phase: renames (delete a, create b for one pair) run under it.
+    DetachLag,
+    /// A group renamed in Vultr and a new one created under its name, with objects
+    /// naming it before and after (see `driver::reuse_name`).
+    NameReuse,
+    /// A new API key in Vultr and in the replicas' key file; the old one is removed
+    /// once every replica uses the new one.
+    RotateKey,
 }
+
+/// How long the detach lag keeps a detached pair in listings.
+const DETACH_LAG: Duration = Duration::from_millis(1500);
+/// How long no request may have used the old key before it is removed: longer than a
+/// request can stay in flight (the replicas' 2 s client timeout).
+const KEY_DRAIN: Duration = Duration::from_secs(4);
+/// The longest wait for the replicas to take the new key (they re-read the file every
+/// 5 s); past it the old key is removed anyway, and any use of it shows as a 401.
+const KEY_SWITCH: Duration = Duration::from_secs(30);
 
 /// The timeline of a run: each step at an offset into the chaos phase.
 pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
@@ -49,6 +67,9 @@ pub fn plan(sizes: &Sizes, rng: &mut StdRng) -> Vec<(Duration, Step)> {
         (at(0.68, 0.70), Step::LateWrites),
         (at(0.10, 0.20), Step::LiveWatchLag),
         (at(0.80, 0.85), Step::LiveWatchLag),
+        (at(0.05, 0.10), Step::DetachLag),
+        (at(0.12, 0.20), Step::RotateKey),
+        (at(0.15, 0.20), Step::NameReuse),
     ];
     // One kill per equal slice of the phase, so each one hits a different leader
     // (a hand-over takes a Lease duration).
@@ -160,6 +181,19 @@ pub async fn run_step(w: Shared, step: Step) {
             tokio::time::sleep(span).await;
             lock(&w.replicas).lag_live_watches(Duration::ZERO);
         }
+        Step::DetachLag => {
+            let span = w.sizes.chaos.mul_f64(0.6);
+            let lag = |detach_lag| vultr_sim::Behaviour {
+                detach_lag,
+                ..w.sim.behaviour()
+            };
+            w.sim.set_behaviour(lag(DETACH_LAG));
+            w.count("detach lag (1.5s, 60% of the phase)");
+            tokio::time::sleep(span).await;
+            w.sim.set_behaviour(lag(Duration::ZERO));
+        }
+        Step::NameReuse => super::driver::reuse_name(&w).await,
+        Step::RotateKey => rotate_key(&w).await,
         Step::DeleteNamespace => {
             let ns = {
                 let all = lock(&w.namespaces);
@@ -172,6 +206,68 @@ pub async fn run_step(w: Shared, step: Step) {
             }
         }
     }
+}
+
+/// Rotates the API key as an operator of the product would: the new key is accepted by
+/// Vultr, then written to the key file (a temporary file renamed over it, as a Secret
+/// volume swaps atomically); once every replica reports the new key and no request has
+/// used the old one for [`KEY_DRAIN`], the old key is removed. The keys are never shown.
+async fn rotate_key(w: &Shared) {
+    let old = lock(&w.keys).last().cloned().unwrap_or_default();
+    let new = format!("vk-ROTATED-{}", uuid::Uuid::new_v4().simple());
+    let keys = |api_keys: Vec<String>| ApiKeys {
+        api_keys,
+        read_only_keys: Vec::new(),
+    };
+    if let Err(e) = w.sim.set_api_keys(keys(vec![old.clone(), new.clone()])) {
+        w.note(format!(
+            "key rotation: the simulator refused the new key: {e}"
+        ));
+        return;
+    }
+    lock(&w.keys).push(new.clone());
+    let tmp = w.key_file.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, &new).and_then(|()| std::fs::rename(&tmp, &w.key_file)) {
+        w.note(format!(
+            "key rotation: the key file could not be replaced: {e}"
+        ));
+        return;
+    }
+    let (written, written_at) = (Instant::now(), SystemTime::now());
+    let (old_fp, new_fp) = (key_fingerprint(&old), key_fingerprint(&new));
+    let mut waiting = Vec::new();
+    while written.elapsed() < KEY_SWITCH {
+        let journal = w.sim.journal();
+        let used = journal
+            .iter()
+            .any(|e| e.at >= written_at && e.key_fingerprint == new_fp);
+        let drained = journal
+            .iter()
+            .filter(|e| e.key_fingerprint == old_fp)
+            .all(|e| e.at + KEY_DRAIN <= SystemTime::now());
+        waiting = lock(&w.replicas).on_old_key(written);
+        if used && drained && waiting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !waiting.is_empty() {
+        w.note(format!(
+            "key rotation: {waiting:?} did not report the new key within {}s",
+            KEY_SWITCH.as_secs()
+        ));
+    }
+    if let Err(e) = w.sim.set_api_keys(keys(vec![new])) {
+        w.note(format!(
+            "key rotation: the old key could not be removed: {e}"
+        ));
+        return;
+    }
+    w.count("key rotation (key file swapped, old key removed)");
+    w.note(format!(
+        "key rotation: old key removed {:.1}s after the key file changed",
+        written.elapsed().as_secs_f64()
+    ));
 }
 
 /// Cuts the leader's connection to the API server (it still reaches Vultr), waits for
@@ -224,6 +320,9 @@ mod tests {
         assert_eq!(count(|s| matches!(s, Step::Outage(_))), 1);
         assert_eq!(count(|s| *s == Step::LiveWatchLag), 2);
         assert_eq!(count(|s| *s == Step::LateWrites), 1);
+        assert_eq!(count(|s| *s == Step::DetachLag), 1);
+        assert_eq!(count(|s| *s == Step::NameReuse), 1);
+        assert_eq!(count(|s| *s == Step::RotateKey), 1);
         assert!(steps.iter().all(|(d, _)| *d < sizes.chaos));
         assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(steps, plan(&sizes, &mut StdRng::seed_from_u64(1)));

@@ -78,7 +78,7 @@ pub struct LeaseSample {
     pub seen: SystemTime,
 }
 
-/// A write (POST/DELETE) the simulator journaled.
+/// A request the simulator journaled (a POST/DELETE, or a refused one).
 #[derive(Clone, Debug)]
 pub struct Write {
     pub at: SystemTime,
@@ -87,6 +87,15 @@ pub struct Write {
     pub status: u16,
     /// The request's User-Agent, if the simulator journals it.
     pub agent: Option<String>,
+}
+
+/// A Vultr object renamed, and the one created under its old name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replaced {
+    pub old: String,
+    pub new: String,
+    /// When the name was reused.
+    pub at: SystemTime,
 }
 
 /// A text that must never contain the API key (a log, an Event, a status, an error).
@@ -124,9 +133,14 @@ pub struct EndState {
     pub writes: Vec<Write>,
     /// Operator logs, checked for panics and for the key.
     pub logs: Vec<Captured>,
-    /// Events, statuses and errors, checked for the key.
+    /// Events, statuses and errors, checked for the keys.
     pub texts: Vec<Captured>,
-    pub secret: String,
+    /// Every API key of the run (the rotation adds one).
+    pub secrets: Vec<String>,
+    /// Requests Vultr refused with 401: a key used after its removal.
+    pub refused: Vec<Write>,
+    /// Vultr objects whose name was given to another (the name reuse).
+    pub replaced: Vec<Replaced>,
     /// The replicas stopped at the end of the run.
     pub stops: Vec<Stopped>,
 }

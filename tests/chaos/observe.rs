@@ -159,18 +159,23 @@ pub async fn end_state(w: &Shared, margin: Duration) -> EndState {
             subject: a.target_id.clone(),
         })
         .collect();
-    let writes = w
-        .sim
-        .journal()
+    let journal = w.sim.journal();
+    let write = |e: &vultr_sim::JournalEntry| Write {
+        at: e.at,
+        method: e.method.clone(),
+        path: e.path.clone(),
+        status: e.status,
+        agent: agent(e),
+    };
+    let writes = journal
         .iter()
         .filter(|e| (e.method == "POST" || e.method == "DELETE") && e.path.starts_with("/v2/"))
-        .map(|e| Write {
-            at: e.at,
-            method: e.method.clone(),
-            path: e.path.clone(),
-            status: e.status,
-            agent: agent(e),
-        })
+        .map(write)
+        .collect();
+    let refused = journal
+        .iter()
+        .filter(|e| e.status == 401)
+        .map(write)
         .collect();
 
     let mut texts: Vec<Captured> = items
@@ -205,7 +210,9 @@ pub async fn end_state(w: &Shared, margin: Duration) -> EndState {
         writes,
         logs,
         texts,
-        secret: crate::e2e::API_KEY.to_owned(),
+        secrets: lock(&w.keys).clone(),
+        refused,
+        replaced: lock(&w.replaced).clone(),
         // Filled in once the replicas are stopped.
         stops: Vec::new(),
     }

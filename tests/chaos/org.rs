@@ -1,7 +1,8 @@
 //! The seeded organisation the run works on, and the pool of pairs objects declare:
 //! each pair has one deletion policy (so a pair is never declared both Orphan and
 //! Delete), and "outsider" users and roles that no object ever declares receive the out-of-band
-//! grants the operator must leave alone.
+//! grants the operator must leave alone. One group, in no pair, has its name reused in
+//! Vultr during the run.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -27,6 +28,8 @@ pub struct Org {
     pub outsiders: Vec<Entity>,
     /// Roles no object declares.
     pub outsider_roles: Vec<Entity>,
+    /// A group no pair uses: the name reuse renames it and gives its name to a new one.
+    pub reused: Entity,
 }
 
 /// A pair objects may declare, with its deletion policy.
@@ -67,6 +70,10 @@ impl Org {
             outsiders: entities(8, &|i| format!("outsider-{i}@chaos.example")),
             roles: entities(roles, &|i| format!("chaos-role-{i:02}")),
             outsider_roles: entities(2, &|i| format!("outsider-role-{i}")),
+            reused: Entity {
+                id: uuid(rng),
+                key: "chaos-reused-group".to_owned(),
+            },
         }
     }
 
@@ -95,6 +102,7 @@ impl Org {
             groups: self
                 .groups
                 .iter()
+                .chain([&self.reused])
                 .map(|g| SeedGroup {
                     id: Some(g.id.clone()),
                     display_name: g.key.clone(),

@@ -15,11 +15,19 @@ use crate::support::watch_delay::WatchDelayProxy;
 
 pub const LEASE: &str = "vultr-iam-operator";
 
+/// `--directory-max-age` of the replicas: how long after a name reuse in Vultr a name
+/// may still resolve to the old object.
+pub const DIRECTORY_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// What a replica logs when it picks up a new key from its key file.
+const KEY_REREAD: &str = "the Vultr API key file changed";
+
 /// Flags and environment shared by every incarnation.
 pub struct Launch {
     pub binary: PathBuf,
     pub sim_url: String,
-    pub api_key: String,
+    /// `--vultr-api-key-file`: the key rotation swaps its content.
+    pub api_key_file: PathBuf,
     pub namespaces: Vec<String>,
     pub resync: Duration,
     pub lease: Duration,
@@ -56,6 +64,10 @@ impl Launch {
         .map(str::to_owned)
         .into();
         a.extend([
+            "--vultr-api-key-file".into(),
+            self.api_key_file.display().to_string(),
+            "--directory-max-age".into(),
+            format!("{}ms", DIRECTORY_MAX_AGE.as_millis()),
             "--resync-interval".into(),
             format!("{}ms", self.resync.as_millis()),
             "--lease-duration".into(),
@@ -170,7 +182,7 @@ impl Replicas {
         let child = Command::new(&self.launch.binary)
             .args(&args)
             .env("KUBECONFIG", &slot.lag.kubeconfig)
-            .env("VULTR_API_KEY", &self.launch.api_key)
+            .env_remove("VULTR_API_KEY")
             .env("POD_NAME", &slot.identity)
             .env("POD_NAMESPACE", SYSTEM_NS)
             .env("RUST_LOG", "info,vultr_iam_operator=debug")
@@ -246,6 +258,21 @@ impl Replicas {
         for s in &self.slots {
             s.lag.set_delay(delay);
         }
+    }
+
+    /// Running incarnations that may still use the key the key file held before
+    /// `written`: started before it, and their log does not report the file's change.
+    pub fn on_old_key(&self, written: Instant) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.child.is_some() && s.started < written)
+            .filter(|s| {
+                let log = self.incarnations.iter().find(|(id, _)| *id == s.identity);
+                !log.and_then(|(_, path)| std::fs::read_to_string(path).ok())
+                    .is_some_and(|text| text.contains(KEY_REREAD))
+            })
+            .map(|s| s.identity.clone())
+            .collect()
     }
 
     /// Whether the incarnation `identity` still runs.

@@ -72,6 +72,8 @@ pub async fn run(sizes: Sizes) -> Outcome {
         .tempdir()
         .expect("a directory for the logs")
         .keep();
+    let key_file = dir.join("vultr-api-key");
+    std::fs::write(&key_file, crate::e2e::API_KEY).expect("write the key file");
     let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_vultr-iam-operator"));
     // Past the renew deadline a leader must not write; without the flag (older
     // builds) the Lease duration is the margin.
@@ -80,7 +82,7 @@ pub async fn run(sizes: Sizes) -> Outcome {
     let launch = Launch {
         binary,
         sim_url: sim.url(),
-        api_key: crate::e2e::API_KEY.to_owned(),
+        api_key_file: key_file.clone(),
         namespaces: namespaces.clone(),
         resync: sizes.resync,
         lease: sizes.lease,
@@ -111,6 +113,9 @@ pub async fn run(sizes: Sizes) -> Outcome {
         notes: Mutex::default(),
         foreign: Mutex::default(),
         lease: Mutex::default(),
+        key_file,
+        keys: Mutex::new(vec![crate::e2e::API_KEY.to_owned()]),
+        replaced: Mutex::default(),
     });
 
     let stop = CancellationToken::new();
@@ -351,6 +356,15 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
         "foreign grants removed: {}",
         f.foreign_removed.len()
     ));
+    line(format!(
+        "name reuse: {} live objects resolved the reused name to the new object; grants written to the old one: {}",
+        f.reuse_resolved,
+        f.replaced_grants.len()
+    ));
+    line(format!(
+        "Vultr requests refused 401 (a key used after its removal): {}",
+        f.refused.len()
+    ));
     line(format!("panics: {}", f.panics.len()));
     line(format!(
         "Vultr writes without the Lease: {}",
@@ -380,6 +394,9 @@ fn report(w: &Shared, state: &EndState, f: &Findings, started: Instant, quiet: I
     }
     for s in &f.slow_stops {
         line(format!("  not stopped: {s}"));
+    }
+    for s in f.replaced_grants.iter().chain(&f.refused).take(10) {
+        line(format!("  request: {s}"));
     }
     for s in f.unleased_writes.iter().take(10) {
         line(format!("  unleased: {s}"));

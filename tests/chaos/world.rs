@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use vultr_sim::Sim;
 
 use super::cluster::Cluster;
-use super::model::{Declared, LeaseSample, Pair};
+use super::model::{Declared, LeaseSample, Pair, Replaced};
 use super::org::{Org, PoolPair};
 use super::replicas::Replicas;
 
@@ -147,6 +147,12 @@ pub struct World {
     pub notes: Mutex<Vec<String>>,
     pub foreign: Mutex<Vec<Pair>>,
     pub lease: Mutex<Vec<LeaseSample>>,
+    /// The replicas' `--vultr-api-key-file`.
+    pub key_file: std::path::PathBuf,
+    /// Every API key of the run, the one in use last.
+    pub keys: Mutex<Vec<String>>,
+    /// The name reuse's old and new objects.
+    pub replaced: Mutex<Vec<Replaced>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

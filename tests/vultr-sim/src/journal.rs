@@ -29,6 +29,18 @@ pub struct JournalEntry {
     /// replica) sent it.
     #[serde(default)]
     pub user_agent: String,
+    /// [`key_fingerprint`] of the request's Bearer key, empty if none: tells which key a
+    /// request used (e.g. across a rotation) without recording the key.
+    #[serde(default)]
+    pub key_fingerprint: String,
+}
+
+/// 8 hex digits of the key's FNV-1a hash: stable across runs, and not the key.
+pub fn key_fingerprint(key: &str) -> String {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{:08x}", hash >> 32)
 }
 
 #[derive(Debug, Default)]

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ApiKeys, Behaviour, ListingShape, RateLimit, SimConfig};
 pub use faults::{Fault, FaultKind};
-pub use journal::JournalEntry;
+pub use journal::{JournalEntry, key_fingerprint};
 pub use seed::{
     Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedPolicy, SeedRole,
     SeedRoleAttachment, SeedUser, SeedUserAttachment,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::faults::FaultKind;
-use crate::journal::JournalEntry;
+use crate::journal::{JournalEntry, key_fingerprint};
 use crate::server::ConnControl;
 use crate::shared::{Access, Shared, lock};
 use crate::timefmt::retry_after_secs;
@@ -49,6 +49,7 @@ pub(crate) async fn v2_pipeline(
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),
+        key_fingerprint: bearer(&req).map(key_fingerprint).unwrap_or_default(),
     };
     let record = |entry: JournalEntry, status: u16| record_entry(&shared, entry, status, started);
 
@@ -118,18 +119,20 @@ fn admit(shared: &Shared, req: &Request) -> Result<(), ApiError> {
             .try_take(Instant::now())
             .map_err(|wait| ApiError::too_many_requests(retry_after_secs(wait)))?;
     }
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(ApiError::unauthorized)?;
+    let key = bearer(req).ok_or_else(ApiError::unauthorized)?;
     match shared.access(key) {
         None => Err(ApiError::unauthorized()),
         Some(Access::ReadOnly) if is_write(req.method()) => Err(ApiError::forbidden()),
         Some(_) => Ok(()),
     }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 fn is_write(method: &Method) -> bool {

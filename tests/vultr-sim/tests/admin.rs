@@ -303,6 +303,13 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     assert!(entry["at"].as_u64().unwrap() > 1_600_000_000_000, "unix ms");
     assert!(entry["latency_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(entry["user_agent"], "", "this client sends none");
+    // Which key a request used shows as a fingerprint, never as the key.
+    assert_eq!(entry["key_fingerprint"], vultr_sim::key_fingerprint(KEY));
+    assert_ne!(
+        vultr_sim::key_fingerprint(KEY),
+        vultr_sim::key_fingerprint(READ_ONLY_KEY)
+    );
+    assert!(!journal.body.to_string().contains(KEY));
     // The User-Agent tells writers apart (e.g. two operator replicas).
     let named = common::http()
         .user_agent("vultr-iam-operator/0.1.0 (replica-a)")
