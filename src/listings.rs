@@ -18,8 +18,11 @@
 //!
 //! While attaches are still to come (objects that have not had their first turn), a
 //! verification that needs a new listing waits until the listing will verify a batch
-//! ([`BATCH`] writes to its pairs since the last fetch, or the oldest of them
-//! [`BATCH_WAIT`] old): every call spent on a listing is a call not spent on an attach.
+//! ([`BATCH`] writes to its pairs since the last fetch; or [`MIN_BATCH`] once the oldest
+//! of them is [`BATCH_WAIT`] old; or any number once it is [`MAX_WAIT`] old): every call
+//! spent on a listing is a call not spent on an attach, and with many policies each one
+//! gets few writes a second, so a listing must verify enough of them to stay a small
+//! share of the calls (at most one per [`MIN_BATCH`] attaches).
 //! Once every object has had its turn, it fetches at once: a lone attach is verified
 //! without delay, and the tail of a burst as soon as its last attach is sent.
 
@@ -146,8 +149,12 @@ fn proves_presence(started: Instant, detached_at: Option<Instant>, listing_lag: 
 
 /// Writes to one listing's pairs that a verification waits for while attaches are to come.
 pub const BATCH: usize = 50;
-/// The longest a write waits for its verification listing while attaches are to come.
+/// After [`BATCH_WAIT`], a listing is fetched once it verifies this many writes.
+pub const MIN_BATCH: usize = 16;
+/// How long a write waits for a full batch while attaches are to come.
 pub const BATCH_WAIT: Duration = Duration::from_secs(20);
+/// The longest a write waits for its verification listing while attaches are to come.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// What a verification gets: the listing, or when to ask again.
 #[derive(Debug, Clone)]
@@ -169,9 +176,22 @@ struct Unverified {
 fn batch_wait(unverified: Unverified, now: Instant) -> Option<Duration> {
     let oldest = unverified.oldest?;
     let waited = now.saturating_duration_since(oldest);
-    // No polling meanwhile: when the backlog empties, the objects put off are reconciled
-    // again (`Context::backlog`).
-    (unverified.count < BATCH && waited < BATCH_WAIT).then(|| BATCH_WAIT - waited)
+    let batch = if waited < BATCH_WAIT {
+        BATCH
+    } else {
+        MIN_BATCH
+    };
+    if unverified.count >= batch || waited >= MAX_WAIT {
+        return None;
+    }
+    // No polling meanwhile: a caller of the same listing fetches once the batch is
+    // there, and when the backlog empties, the objects put off are reconciled again
+    // (`Context::backlog`).
+    Some(if waited < BATCH_WAIT {
+        BATCH_WAIT - waited
+    } else {
+        MAX_WAIT - waited
+    })
 }
 
 /// How long a write mark is kept: longer than any listing may be reused or lag behind a
@@ -493,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn a_verification_batches_until_the_batch_is_full_or_old() {
+    fn a_verification_batches_until_the_batch_is_full_or_big_enough_and_old() {
         let t0 = Instant::now();
         let few = Unverified {
             count: 3,
@@ -507,7 +527,26 @@ mod tests {
             batch_wait(few, t0 + BATCH_WAIT - Duration::from_millis(300)),
             Some(Duration::from_millis(300))
         );
-        assert_eq!(batch_wait(few, t0 + BATCH_WAIT), None, "waited long enough");
+        assert_eq!(
+            batch_wait(few, t0 + BATCH_WAIT),
+            Some(MAX_WAIT - BATCH_WAIT),
+            "too few to be worth a listing yet"
+        );
+        assert_eq!(batch_wait(few, t0 + MAX_WAIT), None, "waited long enough");
+        let some = Unverified {
+            count: MIN_BATCH,
+            oldest: Some(t0),
+        };
+        assert_eq!(
+            batch_wait(some, t0 + Duration::from_secs(1)),
+            Some(BATCH_WAIT - Duration::from_secs(1)),
+            "a full batch may still come"
+        );
+        assert_eq!(
+            batch_wait(some, t0 + BATCH_WAIT),
+            None,
+            "enough, after the wait"
+        );
         let many = Unverified {
             count: BATCH,
             oldest: Some(t0),

@@ -219,6 +219,7 @@ impl Context {
         self.metrics.tracked_entries(
             self.memory.tracked()
                 + self.recorder.tracked()
+                + locked(&self.batched).len()
                 + self.backoff.tracked()
                 + self.pairs.tracked()
                 + self.objects.tracked(),
@@ -229,6 +230,7 @@ impl Context {
     pub fn forget(&self, uid: &str) {
         locked(&self.batched).retain(|o| o.extra.uid.as_deref() != Some(uid));
         self.memory.forget(uid);
+        self.recorder.forget(uid);
         self.pairs.withdraw(uid);
         self.backoff.reset(uid);
     }
