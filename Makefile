@@ -70,7 +70,9 @@ demo:
 
 # Operator benchmark on the real control plane and the simulator (prints figures beside
 # the rate-limit bound computed in the same run). BENCH_N (2000), BENCH_P (20) and
-# BENCH_USERS (5000) set the size. Release build (the first one takes ~10 minutes).
+# BENCH_USERS (5000) set the size; then everything at once: BENCH_ALL_N (5000) objects
+# over BENCH_ALL_P (50) policies, deleted at once, and BENCH_CYCLES (10000) create/delete
+# cycles. The two run one after the other. Release build (the first one takes ~10 minutes).
 .PHONY: bench
 bench: control-plane
 	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
