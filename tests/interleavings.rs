@@ -24,6 +24,26 @@ fn is_ready(obj: &vultr_iam_operator::crd::PolicyAttachment) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
+/// Watches `b` (DNS_ADMIN for ALICE) for `span`: whenever it says Ready=True, the
+/// grant must exist in Vultr. Returns how often it was seen Ready.
+async fn ready_only_with_the_grant(env: &Env, span: Duration) -> usize {
+    let deadline = Instant::now() + span;
+    let mut ready_seen = 0;
+    while Instant::now() < deadline {
+        if let Some(b) = env.api.get_opt("b").await.expect("get b")
+            && is_ready(&b)
+        {
+            ready_seen += 1;
+            assert!(
+                env.sim.is_user_attached(DNS_ADMIN, ALICE),
+                "b says Ready=True but the grant is gone from Vultr"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ready_seen
+}
+
 /// A rename (delete `a`, create `b` for the same pair) while `a`'s DELETE is slow (1.5 s,
 /// under the client timeout): whenever `b` says Ready=True, the grant exists in Vultr,
 /// and `b` ends Ready with it.
@@ -45,20 +65,7 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     let (_, created) = tokio::join!(env.delete("a"), env.create("b", by_ids(DNS_ADMIN, ALICE)));
     drop(created);
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut ready_seen = 0;
-    while Instant::now() < deadline {
-        if let Some(b) = env.api.get_opt("b").await.expect("get b")
-            && is_ready(&b)
-        {
-            ready_seen += 1;
-            assert!(
-                env.sim.is_user_attached(DNS_ADMIN, ALICE),
-                "b says Ready=True but the grant is gone from Vultr"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready_seen = ready_only_with_the_grant(&env, Duration::from_secs(15)).await;
     env.wait_gone("a").await;
     env.wait_ready("b", "True", "Attached").await;
     assert!(ready_seen > 0, "b never became Ready");
@@ -84,20 +91,7 @@ async fn a_listing_lagging_a_detach_never_makes_the_new_object_ready() {
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE), "a was revoked");
     env.create("b", by_ids(DNS_ADMIN, ALICE)).await;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut ready_seen = 0;
-    while Instant::now() < deadline {
-        if let Some(b) = env.api.get_opt("b").await.expect("get b")
-            && is_ready(&b)
-        {
-            ready_seen += 1;
-            assert!(
-                env.sim.is_user_attached(DNS_ADMIN, ALICE),
-                "b says Ready=True but the grant is gone from Vultr"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready_seen = ready_only_with_the_grant(&env, Duration::from_secs(10)).await;
     env.wait_ready("b", "True", "Attached").await;
     assert!(ready_seen > 0, "b never became Ready");
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
@@ -185,24 +179,8 @@ async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
         &["--resync-interval", "1s"],
         &[("KUBECONFIG", &kubeconfig)],
     );
-    let pairs = [
-        ("a", DNS_ADMIN, ALICE),
-        ("b", DNS_ADMIN, BOB),
-        ("c", BILLING_READ, ALICE),
-        ("d", BILLING_READ, BOB),
-    ];
-    for (name, policy, user) in pairs {
-        env.create(name, by_ids(policy, user)).await;
-    }
-    for (name, ..) in pairs {
-        env.wait_ready(name, "True", "Attached").await;
-    }
-    for (name, ..) in pairs {
-        env.delete(name).await;
-    }
-    for (name, ..) in pairs {
-        env.wait_gone(name).await;
-    }
+    let pairs = FOUR_PAIRS;
+    env.attach_then_delete(&pairs).await;
     // The live watch catches up 3 s later; drift passes run every second meanwhile.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for (name, policy, user) in pairs {

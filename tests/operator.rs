@@ -697,24 +697,8 @@ async fn transient_verification_failures_never_flip_ready_and_quiet_passes_write
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_cost_no_error_and_leave_no_per_object_state() {
     let env = Env::start("pa-deletion-errors").await;
-    let pairs = [
-        ("a", DNS_ADMIN, ALICE),
-        ("b", DNS_ADMIN, BOB),
-        ("c", BILLING_READ, ALICE),
-        ("d", BILLING_READ, BOB),
-    ];
-    for (name, policy, user) in pairs {
-        env.create(name, by_ids(policy, user)).await;
-    }
-    for (name, ..) in pairs {
-        env.wait_ready(name, "True", "Attached").await;
-    }
-    for (name, ..) in pairs {
-        env.delete(name).await;
-    }
-    for (name, ..) in pairs {
-        env.wait_gone(name).await;
-    }
+    let pairs = FOUR_PAIRS;
+    env.attach_then_delete(&pairs).await;
     // A verification pass that started after the stale re-runs (every 3 s): they are
     // done, and the per-object state is pruned.
     let after = SystemTime::now()

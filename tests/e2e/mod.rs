@@ -35,6 +35,14 @@ pub const ON_CALL: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510";
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Four distinct user grants of the demo organisation, none attached at the start.
+pub const FOUR_PAIRS: [(&str, &str, &str); 4] = [
+    ("a", DNS_ADMIN, ALICE),
+    ("b", DNS_ADMIN, BOB),
+    ("c", BILLING_READ, ALICE),
+    ("d", BILLING_READ, BOB),
+];
+
 /// Waits until `name` is gone from `api` (its finalizer released).
 pub async fn wait_gone(api: &Api<PolicyAttachment>, name: &str) {
     wait_for(&format!("{name} to disappear"), WAIT, || async {
@@ -353,6 +361,23 @@ impl Env {
             .delete(name, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
+    /// Creates an object per (name, policy, user) by IDs, waits until each is Ready,
+    /// deletes them all and waits until each is gone.
+    pub async fn attach_then_delete(&self, pairs: &[(&str, &str, &str)]) {
+        for (name, policy, user) in pairs {
+            self.create(name, by_ids(policy, user)).await;
+        }
+        for (name, ..) in pairs {
+            self.wait_ready(name, "True", "Attached").await;
+        }
+        for (name, ..) in pairs {
+            self.delete(name).await;
+        }
+        for (name, ..) in pairs {
+            self.wait_gone(name).await;
+        }
     }
 
     /// Waits until `Ready` has this status and reason (and the current generation).
