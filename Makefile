@@ -12,6 +12,20 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The fast loop: format, lints and the unit tests (no control plane, no simulator process).
+unit: lint
+	$(CARGO) test --workspace --lib
+
+# $(call with_cluster,COMMAND): COMMAND with VIO_CLUSTER_DIR set to a control plane of its
+# own in a temporary directory, stopped when the command ends, also on failure (trap) or
+# if this shell is killed (start.sh --watch-pid).
+define with_cluster
+@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
+trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
+tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
+VIO_CLUSTER_DIR="$$dir" $(1)
+endef
+
 # Builds (once, cached outside the repository) etcd, kube-apiserver,
 # kube-controller-manager, kubectl and helm from the Kubernetes Go modules.
 control-plane:
@@ -24,13 +38,9 @@ tools:
 	deploy/image/tools.sh crane >/dev/null
 	deploy/image/tools.sh promtool >/dev/null
 
-# One control plane for the whole run, in a temporary directory; it is stopped when the
-# run ends, also on failure (trap) or if this shell is killed (start.sh --watch-pid).
+# One control plane for the whole run.
 integration:
-	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
-	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
-	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
-	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --workspace
+	$(call with_cluster,$(CARGO) test --workspace)
 
 # The operator's image without a container engine: a release build for this host, its
 # shared libraries, CA certificates, UID 65532, assembled with crane (built once from the
@@ -75,12 +85,9 @@ demo:
 # cycles. The two run one after the other. Release build (the first one takes ~10 minutes).
 .PHONY: bench
 bench: control-plane
-	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
-	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
-	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
-	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --release --test bench -- --ignored --nocapture --test-threads=1
+	$(call with_cluster,$(CARGO) test --release --test bench -- --ignored --nocapture --test-threads=1)
 
-# The chaos run (issue 9): two replicas with leader election, the simulator, a driver
+# The chaos run: two replicas with leader election, the simulator, a driver
 # creating/deleting/renaming 240 PolicyAttachments for 5 minutes under every fault,
 # then the end-state invariants (lost revocations: 0, ...). It starts its own control
 # plane (it restarts kube-apiserver), so it needs none from here. `make test` runs the
@@ -122,7 +129,4 @@ helm-lint:
 # The chart's tests alone, on a control plane of their own (needs lua5.4 for the
 # Argo CD health check).
 chart-test:
-	@set -euo pipefail; dir="$$(mktemp -d -t vio-cluster.XXXXXX)"; \
-	trap 'tests/control-plane/stop.sh --dir "$$dir" --purge' EXIT; \
-	tests/control-plane/start.sh --dir "$$dir" --watch-pid $$$$ >/dev/null; \
-	VIO_CLUSTER_DIR="$$dir" $(CARGO) test --test chart
+	$(call with_cluster,$(CARGO) test --test chart)
