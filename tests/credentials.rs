@@ -151,8 +151,6 @@ async fn failures(operator: &Operator, reason: &str) -> usize {
 /// Vultr refuses the key in use (401 on a listing), then the key file gets the new key:
 /// the next reconciles ask Vultr again, with the new key, and none is answered from a
 /// failure of the old one: every failure came with a 401 and the object ends Ready.
-/// (Before: failures were kept like listings, up to --listing-max-age, also across a key
-/// change: a rotated key took over a minute to take effect.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_not_answered_by_failures_of_the_old_one() {
     let mut volume = SecretVolume::new(&format!("{API_KEY}\n"));

@@ -1,6 +1,6 @@
-//! The interleavings in which the revocation promise used to break, each reproduced on
-//! purpose (a latency fault, a watch held back by a proxy, an unreadable scope, a kill
-//! at a chosen point) on the real control plane and the Vultr simulator.
+//! Interleavings that threaten the revocation promise, each reproduced on purpose (a
+//! latency fault, a watch held back by a proxy, an unreadable scope, a kill at a chosen
+//! point) on the real control plane and the Vultr simulator.
 
 mod e2e;
 mod support;
@@ -47,8 +47,6 @@ async fn ready_only_with_the_grant(env: &Env, span: Duration) -> usize {
 /// A rename (delete `a`, create `b` for the same pair) while `a`'s DELETE is slow (1.5 s,
 /// under the client timeout): whenever `b` says Ready=True, the grant exists in Vultr,
 /// and `b` ends Ready with it.
-/// (Before: `b` verified against a listing from before the DELETE finished and said
-/// Ready=True over a revoked grant until the next resync.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     let env = Env::start("il-rename").await;
@@ -74,9 +72,7 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
 
 /// A rename while Vultr's listings lag 3 s behind detaches: `a` is deleted and its grant
 /// revoked, then `b` declares the same pair. Whenever `b` says Ready=True, the grant
-/// exists in Vultr, and `b` ends Ready with it. (Before: a write mark did not say what
-/// the write was, so `b` took a listing that still showed the revoked pair as proof and
-/// said Ready=True over a revoked grant until the listing caught up.)
+/// exists in Vultr, and `b` ends Ready with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_lagging_a_detach_never_makes_the_new_object_ready() {
     let env = Env::start("il-detach-lag").await;
@@ -99,8 +95,7 @@ async fn a_listing_lagging_a_detach_never_makes_the_new_object_ready() {
 
 /// Create and delete at once while the operator's watch lags 6 s behind (a proxy): the
 /// cleanup runs on a cached object from before the pair was recorded. A DELETE must be
-/// sent anyway. (Before: "no pair recorded, nothing to revoke" let the object go and
-/// left the grant the racing Apply had just attached.)
+/// sent anyway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_racing_the_first_attach_still_revokes() {
     let mut env = Env::start("il-stale").await;
@@ -210,7 +205,7 @@ async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
 
 /// A 404 to the DELETE while the policy's listing still shows the grant (a proxy or a
 /// misrouted URL answering 404) is not a revocation: the finalizer holds until a real
-/// 204. (Before: one 404 let the object go and left the grant live.)
+/// 204.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_that_vultr_contradicts_is_not_a_revocation() {
     let env = Env::start("il-404").await;
@@ -323,9 +318,7 @@ async fn grant_operator_rights(client: &kube::Client, role: &str, ns: &str, user
 
 /// One watched namespace whose LIST is refused, and another whose holder candidate can
 /// no longer be read: neither stalls a deletion elsewhere. The deletion revokes (an
-/// unconfirmable holder never keeps a grant) and says so in a Warning Event. (Before:
-/// every cleanup waited forever for the unreadable scope's cache, and a candidate
-/// whose GET was refused failed the cleanup forever.)
+/// unconfirmable holder never keeps a grant) and says so in a Warning Event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_scope_stalls_no_other_deletion() {
     let mut env = Env::start("il-scope").await;

@@ -755,9 +755,7 @@ fn subject_id(obj: &vultr_iam_operator::crd::PolicyAttachment) -> Option<String>
 
 /// Vultr gives a name to another object: group `ops` is renamed, a new group takes the
 /// name. A PolicyAttachment for group `ops` created once the operator's directory bound
-/// (--directory-max-age) has passed since is granted to the new group. (Before: names
-/// were resolved against a walk up to 10 minutes old, and the new object was granted to
-/// the old group, Ready=True.)
+/// (--directory-max-age) has passed since is granted to the new group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_group_name_resolves_to_the_new_group() {
     let env = Env::start_with("pa-name-reuse", API_KEY, &["--directory-max-age", "2s"]).await;
@@ -789,9 +787,7 @@ async fn a_reused_group_name_resolves_to_the_new_group() {
 }
 
 /// A listing that fails (503, twice) is asked again on the next try: every reconcile
-/// failure comes with a failed request, and the object ends Ready. (Before: a failure
-/// was kept like a listing, up to --listing-max-age, and served to the next reconciles
-/// of the policy's attachments without a request.)
+/// failure comes with a failed request, and the object ends Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_listing_is_asked_again_not_served_from_a_cache() {
     // Listings kept for a minute; no verification pass in between.
@@ -828,8 +824,7 @@ async fn a_failed_listing_is_asked_again_not_served_from_a_cache() {
 
 /// An idle operator with several policies in use: one new object costs listings of its
 /// own policy only (the look before its attach, the verification after it), not one per
-/// policy in use. (Before: the emptied backlog woke every object, and each one re-fetched
-/// its listing, older than --listing-max-age by then.)
+/// policy in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_new_object_on_an_idle_operator_costs_only_its_own_listing() {
     let flags = ["--resync-interval", "10m", "--listing-max-age", "1s"];
@@ -867,8 +862,7 @@ async fn one_new_object_on_an_idle_operator_costs_only_its_own_listing() {
 
 /// One object whose finalizer can never be added (a ValidatingAdmissionPolicy refuses
 /// it) holds no other object's verification in a batch: another object is verified
-/// without a batching wait. (Before: the refused object never had its turn, so attaches
-/// seemed still to come, and every verification of the process waited 20 s.)
+/// without a batching wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_refused_its_finalizer_holds_no_verification() {
     let mut env = Env::start_with("pa-refused", API_KEY, &["--resync-interval", "10m"]).await;

@@ -165,7 +165,7 @@ pub async fn churn(
     }
 }
 
-/// The name reuse, as in issue 16: an object names the reused group and is Ready (so
+/// The name reuse: an object names the reused group and is Ready (so
 /// the leader's directory holds the name); the group is renamed in Vultr, a new group
 /// created under its name, and the object deleted (its revocation must take the
 /// recorded pair, the old group). A directory age later, two more objects name it (in
