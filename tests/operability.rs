@@ -140,37 +140,6 @@ async fn metrics_and_health_tell_the_truth() {
     );
 }
 
-async fn lease_holder(env: &Env) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns.name);
-    leases
-        .get_opt("vultr-iam-operator")
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
-}
-
-fn replica(env: &Env, name: &str) -> Operator {
-    replica_with(env, name, &[], &[])
-}
-
-/// A replica with leader election (lease 6 s), plus these flags and variables.
-fn replica_with(env: &Env, name: &str, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
-    let ns = env.ns.name.clone();
-    let mut args = vec![
-        "--leader-election",
-        "--lease-namespace",
-        &ns,
-        "--lease-duration",
-        "6s",
-    ];
-    args.extend_from_slice(extra);
-    let mut vars = vars.to_vec();
-    vars.push(("POD_NAME", name));
-    Operator::start_with_env(env.cp, &env.sim.url(), API_KEY, &ns, &args, &vars)
-}
-
 /// SIGTERM; the exit status if the process ended within `limit` (else it is left
 /// running, for the caller to report and drop).
 async fn terminate_within(op: &mut Operator, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -194,12 +163,12 @@ async fn terminate_within(op: &mut Operator, limit: Duration) -> Option<std::pro
 async fn the_standby_takes_over_pending_revocations() {
     let mut env = Env::start("op-leader").await;
     env.operator.kill();
-    let mut first = replica(&env, "replica-a");
+    let mut first = env.replica("replica-a", &[], &[]);
     wait_for("replica-a to lead", WAIT, || async {
-        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+        (env.lease_holder().await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let mut second = replica(&env, "replica-b");
+    let mut second = env.replica("replica-b", &[], &[]);
     // The standby is ready although it does not hold the lease.
     wait_for("standby readyz", WAIT, || async {
         (second.http_get("/readyz").await.0 == 200).then_some(())
@@ -249,13 +218,13 @@ async fn the_standby_takes_over_pending_revocations() {
         .duration_since(std::time::SystemTime::now() - killed.elapsed())
         .unwrap_or_default();
     eprintln!("hand-over after SIGKILL: {handover:?} (lease duration 6s)");
-    assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
+    assert_eq!(env.lease_holder().await.as_deref(), Some("replica-b"));
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     assert!(!env.sim.is_user_attached(DNS_ADMIN, BOB));
     assert!(!env.sim.is_user_attached(BILLING_READ, ALICE));
 
     // SIGTERM releases the lease: a new standby takes over without waiting for expiry.
-    let mut third = replica(&env, "replica-c");
+    let mut third = env.replica("replica-c", &[], &[]);
     wait_for("replica-c ready", WAIT, || async {
         (third.http_get("/readyz").await.0 == 200).then_some(())
     })
@@ -267,7 +236,7 @@ async fn the_standby_takes_over_pending_revocations() {
         second.logs()
     );
     wait_for("replica-c to lead", WAIT, || async {
-        (lease_holder(&env).await.as_deref() == Some("replica-c")).then_some(())
+        (env.lease_holder().await.as_deref() == Some("replica-c")).then_some(())
     })
     .await;
     eprintln!("hand-over after SIGTERM: {:?}", term.elapsed());
@@ -326,12 +295,12 @@ async fn sigterm_stops_a_leader_in_a_long_drift_pass_and_a_standby() {
     let mut env = Env::start("op-sigterm").await;
     env.operator.kill();
     let slow = ["--vultr-timeout", "10s"];
-    let mut leader = replica_with(&env, "replica-a", &slow, &[]);
+    let mut leader = env.replica("replica-a", &slow, &[]);
     wait_for("replica-a to lead", WAIT, || async {
-        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+        (env.lease_holder().await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let mut standby = replica_with(&env, "replica-b", &slow, &[]);
+    let mut standby = env.replica("replica-b", &slow, &[]);
     wait_for("standby readyz", WAIT, || async {
         (standby.http_get("/readyz").await.0 == 200).then_some(())
     })
@@ -357,7 +326,7 @@ async fn sigterm_stops_a_leader_in_a_long_drift_pass_and_a_standby() {
     })
     .await;
     let exit = terminate_within(&mut leader, STOP_WITHIN).await;
-    let holder = lease_holder(&env).await;
+    let holder = env.lease_holder().await;
     let tail = last_lines(&leader.logs(), 20);
     assert!(
         exit.is_some_and(|s| s.success()),
@@ -377,13 +346,13 @@ async fn sigterm_stops_a_leader_in_a_long_drift_pass_and_a_standby() {
     );
 
     // The standby has become the leader; a new standby stops too, leaving it alone.
-    let mut third = replica_with(&env, "replica-c", &slow, &[]);
+    let mut third = env.replica("replica-c", &slow, &[]);
     wait_for("replica-c ready", WAIT, || async {
         (third.http_get("/readyz").await.0 == 200).then_some(())
     })
     .await;
     wait_for("replica-b to lead", WAIT, || async {
-        (lease_holder(&env).await.as_deref() == Some("replica-b")).then_some(())
+        (env.lease_holder().await.as_deref() == Some("replica-b")).then_some(())
     })
     .await;
     let exit = terminate_within(&mut third, STOP_WITHIN).await;
@@ -392,7 +361,7 @@ async fn sigterm_stops_a_leader_in_a_long_drift_pass_and_a_standby() {
         "the standby did not exit cleanly within {STOP_WITHIN:?} of SIGTERM: {exit:?}\n{}",
         last_lines(&third.logs(), 20)
     );
-    assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
+    assert_eq!(env.lease_holder().await.as_deref(), Some("replica-b"));
     env.sim.clear_faults();
     let exit = terminate_within(&mut standby, STOP_WITHIN).await;
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
@@ -473,8 +442,7 @@ async fn a_standby_forbidden_the_lease_stays_up_and_takes_it_once_allowed() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = kubeconfig_as(&env, &user, dir.path());
-    let mut standby = replica_with(
-        &env,
+    let mut standby = env.replica(
         "replica-a",
         &[],
         &[("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))],
@@ -525,7 +493,7 @@ async fn a_standby_forbidden_the_lease_stays_up_and_takes_it_once_allowed() {
         .await
         .expect("release the Lease");
     wait_for("replica-a to lead", WAIT, || async {
-        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+        (env.lease_holder().await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
     assert!(standby.is_running());

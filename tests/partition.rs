@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use e2e::*;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
 use support::proxy::{Link, TcpProxy};
 use support::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,28 +146,10 @@ fn kubeconfig_through(admin: &Path, proxy: SocketAddr, dir: &Path) -> PathBuf {
     path
 }
 
-async fn lease_holder(env: &Env) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns.name);
-    leases
-        .get_opt("vultr-iam-operator")
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
-}
-
 fn replica(env: &Env, name: &str, kubeconfig: &Path) -> Operator {
-    let ns = env.ns.name.clone();
-    Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &ns,
+    env.replica(
+        name,
         &[
-            "--leader-election",
-            "--lease-namespace",
-            &ns,
             "--lease-duration",
             LEASE_DURATION,
             "--resync-interval",
@@ -180,10 +160,7 @@ fn replica(env: &Env, name: &str, kubeconfig: &Path) -> Operator {
             "--vultr-timeout",
             "10s",
         ],
-        &[
-            ("POD_NAME", name),
-            ("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path")),
-        ],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))],
     )
 }
 
@@ -227,7 +204,7 @@ async fn partition(link: Link) {
 
     let mut first = replica(&env, "replica-a", &cut_kubeconfig);
     wait_for("replica-a to lead", WAIT, || async {
-        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+        (env.lease_holder().await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
     let mut second = replica(&env, "replica-b", &env.cp.kubeconfig);
@@ -383,7 +360,7 @@ async fn partition(link: Link) {
         standby_deletes >= deleted().len(),
         "the standby revoked: {standby_deletes}"
     );
-    assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
+    assert_eq!(env.lease_holder().await.as_deref(), Some("replica-b"));
     assert!(logs.contains("lost the leader lease"), "{tail}");
     assert!(second.terminate(), "the new leader did not stop cleanly");
 }

@@ -363,6 +363,33 @@ impl Env {
             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
     }
 
+    /// The holder of the Lease replicas of this test elect with (in its namespace).
+    pub async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.ns.name);
+        leases
+            .get_opt("vultr-iam-operator")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
+    }
+
+    /// A replica with leader election in the test's namespace, identity `name` (lease
+    /// 6 s unless `extra` sets `--lease-duration`), plus these flags and variables.
+    pub fn replica(&self, name: &str, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
+        let ns = self.ns.name.clone();
+        let mut args = vec!["--leader-election", "--lease-namespace", &ns];
+        if !extra.contains(&"--lease-duration") {
+            args.extend(["--lease-duration", "6s"]);
+        }
+        args.extend_from_slice(extra);
+        let mut vars = vars.to_vec();
+        vars.push(("POD_NAME", name));
+        Operator::start_with_env(self.cp, &self.sim.url(), API_KEY, &ns, &args, &vars)
+    }
+
     /// Creates an object per (name, policy, user) by IDs, waits until each is Ready,
     /// deletes them all and waits until each is gone.
     pub async fn attach_then_delete(&self, pairs: &[(&str, &str, &str)]) {
