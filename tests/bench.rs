@@ -124,13 +124,7 @@ impl Bench {
         } else {
             json!({"policy": {"id": policy_id}, "user": {"id": self.users[i]}})
         };
-        serde_json::from_value(json!({
-            "apiVersion": "iam.vultr-operator.io/v1alpha1",
-            "kind": "PolicyAttachment",
-            "metadata": {"name": format!("pa-{i}")},
-            "spec": spec,
-        }))
-        .expect("a PolicyAttachment")
+        policy_attachment(&format!("pa-{i}"), spec)
     }
 
     async fn create(&self, range: std::ops::Range<usize>) {

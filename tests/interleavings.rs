@@ -383,13 +383,7 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
         Api::namespaced(client.clone(), &other.name);
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.create("solo", by_ids(BILLING_READ, BOB)).await;
-    let keeper = serde_json::from_value(json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": "keeper"},
-        "spec": by_ids(DNS_ADMIN, ALICE),
-    }))
-    .expect("a PolicyAttachment");
+    let keeper = policy_attachment("keeper", by_ids(DNS_ADMIN, ALICE));
     other_api
         .create(&PostParams::default(), &keeper)
         .await

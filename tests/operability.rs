@@ -269,11 +269,7 @@ async fn json_logs_carry_the_object_and_watch_namespace_scopes() {
     let other = support::TestNamespace::new(&env.client, "op-other").await;
     let api: Api<vultr_iam_operator::crd::PolicyAttachment> =
         Api::namespaced(env.client.clone(), &other.name);
-    let obj = serde_json::from_value(json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1", "kind": "PolicyAttachment",
-        "metadata": {"name": "elsewhere"}, "spec": by_ids(BILLING_READ, BOB),
-    }))
-    .expect("object");
+    let obj = policy_attachment("elsewhere", by_ids(BILLING_READ, BOB));
     api.create(&Default::default(), &obj).await.expect("create");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let obj = api.get("elsewhere").await.expect("get");
