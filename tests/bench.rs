@@ -25,6 +25,18 @@ use vultr_sim::{RateLimit, Seed, SeedPolicy, SeedUser, Sim, SimConfig};
 
 const RATE: f64 = 30.0;
 const RESYNC: &str = "20s";
+/// The operator's flags while converging: the limit of the simulator, and the default
+/// resync (10 m), so no verification pass runs during convergence or a restart.
+const CONVERGE_FLAGS: [&str; 8] = [
+    "--vultr-rate-limit",
+    "30",
+    "--vultr-burst",
+    "10",
+    "--attach-visibility-timeout",
+    "30s",
+    "--resync-interval",
+    "10m",
+];
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -38,6 +50,15 @@ fn pages(items: usize) -> usize {
     items
         .div_ceil(vultr_iam_operator::vultr::PER_PAGE as usize)
         .max(1)
+}
+
+/// The fewest listing pages (P policies sharing N attachments) and directory pages (one
+/// walk of users, groups and policies) a convergence can read.
+fn bound_pages(n: usize, p: usize, users: usize, groups: usize) -> (usize, usize) {
+    (
+        p * pages(n.div_ceil(p)),
+        pages(users) + pages(groups) + pages(p),
+    )
 }
 
 fn email(i: usize) -> String {
@@ -333,26 +354,14 @@ async fn converges_at_the_rate_limit_bound() {
     let bench = Bench::start(&client, &ns, p, users_n).await;
     let groups = bench.sim.state().groups.len();
     // The bound: N POSTs + listing pages of P policies + one directory walk.
-    let per_policy = n.div_ceil(p);
-    let listing_pages = p * pages(per_policy);
-    let walk_pages = pages(users_n) + pages(groups) + pages(p);
+    let (listing_pages, walk_pages) = bound_pages(n, p, users_n, groups);
     let min_calls = n + listing_pages + walk_pages;
     let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
 
     let created = Instant::now();
     bench.create(0..n).await;
     let creating = created.elapsed();
-    // Default resync (10 m): no verification pass during convergence or the restart.
-    let flags = [
-        "--vultr-rate-limit",
-        "30",
-        "--vultr-burst",
-        "10",
-        "--attach-visibility-timeout",
-        "30s",
-        "--resync-interval",
-        "10m",
-    ];
+    let flags = CONVERGE_FLAGS;
     bench.sim.clear_journal();
     let started = Instant::now();
     let started_wall = SystemTime::now();
@@ -509,17 +518,6 @@ fn mib(kib: Option<u64>) -> String {
     })
 }
 
-/// The value of an unlabelled metric on the operator's /metrics.
-async fn metric(operator: &Operator, name: &str) -> Option<f64> {
-    let (_, body) = operator.http_get("/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 impl Bench {
     /// Deletes every object and waits until the namespace holds none.
     async fn delete_all(&self) {
@@ -554,21 +552,12 @@ async fn everything_at_once() {
     let ns = TestNamespace::new(&client, "bench-all").await;
     let bench = Bench::start(&client, &ns, p, n).await;
     let groups = bench.sim.state().groups.len();
-    let per_policy = n.div_ceil(p);
-    let min_calls = n + p * pages(per_policy) + pages(n) + pages(groups) + pages(p);
+    let (listing_pages, walk_pages) = bound_pages(n, p, n, groups);
+    let min_calls = n + listing_pages + walk_pages;
     let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
 
     bench.create(0..n).await;
-    let flags = [
-        "--vultr-rate-limit",
-        "30",
-        "--vultr-burst",
-        "10",
-        "--attach-visibility-timeout",
-        "30s",
-        "--resync-interval",
-        "10m",
-    ];
+    let flags = CONVERGE_FLAGS;
     bench.sim.clear_journal();
     let started = Instant::now();
     let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
@@ -604,7 +593,9 @@ async fn everything_at_once() {
     let pid = operator.pid().expect("the operator runs");
     // Two passes with no object: the baseline.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let baseline = metric(&operator, "vultr_iam_tracked_object_entries").await;
+    let baseline = operator
+        .metric("vultr_iam_tracked_object_entries", &[])
+        .await;
     reset_rss_peak(pid);
     let cycling = Instant::now();
     let mut done = 0;
@@ -617,10 +608,14 @@ async fn everything_at_once() {
     }
     let cycled = cycling.elapsed();
     let rss_cycling = rss_peak_kib(pid);
-    let peak_entries = metric(&operator, "vultr_iam_tracked_object_entries").await;
+    let peak_entries = operator
+        .metric("vultr_iam_tracked_object_entries", &[])
+        .await;
     // A handled deletion is kept 60 s, and the count moves at verification passes.
     tokio::time::sleep(Duration::from_secs(75)).await;
-    let after = metric(&operator, "vultr_iam_tracked_object_entries").await;
+    let after = operator
+        .metric("vultr_iam_tracked_object_entries", &[])
+        .await;
 
     println!();
     println!(

@@ -139,15 +139,6 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
 }
 
 /// Reconcile failures with this reason, as the operator's /metrics counts them.
-async fn failures(operator: &Operator, reason: &str) -> usize {
-    let (_, body) = operator.http_get("/metrics").await;
-    let reason = format!("reason=\"{reason}\"");
-    body.lines()
-        .filter(|l| l.starts_with("vultr_iam_reconciles_total{") && l.contains(&reason))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as usize
-}
-
 /// Vultr refuses the key in use (401 on a listing), then the key file gets the new key:
 /// the next reconciles ask Vultr again, with the new key, and none is answered from a
 /// failure of the old one: every failure came with a 401 and the object ends Ready.
@@ -195,24 +186,9 @@ async fn a_rotated_key_is_not_answered_by_failures_of_the_old_one() {
     // ... until the Secret changes.
     volume.write(&format!("{ROTATED_KEY}\n"));
     wait_log(&env.operator, "later requests use the new key").await;
-    let unanswered = wait_for(
-        "after Ready, or a failure without a request",
-        WAIT,
-        || async {
-            let failed = failures(&env.operator, "Unauthorized").await;
-            let refused = refusals();
-            if failed > refused {
-                return Some(Some((failed, refused)));
-            }
-            let obj = env.api.get_opt("after").await.ok().flatten()?;
-            let c = obj
-                .status
-                .as_ref()?
-                .condition(vultr_iam_operator::crd::READY)?;
-            (c.status == "True").then_some(None)
-        },
-    )
-    .await;
+    let unanswered = env
+        .failure_without_a_request("after", "Unauthorized", refusals)
+        .await;
     assert_eq!(
         unanswered, None,
         "(failures, 401s): a failure of the old key was served from a cache"

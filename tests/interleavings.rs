@@ -420,3 +420,98 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
         )
         .await;
 }
+
+/// A write built from a stale snapshot never lands on an object re-created with the same
+/// name: the status patch and the finalizer's removal both test the UID. The controls
+/// show the interleaving is real: the same writes without a UID test (a server-side
+/// apply of the status, kube-runtime's finalizer helper) do land on the new object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_snapshot_never_writes_onto_a_re_created_object() {
+    use std::sync::Arc;
+
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::controller::Action;
+    use vultr_iam_operator::crd::{FINALIZER, PolicyAttachment, PolicyAttachmentStatus};
+    use vultr_iam_operator::reconcile::{finalizer, status};
+
+    let mut env = Env::start("il-recreated").await;
+    env.operator.kill();
+    let with_finalizer = || {
+        let mut obj = policy_attachment("x", by_ids(DNS_ADMIN, ALICE));
+        obj.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        obj
+    };
+    let stale = env
+        .api
+        .create(&PostParams::default(), &with_finalizer())
+        .await
+        .expect("create x");
+    env.delete("x").await;
+    let release = json!({"metadata": {"finalizers": null}});
+    env.api
+        .patch("x", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release x");
+    env.wait_gone("x").await;
+    let fresh = env
+        .api
+        .create(&PostParams::default(), &with_finalizer())
+        .await
+        .expect("re-create x");
+    let live = || async { env.api.get("x").await.expect("get x") };
+
+    // The status of the old object, written from its snapshot: refused.
+    let old_status = PolicyAttachmentStatus {
+        policy: Some("stale".to_owned()),
+        ..PolicyAttachmentStatus::default()
+    };
+    let written = status::write_if_changed(&env.api, &stale, &old_status).await;
+    assert!(written.is_err(), "a stale status write landed: {written:?}");
+    assert_eq!(live().await.status, None);
+
+    // The old object's cleanup, from a snapshot that shows it deleting: it ends as done
+    // (that object is gone) and the new object keeps its finalizer.
+    let mut deleting = stale.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    finalizer::finalizer(&env.api, FINALIZER, Arc::new(deleting.clone()), |_| async {
+        Ok(Action::await_change())
+    })
+    .await
+    .expect("the old object's cleanup ends");
+    let now = live().await;
+    assert_eq!(now.uid(), fresh.uid());
+    assert!(now.finalizers().iter().any(|f| f == FINALIZER), "{now:?}");
+
+    // Controls: without the UID test, both writes land on the new object.
+    let apply = json!({
+        "apiVersion": "iam.vultr-operator.io/v1alpha1",
+        "kind": "PolicyAttachment",
+        "metadata": {"uid": stale.uid()},
+        "status": {"policy": "stale"},
+    });
+    env.api
+        .patch_status(
+            "x",
+            &PatchParams::apply("control").force(),
+            &Patch::Apply(&apply),
+        )
+        .await
+        .expect("a server-side apply of the stale status");
+    assert_eq!(
+        live().await.status.and_then(|s| s.policy).as_deref(),
+        Some("stale")
+    );
+    kube::runtime::finalizer::finalizer(&env.api, FINALIZER, Arc::new(deleting), |_| async {
+        Ok::<_, vultr_iam_operator::error::Error>(Action::await_change())
+    })
+    .await
+    .expect("kube-runtime's finalizer removal");
+    let now: PolicyAttachment = live().await;
+    assert!(
+        !now.finalizers().iter().any(|f| f == FINALIZER),
+        "the control removed the new object's finalizer"
+    );
+}

@@ -709,44 +709,30 @@ async fn deletions_cost_no_error_and_leave_no_per_object_state() {
     let pass_after = |after: f64| {
         let env = &env;
         support::wait_for("a verification pass", WAIT, move || async move {
-            let at = metric(env, "vultr_iam_last_verification_timestamp_seconds", &[]).await?;
+            let at = env
+                .operator
+                .metric("vultr_iam_last_verification_timestamp_seconds", &[])
+                .await?;
             (at > after).then_some(at)
         })
     };
     // The next pass after that one: the first one's pruning is over.
     let first = pass_after(after).await;
     pass_after(first).await;
-    let errors = metric(&env, "vultr_iam_reconciles_total", &["result=\"error\""]).await;
+    let errors = env
+        .operator
+        .metric("vultr_iam_reconciles_total", &["result=\"error\""])
+        .await;
     assert_eq!(errors, Some(0.0), "{}", env.operator.logs());
-    let tracked = metric(&env, "vultr_iam_tracked_object_entries", &[]).await;
+    let tracked = env
+        .operator
+        .metric("vultr_iam_tracked_object_entries", &[])
+        .await;
     assert_eq!(
         tracked,
         Some(pairs.len() as f64),
         "one handled-deletion record per deleted object, nothing else"
     );
-}
-
-/// The sum of the samples of `name` whose labels contain every one of `labels` (0 when
-/// there is none), from the operator's /metrics; `None` while it does not answer.
-async fn metric(env: &Env, name: &str, labels: &[&str]) -> Option<f64> {
-    let (status, body) = env.operator.http_get("/metrics").await;
-    (status == 200).then(|| {
-        body.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-            .filter(|l| labels.iter().all(|label| l.contains(label)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    })
-}
-
-/// Reconcile failures with this reason, as the operator counts them (0 while it does not
-/// answer yet).
-async fn failures(env: &Env, reason: &str) -> usize {
-    let reason = format!("reason=\"{reason}\"");
-    let labels = ["result=\"error\"", reason.as_str()];
-    metric(env, "vultr_iam_reconciles_total", &labels)
-        .await
-        .unwrap_or(0.0) as usize
 }
 
 fn subject_id(obj: &vultr_iam_operator::crd::PolicyAttachment) -> Option<String> {
@@ -796,29 +782,19 @@ async fn a_failed_listing_is_asked_again_not_served_from_a_cache() {
     env.sim
         .add_fault(Fault::status(503).on(Some("GET"), Some(&listing)).times(2));
     env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    let unanswered = wait_for("a Ready, or a failure without a request", WAIT, || async {
-        let failed = failures(&env, "ApiUnavailable").await;
-        let answered = env
-            .requests("GET", &listing)
-            .iter()
-            .filter(|e| e.path == listing && e.status == 503)
-            .count();
-        if failed > answered {
-            return Some(Some((failed, answered)));
-        }
-        let obj = env.api.get_opt("a").await.ok().flatten()?;
-        let c = obj
-            .status
-            .as_ref()?
-            .condition(vultr_iam_operator::crd::READY)?;
-        (c.status == "True").then_some(None)
-    })
-    .await;
+    let unanswered = env
+        .failure_without_a_request("a", "ApiUnavailable", || {
+            env.requests("GET", &listing)
+                .iter()
+                .filter(|e| e.path == listing && e.status == 503)
+                .count()
+        })
+        .await;
     assert_eq!(
         unanswered, None,
         "(failures, 503s): a failure was served from a cache"
     );
-    assert_eq!(failures(&env, "ApiUnavailable").await, 2);
+    assert_eq!(env.operator.failures("ApiUnavailable").await, 2);
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
@@ -954,13 +930,15 @@ spec:
         &["--resync-interval", "10m"],
     );
     wait_for("the refused finalizer", WAIT, || async {
-        (failures(&env, "KubernetesApiError").await > 0).then_some(())
+        (env.operator.failures("KubernetesApiError").await > 0).then_some(())
     })
     .await;
     env.create("ok", by_ids(BILLING_READ, BOB)).await;
     env.wait_ready("ok", "True", "Attached").await;
     assert_eq!(
-        metric(&env, "vultr_iam_verification_batch_waits_total", &[]).await,
+        env.operator
+            .metric("vultr_iam_verification_batch_waits_total", &[])
+            .await,
         Some(0.0),
         "a verification waited for a batch"
     );

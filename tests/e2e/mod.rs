@@ -219,6 +219,30 @@ impl Operator {
         }
     }
 
+    /// The sum of the samples of metric `name` whose labels contain every one of
+    /// `labels` (0 when there is none); `None` while /metrics does not answer.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> Option<f64> {
+        let (status, body) = self.http_get("/metrics").await;
+        (status == 200).then(|| {
+            body.lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                })
+                .filter(|l| labels.iter().all(|label| l.contains(label)))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+    }
+
+    /// Reconcile failures with this reason, as the operator counts them (0 while it does
+    /// not answer yet).
+    pub async fn failures(&self, reason: &str) -> usize {
+        let reason = format!("reason=\"{reason}\"");
+        self.metric("vultr_iam_reconciles_total", &["result=\"error\"", &reason])
+            .await
+            .unwrap_or(0.0) as usize
+    }
+
     /// The exit status once the process has ended by itself; `None` while it runs.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -361,6 +385,32 @@ impl Env {
             .delete(name, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
+    /// Waits until `name` is Ready=True, or until the operator counts more failures
+    /// with `reason` than Vultr answered with one (`answered`): a failure served from a
+    /// cache without a request. `None` when Ready came first, else (failures, answered).
+    pub async fn failure_without_a_request(
+        &self,
+        name: &str,
+        reason: &str,
+        answered: impl Fn() -> usize,
+    ) -> Option<(usize, usize)> {
+        wait_for(
+            &format!("{name} Ready, or a failure without a request"),
+            WAIT,
+            || async {
+                let failed = self.operator.failures(reason).await;
+                let answered = answered();
+                if failed > answered {
+                    return Some(Some((failed, answered)));
+                }
+                let obj = self.api.get_opt(name).await.ok().flatten()?;
+                let ready = obj.status.as_ref()?.condition(READY)?;
+                (ready.status == "True").then_some(None)
+            },
+        )
+        .await
     }
 
     /// The holder of the Lease replicas of this test elect with (in its namespace).
