@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::channel::mpsc::UnboundedSender;
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::crd::PolicyAttachment;
 use crate::reconcile::Context;
@@ -63,21 +63,11 @@ pub async fn verify_pass(
         .filter_map(|o| o.recorded_grant())
         .map(|g| g.listing().0)
         .collect();
-    let mut fetched = 0;
     let started = std::time::SystemTime::now();
-    for source in &keys {
-        // Zero max age: a pass always asks Vultr, whatever a reconcile cached before.
-        match ctx.listings.get(source, Duration::ZERO, None).await {
-            Ok(_) => fetched += 1,
-            Err(err) => {
-                warn!(listing = %source, reason = err.reason(), error = %err, "verification listing failed")
-            }
-        }
-    }
+    let fetched = ctx.vultr.refresh(&keys).await;
     if fetched == keys.len() {
         ctx.metrics.verified(started);
     }
-    ctx.listings.retain(&keys);
     ctx.prune();
     for trigger in triggers {
         let _ = trigger.unbounded_send(());

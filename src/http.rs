@@ -9,12 +9,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::PolicyAttachment;
 use crate::metrics::Metrics;
+use crate::watch_cache::Stores;
 
 /// What `/readyz` reports: the Vultr credentials are loaded and Kubernetes is usable:
 /// the watch caches are synced or, on a standby replica (whose readiness must not
@@ -67,9 +66,6 @@ struct AppState {
     health: Arc<Health>,
     stores: Stores,
 }
-
-/// Shared list of watch caches, filled once the controllers start.
-pub type Stores = Arc<std::sync::Mutex<Vec<Store<PolicyAttachment>>>>;
 
 pub async fn serve(
     listener: TcpListener,

@@ -3,6 +3,7 @@
 //! - [`domain`]: grants and subjects, shared by the CRD and the client
 //! - [`crd`]: the PolicyAttachment resource and its admission rules
 //! - [`vultr`]: the Vultr IAM API client
+//! - [`port`]: the reconciler's port to Vultr (resolve, observe, attach, revoke)
 //! - [`reconcile`]: attach on apply, guaranteed revocation on delete
 //! - [`drift`]: periodic verification against Vultr
 //! - [`run`]: wiring of the `run` command
@@ -19,8 +20,8 @@ pub mod export;
 pub mod http;
 pub mod leader;
 pub mod listen;
-pub mod listings;
 pub mod metrics;
+pub mod port;
 pub mod reconcile;
 pub mod run;
 pub mod telemetry;

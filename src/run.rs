@@ -15,14 +15,14 @@ use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::crd::PolicyAttachment;
-use crate::http::{self, Health, Stores};
+use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig, Timings};
 use crate::metrics::Metrics;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::recorder::Recorder;
 use crate::reconcile::{self, Context, Settings};
 use crate::vultr::{VultrClient, WriteFence};
-use crate::watch_cache::{self, Lane};
+use crate::watch_cache::{self, Lane, Stores};
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -151,9 +151,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         verify_interval: std::time::Duration::from_secs(1),
         directory_max_age: args.directory_max_age,
     };
+    let account = crate::port::Account::new(
+        vultr,
+        settings.attach_visibility_timeout,
+        settings.directory_max_age,
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        vultr,
+        Arc::new(account),
         Recorder::new(client.clone(), CONTROLLER_NAME.into(), identity),
         Backoff::new(args.backoff_base, args.backoff_max),
         settings,

@@ -14,6 +14,9 @@ use crate::crd::PolicyAttachment;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Shared list of watch caches, filled once the controllers start.
+pub type Stores = std::sync::Arc<std::sync::Mutex<Vec<Store<PolicyAttachment>>>>;
+
 /// Which lane a cache serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {

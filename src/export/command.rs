@@ -152,7 +152,14 @@ async fn declared_in_cluster(
             if let Some(grant) = obj.recorded_grant() {
                 declared.add(&grant);
             }
-            match crate::reconcile::resolve::resolve(directory, &obj.spec).await {
+            let resolution = match crate::reconcile::resolve::references(&obj.spec) {
+                Ok((policy, subject)) => directory
+                    .resolve(&policy, &subject)
+                    .await
+                    .map_err(crate::error::Error::from),
+                Err(err) => Err(err),
+            };
+            match resolution {
                 Ok(resolution) => declared.add(&resolution.grant),
                 Err(err) => unresolved.add(format!("{at}: {err}")),
             }

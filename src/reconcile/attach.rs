@@ -15,7 +15,7 @@ use tracing::{Span, info};
 use crate::crd::{PolicyAttachment, PolicyAttachmentStatus};
 use crate::domain::Grant;
 use crate::error::Error;
-use crate::listings::{Verification, Write};
+use crate::port::Observation;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, AttachStep};
 use crate::reconcile::pairs::Declarer;
@@ -61,7 +61,7 @@ pub async fn apply(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, 
         // Whatever happened in Vultr during the pause, a listing from before it must
         // not verify the pair.
         if let Some(grant) = st.grant() {
-            ctx.listings.require_newer(&grant);
+            ctx.vultr.require_newer(&grant);
         }
         pause::resume(&obj, ctx, &api, &mut st).await?;
     }
@@ -89,25 +89,7 @@ async fn attach_and_verify(
     let uid = obj.uid().unwrap_or_default();
     let (grant, newly_resolved) = match st.grant() {
         Some(grant) => (grant, false),
-        None => {
-            let resolution = resolve(&ctx.directory, &obj.spec).await?;
-            st.record(&resolution.grant);
-            st.policy = Some(resolution.policy_name);
-            st.subject = Some(resolution.subject_name);
-            if !status::is_ready(Some(st)) {
-                let message = Named::of(st, &obj.spec).attaching();
-                let generation = obj.metadata.generation;
-                set_ready(
-                    st,
-                    false,
-                    reason::ATTACHING,
-                    message,
-                    generation,
-                    Timestamp::now(),
-                );
-            }
-            (resolution.grant, true)
-        }
+        None => (resolved(obj, ctx, st).await?, true),
     };
     record_grant(&Span::current(), &grant);
 
@@ -118,23 +100,19 @@ async fn attach_and_verify(
         status::record_pair(api, obj, st).await?;
         info!(%grant, "resolved");
     }
-    ctx.pairs.declare(
-        &grant,
-        Declarer {
-            uid: uid.clone(),
-            namespace: obj.namespace().unwrap_or_default(),
-            name: obj.name_any(),
-        },
-    );
+    ctx.pairs.declare(&grant, Declarer::of(obj));
 
     let sent_at = ctx.memory.attach_sent_at(&uid);
-    let listing = match ctx.verification(obj, &grant).await? {
-        Verification::Listing(listing) => listing,
+    let (present, fetched_at) = match ctx.observe(obj, &grant).await? {
+        Observation::Listed {
+            present,
+            fetched_at,
+        } => (present, fetched_at),
         // Batching verifications while the Vultr budget is the bottleneck.
-        Verification::Later(wait) => return Ok(Action::requeue(wait)),
+        Observation::Later(wait) => return Ok(Action::requeue(wait)),
     };
     let step = decide::attach_step(
-        listing.shows(&grant),
+        present,
         sent_at.map(|at| at.elapsed()),
         ctx.settings.attach_visibility_timeout,
         st.attached_at.is_some(),
@@ -142,7 +120,7 @@ async fn attach_and_verify(
     match step {
         AttachStep::Verified => {
             let verified =
-                Time(Timestamp::try_from(listing.fetched_at).unwrap_or_else(|_| Timestamp::now()));
+                Time(Timestamp::try_from(fetched_at).unwrap_or_else(|_| Timestamp::now()));
             verified_ready(obj, ctx, api, st, verified).await?;
             ctx.memory.attach_seen(&uid);
             Ok(Action::await_change())
@@ -150,7 +128,7 @@ async fn attach_and_verify(
         // Our attach is not visible yet: look again soon, in a newer listing, and do
         // not send it twice.
         AttachStep::AwaitVisibility => {
-            ctx.listings.require_newer(&grant);
+            ctx.vultr.require_newer(&grant);
             Ok(Action::requeue(ctx.settings.verify_interval))
         }
         // Not first in this reconcile: a write with the UID precondition (recording the
@@ -174,6 +152,31 @@ async fn attach_and_verify(
             Ok(Action::requeue(verify))
         }
     }
+}
+
+/// Resolves the spec and puts the result in `st` (written with the pair, by the
+/// caller, under the pair's lock).
+async fn resolved(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    st: &mut PolicyAttachmentStatus,
+) -> Result<Grant, Error> {
+    let resolution = resolve(ctx.vultr.as_ref(), &obj.spec).await?;
+    st.record(&resolution.grant);
+    st.policy = Some(resolution.policy_name);
+    st.subject = Some(resolution.subject_name);
+    if !status::is_ready(Some(st)) {
+        let message = Named::of(st, &obj.spec).attaching();
+        set_ready(
+            st,
+            false,
+            reason::ATTACHING,
+            message,
+            obj.metadata.generation,
+            Timestamp::now(),
+        );
+    }
+    Ok(resolution.grant)
 }
 
 /// Whether `obj` still exists as this object (same UID) and is not being deleted.
@@ -233,14 +236,7 @@ async fn attach(
     drift: bool,
 ) -> Result<(), Error> {
     let uid = obj.uid().unwrap_or_default();
-    let result = ctx
-        .vultr
-        .attach_confirmed(&grant.policy_id, &grant.subject)
-        .await;
-    // Also after a failure: a POST that timed out may still have been applied.
-    let applied = matches!(result, Ok(AttachOutcome::Attached));
-    ctx.listings.note_write(grant, Write::Attach { applied });
-    let outcome = result?;
+    let outcome = ctx.vultr.attach(grant).await?;
     let named = Named::of(st, &obj.spec);
     if drift {
         ctx.metrics.drift_repaired();

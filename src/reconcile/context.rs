@@ -13,14 +13,14 @@ use tracing::debug;
 
 use crate::crd::PolicyAttachment;
 use crate::domain::Grant;
-use crate::http::Stores;
-use crate::listings::{ListingCache, Verification};
 use crate::metrics::Metrics;
+use crate::port::{GrantPort, Observation};
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::memory::Memory;
 use crate::reconcile::pairs::{KeyedLocks, Pairs};
 use crate::reconcile::recorder::Recorder;
-use crate::vultr::{Directory, VultrClient, VultrError};
+use crate::vultr::VultrError;
+use crate::watch_cache::Stores;
 
 /// Tunables of the reconciler (all come from `run` flags).
 #[derive(Debug, Clone)]
@@ -51,10 +51,8 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub struct Context {
     pub client: kube::Client,
-    pub vultr: VultrClient,
-    pub listings: ListingCache,
-    /// The shared walk of policies, users, groups and roles that resolution reads.
-    pub directory: Directory,
+    /// The Vultr account grants are resolved, observed, attached and revoked in.
+    pub vultr: Arc<dyn GrantPort>,
     pub recorder: Recorder,
     pub backoff: Backoff,
     pub settings: Settings,
@@ -80,7 +78,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: kube::Client,
-        vultr: VultrClient,
+        vultr: Arc<dyn GrantPort>,
         recorder: Recorder,
         backoff: Backoff,
         settings: Settings,
@@ -89,8 +87,6 @@ impl Context {
     ) -> Self {
         Self {
             stores,
-            listings: ListingCache::new(vultr.clone(), settings.attach_visibility_timeout),
-            directory: Directory::for_resolution(vultr.clone(), settings.directory_max_age),
             client,
             vultr,
             recorder,
@@ -131,19 +127,19 @@ impl Context {
         count
     }
 
-    /// The listing that verifies `obj`'s `grant` (see `ListingCache::for_pair`). While
-    /// attaches are still to come it may be `Later`: the object is then remembered, and
-    /// woken when the backlog empties.
-    pub async fn verification(
+    /// Observes `obj`'s `grant` (see `GrantPort::observe`). While attaches are still to
+    /// come it may be `Later`: the object is then remembered, and woken when the
+    /// backlog empties.
+    pub async fn observe(
         &self,
         obj: &PolicyAttachment,
         grant: &Grant,
-    ) -> Result<Verification, VultrError> {
-        let verification = self
-            .listings
-            .for_pair(grant, self.settings.listing_max_age, self.backlog() > 0)
+    ) -> Result<Observation, VultrError> {
+        let observation = self
+            .vultr
+            .observe(grant, self.settings.listing_max_age, self.backlog() > 0)
             .await?;
-        if let Verification::Later(_) = verification {
+        if let Observation::Later(_) = observation {
             self.metrics.verification_batched();
             locked(&self.batched).insert(ObjectRef::from_obj(obj));
             // The backlog may have emptied since it was counted above, and its wake-up
@@ -153,7 +149,7 @@ impl Context {
                 self.wake_batched();
             }
         }
-        Ok(verification)
+        Ok(observation)
     }
 
     /// Reconciles the objects whose verification waits for a batch, each through the

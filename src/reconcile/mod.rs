@@ -9,6 +9,8 @@ pub mod backoff;
 pub mod context;
 pub mod decide;
 pub mod finalizer;
+#[cfg(test)]
+mod flow_tests;
 pub mod memory;
 pub mod pairs;
 pub mod pause;
@@ -17,6 +19,8 @@ pub mod report;
 pub mod resolve;
 pub mod revoke;
 pub mod status;
+#[cfg(test)]
+mod testing;
 pub mod wording;
 
 use std::sync::Arc;

@@ -24,6 +24,17 @@ pub struct Declarer {
     pub name: String,
 }
 
+impl Declarer {
+    pub fn of(obj: &crate::crd::PolicyAttachment) -> Self {
+        use kube::ResourceExt;
+        Self {
+            uid: obj.uid().unwrap_or_default(),
+            namespace: obj.namespace().unwrap_or_default(),
+            name: obj.name_any(),
+        }
+    }
+}
+
 /// Async locks by key, created on first use and dropped once nobody holds them.
 #[derive(Debug)]
 pub struct KeyedLocks<K> {

@@ -28,14 +28,7 @@ pub async fn hold_live(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Acti
     let mut st = obj.status.clone().unwrap_or_default();
     status::show_declared(&mut st, &obj.spec);
     if let Some(grant) = st.grant() {
-        ctx.pairs.declare(
-            &grant,
-            Declarer {
-                uid: obj.uid().unwrap_or_default(),
-                namespace: obj.namespace().unwrap_or_default(),
-                name: obj.name_any(),
-            },
-        );
+        ctx.pairs.declare(&grant, Declarer::of(&obj));
     }
     let named = Named::of(&st, &obj.spec);
     let generation = obj.metadata.generation;

@@ -1,23 +1,25 @@
 //! Dereference: turn the declared policy and subject into Vultr IDs.
 
 use crate::crd::PolicyAttachmentSpec;
-use crate::domain::Grant;
 use crate::error::Error;
-use crate::vultr::{self, Directory};
+use crate::port::{GrantPort, Resolution};
+use crate::vultr;
 
-/// The pair a spec declares, and what people call its two sides.
-pub struct Resolution {
-    pub grant: Grant,
-    pub policy_name: String,
-    pub subject_name: String,
-}
-
-/// Resolves the spec to the (policy, subject) pair it declares against the shared
-/// directory: exact matches; "not found" and "ambiguous" are distinct errors.
+/// Resolves the spec to the (policy, subject) pair it declares through `port`: exact
+/// matches; "not found" and "ambiguous" are distinct errors.
 pub async fn resolve(
-    directory: &Directory,
+    port: &dyn GrantPort,
     spec: &PolicyAttachmentSpec,
 ) -> Result<Resolution, Error> {
+    let (policy, subject) = references(spec)?;
+    Ok(port.resolve(&policy, &subject).await?)
+}
+
+/// How the spec names the policy and the subject (admission refuses the other shapes;
+/// these errors are for objects stored before it did).
+pub fn references(
+    spec: &PolicyAttachmentSpec,
+) -> Result<(vultr::PolicyRef, vultr::SubjectRef), Error> {
     let policy = match (&spec.policy.id, &spec.policy.name) {
         (Some(id), None) => vultr::PolicyRef::ById(id.clone()),
         (None, Some(name)) => vultr::PolicyRef::ByName(name.clone()),
@@ -41,16 +43,7 @@ pub async fn resolve(
         }),
         _ => return Err(invalid("spec needs exactly one of user, group or role")),
     };
-    let policy = directory.policy(&policy).await?;
-    let (subject, subject_name) = directory.subject(&subject).await?;
-    Ok(Resolution {
-        grant: Grant {
-            policy_id: policy.id,
-            subject,
-        },
-        policy_name: policy.name,
-        subject_name,
-    })
+    Ok((policy, subject))
 }
 
 fn invalid(message: &str) -> Error {

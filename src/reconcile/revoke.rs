@@ -15,7 +15,6 @@ use tracing::{Span, info};
 use crate::crd::{PolicyAttachment, READY};
 use crate::domain::Grant;
 use crate::error::Error;
-use crate::listings::Write;
 use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, Candidate, CleanupStep, Holders};
 use crate::reconcile::pairs::Declarer;
@@ -111,15 +110,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         );
         ctx.write_status_best_effort(&obj, &st).await;
     }
-    // Urgent: a revocation passes every attach waiting on the limiter.
-    let result = ctx
-        .vultr
-        .urgent()
-        .revoke(&grant.policy_id, &grant.subject)
-        .await;
-    // Also after a failure: a DELETE that timed out may still have been applied.
-    ctx.listings.note_write(&grant, Write::Detach);
-    match result {
+    match ctx.vultr.revoke(&grant).await {
         Ok(outcome) => {
             let note = match outcome {
                 RevokeOutcome::Revoked => named.revoked(),
@@ -158,11 +149,7 @@ async fn other_holders(ctx: &Context, uid: &str, grant: &Grant) -> Holders {
     let mut candidates: Vec<Declarer> = ctx.pairs.declarers(grant, uid);
     for cached in ctx.cached_objects() {
         if decide::declares(&cached, uid, grant) {
-            let declarer = Declarer {
-                uid: cached.uid().unwrap_or_default(),
-                namespace: cached.namespace().unwrap_or_default(),
-                name: cached.name_any(),
-            };
+            let declarer = Declarer::of(&cached);
             if !candidates.iter().any(|c| c.uid == declarer.uid) {
                 candidates.push(declarer);
             }

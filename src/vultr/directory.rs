@@ -21,8 +21,9 @@ use super::client::VultrClient;
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
 use super::resolve::{
-    GroupRef, PolicyRef, Resolved, RoleRef, SubjectRef, UserRef, group_by_id, group_by_name,
-    policy_by_id, policy_by_name, role_by_id, role_by_name, user_by_email, user_by_id,
+    GroupRef, PolicyRef, Resolution, Resolved, RoleRef, SubjectRef, UserRef, group_by_id,
+    group_by_name, policy_by_id, policy_by_name, role_by_id, role_by_name, user_by_email,
+    user_by_id,
 };
 use crate::domain::Subject;
 
@@ -186,6 +187,24 @@ impl Directory {
             .get(&self.inner.vultr, self.inner.max_age, walk)
             .await?
             .1)
+    }
+
+    /// The pair `policy` and `subject` name, with what people call its two sides.
+    pub async fn resolve(
+        &self,
+        policy: &PolicyRef,
+        subject: &SubjectRef,
+    ) -> Result<Resolution, VultrError> {
+        let policy = self.policy(policy).await?;
+        let (subject, subject_name) = self.subject(subject).await?;
+        Ok(Resolution {
+            grant: crate::domain::Grant {
+                policy_id: policy.id,
+                subject,
+            },
+            policy_name: policy.name,
+            subject_name,
+        })
     }
 
     /// The policy a manifest names: by exact name, or by ID (which must exist).

@@ -38,4 +38,4 @@ pub use limiter::{InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::PER_PAGE;
-pub use resolve::{GroupRef, PolicyRef, RoleRef, SubjectRef, UserRef};
+pub use resolve::{GroupRef, PolicyRef, Resolution, RoleRef, SubjectRef, UserRef};

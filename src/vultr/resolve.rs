@@ -41,6 +41,14 @@ pub struct Resolved {
     pub name: String,
 }
 
+/// The pair a manifest names, and what people call its two sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub grant: crate::domain::Grant,
+    pub policy_name: String,
+    pub subject_name: String,
+}
+
 /// How a manifest names the subject of a grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SubjectRef {
