@@ -100,9 +100,9 @@ async fn attach_and_verify(
         status::record_pair(api, obj, st).await?;
         info!(%grant, "resolved");
     }
-    ctx.pairs.declare(&grant, Declarer::of(obj));
+    ctx.objects.declare(&grant, Declarer::of(obj));
 
-    let sent_at = ctx.memory.attach_sent_at(&uid);
+    let sent_at = ctx.objects.attach_sent_at(&uid);
     let (present, fetched_at) = match ctx.observe(obj, &grant).await? {
         Observation::Listed {
             present,
@@ -122,7 +122,7 @@ async fn attach_and_verify(
             let verified =
                 Time(Timestamp::try_from(fetched_at).unwrap_or_else(|_| Timestamp::now()));
             verified_ready(obj, ctx, api, st, verified).await?;
-            ctx.memory.attach_seen(&uid);
+            ctx.objects.attach_seen(&uid);
             Ok(Action::await_change())
         }
         // Our attach is not visible yet: look again soon, in a newer listing, and do
@@ -144,7 +144,7 @@ async fn attach_and_verify(
             // Verify soon (the listing lags behind writes), and not sooner: the watch
             // event of our own status write must not cost a listing of its own.
             let verify = ctx.settings.verify_interval;
-            ctx.backoff.hold(
+            ctx.objects.hold(
                 &uid,
                 super::revision(obj),
                 std::time::Instant::now() + verify,
@@ -252,13 +252,13 @@ async fn attach(
     // An unconfirmed rejection waits like a fresh attach; if the listing still does not
     // show the pair after the visibility timeout, the next attempt reports it.
     let unconfirmed = match outcome {
-        AttachOutcome::Unconfirmed(err) if ctx.memory.attach_sent_at(&uid).is_some() => {
+        AttachOutcome::Unconfirmed(err) if ctx.objects.attach_sent_at(&uid).is_some() => {
             return Err(err.into());
         }
         AttachOutcome::Unconfirmed(err) => Some(err),
         AttachOutcome::Attached | AttachOutcome::AlreadyAttached => None,
     };
-    ctx.memory.mark_attach_sent(&uid);
+    ctx.objects.mark_attach_sent(&uid);
     // A first attach leaves `Ready=False Attaching` as it is until the listing shows the
     // grant (a second write per object would only change its message). A repair says the
     // grant was missing; a rejected attach says why it waits.

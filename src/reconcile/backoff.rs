@@ -1,14 +1,12 @@
 //! Per-object exponential backoff with jitter. kube-rs has none (its `error_policy`
-//! never hears about successes), so failures are counted here per object UID and the
-//! count is reset when a reconcile succeeds.
+//! never hears about successes), so each object's failures are counted in its state
+//! (`objects.rs`) and the count is reset when a reconcile succeeds.
 //!
 //! The retry time is also enforced: a reconcile triggered early by the operator's own
 //! status write would otherwise call Vultr again at once, ignoring the backoff and
 //! `Retry-After`. Only a change by a person (new generation, a deletion, pausing or
 //! resuming) skips it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -22,18 +20,19 @@ pub struct Revision {
     pub paused: bool,
 }
 
-#[derive(Debug)]
-struct Entry {
+/// An object's retry state: its consecutive failures and when it may run again.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
     failures: u32,
     retry_at: Instant,
     revision: Revision,
 }
 
-#[derive(Debug)]
+/// The backoff's bounds (from the `run` flags).
+#[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     base: Duration,
     max: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl Backoff {
@@ -41,26 +40,20 @@ impl Backoff {
         Self {
             base,
             max: max.max(base),
-            entries: Mutex::new(HashMap::new()),
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records one more failure of `key` and returns how long to wait before retrying:
-    /// `base * 2^(failures-1)` capped at `max`, with "equal jitter" (uniform in the upper
-    /// half) so objects that failed together do not retry together. A server's
-    /// `Retry-After` is a floor.
+    /// Records one more failure in `retry` and returns how long to wait before
+    /// retrying: `base * 2^(failures-1)` capped at `max`, with "equal jitter" (uniform in
+    /// the upper half) so objects that failed together do not retry together. A
+    /// server's `Retry-After` is a floor.
     pub fn next_delay(
         &self,
-        key: &str,
+        retry: &mut Option<Retry>,
         revision: Revision,
         retry_after: Option<Duration>,
     ) -> Duration {
-        let mut entries = self.entries();
-        let entry = entries.entry(key.to_owned()).or_insert(Entry {
+        let entry = retry.get_or_insert(Retry {
             failures: 0,
             retry_at: Instant::now(),
             revision,
@@ -84,23 +77,22 @@ impl Backoff {
         entry.revision = revision;
         delay
     }
+}
 
-    /// Time left before `key` may be retried, unless the object changed since it failed.
-    pub fn remaining(&self, key: &str, revision: Revision) -> Option<Duration> {
-        let entries = self.entries();
-        let entry = entries.get(key)?;
-        if entry.revision != revision {
+impl Retry {
+    /// Time left before a retry, unless the object changed since it failed.
+    pub fn remaining(&self, revision: Revision) -> Option<Duration> {
+        if self.revision != revision {
             return None;
         }
-        let left = entry.retry_at.saturating_duration_since(Instant::now());
+        let left = self.retry_at.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some(left)
     }
 
-    /// Holds `key` until `until` without counting a failure: the next reconcile is
-    /// already scheduled, and an early wake (our own status write) must not act before.
-    pub fn hold(&self, key: &str, revision: Revision, until: Instant) {
-        let mut entries = self.entries();
-        let entry = entries.entry(key.to_owned()).or_insert(Entry {
+    /// Holds until `until` without counting a failure: the next reconcile is already
+    /// scheduled, and an early wake (our own status write) must not act before.
+    pub fn hold(retry: &mut Option<Self>, revision: Revision, until: Instant) {
+        let entry = retry.get_or_insert(Self {
             failures: 0,
             retry_at: until,
             revision,
@@ -109,33 +101,10 @@ impl Backoff {
         entry.revision = revision;
     }
 
-    /// A reconcile of `key` succeeded: the failure count starts again (a hold set by
-    /// that reconcile stays).
-    pub fn clear_failures(&self, key: &str) {
-        if let Some(entry) = self.entries().get_mut(key) {
-            entry.failures = 0;
-        }
-    }
-
-    /// Forgets everything about `key` (the object is gone).
-    pub fn reset(&self, key: &str) {
-        self.entries().remove(key);
-    }
-
-    /// Keeps only the keys `keep` says are still in use.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.entries().retain(|key, _| keep(key));
-    }
-
-    /// How many entries it holds (the per-object memory metric).
-    pub fn tracked(&self) -> usize {
-        self.entries().len()
-    }
-
-    /// Number of consecutive failures recorded for `key`.
-    #[cfg(test)]
-    fn failures(&self, key: &str) -> u32 {
-        self.entries().get(key).map_or(0, |e| e.failures)
+    /// A reconcile succeeded: the failure count starts again (a hold set by that
+    /// reconcile stays).
+    pub fn clear_failures(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -153,85 +122,81 @@ mod tests {
         Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
     }
 
+    fn failures(retry: &Option<Retry>) -> u32 {
+        retry.map_or(0, |r| r.failures)
+    }
+
     #[test]
     fn delay_doubles_within_jitter_bounds_and_caps() {
-        let b = backoff();
+        let (b, mut a) = (backoff(), None);
         for attempt in 1..=10u32 {
-            let d = b.next_delay("a", REV, None);
+            let d = b.next_delay(&mut a, REV, None);
             let exp = Duration::from_secs(1 << (attempt - 1)).min(Duration::from_secs(60));
             assert!(
                 d >= exp / 2 && d <= exp + Duration::from_millis(1),
                 "attempt {attempt}: {d:?} vs {exp:?}"
             );
         }
-        assert_eq!(b.failures("a"), 10);
-    }
-
-    #[test]
-    fn objects_back_off_independently_and_reset_on_success() {
-        let b = backoff();
-        for _ in 0..5 {
-            b.next_delay("a", REV, None);
-        }
-        assert!(b.next_delay("b", REV, None) <= Duration::from_millis(1001));
-        b.reset("a");
-        assert_eq!(b.failures("a"), 0);
-        assert!(b.next_delay("a", REV, None) <= Duration::from_millis(1001));
+        assert_eq!(failures(&a), 10);
     }
 
     #[test]
     fn the_count_starts_afresh_when_the_object_changes() {
-        let b = backoff();
+        let (b, mut a) = (backoff(), None);
         for _ in 0..8 {
-            b.next_delay("a", REV, None);
+            b.next_delay(&mut a, REV, None);
         }
         let deleted = Revision {
             deleting: true,
             ..REV
         };
-        assert!(b.next_delay("a", deleted, None) <= Duration::from_millis(1001));
-        assert_eq!(b.failures("a"), 1);
+        assert!(b.next_delay(&mut a, deleted, None) <= Duration::from_millis(1001));
+        assert_eq!(failures(&a), 1);
     }
 
     #[test]
     fn a_hold_delays_without_counting_a_failure() {
-        let b = backoff();
-        b.next_delay("a", REV, None);
-        b.clear_failures("a");
-        b.hold("a", REV, Instant::now() + Duration::from_secs(5));
-        assert!(b.remaining("a", REV).is_some());
-        assert_eq!(b.failures("a"), 0);
+        let (b, mut a) = (backoff(), None);
+        b.next_delay(&mut a, REV, None);
+        if let Some(r) = a.as_mut() {
+            r.clear_failures();
+        }
+        Retry::hold(&mut a, REV, Instant::now() + Duration::from_secs(5));
+        let retry = a.expect("held");
+        assert!(retry.remaining(REV).is_some());
+        assert_eq!(retry.failures, 0);
         let deleted = Revision {
             deleting: true,
             ..REV
         };
-        assert_eq!(b.remaining("a", deleted), None, "a deletion is never held");
+        assert_eq!(retry.remaining(deleted), None, "a deletion is never held");
     }
 
     #[test]
     fn retry_after_is_a_floor() {
-        let b = backoff();
-        assert!(b.next_delay("a", REV, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        let d = backoff().next_delay(&mut None, REV, Some(Duration::from_secs(30)));
+        assert!(d >= Duration::from_secs(30));
     }
 
     #[test]
     fn the_wait_holds_until_the_object_changes() {
-        let b = backoff();
-        b.next_delay("a", REV, Some(Duration::from_secs(30)));
+        let mut a = None;
+        backoff().next_delay(&mut a, REV, Some(Duration::from_secs(30)));
+        let retry = a.expect("a retry");
         assert!(
-            b.remaining("a", REV)
+            retry
+                .remaining(REV)
                 .is_some_and(|d| d > Duration::from_secs(29))
         );
         let deleted = Revision {
             deleting: true,
             ..REV
         };
-        assert_eq!(b.remaining("a", deleted), None);
+        assert_eq!(retry.remaining(deleted), None);
         let paused = Revision {
             paused: true,
             ..REV
         };
-        assert_eq!(b.remaining("a", paused), None, "pausing is a change");
-        assert_eq!(b.remaining("other", REV), None);
+        assert_eq!(retry.remaining(paused), None, "pausing is a change");
     }
 }

@@ -53,7 +53,7 @@ impl World {
 
     /// The verification hold after an attach has passed.
     fn hold_passed(&self, name: &str) {
-        self.ctx.backoff.reset(&format!("uid-{name}"));
+        self.ctx.objects.end_wait(&format!("uid-{name}"));
     }
 }
 

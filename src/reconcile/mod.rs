@@ -6,12 +6,13 @@
 
 pub mod attach;
 pub mod backoff;
+mod batching;
 pub mod context;
 pub mod decide;
 pub mod finalizer;
 #[cfg(test)]
 mod flow_tests;
-pub mod memory;
+pub mod objects;
 pub mod pairs;
 pub mod pause;
 pub mod recorder;
@@ -78,7 +79,7 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
     async move {
         let started = Instant::now();
         let uid = obj.uid().unwrap_or_default();
-        if let Some(wait) = ctx.backoff.remaining(&uid, revision(&obj)) {
+        if let Some(wait) = ctx.objects.remaining(&uid, revision(&obj)) {
             // Woken early by our own status write: keep the backoff (and Retry-After).
             return Ok(Action::requeue(wait));
         }
@@ -86,7 +87,7 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
         let deleting = obj.metadata.deletion_timestamp.is_some();
         // An Apply still running in the live lane finishes before a Cleanup starts.
         let _object = ctx.objects.lock(&uid).await;
-        if !deleting && ctx.memory.deletion_handled(&uid) {
+        if !deleting && ctx.objects.deletion_handled(&uid) {
             // The live watch lags the deleted lane's: this snapshot predates a deletion
             // that is done. Nothing may be attached for the object again.
             debug!("stale live snapshot of a deleted object: skipped");
@@ -112,7 +113,7 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
                 };
                 // Not after the reconcile that only adds the finalizer: that one is
                 // not the object's turn yet.
-                ctx.memory.mark_turn(&uid);
+                ctx.objects.mark_turn(&uid);
                 result
             })
             .await
@@ -123,12 +124,12 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
         match &result {
             // A held deletion is not gone: keep what this process knows about it.
             Ok(_) if deleting && pause != PauseStep::HoldDeletion => ctx.forget(&uid),
-            Ok(_) => ctx.backoff.clear_failures(&uid),
+            Ok(_) => ctx.objects.clear_failures(&uid),
             Err(err) => {
                 // A failure is a turn too: an object that can never be reconciled (its
                 // finalizer refused) must not hold every verification in a batch.
                 if !deleting {
-                    ctx.memory.mark_turn(&uid);
+                    ctx.objects.mark_turn(&uid);
                 }
                 warn!(reason = err.reason(), error = %err, "reconcile failed")
             }
@@ -142,12 +143,12 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
 /// Requeue after a per-object exponential backoff with jitter (Retry-After is a floor).
 pub fn error_policy(obj: Arc<PolicyAttachment>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = obj.uid().unwrap_or_default();
-    if ctx.memory.deletion_handled(&key) {
+    if ctx.objects.deletion_handled(&key) {
         // Nothing is left to do for it; keep no state about it either.
         return Action::await_change();
     }
     Action::requeue(
-        ctx.backoff
+        ctx.objects
             .next_delay(&key, revision(&obj), err.retry_after()),
     )
 }

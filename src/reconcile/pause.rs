@@ -28,7 +28,7 @@ pub async fn hold_live(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Acti
     let mut st = obj.status.clone().unwrap_or_default();
     status::show_declared(&mut st, &obj.spec);
     if let Some(grant) = st.grant() {
-        ctx.pairs.declare(&grant, Declarer::of(&obj));
+        ctx.objects.declare(&grant, Declarer::of(&obj));
     }
     let named = Named::of(&st, &obj.spec);
     let generation = obj.metadata.generation;
@@ -143,7 +143,7 @@ pub async fn resume(
 /// neither "true" nor "false" (e.g. "True"): it does not pause.
 pub async fn warn_unrecognised(obj: &PolicyAttachment, ctx: &Context, value: &str) {
     if !ctx
-        .memory
+        .objects
         .first_unrecognised_pause(&obj.uid().unwrap_or_default(), value)
     {
         return;

@@ -27,10 +27,10 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
     let uid = obj.uid().unwrap_or_default();
     let known_pair = obj
         .recorded_grant()
-        .or_else(|| ctx.pairs.recorded_for(&uid));
+        .or_else(|| ctx.objects.recorded_for(&uid));
     let step = decide::cleanup_step(
         obj.spec.deletion_policy,
-        ctx.memory.deletion_handled(&uid),
+        ctx.objects.deletion_handled(&uid),
         known_pair,
     );
     let grant = match step {
@@ -116,8 +116,7 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
                 RevokeOutcome::Revoked => named.revoked(),
                 RevokeOutcome::AlreadyAbsent => named.already_absent(),
             };
-            ctx.memory.mark_deletion_handled(&uid);
-            ctx.pairs.withdraw(&uid);
+            ctx.objects.mark_deletion_handled(&uid);
             info!(?outcome, "revoked");
             ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note)
                 .await;
@@ -146,7 +145,7 @@ async fn live_pair(ctx: &Context, obj: &PolicyAttachment) -> Result<Option<Grant
 /// (it recorded or saw their pair, possibly before the watch cache did) and those the
 /// synced watch caches show. A candidate that cannot be read never keeps the grant.
 async fn other_holders(ctx: &Context, uid: &str, grant: &Grant) -> Holders {
-    let mut candidates: Vec<Declarer> = ctx.pairs.declarers(grant, uid);
+    let mut candidates: Vec<Declarer> = ctx.objects.declarers(grant, uid);
     for cached in ctx.cached_objects() {
         if decide::declares(&cached, uid, grant) {
             let declarer = Declarer::of(&cached);
