@@ -466,7 +466,9 @@ async fn a_stale_snapshot_never_writes_onto_a_re_created_object() {
         policy: Some("stale".to_owned()),
         ..PolicyAttachmentStatus::default()
     };
-    let written = status::write_if_changed(&env.api, &stale, &old_status).await;
+    let written = status::Update::new(old_status, None, k8s_openapi::jiff::Timestamp::now())
+        .write(&env.api, &stale)
+        .await;
     assert!(written.is_err(), "a stale status write landed: {written:?}");
     assert_eq!(live().await.status, None);
 

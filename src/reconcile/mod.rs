@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event;
 use tracing::{Instrument, Span, debug, field, info_span, warn};
@@ -100,44 +101,65 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
             pause::warn_unrecognised(&obj, &ctx, value).await;
         }
         let pause = decide::pause_step_of(&obj);
-        let result = if pause == PauseStep::HoldDeletion {
-            pause::hold_deletion(obj, &ctx).await
-        } else {
-            finalizer(&api, FINALIZER, obj, |event| async {
-                let result = match event {
-                    Event::Apply(obj) if pause == PauseStep::HoldLive => {
-                        pause::hold_live(obj, &ctx).await
-                    }
-                    Event::Apply(obj) => attach::apply(obj, &ctx).await,
-                    Event::Cleanup(obj) => return revoke::cleanup(obj, &ctx).await,
-                };
-                // Not after the reconcile that only adds the finalizer: that one is
-                // not the object's turn yet.
-                ctx.objects.mark_turn(&uid);
-                result
-            })
-            .await
-            .map_err(Error::from)
-        };
+        let result = steps(obj, &ctx, &api, pause).await;
         ctx.metrics
             .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
-        match &result {
-            // A held deletion is not gone: keep what this process knows about it.
-            Ok(_) if deleting && pause != PauseStep::HoldDeletion => ctx.forget(&uid),
-            Ok(_) => ctx.objects.clear_failures(&uid),
-            Err(err) => {
-                // A failure is a turn too: an object that can never be reconciled (its
-                // finalizer refused) must not hold every verification in a batch.
-                if !deleting {
-                    ctx.objects.mark_turn(&uid);
-                }
-                warn!(reason = err.reason(), error = %err, "reconcile failed")
-            }
-        }
+        settle(&ctx, &uid, deleting, pause, &result);
         result
     }
     .instrument(span)
     .await
+}
+
+/// The pause switch, then the finalizer protocol: Apply while the object lives,
+/// Cleanup once it is deleted.
+async fn steps(
+    obj: Arc<PolicyAttachment>,
+    ctx: &Context,
+    api: &Api<PolicyAttachment>,
+    pause: PauseStep,
+) -> Result<Action, Error> {
+    if pause == PauseStep::HoldDeletion {
+        return pause::hold_deletion(obj, ctx).await;
+    }
+    let uid = obj.uid().unwrap_or_default();
+    finalizer(api, FINALIZER, obj, |event| async {
+        let result = match event {
+            Event::Apply(obj) if pause == PauseStep::HoldLive => pause::hold_live(obj, ctx).await,
+            Event::Apply(obj) => attach::apply(obj, ctx).await,
+            Event::Cleanup(obj) => return revoke::cleanup(obj, ctx).await,
+        };
+        // Not after the reconcile that only adds the finalizer: that one is not the
+        // object's turn yet.
+        ctx.objects.mark_turn(&uid);
+        result
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// What the process keeps after a reconcile: nothing once a deleted object's cleanup
+/// succeeded (a held deletion is not gone), a fresh failure count after a success, a
+/// turn after a live failure.
+fn settle(
+    ctx: &Context,
+    uid: &str,
+    deleting: bool,
+    pause: PauseStep,
+    result: &Result<Action, Error>,
+) {
+    match result {
+        Ok(_) if deleting && pause != PauseStep::HoldDeletion => ctx.forget(uid),
+        Ok(_) => ctx.objects.clear_failures(uid),
+        Err(err) => {
+            // A failure is a turn too: an object that can never be reconciled (its
+            // finalizer refused) must not hold every verification in a batch.
+            if !deleting {
+                ctx.objects.mark_turn(uid);
+            }
+            warn!(reason = err.reason(), error = %err, "reconcile failed")
+        }
+    }
 }
 
 /// Requeue after a per-object exponential backoff with jitter (Retry-After is a floor).

@@ -8,40 +8,30 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use crate::crd::{PAUSED_ANNOTATION, PolicyAttachment, PolicyAttachmentStatus, READY, SYNCED};
+use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, READY, SYNCED};
 use crate::error::Error;
 use crate::reconcile::context::Context;
 use crate::reconcile::pairs::Declarer;
-use crate::reconcile::status::{self, reason, set_condition, set_ready};
-use crate::reconcile::wording::Named;
+use crate::reconcile::status::{self, Update};
+use crate::reconcile::wording::{self, Named, RESOLVING, action, reason};
 
 /// Live and paused: `Synced=False Paused`, `Ready` left as the last verification saw it
 /// (`Ready=False Paused` only when there is none yet), one `Paused` Event on the way in.
 /// Nothing is requeued: the annotation's removal is a watch event of its own.
 pub async fn hold_live(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
-    let mut st = obj.status.clone().unwrap_or_default();
+    let mut st = Update::of(&obj);
     status::show_declared(&mut st, &obj.spec);
     if let Some(grant) = st.grant() {
         ctx.objects.declare(&grant, Declarer::of(&obj));
     }
     let named = Named::of(&st, &obj.spec);
-    let generation = obj.metadata.generation;
-    let now = Timestamp::now();
     if st.condition(READY).is_none() {
-        set_ready(
-            &mut st,
-            false,
-            reason::PAUSED,
-            format!("paused before anything was attached: {}", named.paused()),
-            generation,
-            now,
-        );
+        st.ready(false, reason::PAUSED, named.paused_before_attaching());
     }
     hold(&obj, ctx, st, named.paused(), EventType::Normal).await?;
     Ok(Action::await_change())
@@ -50,7 +40,7 @@ pub async fn hold_live(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Acti
 /// Deleted and paused: the finalizer stays and the status says why. Status writes here
 /// are best-effort, as everywhere in cleanup (a namespace being deleted refuses them).
 pub async fn hold_deletion(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
-    let st = obj.status.clone().unwrap_or_default();
+    let st = Update::of(&obj);
     let message = Named::of(&st, &obj.spec).deletion_held();
     if let Err(err) = hold(&obj, ctx, st, message, EventType::Warning).await {
         tracing::warn!(%err, "could not record the held deletion in status; going on");
@@ -64,29 +54,18 @@ pub async fn hold_deletion(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<
 async fn hold(
     obj: &PolicyAttachment,
     ctx: &Context,
-    mut st: PolicyAttachmentStatus,
+    mut st: Update,
     message: String,
     type_: EventType,
 ) -> Result<(), Error> {
-    let generation = obj.metadata.generation;
     let already = st
         .condition(SYNCED)
         .is_some_and(|c| c.reason == reason::PAUSED && c.message == message);
-    set_condition(
-        &mut st,
-        SYNCED,
-        false,
-        reason::PAUSED,
-        &message,
-        generation,
-        Timestamp::now(),
-    );
-    for c in &mut st.conditions {
-        c.observed_generation = generation;
-    }
-    status::write_if_changed(&ctx.api_for(obj), obj, &st).await?;
+    st.not_synced(reason::PAUSED, &message);
+    st.follow_generation();
+    st.write(&ctx.api_for(obj), obj).await?;
     if !already {
-        ctx.event(obj, type_, reason::PAUSED, "Pause", message)
+        ctx.event(obj, type_, reason::PAUSED, action::PAUSE, message)
             .await;
     }
     Ok(())
@@ -106,36 +85,26 @@ pub async fn resume(
     obj: &PolicyAttachment,
     ctx: &Context,
     api: &Api<PolicyAttachment>,
-    st: &mut PolicyAttachmentStatus,
+    st: &mut Update,
 ) -> Result<(), Error> {
     let message = Named::of(st, &obj.spec).resumed();
-    let now = Timestamp::now();
     if st
         .condition(READY)
         .is_some_and(|c| c.reason == reason::PAUSED)
     {
         // Paused before the first attach: now it is attaching.
-        set_ready(
-            st,
-            false,
-            reason::ATTACHING,
-            status::RESOLVING,
-            obj.metadata.generation,
-            now,
-        );
+        st.ready(false, reason::ATTACHING, RESOLVING);
     }
-    set_condition(
-        st,
-        SYNCED,
-        true,
+    st.resumed(&message);
+    st.write(api, obj).await?;
+    ctx.event(
+        obj,
+        EventType::Normal,
         reason::RESUMED,
-        &message,
-        obj.metadata.generation,
-        now,
-    );
-    status::write_if_changed(api, obj, st).await?;
-    ctx.event(obj, EventType::Normal, reason::RESUMED, "Pause", message)
-        .await;
+        action::PAUSE,
+        message,
+    )
+    .await;
     Ok(())
 }
 
@@ -148,15 +117,13 @@ pub async fn warn_unrecognised(obj: &PolicyAttachment, ctx: &Context, value: &st
     {
         return;
     }
+    let note = wording::unrecognised_pause(value);
     ctx.event(
         obj,
         EventType::Warning,
-        "InvalidPauseAnnotation",
-        "Pause",
-        format!(
-            "the annotation {PAUSED_ANNOTATION} is {value:?}: only \"true\" pauses, so this \
-             object is not paused"
-        ),
+        reason::INVALID_PAUSE_ANNOTATION,
+        action::PAUSE,
+        note,
     )
     .await;
 }

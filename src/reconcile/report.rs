@@ -2,15 +2,14 @@
 //! `Ready=False` when terminal) plus a Warning Event. Neither ever fails a reconcile,
 //! and neither ever gates a Vultr call.
 
-use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use crate::crd::{PolicyAttachment, PolicyAttachmentStatus, SYNCED};
+use crate::crd::PolicyAttachment;
 use crate::error::Error;
 use crate::reconcile::context::Context;
-use crate::reconcile::status::{self, set_condition, set_ready};
+use crate::reconcile::status::Update;
 
 impl Context {
     /// Publishes an Event about `obj`. Failing to publish is logged, never returned.
@@ -34,12 +33,8 @@ impl Context {
     /// Writes `status`, logging a failure instead of returning it: for writes that only
     /// inform (e.g. `Detaching`) and must never stand between the operator and Vultr.
     /// In a namespace being deleted, the RoleBindings and Events go first.
-    pub async fn write_status_best_effort(
-        &self,
-        obj: &PolicyAttachment,
-        st: &PolicyAttachmentStatus,
-    ) {
-        if let Err(err) = status::write_if_changed(&self.api_for(obj), obj, st).await {
+    pub async fn write_status_best_effort(&self, obj: &PolicyAttachment, st: &Update) {
+        if let Err(err) = st.write(&self.api_for(obj), obj).await {
             warn!(%err, "could not write status; going on");
         }
     }
@@ -51,18 +46,16 @@ impl Context {
     pub async fn report_failure(
         &self,
         obj: &PolicyAttachment,
-        st: &mut PolicyAttachmentStatus,
+        st: &mut Update,
         err: &Error,
         action: &str,
         message: String,
     ) {
-        let generation = obj.metadata.generation;
-        let now = Timestamp::now();
         if !err.is_transient() {
-            set_ready(st, false, err.reason(), &message, generation, now);
+            st.ready(false, err.reason(), &message);
         }
-        set_condition(st, SYNCED, false, err.reason(), &message, generation, now);
-        if let Err(write_err) = status::write_if_changed(&self.api_for(obj), obj, st).await {
+        st.not_synced(err.reason(), &message);
+        if let Err(write_err) = st.write(&self.api_for(obj), obj).await {
             warn!(%write_err, "could not record the failure in status; going on");
         }
         self.event(obj, EventType::Warning, err.reason(), action, message)

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -19,11 +18,56 @@ use crate::reconcile::context::Context;
 use crate::reconcile::decide::{self, Candidate, CleanupStep, Holders};
 use crate::reconcile::pairs::Declarer;
 use crate::reconcile::record_grant;
-use crate::reconcile::status::{reason, set_ready};
-use crate::reconcile::wording::Named;
+use crate::reconcile::status::Update;
+use crate::reconcile::wording::{NOTHING_REVOKED, Named, action, reason};
 use crate::vultr::RevokeOutcome;
 
 pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action, Error> {
+    let Some(grant) = pair_to_revoke(&obj, ctx).await? else {
+        return Ok(Action::await_change());
+    };
+    let mut st = Update::of(&obj);
+    let named = match Named::recorded(&st) {
+        Some(named) if st.grant().as_ref() == Some(&grant) => named,
+        // The pair came from memory or a live read: no names for it in this snapshot.
+        _ => Named::new(&grant, None, None),
+    };
+    // Held until the DELETE is answered and its write marked, so no verification
+    // of another object with this pair runs in between (see `pairs.rs`).
+    let _pair = ctx.pairs.lock(&grant).await;
+    let uid = obj.uid().unwrap_or_default();
+    match other_holders(ctx, &uid, &grant).await {
+        Holders::Kept(holder) => {
+            let note = named.kept_shared(&holder);
+            ctx.event(
+                &obj,
+                EventType::Normal,
+                reason::GRANT_SHARED,
+                action::REVOKE,
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        Holders::Revoke { unconfirmed } if !unconfirmed.is_empty() => {
+            let note = named.holders_unconfirmed(&unconfirmed);
+            ctx.event(
+                &obj,
+                EventType::Warning,
+                reason::HOLDER_UNCONFIRMED,
+                action::REVOKE,
+                note,
+            )
+            .await;
+        }
+        Holders::Revoke { .. } => {}
+    }
+    revoke(&obj, ctx, &mut st, &grant, &named).await
+}
+
+/// The pair to revoke: the recorded one, unless the object says `Orphan` (then an
+/// Event) or nothing is left to revoke. Never a fresh resolution of the spec.
+async fn pair_to_revoke(obj: &PolicyAttachment, ctx: &Context) -> Result<Option<Grant>, Error> {
     let uid = obj.uid().unwrap_or_default();
     let known_pair = obj
         .recorded_grant()
@@ -33,99 +77,80 @@ pub async fn cleanup(obj: Arc<PolicyAttachment>, ctx: &Context) -> Result<Action
         ctx.objects.deletion_handled(&uid),
         known_pair,
     );
-    let grant = match step {
+    Ok(match step {
         CleanupStep::Orphan => {
             let note = match obj.status.as_ref().and_then(Named::recorded) {
                 Some(named) => named.orphaned(),
-                None => "deletionPolicy is Orphan: nothing was revoked".to_owned(),
+                None => NOTHING_REVOKED.to_owned(),
             };
-            ctx.event(&obj, EventType::Normal, reason::ORPHANED, "Revoke", note)
-                .await;
-            return Ok(Action::await_change());
+            ctx.event(
+                obj,
+                EventType::Normal,
+                reason::ORPHANED,
+                action::REVOKE,
+                note,
+            )
+            .await;
+            None
         }
         // A reconcile from a stale cache entry: the revocation already succeeded.
-        CleanupStep::AlreadyRevoked => return Ok(Action::await_change()),
-        CleanupStep::Revoke(grant) => grant,
-        CleanupStep::ReadLive => match live_pair(ctx, &obj).await? {
+        CleanupStep::AlreadyRevoked => None,
+        CleanupStep::Revoke(grant) => Some(grant),
+        CleanupStep::ReadLive => match live_pair(ctx, obj).await? {
             Some(grant) => {
                 info!(%grant, "the cached object lacked the recorded pair; the live one has it");
                 record_grant(&Span::current(), &grant);
-                grant
+                Some(grant)
             }
             None => {
                 // Confirmed live: resolution never completed, nothing was attached.
                 info!("no pair recorded (confirmed with a live read): nothing to revoke");
-                return Ok(Action::await_change());
+                None
             }
         },
-    };
+    })
+}
 
-    let mut st = obj.status.clone().unwrap_or_default();
-    let named = match Named::recorded(&st) {
-        Some(named) if st.grant().as_ref() == Some(&grant) => named,
-        // The pair came from memory or a live read: no names for it in this snapshot.
-        _ => Named::new(&grant, None, None),
-    };
-    // Held until the DELETE is answered and its write marked, so no verification
-    // of another object with this pair runs in between (see `pairs.rs`).
-    let _pair = ctx.pairs.lock(&grant).await;
-    match other_holders(ctx, &uid, &grant).await {
-        Holders::Kept(holder) => {
-            ctx.event(
-                &obj,
-                EventType::Normal,
-                "GrantShared",
-                "Revoke",
-                named.kept_shared(&holder),
-            )
-            .await;
-            return Ok(Action::await_change());
-        }
-        Holders::Revoke { unconfirmed } if !unconfirmed.is_empty() => {
-            ctx.event(
-                &obj,
-                EventType::Warning,
-                "HolderUnconfirmed",
-                "Revoke",
-                named.holders_unconfirmed(&unconfirmed),
-            )
-            .await;
-        }
-        Holders::Revoke { .. } => {}
-    }
-
+/// Sends the DELETE; only Vultr's answer that the grant is gone lets the object go.
+async fn revoke(
+    obj: &PolicyAttachment,
+    ctx: &Context,
+    st: &mut Update,
+    grant: &Grant,
+    named: &Named,
+) -> Result<Action, Error> {
     let live = st
         .condition(READY)
         .is_some_and(|c| c.reason == reason::ATTACHED || c.reason == reason::ATTACHING);
     if live {
         // The grant stops being usable now: say so while the revocation is in flight (a
         // failed revocation keeps its own reason, e.g. Forbidden, until it succeeds).
-        set_ready(
-            &mut st,
-            false,
-            reason::DETACHING,
-            named.revoking(),
-            obj.metadata.generation,
-            Timestamp::now(),
-        );
-        ctx.write_status_best_effort(&obj, &st).await;
+        st.ready(false, reason::DETACHING, named.revoking());
+        ctx.write_status_best_effort(obj, st).await;
     }
-    match ctx.vultr.revoke(&grant).await {
+    match ctx.vultr.revoke(grant).await {
         Ok(outcome) => {
             let note = match outcome {
                 RevokeOutcome::Revoked => named.revoked(),
                 RevokeOutcome::AlreadyAbsent => named.already_absent(),
             };
-            ctx.objects.mark_deletion_handled(&uid);
+            ctx.objects
+                .mark_deletion_handled(&obj.uid().unwrap_or_default());
             info!(?outcome, "revoked");
-            ctx.event(&obj, EventType::Normal, "Revoked", "Revoke", note)
-                .await;
+            ctx.event(
+                obj,
+                EventType::Normal,
+                reason::REVOKED,
+                action::REVOKE,
+                note,
+            )
+            .await;
             Ok(Action::await_change())
         }
         Err(err) => {
             let err = Error::from(err);
             let message = named.revocation_pending(&err);
-            ctx.report_failure(&obj, &mut st, &err, "Revoke", message)
+            ctx.report_failure(obj, st, &err, action::REVOKE, message)
                 .await;
             Err(err)
         }

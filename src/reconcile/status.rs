@@ -18,24 +18,10 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use crate::crd::{PolicyAttachment, PolicyAttachmentSpec, PolicyAttachmentStatus, READY, SYNCED};
+use crate::reconcile::wording::{RECONCILE_SUCCEEDED, reason};
 
 /// Field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "vultr-iam-operator-status";
-
-/// Well-known reasons the reconciler sets itself (errors bring their own).
-pub mod reason {
-    pub const ATTACHING: &str = "Attaching";
-    pub const ATTACHED: &str = "Attached";
-    pub const DETACHING: &str = "Detaching";
-    pub const ORPHANED: &str = "Orphaned";
-    /// `Synced` (and `Ready` before the first attach) of a paused object; its Events.
-    pub const PAUSED: &str = "Paused";
-    pub const RESUMED: &str = "Resumed";
-    pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
-}
-
-/// `Ready=False Attaching` before the pair is resolved.
-pub const RESOLVING: &str = "resolving the policy and subject in Vultr";
 
 /// How often `lastVerifiedAt` is refreshed while nothing else changes: a verification
 /// pass in which nothing changed writes nothing, so this is the coarse period at which
@@ -43,8 +29,120 @@ pub const RESOLVING: &str = "resolving the policy and subject in Vultr";
 /// metric `vultr_iam_last_verification_timestamp_seconds`.
 pub const VERIFIED_AT_REFRESH: Duration = Duration::from_secs(3600);
 
+/// The status a reconcile writes: condition changes collected against one generation
+/// and one instant, then written once, and only if a user would see something new.
+/// Reads as the status it builds (`Deref`).
+#[derive(Debug, Clone)]
+pub struct Update {
+    status: PolicyAttachmentStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+}
+
+impl std::ops::Deref for Update {
+    type Target = PolicyAttachmentStatus;
+    fn deref(&self) -> &PolicyAttachmentStatus {
+        &self.status
+    }
+}
+
+impl std::ops::DerefMut for Update {
+    fn deref_mut(&mut self) -> &mut PolicyAttachmentStatus {
+        &mut self.status
+    }
+}
+
+impl Update {
+    /// Starts from the status `obj` shows, for its generation, now.
+    pub fn of(obj: &PolicyAttachment) -> Self {
+        Self::new(
+            obj.status.clone().unwrap_or_default(),
+            obj.metadata.generation,
+            Timestamp::now(),
+        )
+    }
+
+    pub fn new(status: PolicyAttachmentStatus, generation: Option<i64>, now: Timestamp) -> Self {
+        Self {
+            status,
+            generation,
+            now,
+        }
+    }
+
+    /// `Ready`: whether the grant is live in Vultr (as the last verification saw it).
+    pub fn ready(&mut self, ok: bool, reason: &str, message: impl Into<String>) {
+        self.condition(READY, ok, reason, message);
+    }
+
+    /// `Synced=True`: the last reconcile succeeded.
+    pub fn synced(&mut self) {
+        self.condition(SYNCED, true, reason::RECONCILE_SUCCESS, RECONCILE_SUCCEEDED);
+    }
+
+    /// `Synced=False`: the last reconcile did not succeed, and why.
+    pub fn not_synced(&mut self, reason: &str, message: impl Into<String>) {
+        self.condition(SYNCED, false, reason, message);
+    }
+
+    /// `Synced=True` after a pause, saying so.
+    pub fn resumed(&mut self, message: impl Into<String>) {
+        self.condition(SYNCED, true, reason::RESUMED, message);
+    }
+
+    /// Every condition speaks of the current generation (only `deletionPolicy` can
+    /// have changed: the rest of the spec is immutable).
+    pub fn follow_generation(&mut self) {
+        self.status.observed_generation = self.generation;
+        for c in &mut self.status.conditions {
+            c.observed_generation = self.generation;
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        is_ready(Some(&self.status))
+    }
+
+    /// Whether `lastVerifiedAt` should move (never set, or older than the period).
+    pub fn verified_at_is_stale(&self) -> bool {
+        verified_at_is_stale(&self.status, self.now)
+    }
+
+    /// Writes the status if it differs from what `obj` shows (the pair aside).
+    /// Returns whether it wrote.
+    pub async fn write(
+        &self,
+        api: &Api<PolicyAttachment>,
+        obj: &PolicyAttachment,
+    ) -> Result<bool, kube::Error> {
+        send(api, obj, &self.status, Pair::Leave).await
+    }
+
+    /// Writes the status with the resolved pair (what is attached, and what a deletion
+    /// revokes), in one write.
+    pub async fn write_with_pair(
+        &self,
+        api: &Api<PolicyAttachment>,
+        obj: &PolicyAttachment,
+    ) -> Result<(), kube::Error> {
+        send(api, obj, &self.status, Pair::Record).await.map(drop)
+    }
+
+    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        set_condition(
+            &mut self.status,
+            type_,
+            ok,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+}
+
 /// Sets condition `type_`, keeping `lastTransitionTime` unless its status flips.
-pub fn set_condition(
+fn set_condition(
     status: &mut PolicyAttachmentStatus,
     type_: &str,
     ok: bool,
@@ -75,31 +173,6 @@ pub fn set_condition(
     status.observed_generation = generation;
 }
 
-/// Sets `Ready`: whether the grant is live in Vultr (as the last verification saw it).
-pub fn set_ready(
-    status: &mut PolicyAttachmentStatus,
-    ready: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    set_condition(status, READY, ready, reason, message, generation, now);
-}
-
-/// Sets `Synced` to True: the last reconcile succeeded.
-pub fn set_synced(status: &mut PolicyAttachmentStatus, generation: Option<i64>, now: Timestamp) {
-    set_condition(
-        status,
-        SYNCED,
-        true,
-        reason::RECONCILE_SUCCESS,
-        "the last reconcile succeeded",
-        generation,
-        now,
-    );
-}
-
 /// Shows the policy and subject as the spec declares them, until resolution replaces
 /// them with the resolved names. Once a pair is recorded, its names stay: only
 /// `deletionPolicy` can change after that (the rest is immutable), and the spec may
@@ -128,27 +201,6 @@ pub fn verified_at_is_stale(status: &PolicyAttachmentStatus, now: Timestamp) -> 
             .unsigned_abs()
             .ge(&VERIFIED_AT_REFRESH)
     })
-}
-
-/// Writes `status` only if it differs from what `obj` shows (the pair aside): a user sees
-/// nothing new, so the API server, the watch and every GitOps tool hear nothing.
-/// Returns whether it wrote.
-pub async fn write_if_changed(
-    api: &Api<PolicyAttachment>,
-    obj: &PolicyAttachment,
-    status: &PolicyAttachmentStatus,
-) -> Result<bool, kube::Error> {
-    send(api, obj, status, Pair::Leave).await
-}
-
-/// Records the resolved pair (what is attached, and what a deletion revokes) together
-/// with the rest of `status`, in one write.
-pub async fn record_pair(
-    api: &Api<PolicyAttachment>,
-    obj: &PolicyAttachment,
-    status: &PolicyAttachmentStatus,
-) -> Result<(), kube::Error> {
-    send(api, obj, status, Pair::Record).await.map(drop)
 }
 
 /// Whether a write names the pair's fields.
@@ -259,23 +311,28 @@ mod tests {
         Timestamp::from_second(secs).expect("valid timestamp")
     }
 
+    /// `status` after `change`, made at generation `generation`, second `secs`.
+    fn changed(
+        status: PolicyAttachmentStatus,
+        generation: i64,
+        secs: i64,
+        change: impl FnOnce(&mut Update),
+    ) -> PolicyAttachmentStatus {
+        let mut update = Update::new(status, Some(generation), at(secs));
+        change(&mut update);
+        update.status
+    }
+
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let mut s = PolicyAttachmentStatus::default();
-        set_ready(
-            &mut s,
-            false,
-            reason::ATTACHING,
-            "resolving",
-            Some(1),
-            at(10),
-        );
-        set_ready(&mut s, false, "ApiUnavailable", "down", Some(1), at(20));
+        let s = PolicyAttachmentStatus::default();
+        let s = changed(s, 1, 10, |u| u.ready(false, reason::ATTACHING, "resolving"));
+        let s = changed(s, 1, 20, |u| u.ready(false, "ApiUnavailable", "down"));
         let c = s.condition(READY).expect("ready condition");
         assert_eq!(c.last_transition_time, Time(at(10)));
         assert_eq!(c.reason, "ApiUnavailable");
 
-        set_ready(&mut s, true, reason::ATTACHED, "verified", Some(2), at(30));
+        let s = changed(s, 2, 30, |u| u.ready(true, reason::ATTACHED, "verified"));
         let c = s.condition(READY).expect("ready condition");
         assert_eq!(c.last_transition_time, Time(at(30)));
         assert_eq!(c.observed_generation, Some(2));
@@ -295,23 +352,35 @@ mod tests {
 
     #[test]
     fn synced_and_ready_are_separate_conditions() {
-        let mut s = PolicyAttachmentStatus::default();
-        set_ready(&mut s, true, reason::ATTACHED, "verified", Some(1), at(10));
-        set_synced(&mut s, Some(1), at(10));
-        set_condition(
-            &mut s,
-            SYNCED,
-            false,
-            "ApiUnavailable",
-            "503",
-            Some(1),
-            at(20),
-        );
+        let s = changed(PolicyAttachmentStatus::default(), 1, 10, |u| {
+            u.ready(true, reason::ATTACHED, "verified");
+            u.synced();
+        });
+        let s = changed(s, 1, 20, |u| u.not_synced("ApiUnavailable", "503"));
         assert!(is_ready(Some(&s)), "a failed reconcile leaves Ready alone");
         let synced = s.condition(SYNCED).expect("synced");
         assert_eq!(synced.reason, "ApiUnavailable");
         assert_eq!(synced.last_transition_time, Time(at(20)));
         assert_eq!(s.conditions.len(), 2);
+    }
+
+    #[test]
+    fn following_the_generation_moves_every_condition() {
+        let s = changed(PolicyAttachmentStatus::default(), 1, 10, |u| {
+            u.ready(true, reason::ATTACHED, "verified");
+            u.synced();
+        });
+        let s = changed(s, 3, 20, Update::follow_generation);
+        assert_eq!(s.observed_generation, Some(3));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(
+            s.condition(READY).expect("ready").last_transition_time,
+            Time(at(10))
+        );
     }
 
     #[test]

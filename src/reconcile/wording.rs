@@ -1,7 +1,52 @@
-//! The words of Events and condition messages about a grant, in one place: the policy
+//! Everything people read about a PolicyAttachment, in one place: the reasons of its
+//! conditions and Events (errors bring theirs: `Error::reason`), the actions of its
+//! Events, and the words of its messages. A grant is named by the policy
 //! and the subject as people know them (a policy's name, a user's email, a group's name)
 //! first, the IDs after, e.g. `policy dns-admin on user alice@example.com (policy 6294...,
 //! user 8aff...)`. Logs keep the IDs alone (`Grant`'s `Display`).
+
+/// Condition and Event reasons the reconciler sets itself.
+pub mod reason {
+    pub const ATTACHING: &str = "Attaching";
+    pub const ATTACHED: &str = "Attached";
+    pub const DETACHING: &str = "Detaching";
+    pub const REVOKED: &str = "Revoked";
+    pub const ORPHANED: &str = "Orphaned";
+    pub const DRIFT_REPAIRED: &str = "DriftRepaired";
+    /// Another object still declares the pair: the grant stays.
+    pub const GRANT_SHARED: &str = "GrantShared";
+    /// A possible holder of the pair could not be read: it does not keep the grant.
+    pub const HOLDER_UNCONFIRMED: &str = "HolderUnconfirmed";
+    /// `Synced` (and `Ready` before the first attach) of a paused object; its Events.
+    pub const PAUSED: &str = "Paused";
+    pub const RESUMED: &str = "Resumed";
+    pub const INVALID_PAUSE_ANNOTATION: &str = "InvalidPauseAnnotation";
+    pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
+}
+
+/// The actions of Events.
+pub mod action {
+    pub const ATTACH: &str = "Attach";
+    pub const REVOKE: &str = "Revoke";
+    pub const PAUSE: &str = "Pause";
+}
+
+/// `Ready=False Attaching` before the pair is resolved.
+pub const RESOLVING: &str = "resolving the policy and subject in Vultr";
+
+/// The Event of an `Orphan` deletion whose pair was never recorded.
+pub const NOTHING_REVOKED: &str = "deletionPolicy is Orphan: nothing was revoked";
+
+/// The Warning about a pause annotation that is neither "true" nor "false".
+pub fn unrecognised_pause(value: &str) -> String {
+    format!(
+        "the annotation {PAUSED_ANNOTATION} is {value:?}: only \"true\" pauses, so this \
+         object is not paused"
+    )
+}
+
+/// `Synced=True`.
+pub const RECONCILE_SUCCEEDED: &str = "the last reconcile succeeded";
 
 use crate::crd::{PAUSED_ANNOTATION, PolicyAttachmentSpec, PolicyAttachmentStatus};
 use crate::domain::{Grant, SubjectKind};
@@ -164,6 +209,11 @@ impl Named {
     }
 
     /// `Synced=False Paused` message of a live object.
+    /// `Ready` of an object paused before its first attach.
+    pub fn paused_before_attaching(&self) -> String {
+        format!("paused before anything was attached: {}", self.paused())
+    }
+
     pub fn paused(&self) -> String {
         format!(
             "paused by the annotation {PAUSED_ANNOTATION}: \"true\": no Vultr call for {} \
