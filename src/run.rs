@@ -57,8 +57,7 @@ const SERVER_BUDGET: Duration = Duration::from_millis(500);
 pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     // First, so that a SIGTERM at any later point is a clean, prompt stop.
     let shutdown = CancellationToken::new();
-    let signals = Signals::listen();
-    tokio::spawn(shutdown_on_signal(signals, shutdown.clone()));
+    tokio::spawn(shutdown_on_signal(Signals::listen(), shutdown.clone()));
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let identity = instance_identity();
@@ -69,22 +68,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         .then(|| Timings::new(args.lease_duration, args.renew_deadline, args.retry_period))
         .transpose()?;
     let fence = lease_timings.map(|_| WriteFence::new());
-    let mut vultr_config = crate::connect::client_config(&args.vultr, &identity)?;
-    vultr_config.observer = Some(Arc::new(metrics.clone()));
-    vultr_config.fence = fence.clone();
-    let key_in_use = vultr_config.api_key.clone();
-    let vultr = VultrClient::new(vultr_config)?;
-    if let Some(path) = &args.vultr.vultr_api_key_file {
-        // A rotated Secret takes effect without a restart.
-        tokio::spawn(crate::vultr::follow_key_file(
-            vultr.clone(),
-            path.clone(),
-            key_in_use,
-            args.vultr_api_key_reload_interval,
-        ));
-    }
+    let vultr = vultr_client(&args, &metrics, fence.clone(), &identity)?;
     health.credentials_loaded.store(true, Ordering::Relaxed);
-
     let client = kube::Client::try_default().await?;
 
     let stores: Stores = Arc::default();
@@ -98,103 +83,31 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
         shutdown.clone(),
     ));
 
-    let leadership = if let (Some(timings), Some(fence)) = (lease_timings, fence) {
-        // A standby is ready (it can take over at once) without holding the lease,
-        // once the API server answers: retried, so that a slow API server at start does
-        // not leave a standby unready for good. Stopped on taking the lease (then the
-        // watch caches decide).
-        let standby = shutdown.child_token();
-        let probe_client = client.clone();
-        tokio::spawn(standby_readiness(
-            move || {
-                let client = probe_client.clone();
-                async move { client.apiserver_version().await.is_ok() }
-            },
-            health.clone(),
-            standby.clone(),
-        ));
-        let _stop_standby_probe = standby.drop_guard();
-        let lease = LeaseConfig {
-            name: args.lease_name.clone(),
-            namespace: args
-                .lease_namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
-            identity: identity.clone(),
-            timings,
-            longest_write: args.vultr.vultr_timeout,
-        };
-        match leader::acquire(
-            client.clone(),
-            &lease,
-            fence,
-            &health,
-            shutdown.clone().cancelled_owned(),
-        )
-        .await?
-        {
-            Some(leadership) => Some(leadership),
-            None => {
-                stop_server(server).await;
-                info!("stopped while standing by");
-                return Ok(());
+    let leadership = match (lease_timings, fence) {
+        (Some(timings), Some(fence)) => {
+            let lease = lease_config(&args, identity.clone(), timings);
+            match lead(&client, &lease, fence, &health, &shutdown).await? {
+                Some(leadership) => Some(leadership),
+                None => {
+                    stop_server(server).await;
+                    info!("stopped while standing by");
+                    return Ok(());
+                }
             }
         }
-    } else {
-        None
+        _ => None,
     };
 
-    let settings = Settings {
-        resync_interval: args.resync_interval,
-        listing_max_age: args.listing_max_age(),
-        attach_visibility_timeout: args.attach_visibility_timeout,
-        verify_interval: std::time::Duration::from_secs(1),
-        directory_max_age: args.directory_max_age,
-    };
-    let account = crate::port::Account::new(
-        vultr,
-        settings.attach_visibility_timeout,
-        settings.directory_max_age,
-    );
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(context(
+        &args,
         client.clone(),
-        Arc::new(account),
-        Recorder::new(client.clone(), CONTROLLER_NAME.into(), identity),
-        Backoff::new(args.backoff_base, args.backoff_max),
-        settings,
+        vultr,
         metrics,
+        identity,
         stores.clone(),
     ));
-
-    // On SIGTERM in-flight reconciles get RECONCILE_GRACE to finish, then the lease is
-    // released. When leadership ends (renew deadline passed, or another holder) they
-    // are cancelled at once instead: another replica may already be reconciling the
-    // same objects, and the fence already refuses their Vultr writes. Dropping the
-    // controllers drops every in-flight reconcile (and the drift pass) at its current
-    // await point, without waiting for it.
     let controllers = run_controllers(&args, client, ctx, stores, health, shutdown.child_token());
-    let mut controllers = Box::pin(controllers);
-    let stopped = within_grace(&shutdown, &mut controllers);
-    let lease_lost = match leadership {
-        None => {
-            stopped.await;
-            false
-        }
-        Some(mut leadership) => {
-            let lost = tokio::select! {
-                () = stopped => false,
-                () = leadership.lost() => true,
-            };
-            if lost {
-                error!("lost the leader lease: in-flight reconciles cancelled; exiting");
-                drop(leadership);
-            } else {
-                leadership.release(RELEASE_BUDGET).await;
-            }
-            lost
-        }
-    };
-    drop(controllers);
+    let lease_lost = until_stopped(controllers, leadership, &shutdown).await;
     shutdown.cancel();
     stop_server(server).await;
     if lease_lost {
@@ -202,6 +115,134 @@ pub async fn run(args: RunArgs) -> Result<(), StartupError> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The Vultr client the flags describe, observed by the metrics, fenced by the lease,
+/// and following a rotated key file without a restart.
+fn vultr_client(
+    args: &RunArgs,
+    metrics: &Metrics,
+    fence: Option<WriteFence>,
+    identity: &str,
+) -> Result<VultrClient, StartupError> {
+    let mut config = crate::connect::client_config(&args.vultr, identity)?;
+    config.observer = Some(Arc::new(metrics.clone()));
+    config.fence = fence;
+    let key_in_use = config.api_key.clone();
+    let vultr = VultrClient::new(config)?;
+    if let Some(path) = &args.vultr.vultr_api_key_file {
+        tokio::spawn(crate::vultr::follow_key_file(
+            vultr.clone(),
+            path.clone(),
+            key_in_use,
+            args.vultr_api_key_reload_interval,
+        ));
+    }
+    Ok(vultr)
+}
+
+fn lease_config(args: &RunArgs, identity: String, timings: Timings) -> LeaseConfig {
+    LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        identity,
+        timings,
+        longest_write: args.vultr.vultr_timeout,
+    }
+}
+
+/// Stands by until this replica holds the lease (`None`: stopped meanwhile). A
+/// standby is ready (it can take over at once) without holding the lease, once the API
+/// server answers: retried, so that a slow API server at start does not leave a
+/// standby unready for good. The probe stops on taking the lease (then the watch
+/// caches decide).
+async fn lead(
+    client: &kube::Client,
+    lease: &LeaseConfig,
+    fence: WriteFence,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) -> Result<Option<leader::Leadership>, StartupError> {
+    let standby = shutdown.child_token();
+    let probe_client = client.clone();
+    tokio::spawn(standby_readiness(
+        move || {
+            let client = probe_client.clone();
+            async move { client.apiserver_version().await.is_ok() }
+        },
+        health.clone(),
+        standby.clone(),
+    ));
+    let _stop_standby_probe = standby.drop_guard();
+    let stopped = shutdown.clone().cancelled_owned();
+    Ok(leader::acquire(client.clone(), lease, fence, health, stopped).await?)
+}
+
+/// The reconcilers' shared context: the Vultr account behind the port, the Event
+/// recorder, the backoff and the settings from the flags.
+fn context(
+    args: &RunArgs,
+    client: kube::Client,
+    vultr: VultrClient,
+    metrics: Metrics,
+    identity: String,
+    stores: Stores,
+) -> Context {
+    let settings = Settings {
+        resync_interval: args.resync_interval,
+        listing_max_age: args.listing_max_age(),
+        attach_visibility_timeout: args.attach_visibility_timeout,
+        verify_interval: Duration::from_secs(1),
+        directory_max_age: args.directory_max_age,
+    };
+    let account = crate::port::Account::new(
+        vultr,
+        settings.attach_visibility_timeout,
+        settings.directory_max_age,
+    );
+    Context::new(
+        client.clone(),
+        Arc::new(account),
+        Recorder::new(client, CONTROLLER_NAME.into(), identity),
+        Backoff::new(args.backoff_base, args.backoff_max),
+        settings,
+        metrics,
+        stores,
+    )
+}
+
+/// Runs the controllers until a shutdown or the loss of the lease; true when the lease
+/// was lost. On SIGTERM in-flight reconciles get RECONCILE_GRACE to finish, then the
+/// lease is released. When leadership ends (renew deadline passed, or another holder)
+/// they are cancelled at once instead: another replica may already be reconciling the
+/// same objects, and the fence already refuses their Vultr writes. Dropping the
+/// controllers drops every in-flight reconcile (and the drift pass) at its current
+/// await point, without waiting for it.
+async fn until_stopped(
+    controllers: impl std::future::Future<Output = ()>,
+    leadership: Option<leader::Leadership>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut controllers = Box::pin(controllers);
+    let stopped = within_grace(shutdown, &mut controllers);
+    let Some(mut leadership) = leadership else {
+        stopped.await;
+        return false;
+    };
+    let lost = tokio::select! {
+        () = stopped => false,
+        () = leadership.lost() => true,
+    };
+    if lost {
+        error!("lost the leader lease: in-flight reconciles cancelled; exiting");
+        drop(leadership);
+    } else {
+        leadership.release(RELEASE_BUDGET).await;
+    }
+    lost
 }
 
 /// Runs `controllers` until they end by themselves or, once `shutdown` is cancelled,

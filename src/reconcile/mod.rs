@@ -1,28 +1,36 @@
-//! The reconcile flow. `kube::runtime::finalizer` is the only top-level step: it adds
-//! `iam.vultr-operator.io/detach` before anything is attached, runs [`attach::apply`]
-//! while the object lives and [`revoke::cleanup`] once it is deleted, and removes the
-//! finalizer only when cleanup succeeded. The pause switch (`decide::pause_step`) comes
-//! first: a paused object makes no Vultr call in either lane.
+//! The reconcile flow. The finalizer protocol (`finalizer.rs`) is the only top-level
+//! step: it adds `iam.vultr-operator.io/detach` before anything is attached, runs
+//! [`attach::apply`] while the object lives and [`revoke::cleanup`] once it is deleted,
+//! and removes the finalizer only when cleanup succeeded. The pause switch
+//! (`decide::pause_step`) comes first: a paused object makes no Vultr call in either
+//! lane. Vultr is reached through the port (`crate::port::GrantPort`) alone.
+//!
+//! - decisions, pure: `decide.rs`, `backoff.rs`
+//! - the steps: `attach.rs` (apply), `revoke.rs` (cleanup), `pause.rs`, `resolve.rs`
+//! - what users read: `status.rs` (the status builder and its writes), `report.rs`
+//!   (Events and failures), `wording.rs` (every reason and message), `recorder.rs`
+//! - what the process remembers: `objects.rs` (per object), `pairs.rs` (per pair),
+//!   `batching.rs` (verifications put off), `context.rs` (all of it, shared)
 
-pub mod attach;
-pub mod backoff;
+pub(crate) mod attach;
+pub(crate) mod backoff;
 mod batching;
-pub mod context;
-pub mod decide;
+pub(crate) mod context;
+pub(crate) mod decide;
 pub mod finalizer;
 #[cfg(test)]
 mod flow_tests;
-pub mod objects;
-pub mod pairs;
-pub mod pause;
-pub mod recorder;
-pub mod report;
-pub mod resolve;
-pub mod revoke;
+pub(crate) mod objects;
+pub(crate) mod pairs;
+pub(crate) mod pause;
+pub(crate) mod recorder;
+pub(crate) mod report;
+pub(crate) mod resolve;
+pub(crate) mod revoke;
 pub mod status;
 #[cfg(test)]
 mod testing;
-pub mod wording;
+pub(crate) mod wording;
 
 use std::sync::Arc;
 use std::time::Instant;
