@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+use crate::boundary::{Boundary, Enforcement};
+use crate::domain::SubjectKind;
 use crate::vultr::DIRECTORY_MAX_AGE_LIMIT;
 
 #[derive(Parser, Debug)]
@@ -252,12 +254,36 @@ pub struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_period: Option<Duration>,
 
+    /// The grant boundary: the only policies that may be granted, by ID or exact name
+    /// (repeatable, or comma-separated). Default: any policy.
+    #[arg(long = "allowed-policy", value_delimiter = ',')]
+    pub allowed_policies: Vec<String>,
+
+    /// The grant boundary: the only subject kinds that may receive a grant (User,
+    /// Group, Role; repeatable, or comma-separated). Default: any kind.
+    #[arg(long = "allowed-subject-kind", value_delimiter = ',', value_parser = subject_kind)]
+    pub allowed_subject_kinds: Vec<SubjectKind>,
+
+    /// What happens to a grant outside the boundary: Enforce (never sent; revoked if
+    /// made before the boundary narrowed) or Audit (made, kept and reported).
+    #[arg(long, value_enum, default_value_t = Enforcement::Enforce)]
+    pub boundary_enforcement: Enforcement,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
 impl RunArgs {
+    /// The grant boundary of the process's key.
+    pub fn boundary(&self) -> Boundary {
+        Boundary::new(
+            &self.allowed_policies,
+            &self.allowed_subject_kinds,
+            self.boundary_enforcement,
+        )
+    }
+
     /// `--listing-max-age`, else half the resync interval between 5 s and 60 s: long
     /// enough for a pass's reconciles to share its listings, short enough that an
     /// event-driven reconcile sees recent state.
@@ -282,6 +308,14 @@ impl RunArgs {
             .map(Some)
             .collect()
     }
+}
+
+/// A subject kind as written in status (`User`, `Group`, `Role`), in any case.
+fn subject_kind(text: &str) -> Result<SubjectKind, String> {
+    [SubjectKind::User, SubjectKind::Group, SubjectKind::Role]
+        .into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(text.trim()))
+        .ok_or_else(|| format!("{text:?} is not a subject kind: User, Group or Role"))
 }
 
 /// A duration above zero (a zero poll period would spin).

@@ -22,6 +22,9 @@ pub const READY: &str = "Ready";
 /// Whether the last reconcile succeeded (False with the failure's reason and message).
 /// A transient failure flips `Synced`, never `Ready`.
 pub const SYNCED: &str = "Synced";
+/// Only under a grant boundary in `Audit`: False while the grant is outside it (made
+/// and kept, reported), True once it is inside again.
+pub const PERMITTED: &str = "Permitted";
 
 // CEL's `matches` uses RE2 syntax; keep these patterns simple and anchored.
 const UUID_RULE: &str =

@@ -19,6 +19,10 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
 
+    /// The grant is outside the key's grant boundary: never sent.
+    #[error("not permitted: {0}")]
+    NotPermitted(crate::boundary::Outside),
+
     #[error("{0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
@@ -36,6 +40,7 @@ impl Error {
             Self::Vultr(e) => e.reason(),
             Self::Kube(_) => "KubernetesApiError",
             Self::InvalidSpec(_) => "InvalidSpec",
+            Self::NotPermitted(_) => "NotPermitted",
             Self::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
                 finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => {
@@ -61,7 +66,7 @@ impl Error {
                     )
             }
             Self::Kube(_) => true,
-            Self::InvalidSpec(_) => false,
+            Self::InvalidSpec(_) | Self::NotPermitted(_) => false,
             Self::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_transient()

@@ -1,5 +1,6 @@
 //! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects.
 //!
+//! - [`boundary`]: the grant boundary (which grants a key may make)
 //! - [`domain`]: grants and subjects, shared by the CRD and the client
 //! - [`crd`]: the PolicyAttachment resource and its admission rules
 //! - [`vultr`]: the Vultr IAM API client
@@ -9,6 +10,7 @@
 //! - [`run`]: wiring of the `run` command
 //! - [`export`]: the `export` command (manifests for the grants in Vultr)
 //! - [`connect`]: the Vultr client as the command line describes it
+pub mod boundary;
 pub mod cli;
 pub mod connect;
 pub mod crd;

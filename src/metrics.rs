@@ -24,6 +24,13 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BoundaryLabels {
+    /// "refused" (never sent), "revoked" (made before the boundary narrowed) or
+    /// "audited" (made and kept: `Audit`).
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatusLabels {
     route: &'static str,
     status: String,
@@ -54,6 +61,7 @@ pub struct Metrics {
     paused: Gauge,
     oldest_revocation_seconds: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
+    outside_boundary: Family<BoundaryLabels, Counter>,
     verification_batches: Counter,
     last_verification: Gauge<f64, AtomicU64>,
     tracked_entries: Gauge,
@@ -135,6 +143,12 @@ impl Metrics {
             "Grants found missing in Vultr and attached again",
             drift_repairs.clone(),
         );
+        let outside_boundary = Family::<BoundaryLabels, Counter>::default();
+        registry.register(
+            "grants_outside_boundary",
+            "Grants outside the grant boundary, by what was done: refused, revoked, audited",
+            outside_boundary.clone(),
+        );
         let verification_batches = Counter::default();
         registry.register(
             "verification_batch_waits",
@@ -170,6 +184,7 @@ impl Metrics {
             paused,
             oldest_revocation_seconds,
             drift_repairs,
+            outside_boundary,
             verification_batches,
         }
     }
@@ -196,6 +211,13 @@ impl Metrics {
 
     pub fn drift_repaired(&self) {
         self.drift_repairs.inc();
+    }
+
+    /// A grant outside the boundary was `action` ("refused", "revoked", "audited").
+    pub fn outside_boundary(&self, action: &'static str) {
+        self.outside_boundary
+            .get_or_create(&BoundaryLabels { action })
+            .inc();
     }
 
     /// A verification was put off to batch it (`Verification::Later`).

@@ -197,6 +197,7 @@ fn context(
         attach_visibility_timeout: args.attach_visibility_timeout,
         verify_interval: Duration::from_secs(1),
         directory_max_age: args.directory_max_age,
+        boundary: args.boundary(),
     };
     let account = crate::port::Account::new(
         vultr,

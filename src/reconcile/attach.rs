@@ -13,7 +13,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{Span, info};
 
-use crate::crd::{PolicyAttachment, READY};
+use crate::boundary::{Enforcement, Outside};
+use crate::crd::{PERMITTED, PolicyAttachment, READY};
 use crate::domain::Grant;
 use crate::error::Error;
 use crate::port::Observation;
@@ -108,6 +109,18 @@ impl Apply<'_> {
             info!(%grant, "resolved");
         }
         ctx.objects.declare(&grant, Declarer::of(obj));
+        let outside = ctx
+            .settings
+            .boundary
+            .check(&grant, st.policy.as_deref())
+            .err();
+        match (outside, ctx.settings.boundary.enforcement) {
+            (Some(outside), Enforcement::Enforce) => {
+                return self.revoke_outside(st, &grant, outside).await;
+            }
+            (outside, Enforcement::Audit) => self.audit(st, outside).await?,
+            (None, Enforcement::Enforce) => {}
+        }
 
         let sent_at = ctx.objects.attach_sent_at(&uid);
         let (present, fetched_at) = match ctx.observe(obj, &grant).await? {
@@ -126,6 +139,61 @@ impl Apply<'_> {
         );
         self.take_step(st, &grant, step, fetched_at, newly_resolved)
             .await
+    }
+
+    /// A recorded grant outside the boundary (it narrowed since): revoked if Vultr lists
+    /// it, and the object says why. Asked again with the backoff of a terminal failure.
+    async fn revoke_outside(
+        &self,
+        st: &Update,
+        grant: &Grant,
+        outside: Outside,
+    ) -> Result<Action, Error> {
+        let Self { obj, ctx, .. } = *self;
+        let max_age = ctx.settings.listing_max_age;
+        if let Observation::Listed { present: true, .. } =
+            ctx.vultr.observe(grant, max_age, false).await?
+        {
+            ctx.vultr.revoke(grant).await?;
+            ctx.metrics.outside_boundary("revoked");
+            info!(%grant, %outside, "revoked: outside the grant boundary");
+            let note = Named::of(st, &obj.spec).revoked_outside(&outside);
+            ctx.event(
+                obj,
+                EventType::Warning,
+                reason::NOT_PERMITTED,
+                action::REVOKE,
+                note,
+            )
+            .await;
+        }
+        ctx.objects.attach_seen(&obj.uid().unwrap_or_default());
+        Err(Error::NotPermitted(outside))
+    }
+
+    /// Under an `Audit` boundary, says whether the grant is outside it (`Permitted`), with
+    /// a Warning and the metric while it is.
+    async fn audit(&self, st: &mut Update, outside: Option<Outside>) -> Result<(), Error> {
+        let Self { obj, ctx, api } = *self;
+        let message = outside.map(|outside| Named::of(st, &obj.spec).audited_outside(&outside));
+        let before = st.condition(PERMITTED).cloned();
+        st.permitted(message.clone());
+        if st.condition(PERMITTED) == before.as_ref() {
+            return Ok(());
+        }
+        st.write(api, obj).await?;
+        if let Some(note) = message {
+            ctx.metrics.outside_boundary("audited");
+            ctx.event(
+                obj,
+                EventType::Warning,
+                reason::NOT_PERMITTED,
+                action::ATTACH,
+                note,
+            )
+            .await;
+        }
+        Ok(())
     }
 
     /// Acts on what the observation decided.
@@ -178,6 +246,15 @@ impl Apply<'_> {
     async fn resolved(&self, st: &mut Update) -> Result<Grant, Error> {
         let Self { obj, ctx, .. } = *self;
         let resolution = resolve(ctx.vultr.as_ref(), &obj.spec).await?;
+        let boundary = &ctx.settings.boundary;
+        if let Err(outside) = boundary.check(&resolution.grant, Some(&resolution.policy_name))
+            && boundary.enforcement == Enforcement::Enforce
+        {
+            // Not recorded either: a deletion must not revoke a grant this object never
+            // made.
+            ctx.metrics.outside_boundary("refused");
+            return Err(Error::NotPermitted(outside));
+        }
         st.record(&resolution.grant);
         st.policy = Some(resolution.policy_name);
         st.subject = Some(resolution.subject_name);

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use tracing::debug;
 
+use crate::boundary::Boundary;
 use crate::crd::PolicyAttachment;
 use crate::domain::Grant;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub verify_interval: Duration,
     /// The oldest walk of the directory a name, email or ID is resolved against.
     pub directory_max_age: Duration,
+    /// Which grants may be made through the key.
+    pub boundary: Boundary,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::testing::{Cluster, Object, grant, object, org};
 use super::{Context, reconcile_deleted, reconcile_live};
-use crate::crd::{FINALIZER, PolicyAttachment, READY, SYNCED};
+use crate::boundary::{Boundary, Enforcement};
+use crate::crd::{FINALIZER, PERMITTED, PolicyAttachment, READY, SYNCED};
+use crate::domain::SubjectKind;
 use crate::error::Error;
 use crate::port::memory::{Call, InMemory, Write, unavailable};
 
@@ -337,4 +339,100 @@ async fn an_attach_from_a_snapshot_that_predates_the_deletion_is_not_sent() {
         .await
         .expect("no attach");
     assert!(w.org.writes().is_empty(), "{:?}", w.org.writes());
+}
+
+fn bounded(org: InMemory, boundary: Boundary, objects: impl IntoIterator<Item = Object>) -> World {
+    let w = world(org, objects);
+    let ctx = super::testing::bounded_context(&w.cluster, w.org.clone(), boundary);
+    World { ctx, ..w }
+}
+
+fn only(policy: &str, kinds: &[SubjectKind], enforcement: Enforcement) -> Boundary {
+    Boundary::new(&[policy.to_owned()], kinds, enforcement)
+}
+
+#[tokio::test]
+async fn a_grant_outside_the_boundary_is_never_sent_nor_recorded() {
+    let billing = only("billing-read", &[], Enforcement::Enforce);
+    let w = bounded(org(), billing, [object("a")]);
+    let err = w.live("a").await.expect_err("refused");
+    assert_eq!(err.reason(), "NotPermitted");
+    assert!(w.org.writes().is_empty());
+    assert_eq!(w.condition("a", READY), is("False", "NotPermitted"));
+    let refused = &w.cluster.events()[0];
+    assert!(
+        refused
+            .note
+            .contains("allows the policies billing-read only, not dns-admin"),
+        "names the rule: {}",
+        refused.note
+    );
+    // Nothing recorded: its deletion revokes nothing, even a grant made elsewhere.
+    assert_eq!(w.now("a").recorded_grant(), None);
+    w.cluster.put(&object("a").deleting().build());
+    w.deleted("a").await.expect("released");
+    assert!(w.org.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_subject_kind_outside_the_boundary_is_refused() {
+    let org = org().with("group", "group-1", "ops");
+    let spec = json!({"policy": {"name": "dns-admin"}, "group": {"name": "ops"}});
+    let users_only = only("dns-admin", &[SubjectKind::User], Enforcement::Enforce);
+    let w = bounded(org, users_only, [object("a").spec(spec)]);
+    let err = w.live("a").await.expect_err("refused");
+    let message = "not permitted: the grant boundary allows subjects of kind User only, not Group";
+    assert!(err.to_string().ends_with(message), "{err}");
+    assert!(w.org.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_grant_made_before_the_boundary_narrowed_is_revoked_once() {
+    let billing = only("billing-read", &[], Enforcement::Enforce);
+    let w = bounded(
+        org().granting(&grant()),
+        billing,
+        [object("a").recorded(&grant(), true)],
+    );
+    let err = w.live("a").await.expect_err("outside");
+    assert_eq!(err.reason(), "NotPermitted");
+    assert_eq!(w.org.writes(), [Call::Revoke(grant())]);
+    assert!(w.org.granted().is_empty());
+    assert_eq!(w.condition("a", READY), is("False", "NotPermitted"));
+    assert!(w.cluster.reasons().contains(&"NotPermitted".to_owned()));
+    w.hold_passed("a");
+    w.live("a").await.expect_err("still outside");
+    assert_eq!(
+        w.org.writes(),
+        [Call::Revoke(grant())],
+        "nothing more to revoke"
+    );
+}
+
+#[tokio::test]
+async fn an_audit_boundary_keeps_the_grant_and_reports_it() {
+    let audit = only("billing-read", &[], Enforcement::Audit);
+    let w = bounded(org(), audit, [object("a")]);
+    w.live("a").await.expect("attached");
+    assert_eq!(w.org.writes(), [Call::Attach(grant())]);
+    assert_eq!(w.condition("a", PERMITTED), is("False", "NotPermitted"));
+    let warned = w
+        .cluster
+        .events()
+        .into_iter()
+        .filter(|e| e.reason == "NotPermitted")
+        .count();
+    w.hold_passed("a");
+    w.live("a").await.expect("verified");
+    assert_eq!(w.condition("a", READY), is("True", "Attached"));
+    assert_eq!(
+        w.cluster
+            .events()
+            .into_iter()
+            .filter(|e| e.reason == "NotPermitted")
+            .count(),
+        warned,
+        "reported once, not per reconcile"
+    );
+    assert_eq!(warned, 1);
 }

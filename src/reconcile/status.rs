@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 
 use std::time::Duration;
 
-use crate::crd::{PolicyAttachment, PolicyAttachmentSpec, PolicyAttachmentStatus, READY, SYNCED};
-use crate::reconcile::wording::{RECONCILE_SUCCEEDED, reason};
+use crate::crd::{
+    PERMITTED, PolicyAttachment, PolicyAttachmentSpec, PolicyAttachmentStatus, READY, SYNCED,
+};
+use crate::reconcile::wording::{INSIDE_BOUNDARY, RECONCILE_SUCCEEDED, reason};
 
 /// Field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "vultr-iam-operator-status";
@@ -72,22 +74,34 @@ impl Update {
 
     /// `Ready`: whether the grant is live in Vultr (as the last verification saw it).
     pub fn ready(&mut self, ok: bool, reason: &str, message: impl Into<String>) {
-        self.condition(READY, ok, reason, message);
+        self.set(READY, ok, reason, message);
     }
 
     /// `Synced=True`: the last reconcile succeeded.
     pub fn synced(&mut self) {
-        self.condition(SYNCED, true, reason::RECONCILE_SUCCESS, RECONCILE_SUCCEEDED);
+        self.set(SYNCED, true, reason::RECONCILE_SUCCESS, RECONCILE_SUCCEEDED);
     }
 
     /// `Synced=False`: the last reconcile did not succeed, and why.
     pub fn not_synced(&mut self, reason: &str, message: impl Into<String>) {
-        self.condition(SYNCED, false, reason, message);
+        self.set(SYNCED, false, reason, message);
     }
 
     /// `Synced=True` after a pause, saying so.
     pub fn resumed(&mut self, message: impl Into<String>) {
-        self.condition(SYNCED, true, reason::RESUMED, message);
+        self.set(SYNCED, true, reason::RESUMED, message);
+    }
+
+    /// `Permitted` under an `Audit` boundary: False with why the grant is outside it;
+    /// True once it is inside again (set only if it was ever False).
+    pub fn permitted(&mut self, outside: Option<String>) {
+        match outside {
+            Some(message) => self.set(PERMITTED, false, reason::NOT_PERMITTED, message),
+            None if self.condition(PERMITTED).is_some() => {
+                self.set(PERMITTED, true, reason::PERMITTED, INSIDE_BOUNDARY)
+            }
+            None => {}
+        }
     }
 
     /// Every condition speaks of the current generation (only `deletionPolicy` can
@@ -128,7 +142,7 @@ impl Update {
         send(api, obj, &self.status, Pair::Record).await.map(drop)
     }
 
-    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
         set_condition(
             &mut self.status,
             type_,

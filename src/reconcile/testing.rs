@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use kube::client::Body;
 use serde_json::{Value, json};
 
+use crate::boundary::Boundary;
 use crate::crd::{FINALIZER, PAUSED_ANNOTATION, PolicyAttachment};
 use crate::domain::{Grant, Subject};
 use crate::metrics::Metrics;
@@ -309,8 +310,14 @@ fn status(code: StatusCode, message: &str) -> Response<Body> {
 
 /// A context on `cluster` and `org`, with the run command's defaults.
 pub fn context(cluster: &Cluster, org: Arc<InMemory>) -> Arc<Context> {
+    bounded_context(cluster, org, Boundary::default())
+}
+
+/// A context whose key has `boundary`.
+pub fn bounded_context(cluster: &Cluster, org: Arc<InMemory>, boundary: Boundary) -> Arc<Context> {
     let client = cluster.client();
     let settings = Settings {
+        boundary,
         resync_interval: Duration::from_secs(300),
         listing_max_age: Duration::from_secs(10),
         attach_visibility_timeout: Duration::from_secs(30),

@@ -22,6 +22,9 @@ pub mod reason {
     pub const RESUMED: &str = "Resumed";
     pub const INVALID_PAUSE_ANNOTATION: &str = "InvalidPauseAnnotation";
     pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
+    /// The grant is outside the key's grant boundary (also `Error::NotPermitted`).
+    pub const NOT_PERMITTED: &str = "NotPermitted";
+    pub const PERMITTED: &str = "Permitted";
 }
 
 /// The actions of Events.
@@ -44,6 +47,9 @@ pub fn unrecognised_pause(value: &str) -> String {
          object is not paused"
     )
 }
+
+/// `Permitted=True`.
+pub const INSIDE_BOUNDARY: &str = "the grant is inside the grant boundary";
 
 /// `Synced=True`.
 pub const RECONCILE_SUCCEEDED: &str = "the last reconcile succeeded";
@@ -209,6 +215,19 @@ impl Named {
     }
 
     /// `Synced=False Paused` message of a live object.
+    /// The Warning of a grant revoked because it is outside the grant boundary.
+    pub fn revoked_outside(&self, outside: &impl std::fmt::Display) -> String {
+        format!("revoked {}: {outside}", self.joined("on"))
+    }
+
+    /// `Permitted=False` (and its Warning) under an `Audit` boundary.
+    pub fn audited_outside(&self, outside: &impl std::fmt::Display) -> String {
+        format!(
+            "{outside}; the boundary is in Audit: {} is kept",
+            self.joined("on")
+        )
+    }
+
     /// `Ready` of an object paused before its first attach.
     pub fn paused_before_attaching(&self) -> String {
         format!("paused before anything was attached: {}", self.paused())
