@@ -1,15 +1,74 @@
 //! Command line: `run` (the operator), `crd` (print the CRD YAML) and `export` (print
-//! manifests for the grants that exist in Vultr).
+//! manifests for the grants that exist in Vultr), and [`main`], which parses it and
+//! hands over. Each command owns its flags (`export::ExportArgs`, `connect::VultrArgs`,
+//! `telemetry::LogFormat`) but `run`'s, which are here.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use url::Url;
+use clap::{Args, Parser, Subcommand};
 
+use crate::connect::VultrArgs;
+use crate::export::ExportArgs;
+use crate::telemetry::{self, LogFormat};
 use crate::vultr::DIRECTORY_MAX_AGE_LIMIT;
+use crate::{crdgen, export, run};
+
+/// The binary: parses the command line and runs the command on a multi-threaded runtime.
+pub fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(command(Cli::parse()));
+    // Not a plain drop, which waits for every blocking task (a DNS lookup that hangs):
+    // the exit after SIGTERM has a deadline.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn command(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crd => match crdgen::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("cannot render the CRD: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Export(args) => {
+            telemetry::init_cli();
+            match export::run(*args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("vultr-iam-operator export: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            match run::run(*args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,127 +108,6 @@ select the grants of any subject named. A filter that names nothing in Vultr is 
 
 Notes (e.g. a name that is not unique, so the manifest refers to it by ID) and errors go \
 to stderr; the exit status is non-zero on any error.";
-
-/// How to reach Vultr: shared by `run` and `export`, so both take the same key, URL, CA
-/// file, limiter and timeout (and fail with the same messages).
-#[derive(Args, Debug, Clone)]
-pub struct VultrArgs {
-    /// Base URL of the Vultr API.
-    #[arg(long, env = "VULTR_API_URL", default_value = crate::vultr::DEFAULT_BASE_URL)]
-    pub vultr_api_url: Url,
-
-    /// File holding the Vultr API key (e.g. a mounted Secret). Without it the key is read
-    /// from the environment variable VULTR_API_KEY. Never pass the key itself as a flag.
-    /// `run` re-reads the file while running: a rotated Secret needs no restart.
-    #[arg(long)]
-    pub vultr_api_key_file: Option<PathBuf>,
-
-    /// PEM file of extra CA certificates trusted for the Vultr API (e.g. a corporate
-    /// TLS-inspecting proxy), on top of the built-in roots.
-    #[arg(long)]
-    pub vultr_ca_file: Option<PathBuf>,
-
-    /// Allow plain http:// to a non-loopback Vultr API URL (testing only).
-    #[arg(long)]
-    pub allow_insecure_http: bool,
-
-    /// Client-side limit of Vultr requests per second for the whole process (Vultr allows ~30).
-    #[arg(long, default_value_t = 10.0)]
-    pub vultr_rate_limit: f64,
-
-    /// Burst size of the client-side Vultr rate limiter.
-    #[arg(long, default_value_t = 10)]
-    pub vultr_burst: u32,
-
-    /// Timeout of one Vultr request. With leader election, a write's timeout also ends
-    /// with the leadership, and a new leader waits out the previous leader's writes
-    /// (assumed applied within this long of their sending, or never) before its first.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub vultr_timeout: Duration,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ExportArgs {
-    #[command(flatten)]
-    pub vultr: VultrArgs,
-
-    /// Only grants of this policy, by name or ID (repeatable).
-    #[arg(long = "policy", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub policies: Vec<String>,
-
-    /// Only grants to this user, by email or ID (repeatable).
-    #[arg(long = "user", value_name = "EMAIL|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub users: Vec<String>,
-
-    /// Only grants to this group, by name or ID (repeatable).
-    #[arg(long = "group", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub groups: Vec<String>,
-
-    /// Only grants to this role, by name or ID (repeatable).
-    #[arg(long = "role", value_name = "NAME|ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub roles: Vec<String>,
-
-    /// Namespace written into every manifest. Without it the manifests have none, and
-    /// whatever applies them decides (kubectl -n, Kustomize, Argo CD, Flux).
-    #[arg(long, value_name = "NS", value_parser = dns_label)]
-    pub namespace: Option<String>,
-
-    /// How manifests refer to policies and subjects: `names` (policy and group names,
-    /// user emails: readable; a name that is not unique in Vultr falls back to its ID, with
-    /// a note on stderr) or `ids` (survive renames in Vultr).
-    #[arg(long, value_enum, default_value_t = Reference::Names)]
-    pub reference: Reference,
-
-    /// `deletionPolicy` of every manifest: `Delete` (deleting the object revokes the
-    /// grant) or `Orphan` (deleting it leaves the grant in Vultr).
-    #[arg(long, value_enum, default_value_t = DeletionPolicyArg::Delete)]
-    pub deletion_policy: DeletionPolicyArg,
-
-    /// Only the grants that no PolicyAttachment in the cluster declares (recorded in its
-    /// status, or its spec resolved against Vultr): what was granted out of band. Lists
-    /// PolicyAttachments in all namespaces through the usual kube config (KUBECONFIG or
-    /// the in-cluster service account).
-    #[arg(long)]
-    pub unmanaged: bool,
-}
-
-/// How exported manifests refer to Vultr objects.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reference {
-    Names,
-    Ids,
-}
-
-/// `spec.deletionPolicy`, spelt as in the manifest.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletionPolicyArg {
-    #[value(name = "Delete")]
-    Delete,
-    #[value(name = "Orphan")]
-    Orphan,
-}
-
-impl From<DeletionPolicyArg> for crate::crd::DeletionPolicy {
-    fn from(arg: DeletionPolicyArg) -> Self {
-        match arg {
-            DeletionPolicyArg::Delete => Self::Delete,
-            DeletionPolicyArg::Orphan => Self::Orphan,
-        }
-    }
-}
-
-/// A namespace name (an RFC 1123 label).
-fn dns_label(text: &str) -> Result<String, String> {
-    if crate::export::naming::is_dns1123_label(text) {
-        Ok(text.to_owned())
-    } else {
-        Err(
-            "must be a namespace name: at most 63 lower-case letters, digits and '-', \
-             starting and ending with a letter or digit"
-                .to_owned(),
-        )
-    }
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -303,12 +241,6 @@ fn directory_max_age(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(age)
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[cfg(test)]

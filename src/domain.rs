@@ -1,6 +1,7 @@
 //! The domain of a grant, shared by the CRD (what status records) and the Vultr client
-//! (what it attaches and revokes): a subject kind, a subject, and the (policy, subject)
-//! pair. No Kubernetes or HTTP types live here.
+//! (what it attaches and revokes): a subject kind, a subject, the (policy, subject)
+//! pair, and how a manifest names each side of it. No Kubernetes or HTTP types live
+//! here.
 
 use std::fmt;
 
@@ -82,6 +83,50 @@ impl fmt::Display for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "policy {} on {}", self.policy_id, self.subject)
     }
+}
+
+/// How a manifest names a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PolicyRef {
+    ById(String),
+    ByName(String),
+}
+
+/// How a manifest names a user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UserRef {
+    ById(String),
+    ByEmail(String),
+}
+
+/// How a manifest names a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupRef {
+    ById(String),
+    ByName(String),
+}
+
+/// How a manifest names a role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoleRef {
+    ById(String),
+    ByName(String),
+}
+
+/// How a manifest names the subject of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubjectRef {
+    User(UserRef),
+    Group(GroupRef),
+    Role(RoleRef),
+}
+
+/// How a manifest names both sides of a grant (a PolicyAttachment's spec, an exported
+/// manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Refs {
+    pub policy: PolicyRef,
+    pub subject: SubjectRef,
 }
 
 /// A Vultr listing that shows whether pairs are attached. Vultr lists user and group

@@ -15,9 +15,8 @@ use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::crd::PolicyAttachment;
+use crate::crd::{PauseStep, PolicyAttachment};
 use crate::reconcile::Context;
-use crate::reconcile::decide::{self, PauseStep};
 
 /// `interval` scaled by a random factor in [0.9, 1.1], so replicas and restarts spread out.
 pub fn jittered(interval: Duration) -> Duration {
@@ -56,7 +55,7 @@ pub async fn verify_pass(
     let live: Vec<_> = objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .filter(|o| decide::pause_step_of(o) == PauseStep::Proceed)
+        .filter(|o| o.pause_step() == PauseStep::Proceed)
         .collect();
     let keys: HashSet<_> = live
         .iter()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kube::runtime::finalizer;
 
+use crate::crd::InvalidSpec;
 use crate::vultr::VultrError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,12 @@ pub enum Error {
 
     #[error("{0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl From<InvalidSpec> for Error {
+    fn from(err: InvalidSpec) -> Self {
+        Self::InvalidSpec(err.0)
+    }
 }
 
 impl From<finalizer::Error<Error>> for Error {

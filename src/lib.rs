@@ -17,6 +17,8 @@ pub mod drift;
 pub mod error;
 pub mod export;
 pub mod http;
+#[cfg(test)]
+mod layers;
 pub mod leader;
 pub mod listen;
 pub mod listings;

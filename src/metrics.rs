@@ -13,8 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{FINALIZER, PolicyAttachment, READY};
-use crate::reconcile::decide::{self, PauseStep};
+use crate::crd::{FINALIZER, PauseStep, PolicyAttachment, READY};
 use crate::vultr::{RequestObserver, RequestRecord};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,7 +218,7 @@ impl Metrics {
         let mut paused = 0;
         let mut oldest = Duration::ZERO;
         for obj in objects {
-            let pause = decide::pause_step_of(obj);
+            let pause = obj.pause_step();
             if pause != PauseStep::Proceed {
                 paused += 1;
             }

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
+use super::ExportArgs;
 use super::filter::{Filter, Selectors, UnknownSelectors};
 use super::manifest::{self, Options};
 use super::org::Org;
 use super::read::{self, with_retries};
 use super::unmanaged::{Declared, Skipped};
-use crate::cli::ExportArgs;
 use crate::connect::{self, ConnectError};
-use crate::crd::PolicyAttachment;
-use crate::domain::SubjectKind;
+use crate::crd::{PolicyAttachment, PolicyAttachmentSpec};
+use crate::domain::{Grant, SubjectKind};
 use crate::vultr::{Directory, VultrError};
 
 /// The User-Agent instance of an export, so Vultr-side logs tell it from the operator.
@@ -152,8 +152,8 @@ async fn declared_in_cluster(
             if let Some(grant) = obj.recorded_grant() {
                 declared.add(&grant);
             }
-            match crate::reconcile::resolve::resolve(directory, &obj.spec).await {
-                Ok(resolution) => declared.add(&resolution.grant),
+            match resolve(directory, &obj.spec).await {
+                Ok(grant) => declared.add(&grant),
                 Err(err) => unresolved.add(format!("{at}: {err}")),
             }
         }
@@ -172,6 +172,16 @@ async fn declared_in_cluster(
         writeln!(stderr, "note: {note}")?;
     }
     Ok(declared)
+}
+
+/// The pair `spec` declares, resolved against the directory.
+async fn resolve(directory: &Directory, spec: &PolicyAttachmentSpec) -> Result<Grant, String> {
+    let refs = spec.refs().map_err(|err| format!("invalid spec: {err}"))?;
+    let resolution = directory
+        .resolve(&refs)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(resolution.grant)
 }
 
 /// `exported 4 PolicyAttachments (2 user grants, 1 group grant, 1 role grant)`.

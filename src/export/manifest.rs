@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 
 use kube::api::ObjectMeta;
 
+use super::Reference;
 use super::naming::{NameParts, unique_names};
 use super::org::Org;
-use super::reference::{self, Refs, SubjectRef};
-use crate::cli::Reference;
+use super::reference;
 use crate::crd::{DeletionPolicy, PolicyAttachment, PolicyAttachmentSpec};
-use crate::domain::Grant;
+use crate::domain::{Grant, Refs};
 
 /// What every manifest of one export shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,24 +81,13 @@ pub fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
 }
 
 fn object(name: String, refs: Refs, options: &Options) -> PolicyAttachment {
-    let (user, group, role) = match refs.subject {
-        SubjectRef::User(user) => (Some(user), None, None),
-        SubjectRef::Group(group) => (None, Some(group), None),
-        SubjectRef::Role(role) => (None, None, Some(role)),
-    };
     PolicyAttachment {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: options.namespace.clone(),
             ..ObjectMeta::default()
         },
-        spec: PolicyAttachmentSpec {
-            policy: refs.policy,
-            user,
-            group,
-            role,
-            deletion_policy: options.deletion_policy,
-        },
+        spec: PolicyAttachmentSpec::declaring(refs, options.deletion_policy),
         status: None,
     }
 }

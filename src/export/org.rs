@@ -171,10 +171,10 @@ pub(crate) mod fixture {
 mod tests {
     use super::fixture::user;
     use super::*;
-    use crate::vultr::resolve::user_by_email;
+    use crate::vultr::resolve::{Key, find};
 
     /// The counts agree with resolution: an email is usable exactly when
-    /// `user_by_email` finds one user, whatever the case, spaces or repeats.
+    /// resolution finds one user by it, whatever the case, spaces or repeats.
     #[test]
     fn email_counts_follow_the_resolution_rules() {
         let users = vec![
@@ -199,7 +199,7 @@ mod tests {
             "",
             "nobody@example.com",
         ] {
-            let unique = user_by_email(&users, probe).is_ok();
+            let unique = find(&users, Key::Name(probe)).is_ok();
             assert_eq!(org.users_with_email(probe) == 1, unique, "{probe:?}");
         }
         assert_eq!(org.users_with_email("bob@example.com"), 2);

@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use super::client::VultrClient;
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
-use super::resolve::{
-    GroupRef, PolicyRef, Resolved, RoleRef, SubjectRef, UserRef, group_by_id, group_by_name,
-    policy_by_id, policy_by_name, role_by_id, role_by_name, user_by_email, user_by_id,
+use super::resolve::{Key, Named, Resolved, resolved};
+use crate::domain::{
+    Grant, GroupRef, PolicyRef, Refs, RoleRef, Subject, SubjectKind, SubjectRef, UserRef,
 };
-use crate::domain::Subject;
 
 /// The oldest walk the operator resolves a reference against, whatever it is told: the
 /// name-freshness bound the README states.
@@ -32,6 +31,14 @@ pub const DIRECTORY_MAX_AGE_LIMIT: Duration = Duration::from_secs(60);
 /// A reference that matches nothing refreshes the operator's directory, but never more
 /// often than this.
 const REFRESH_FLOOR: Duration = Duration::from_secs(10);
+
+/// The pair a manifest declares, and what people call its two sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub grant: Grant,
+    pub policy_name: String,
+    pub subject_name: String,
+}
 
 /// One completed walk.
 struct Answer<T> {
@@ -188,85 +195,79 @@ impl Directory {
             .1)
     }
 
+    /// The pair a manifest declares, and what people call its two sides: exact
+    /// matches; "not found" and "ambiguous" are distinct errors.
+    pub async fn resolve(&self, refs: &Refs) -> Result<Resolution, VultrError> {
+        let policy = self.policy(&refs.policy).await?;
+        let (subject, subject_name) = self.subject(&refs.subject).await?;
+        Ok(Resolution {
+            grant: Grant {
+                policy_id: policy.id,
+                subject,
+            },
+            policy_name: policy.name,
+            subject_name,
+        })
+    }
+
     /// The policy a manifest names: by exact name, or by ID (which must exist).
     pub async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
+        let key = match policy {
+            PolicyRef::ById(id) => Key::Id(id),
+            PolicyRef::ByName(name) => Key::Name(name),
+        };
         let inner = &self.inner;
-        let walk = || walk_policies(&inner.vultr);
-        self.lookup(&inner.policies, walk, |policies| {
-            let (id, name) = match policy {
-                PolicyRef::ById(id) => {
-                    let id = policy_by_id(policies, id)?;
-                    let name = name_of(policies, &id, |p| &p.id, |p| &p.name);
-                    (id, name)
-                }
-                PolicyRef::ByName(name) => (policy_by_name(policies, name)?, name.clone()),
-            };
-            Ok(Resolved { id, name })
-        })
-        .await
+        self.lookup(&inner.policies, || walk_policies(&inner.vultr), key)
+            .await
     }
 
     /// The subject a manifest names, and what people call it (email, group or role name).
     pub async fn subject(&self, subject: &SubjectRef) -> Result<(Subject, String), VultrError> {
         let inner = &self.inner;
-        match subject {
+        let (kind, found) = match subject {
             SubjectRef::User(user) => {
+                let key = match user {
+                    UserRef::ById(id) => Key::Id(id),
+                    UserRef::ByEmail(email) => Key::Name(email),
+                };
                 let walk = || inner.vultr.list_users();
-                let found = self
-                    .lookup(&inner.users, walk, |users| {
-                        // An email is shown as the manifest spells it.
-                        let (id, name) = match user {
-                            UserRef::ById(id) => {
-                                let id = user_by_id(users, id)?;
-                                let name = name_of(users, &id, |u| &u.id, |u| &u.email);
-                                (id, name)
-                            }
-                            UserRef::ByEmail(email) => {
-                                (user_by_email(users, email)?, email.clone())
-                            }
-                        };
-                        Ok(Resolved { id, name })
-                    })
-                    .await?;
-                Ok((Subject::User(found.id), found.name))
+                (
+                    SubjectKind::User,
+                    self.lookup(&inner.users, walk, key).await?,
+                )
             }
             SubjectRef::Group(group) => {
+                let key = match group {
+                    GroupRef::ById(id) => Key::Id(id),
+                    GroupRef::ByName(name) => Key::Name(name),
+                };
                 let walk = || inner.vultr.list_groups();
-                let found = self
-                    .lookup(&inner.groups, walk, |groups| {
-                        let id = match group {
-                            GroupRef::ById(id) => group_by_id(groups, id)?,
-                            GroupRef::ByName(name) => group_by_name(groups, name)?,
-                        };
-                        let name = name_of(groups, &id, |g| &g.id, |g| &g.display_name);
-                        Ok(Resolved { id, name })
-                    })
-                    .await?;
-                Ok((Subject::Group(found.id), found.name))
+                (
+                    SubjectKind::Group,
+                    self.lookup(&inner.groups, walk, key).await?,
+                )
             }
             SubjectRef::Role(role) => {
+                let key = match role {
+                    RoleRef::ById(id) => Key::Id(id),
+                    RoleRef::ByName(name) => Key::Name(name),
+                };
                 let walk = || inner.vultr.list_roles();
-                let found = self
-                    .lookup(&inner.roles, walk, |roles| {
-                        let id = match role {
-                            RoleRef::ById(id) => role_by_id(roles, id)?,
-                            RoleRef::ByName(name) => role_by_name(roles, name)?,
-                        };
-                        let name = name_of(roles, &id, |r| &r.id, |r| &r.name);
-                        Ok(Resolved { id, name })
-                    })
-                    .await?;
-                Ok((Subject::Role(found.id), found.name))
+                (
+                    SubjectKind::Role,
+                    self.lookup(&inner.roles, walk, key).await?,
+                )
             }
-        }
+        };
+        Ok((Subject::new(kind, found.id), found.name))
     }
 
     /// Finds a reference in a walk; a miss walks again once (see the module docs).
-    async fn lookup<T, F, Fut>(
+    async fn lookup<T: Named, F, Fut>(
         &self,
         walk: &Walk<T>,
         fetch: F,
-        find: impl Fn(&[T]) -> Result<Resolved, VultrError>,
+        key: Key<'_>,
     ) -> Result<Resolved, VultrError>
     where
         F: Fn() -> Fut,
@@ -275,6 +276,7 @@ impl Directory {
         let (at, items) = walk
             .get(&self.inner.vultr, self.inner.max_age, &fetch)
             .await?;
+        let find = |items: &[T]| resolved(items, key);
         match find(&items) {
             Ok(found) => Ok(found),
             Err(miss) if at.elapsed() < self.inner.refresh_floor => Err(miss),
@@ -297,20 +299,6 @@ async fn walk_policies(vultr: &VultrClient) -> Result<Vec<Policy>, VultrError> {
         p.description = None;
     }
     Ok(policies)
-}
-
-/// What people call the object with `id` (empty if the listing has no name for it).
-fn name_of<T>(
-    items: &[T],
-    id: &str,
-    id_of: impl Fn(&T) -> &String,
-    name: impl Fn(&T) -> &String,
-) -> String {
-    items
-        .iter()
-        .find(|item| id_of(item) == id)
-        .map(|item| name(item).clone())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -26,10 +26,11 @@ pub(crate) mod fake;
 #[cfg(test)]
 mod http_tests;
 
+pub use crate::domain::{GroupRef, PolicyRef, RoleRef, SubjectRef, UserRef};
 pub use api_key::{ApiKey, ApiKeyError};
 pub use client::VultrClient;
 pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
-pub use directory::{DIRECTORY_MAX_AGE_LIMIT, Directory};
+pub use directory::{DIRECTORY_MAX_AGE_LIMIT, Directory, Resolution};
 pub use endpoints::routes;
 pub use error::VultrError;
 pub use fence::{Window, WriteFence, write_timeout};
@@ -38,4 +39,3 @@ pub use limiter::{InvalidRateLimit, RateLimiter};
 pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::PER_PAGE;
-pub use resolve::{GroupRef, PolicyRef, RoleRef, SubjectRef, UserRef};
