@@ -199,7 +199,7 @@ impl RunArgs {
     /// `--listing-max-age`, else half the resync interval between 5 s and 60 s: long
     /// enough for a pass's reconciles to share its listings, short enough that an
     /// event-driven reconcile sees recent state.
-    pub fn listing_max_age(&self) -> Duration {
+    pub(crate) fn listing_max_age(&self) -> Duration {
         self.listing_max_age.unwrap_or_else(|| {
             (self.resync_interval / 2).clamp(Duration::from_secs(5), Duration::from_secs(60))
         })
@@ -208,7 +208,7 @@ impl RunArgs {
     /// One watch scope per distinct `--watch-namespace` (in the order given), or the
     /// whole cluster without any: a repeated namespace must not get two controllers
     /// reconciling the same objects.
-    pub fn watch_scopes(&self) -> Vec<Option<String>> {
+    pub(crate) fn watch_scopes(&self) -> Vec<Option<String>> {
         if self.watch_namespaces.is_empty() {
             return vec![None];
         }

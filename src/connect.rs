@@ -65,22 +65,13 @@ pub enum ConnectError {
     },
 }
 
-impl ConnectError {
-    /// Stable, machine-readable reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::ApiKey(_) => "InvalidApiKey",
-            Self::RateLimit(_) => "InvalidRateLimit",
-            Self::VultrConfig(_) => "InvalidVultrConfig",
-            Self::CaFile { .. } => "CaFileUnreadable",
-        }
-    }
-}
-
 /// The client configuration the flags describe, named `instance` in the User-Agent:
 /// the key (file, else environment), URL, timeout, limiter, CA file, insecure-http
 /// switch. Callers add what only they need (metrics observer, write fence).
-pub fn client_config(args: &VultrArgs, instance: &str) -> Result<ClientConfig, ConnectError> {
+pub(crate) fn client_config(
+    args: &VultrArgs,
+    instance: &str,
+) -> Result<ClientConfig, ConnectError> {
     let api_key = match &args.vultr_api_key_file {
         Some(path) => ApiKey::from_file(path)?,
         None => ApiKey::from_env()?,
@@ -100,6 +91,6 @@ pub fn client_config(args: &VultrArgs, instance: &str) -> Result<ClientConfig, C
 }
 
 /// A client exactly as the flags describe it.
-pub fn client(args: &VultrArgs, instance: &str) -> Result<VultrClient, ConnectError> {
+pub(crate) fn client(args: &VultrArgs, instance: &str) -> Result<VultrClient, ConnectError> {
     Ok(VultrClient::new(client_config(args, instance)?)?)
 }

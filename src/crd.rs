@@ -190,7 +190,7 @@ pub struct PolicyAttachmentStatus {
 
 impl PolicyAttachmentStatus {
     /// The recorded pair, if resolution ever completed.
-    pub fn grant(&self) -> Option<Grant> {
+    pub(crate) fn grant(&self) -> Option<Grant> {
         Some(Grant {
             policy_id: self.policy_id.clone()?,
             subject: Subject::new(self.subject_kind?, self.subject_id.clone()?),
@@ -198,7 +198,7 @@ impl PolicyAttachmentStatus {
     }
 
     /// Records the resolved pair.
-    pub fn record(&mut self, grant: &Grant) {
+    pub(crate) fn record(&mut self, grant: &Grant) {
         self.policy_id = Some(grant.policy_id.clone());
         self.subject_kind = Some(grant.subject.kind());
         self.subject_id = Some(grant.subject.id().to_owned());
@@ -215,7 +215,7 @@ impl PolicyAttachment {
     }
 
     /// The value of the pause annotation, if set.
-    pub fn pause_annotation(&self) -> Option<&str> {
+    pub(crate) fn pause_annotation(&self) -> Option<&str> {
         self.metadata
             .annotations
             .as_ref()
@@ -224,7 +224,7 @@ impl PolicyAttachment {
     }
 
     /// What the pause switch lets a reconcile of this object, as it stands, do.
-    pub fn pause_step(&self) -> PauseStep {
+    pub(crate) fn pause_step(&self) -> PauseStep {
         pause_step(
             PauseAnnotation::of(self.pause_annotation()),
             self.metadata.deletion_timestamp.is_some(),
@@ -247,7 +247,7 @@ pub enum PauseAnnotation {
 }
 
 impl PauseAnnotation {
-    pub fn of(value: Option<&str>) -> Self {
+    pub(crate) fn of(value: Option<&str>) -> Self {
         match value {
             None => Self::Absent,
             Some("true") => Self::Paused,
@@ -272,7 +272,7 @@ pub enum PauseStep {
 
 /// A deleted object under `Orphan` proceeds: its cleanup makes no Vultr call. One
 /// without our finalizer has nothing to hold.
-pub fn pause_step(
+pub(crate) fn pause_step(
     annotation: PauseAnnotation,
     deleting: bool,
     deletion_policy: DeletionPolicy,
@@ -292,7 +292,7 @@ pub fn pause_step(
 
 impl PolicyAttachmentSpec {
     /// The spec that declares `refs`.
-    pub fn declaring(refs: Refs, deletion_policy: DeletionPolicy) -> Self {
+    pub(crate) fn declaring(refs: Refs, deletion_policy: DeletionPolicy) -> Self {
         let policy = match refs.policy {
             domain::PolicyRef::ById(id) => PolicyRefSpec::by_id(id),
             domain::PolicyRef::ByName(name) => PolicyRefSpec::by_name(name),
@@ -330,7 +330,7 @@ impl PolicyAttachmentSpec {
     /// The policy and the subject this spec declares. Admission guarantees exactly one
     /// of each pair of fields; an object that bypassed it (e.g. under an old CRD) fails
     /// here with what to fix.
-    pub fn refs(&self) -> Result<Refs, InvalidSpec> {
+    pub(crate) fn refs(&self) -> Result<Refs, InvalidSpec> {
         let policy = match one_of(&self.policy.id, &self.policy.name, "spec.policy", "name")? {
             Side::Id(id) => domain::PolicyRef::ById(id),
             Side::Name(name) => domain::PolicyRef::ByName(name),
@@ -364,12 +364,12 @@ impl PolicyAttachmentSpec {
     }
 
     /// The policy as declared, for display.
-    pub fn policy_display(&self) -> String {
+    pub(crate) fn policy_display(&self) -> String {
         self.policy.shown()
     }
 
     /// The subject kind and subject as declared, for display.
-    pub fn subject_display(&self) -> (Option<SubjectKind>, String) {
+    pub(crate) fn subject_display(&self) -> (Option<SubjectKind>, String) {
         match (&self.user, &self.group, &self.role) {
             (Some(u), _, _) => (Some(SubjectKind::User), u.shown()),
             (None, Some(g), _) => (Some(SubjectKind::Group), g.shown()),
@@ -410,14 +410,14 @@ fn one_of(
 macro_rules! ref_spec {
     ($type:ident, $name:ident, $by_name:ident) => {
         impl $type {
-            pub fn by_id(id: String) -> Self {
+            pub(crate) fn by_id(id: String) -> Self {
                 Self {
                     id: Some(id),
                     $name: None,
                 }
             }
 
-            pub fn $by_name($name: String) -> Self {
+            pub(crate) fn $by_name($name: String) -> Self {
                 Self {
                     id: None,
                     $name: Some($name),

@@ -18,7 +18,7 @@ pub enum SubjectKind {
 
 impl SubjectKind {
     /// "User", "Group" or "Role", as written to `status.subjectKind`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::User => "User",
             Self::Group => "Group",
@@ -57,7 +57,7 @@ impl Subject {
     }
 
     /// Builds a subject from its kind and ID (e.g. from a recorded status).
-    pub fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
         match kind {
             SubjectKind::User => Self::User(id.into()),
             SubjectKind::Group => Self::Group(id.into()),
@@ -143,7 +143,7 @@ pub enum ListingSource {
 
 impl ListingSource {
     /// The policy-side listing of `kind`; roles have none in Vultr.
-    pub fn of_policy(policy_id: &str, kind: SubjectKind) -> Option<Self> {
+    pub(crate) fn of_policy(policy_id: &str, kind: SubjectKind) -> Option<Self> {
         match kind {
             SubjectKind::User => Some(Self::PolicyUsers(policy_id.to_owned())),
             SubjectKind::Group => Some(Self::PolicyGroups(policy_id.to_owned())),
@@ -152,7 +152,7 @@ impl ListingSource {
     }
 
     /// The ID of the object whose listing this is (a policy or a role).
-    pub fn owner_id(&self) -> &str {
+    pub(crate) fn owner_id(&self) -> &str {
         match self {
             Self::PolicyUsers(id) | Self::PolicyGroups(id) | Self::RolePolicies(id) => id,
         }
@@ -171,7 +171,7 @@ impl fmt::Display for ListingSource {
 
 impl Grant {
     /// The listing that shows whether this pair is attached, and the ID it must list.
-    pub fn listing(&self) -> (ListingSource, &str) {
+    pub(crate) fn listing(&self) -> (ListingSource, &str) {
         let policy = self.policy_id.clone();
         match &self.subject {
             Subject::User(id) => (ListingSource::PolicyUsers(policy), id),

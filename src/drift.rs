@@ -19,11 +19,11 @@ use crate::crd::{PauseStep, PolicyAttachment};
 use crate::reconcile::Context;
 
 /// `interval` scaled by a random factor in [0.9, 1.1], so replicas and restarts spread out.
-pub fn jittered(interval: Duration) -> Duration {
+pub(crate) fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.9..=1.1))
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<Context>,
     triggers: Vec<UnboundedSender<()>>,
     shutdown: CancellationToken,
@@ -47,7 +47,7 @@ pub async fn run(
 }
 
 /// One verification pass: refresh every listing in use, then reconcile everything.
-pub async fn verify_pass(
+pub(crate) async fn verify_pass(
     ctx: &Context,
     objects: &[Arc<PolicyAttachment>],
     triggers: &[UnboundedSender<()>],

@@ -9,22 +9,22 @@
 //! - [`export`]: the `export` command (manifests for the grants in Vultr)
 //! - [`connect`]: the Vultr client as the command line describes it
 pub mod cli;
-pub mod connect;
+pub(crate) mod connect;
 pub mod crd;
-pub mod crdgen;
-pub mod domain;
-pub mod drift;
+pub(crate) mod crdgen;
+pub(crate) mod domain;
+pub(crate) mod drift;
 pub mod error;
-pub mod export;
+pub(crate) mod export;
 pub mod http;
 #[cfg(test)]
 mod layers;
-pub mod leader;
-pub mod listen;
-pub mod listings;
+pub(crate) mod leader;
+pub(crate) mod listen;
+pub(crate) mod listings;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod vultr;
 pub mod watch_cache;

@@ -188,7 +188,7 @@ impl Metrics {
         self.reconcile_duration.observe(took.as_secs_f64());
     }
 
-    pub fn tracked_entries(&self, n: usize) {
+    pub(crate) fn tracked_entries(&self, n: usize) {
         self.tracked_entries
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }

@@ -23,7 +23,7 @@ const INSTANCE: &str = "export";
 /// One walk serves the whole export: misses never walk again.
 const ONE_WALK: Duration = Duration::from_secs(24 * 3600);
 
-/// Why an export failed. Each variant has a stable reason.
+/// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
@@ -45,23 +45,8 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
-impl ExportError {
-    /// Stable, machine-readable reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Connect(e) => e.reason(),
-            Self::Vultr(e) => e.reason(),
-            Self::UnknownFilter(_) => "UnknownFilter",
-            Self::KubeConfig(_) => "KubeConfig",
-            Self::KubeList(_) => "KubernetesApiError",
-            Self::Yaml(_) => "Yaml",
-            Self::Write(_) => "Write",
-        }
-    }
-}
-
 /// Runs the export: manifests on stdout, notes and a summary on stderr.
-pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
+pub(crate) async fn run(args: ExportArgs) -> Result<(), ExportError> {
     let vultr = connect::client(&args.vultr, INSTANCE)?;
     // Before any Vultr request: a missing kube config fails at once.
     let cluster = match args.unmanaged {

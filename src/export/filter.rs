@@ -49,7 +49,7 @@ fn order(source: &ListingSource) -> (String, &'static str) {
 }
 
 impl Filter {
-    pub fn new(selectors: &Selectors, org: &Org) -> Result<Filter, UnknownSelectors> {
+    pub(crate) fn new(selectors: &Selectors, org: &Org) -> Result<Filter, UnknownSelectors> {
         let mut unknown = Vec::new();
         let policies = pick(&selectors.policies, &mut unknown, |sel| {
             let hits: Vec<String> = org
@@ -116,7 +116,7 @@ impl Filter {
     /// The listings that can hold a kept grant, sorted: the users or groups of each
     /// selected policy, as the subject filter allows, and the policies of each role it
     /// allows (Vultr lists a role's policies, not a policy's roles).
-    pub fn sources(&self, org: &Org) -> Vec<ListingSource> {
+    pub(crate) fn sources(&self, org: &Org) -> Vec<ListingSource> {
         let allows = |kind: SubjectKind| {
             self.subjects
                 .as_ref()
@@ -147,7 +147,7 @@ impl Filter {
     }
 
     /// Whether the grant passes every filter.
-    pub fn keeps(&self, grant: &Grant) -> bool {
+    pub(crate) fn keeps(&self, grant: &Grant) -> bool {
         self.keeps_policy(&grant.policy_id) && self.keeps_subject(&grant.subject)
     }
 

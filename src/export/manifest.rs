@@ -37,7 +37,7 @@ pub struct Manifests {
 }
 
 /// Manifests for `grants` (each pair once, whatever the order or repeats given).
-pub fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
+pub(crate) fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
     let mut grants: Vec<&Grant> = grants.iter().collect();
     // One object per pair, in an order independent of how the listings came back.
     let key = |g: &Grant| {
@@ -116,7 +116,7 @@ fn comment(grant: &Grant, org: &Org) -> String {
 }
 
 /// Multi-document YAML: `---`, the comment, the object; empty for no documents.
-pub fn render(documents: &[Document]) -> Result<String, yaml_serde::Error> {
+pub(crate) fn render(documents: &[Document]) -> Result<String, yaml_serde::Error> {
     let mut out = String::new();
     for doc in documents {
         out.push_str("---\n# ");

@@ -19,5 +19,5 @@ pub mod read;
 pub mod reference;
 pub mod unmanaged;
 
-pub use args::{DeletionPolicyArg, ExportArgs, Reference};
-pub use command::{ExportError, run};
+pub use args::{ExportArgs, Reference};
+pub(crate) use command::run;

@@ -30,7 +30,7 @@ pub struct Org {
 }
 
 impl Org {
-    pub fn new(
+    pub(crate) fn new(
         policies: Arc<Vec<Policy>>,
         users: Arc<Vec<User>>,
         groups: Arc<Vec<Group>>,
@@ -52,38 +52,38 @@ impl Org {
         }
     }
 
-    pub fn policy(&self, id: &str) -> Option<&Policy> {
+    pub(crate) fn policy(&self, id: &str) -> Option<&Policy> {
         self.policy_at
             .get(&id.to_ascii_lowercase())
             .map(|&i| &self.policies[i])
     }
 
-    pub fn user(&self, id: &str) -> Option<&User> {
+    pub(crate) fn user(&self, id: &str) -> Option<&User> {
         self.user_at
             .get(&id.to_ascii_lowercase())
             .map(|&i| &self.users[i])
     }
 
-    pub fn group(&self, id: &str) -> Option<&Group> {
+    pub(crate) fn group(&self, id: &str) -> Option<&Group> {
         self.group_at
             .get(&id.to_ascii_lowercase())
             .map(|&i| &self.groups[i])
     }
 
-    pub fn role(&self, id: &str) -> Option<&Role> {
+    pub(crate) fn role(&self, id: &str) -> Option<&Role> {
         self.role_at
             .get(&id.to_ascii_lowercase())
             .map(|&i| &self.roles[i])
     }
 
     /// The policy's name; empty when the walk has none for it.
-    pub fn policy_label(&self, id: &str) -> &str {
+    pub(crate) fn policy_label(&self, id: &str) -> &str {
         self.policy(id).map_or("", |p| p.name.as_str())
     }
 
     /// A user's email (trimmed), a group's display name or a role's name; empty when
     /// the walk has none for it.
-    pub fn subject_label(&self, subject: &Subject) -> &str {
+    pub(crate) fn subject_label(&self, subject: &Subject) -> &str {
         match subject {
             Subject::User(id) => self.user(id).map_or("", |u| u.email.trim()),
             Subject::Group(id) => self.group(id).map_or("", |g| g.display_name.as_str()),
@@ -92,13 +92,13 @@ impl Org {
     }
 
     /// Policies named exactly `name`.
-    pub fn policies_named(&self, name: &str) -> usize {
+    pub(crate) fn policies_named(&self, name: &str) -> usize {
         self.policy_names.get(name).copied().unwrap_or(0)
     }
 
     /// Users whose email matches `email` as resolution matches it (case-insensitive,
     /// surrounding whitespace ignored); 0 for an empty one, which matches nothing.
-    pub fn users_with_email(&self, email: &str) -> usize {
+    pub(crate) fn users_with_email(&self, email: &str) -> usize {
         if email.trim().is_empty() {
             return 0;
         }
@@ -106,12 +106,12 @@ impl Org {
     }
 
     /// Groups named exactly `name`.
-    pub fn groups_named(&self, name: &str) -> usize {
+    pub(crate) fn groups_named(&self, name: &str) -> usize {
         self.group_names.get(name).copied().unwrap_or(0)
     }
 
     /// Roles named exactly `name`.
-    pub fn roles_named(&self, name: &str) -> usize {
+    pub(crate) fn roles_named(&self, name: &str) -> usize {
         self.role_names.get(name).copied().unwrap_or(0)
     }
 }
@@ -150,19 +150,19 @@ pub(crate) mod fixture {
     use crate::vultr::{Group, Policy, Role, User};
     use serde_json::json;
 
-    pub fn policy(id: &str, name: &str) -> Policy {
+    pub(crate) fn policy(id: &str, name: &str) -> Policy {
         serde_json::from_value(json!({"id": id, "name": name})).expect("a policy")
     }
 
-    pub fn user(id: &str, email: &str) -> User {
+    pub(crate) fn user(id: &str, email: &str) -> User {
         serde_json::from_value(json!({"id": id, "email": email})).expect("a user")
     }
 
-    pub fn group(id: &str, name: &str) -> Group {
+    pub(crate) fn group(id: &str, name: &str) -> Group {
         serde_json::from_value(json!({"id": id, "display_name": name})).expect("a group")
     }
 
-    pub fn role(id: &str, name: &str) -> Role {
+    pub(crate) fn role(id: &str, name: &str) -> Role {
         serde_json::from_value(json!({"id": id, "name": name})).expect("a role")
     }
 }

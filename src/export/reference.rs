@@ -11,7 +11,7 @@ use crate::domain::{Grant, GroupRef, PolicyRef, Refs, RoleRef, SubjectKind, Subj
 
 /// The references for one grant, and notes (for stderr) on every name that could not
 /// be used. Notes are per object, so callers dedupe them across grants.
-pub fn refs(grant: &Grant, org: &Org, mode: Reference) -> (Refs, Vec<String>) {
+pub(crate) fn refs(grant: &Grant, org: &Org, mode: Reference) -> (Refs, Vec<String>) {
     let mut notes = Vec::new();
     // A name is used when it is the only one of its kind in the walk (so resolution
     // finds exactly this object) and admission accepts it.

@@ -49,7 +49,7 @@ pub struct Leadership {
 /// Campaigns until this process holds the lease, or returns `None` if `stop` resolves
 /// first. On success `fence` is open until the renew deadline and kept open by every
 /// renewal.
-pub async fn acquire(
+pub(crate) async fn acquire(
     client: kube::Client,
     config: &LeaseConfig,
     fence: WriteFence,
@@ -251,7 +251,7 @@ impl Leadership {
     /// Resolves when leadership ends: at the renew deadline if no renewal succeeded by
     /// then (on the clock alone, even if a renewal request hangs), or as soon as a
     /// renewal finds another holder.
-    pub async fn lost(&mut self) {
+    pub(crate) async fn lost(&mut self) {
         loop {
             if *self.lost.borrow_and_update() {
                 return;
@@ -277,7 +277,7 @@ impl Leadership {
     /// Gives the lease up at once so a standby does not wait for it to expire, within
     /// `within` (a shutdown has a deadline of its own). The fence closes before the
     /// lease is written: the standby may write as soon as it is free.
-    pub async fn release(mut self, within: Duration) {
+    pub(crate) async fn release(mut self, within: Duration) {
         self.stop.cancel();
         let Some(task) = self.task.take() else {
             self.fence.close();
@@ -367,7 +367,7 @@ async fn renew_loop(
             }
             Err(_) => return end("renew deadline passed"),
         }
-        // Not `allows`: a new leader holding its writes still leads.
+        // Leading, not an open window: a new leader holding its writes still leads.
         if !fence.leads_at(Instant::now()) {
             return end("renew deadline passed");
         }

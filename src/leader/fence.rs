@@ -11,7 +11,7 @@ use super::Timings;
 /// Until when a leader that sent a successful renewal (or acquisition) at `sent` may
 /// act. Counted from the sending, not the answer: the write may have been committed
 /// (and seen by a standby) at any point after it left.
-pub fn valid_until(sent: Instant, timings: &Timings) -> Instant {
+pub(crate) fn valid_until(sent: Instant, timings: &Timings) -> Instant {
     sent + timings.renew_deadline
 }
 
@@ -35,7 +35,7 @@ pub enum Took {
 /// at least `lease_duration - renew_deadline` before `sent`. After a release, its own
 /// restart, or a Lease created anew (deleted under a running leader), the previous
 /// leader may have sent a write up to `sent`.
-pub fn first_write_at(
+pub(crate) fn first_write_at(
     sent: Instant,
     took: Took,
     timings: &Timings,
@@ -68,9 +68,9 @@ mod tests {
         let fence = WriteFence::new();
         fence.open_until(until);
         tokio::time::advance(secs(9)).await;
-        assert!(fence.allows(Instant::now()));
+        assert!(fence.leads_at(Instant::now()));
         tokio::time::advance(secs(1)).await;
-        assert!(!fence.allows(Instant::now()));
+        assert!(!fence.leads_at(Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,7 @@ pub enum Campaign {
 /// Decides from the lease's spec and how long this replica has seen it unchanged.
 /// Expiry is never judged from the holder's timestamps: another node's clock may be
 /// off. `fallback` is used when the lease states no usable duration.
-pub fn campaign(
+pub(crate) fn campaign(
     spec: Option<&LeaseSpec>,
     identity: &str,
     unchanged_for: Duration,
@@ -49,7 +49,7 @@ pub fn campaign(
 }
 
 /// The holder named in the spec; an empty name means released.
-pub fn holder_of(spec: Option<&LeaseSpec>) -> Option<&str> {
+pub(crate) fn holder_of(spec: Option<&LeaseSpec>) -> Option<&str> {
     spec.and_then(|s| s.holder_identity.as_deref())
         .filter(|h| !h.is_empty())
 }
@@ -64,7 +64,7 @@ pub struct Observed {
 impl Observed {
     /// Records a read made at `now`; returns how long the record has been unchanged as
     /// far as this replica knows (zero on first sight or after any change).
-    pub fn observe(&mut self, version: Option<&str>, now: Instant) -> Duration {
+    pub(crate) fn observe(&mut self, version: Option<&str>, now: Instant) -> Duration {
         match self.since {
             Some(since) if self.version.as_deref() == version && version.is_some() => {
                 now.saturating_duration_since(since)
@@ -80,7 +80,7 @@ impl Observed {
 
 /// The spec with which `identity` holds the lease at `now`: acquisition time and the
 /// transition count are kept when it already held it.
-pub fn held_spec(
+pub(crate) fn held_spec(
     previous: Option<&LeaseSpec>,
     identity: &str,
     now: Timestamp,
@@ -104,7 +104,7 @@ pub fn held_spec(
 
 /// The spec of a released lease: no holder, no times (which other lease libraries also
 /// read as free), the transition count kept.
-pub fn released_spec(previous: Option<&LeaseSpec>) -> LeaseSpec {
+pub(crate) fn released_spec(previous: Option<&LeaseSpec>) -> LeaseSpec {
     let mut spec = previous.cloned().unwrap_or_default();
     spec.holder_identity = None;
     spec.acquire_time = None;
@@ -137,7 +137,7 @@ fn with_spec(mut lease: Lease, spec: LeaseSpec) -> Lease {
 /// invalid Lease name): the campaign stops and the process exits. Everything else,
 /// 401 and 403 included (RBAC and authentication come back after an API server
 /// restart, a binding can be restored), is retried.
-pub fn is_fatal(err: &kube::Error) -> bool {
+pub(crate) fn is_fatal(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if matches!(s.code, 400 | 422))
 }
 

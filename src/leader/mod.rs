@@ -29,7 +29,8 @@ mod fence;
 mod lease;
 mod timings;
 
-pub use elector::{Leadership, LeaseError, acquire};
+pub use elector::LeaseError;
+pub(crate) use elector::acquire;
 pub use timings::{LeaseConfig, Timings, TimingsError};
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub enum TimingsError {
 impl Timings {
     /// Defaults as client-go's (15 s, 10 s, 2 s) scaled to the lease duration: the renew
     /// deadline is two thirds of it, the retry period a fifth of the renew deadline.
-    pub fn new(
+    pub(crate) fn new(
         lease_duration: Duration,
         renew_deadline: Option<Duration>,
         retry_period: Option<Duration>,
@@ -93,7 +93,7 @@ impl Timings {
 /// The pause after `failures` consecutive failed looks at the lease: the retry period,
 /// doubled per failure, at most a lease duration (a standby that heals takes over
 /// within a lease duration; a change of the Lease wakes it earlier).
-pub fn error_pause(failures: u32, timings: &Timings) -> Duration {
+pub(crate) fn error_pause(failures: u32, timings: &Timings) -> Duration {
     let doubled = timings
         .retry_period
         .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));

@@ -32,7 +32,7 @@ pub enum ApiKeyError {
 
 impl ApiKey {
     /// Wraps a key given in code; `origin` only labels error messages (e.g. "a test").
-    pub fn new(key: impl Into<String>, origin: &str) -> Result<Self, ApiKeyError> {
+    pub(crate) fn new(key: impl Into<String>, origin: &str) -> Result<Self, ApiKeyError> {
         // Surrounding whitespace is an artefact of how files and env vars are written
         // (`echo key > file`), never part of a key.
         let key = key.into();
@@ -53,13 +53,13 @@ impl ApiKey {
     }
 
     /// Reads the key from `VULTR_API_KEY`.
-    pub fn from_env() -> Result<Self, ApiKeyError> {
+    pub(crate) fn from_env() -> Result<Self, ApiKeyError> {
         let value = std::env::var(API_KEY_ENV).map_err(|_| ApiKeyError::MissingEnv)?;
         Self::new(value, &format!("environment variable {API_KEY_ENV}"))
     }
 
     /// Reads the key from a file (a mounted Secret), ignoring surrounding whitespace.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ApiKeyError> {
+    pub(crate) fn from_file(path: impl AsRef<Path>) -> Result<Self, ApiKeyError> {
         let path = path.as_ref();
         let value = std::fs::read_to_string(path).map_err(|source| ApiKeyError::ReadFile {
             path: path.to_owned(),
@@ -69,7 +69,7 @@ impl ApiKey {
     }
 
     /// The secret itself. Call it only to build the Authorization header.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -126,7 +126,7 @@ struct Inner {
 impl Directory {
     /// `max_age`: how long a walk serves references that match (the freshness bound of
     /// a resolution); `refresh_floor`: the youngest walk a miss may replace.
-    pub fn new(vultr: VultrClient, max_age: Duration, refresh_floor: Duration) -> Self {
+    pub(crate) fn new(vultr: VultrClient, max_age: Duration, refresh_floor: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 vultr,
@@ -142,17 +142,12 @@ impl Directory {
 
     /// The operator's directory: walks serve for `max_age`, at most
     /// [`DIRECTORY_MAX_AGE_LIMIT`].
-    pub fn for_resolution(vultr: VultrClient, max_age: Duration) -> Self {
+    pub(crate) fn for_resolution(vultr: VultrClient, max_age: Duration) -> Self {
         Self::new(vultr, max_age.min(DIRECTORY_MAX_AGE_LIMIT), REFRESH_FLOOR)
     }
 
-    /// How long a walk serves references.
-    pub fn max_age(&self) -> Duration {
-        self.inner.max_age
-    }
-
     /// Every policy (without documents), from the shared walk.
-    pub async fn all_policies(&self) -> Result<Arc<Vec<Policy>>, VultrError> {
+    pub(crate) async fn all_policies(&self) -> Result<Arc<Vec<Policy>>, VultrError> {
         let walk = || walk_policies(&self.inner.vultr);
         Ok(self
             .inner
@@ -163,7 +158,7 @@ impl Directory {
     }
 
     /// Every user, from the shared walk.
-    pub async fn all_users(&self) -> Result<Arc<Vec<User>>, VultrError> {
+    pub(crate) async fn all_users(&self) -> Result<Arc<Vec<User>>, VultrError> {
         let walk = || self.inner.vultr.list_users();
         Ok(self
             .inner
@@ -174,7 +169,7 @@ impl Directory {
     }
 
     /// Every group, from the shared walk.
-    pub async fn all_groups(&self) -> Result<Arc<Vec<Group>>, VultrError> {
+    pub(crate) async fn all_groups(&self) -> Result<Arc<Vec<Group>>, VultrError> {
         let walk = || self.inner.vultr.list_groups();
         Ok(self
             .inner
@@ -185,7 +180,7 @@ impl Directory {
     }
 
     /// Every role, from the shared walk.
-    pub async fn all_roles(&self) -> Result<Arc<Vec<Role>>, VultrError> {
+    pub(crate) async fn all_roles(&self) -> Result<Arc<Vec<Role>>, VultrError> {
         let walk = || self.inner.vultr.list_roles();
         Ok(self
             .inner
@@ -197,7 +192,7 @@ impl Directory {
 
     /// The pair a manifest declares, and what people call its two sides: exact
     /// matches; "not found" and "ambiguous" are distinct errors.
-    pub async fn resolve(&self, refs: &Refs) -> Result<Resolution, VultrError> {
+    pub(crate) async fn resolve(&self, refs: &Refs) -> Result<Resolution, VultrError> {
         let policy = self.policy(&refs.policy).await?;
         let (subject, subject_name) = self.subject(&refs.subject).await?;
         Ok(Resolution {
@@ -211,7 +206,7 @@ impl Directory {
     }
 
     /// The policy a manifest names: by exact name, or by ID (which must exist).
-    pub async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
+    pub(crate) async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
         let key = match policy {
             PolicyRef::ById(id) => Key::Id(id),
             PolicyRef::ByName(name) => Key::Name(name),
@@ -222,7 +217,10 @@ impl Directory {
     }
 
     /// The subject a manifest names, and what people call it (email, group or role name).
-    pub async fn subject(&self, subject: &SubjectRef) -> Result<(Subject, String), VultrError> {
+    pub(crate) async fn subject(
+        &self,
+        subject: &SubjectRef,
+    ) -> Result<(Subject, String), VultrError> {
         let inner = &self.inner;
         let (kind, found) = match subject {
             SubjectRef::User(user) => {
@@ -355,7 +353,7 @@ mod tests {
         let fake = FakeVultr::start(|_| Reply::empty(500)).await;
         let hour = Duration::from_secs(3600);
         let dir = Directory::for_resolution(fake.client(), hour);
-        assert_eq!(dir.max_age(), DIRECTORY_MAX_AGE_LIMIT);
+        assert_eq!(dir.inner.max_age, DIRECTORY_MAX_AGE_LIMIT);
         assert!(DIRECTORY_MAX_AGE_LIMIT <= Duration::from_secs(60));
     }
 
