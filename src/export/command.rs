@@ -16,7 +16,7 @@ use super::unmanaged::{Declared, Skipped};
 use crate::connect::{self, ConnectError};
 use crate::crd::{PolicyAttachment, PolicyAttachmentSpec};
 use crate::domain::{Grant, SubjectKind};
-use crate::vultr::{Directory, VultrError};
+use crate::vultr::{Directory, Group, Policy, Role, User, VultrError};
 
 /// The User-Agent instance of an export, so Vultr-side logs tell it from the operator.
 const INSTANCE: &str = "export";
@@ -94,10 +94,10 @@ pub(crate) async fn run(args: ExportArgs) -> Result<(), ExportError> {
 /// One walk of each listing, retried like every read of the export.
 async fn walk(directory: &Directory) -> Result<Org, VultrError> {
     let (policies, users, groups, roles) = tokio::try_join!(
-        with_retries(|| directory.all_policies()),
-        with_retries(|| directory.all_users()),
-        with_retries(|| directory.all_groups()),
-        with_retries(|| directory.all_roles()),
+        with_retries(|| directory.all::<Policy>()),
+        with_retries(|| directory.all::<User>()),
+        with_retries(|| directory.all::<Group>()),
+        with_retries(|| directory.all::<Role>()),
     )?;
     Ok(Org::new(policies, users, groups, roles))
 }

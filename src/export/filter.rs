@@ -11,6 +11,7 @@ use std::fmt;
 
 use super::org::Org;
 use crate::domain::{Grant, ListingSource, Subject, SubjectKind};
+use crate::vultr::Named;
 
 /// The filter flags as given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,64 +52,32 @@ fn order(source: &ListingSource) -> (String, &'static str) {
 impl Filter {
     pub(crate) fn new(selectors: &Selectors, org: &Org) -> Result<Filter, UnknownSelectors> {
         let mut unknown = Vec::new();
-        let policies = pick(&selectors.policies, &mut unknown, |sel| {
-            let hits: Vec<String> = org
-                .policies
-                .iter()
-                .filter(|p| p.id.eq_ignore_ascii_case(sel) || p.name == sel)
-                .map(|p| p.id.to_ascii_lowercase())
-                .collect();
+        let policies = pick(&org.policies, &selectors.policies, "--policy", &mut unknown);
+        let subjects = [
             (
-                hits,
-                format!("--policy {sel:?} names no Vultr IAM policy (by name or id)"),
-            )
-        });
-        let users = pick(&selectors.users, &mut unknown, |sel| {
-            let hits = org
-                .users
-                .iter()
-                .filter(|u| {
-                    u.id.eq_ignore_ascii_case(sel)
-                        || (!sel.trim().is_empty()
-                            && u.email.trim().eq_ignore_ascii_case(sel.trim()))
-                })
-                .map(|u| (SubjectKind::User, u.id.to_ascii_lowercase()))
-                .collect();
+                SubjectKind::User,
+                pick(&org.users, &selectors.users, "--user", &mut unknown),
+            ),
             (
-                hits,
-                format!("--user {sel:?} names no Vultr user (by email or id)"),
-            )
-        });
-        let groups = pick(&selectors.groups, &mut unknown, |sel| {
-            let hits = org
-                .groups
-                .iter()
-                .filter(|g| g.id.eq_ignore_ascii_case(sel) || g.display_name == sel)
-                .map(|g| (SubjectKind::Group, g.id.to_ascii_lowercase()))
-                .collect();
+                SubjectKind::Group,
+                pick(&org.groups, &selectors.groups, "--group", &mut unknown),
+            ),
             (
-                hits,
-                format!("--group {sel:?} names no Vultr group (by name or id)"),
-            )
-        });
-        let roles = pick(&selectors.roles, &mut unknown, |sel| {
-            let hits = org
-                .roles
-                .iter()
-                .filter(|r| r.id.eq_ignore_ascii_case(sel) || r.name == sel)
-                .map(|r| (SubjectKind::Role, r.id.to_ascii_lowercase()))
-                .collect();
-            (
-                hits,
-                format!("--role {sel:?} names no Vultr role (by name or id)"),
-            )
-        });
+                SubjectKind::Role,
+                pick(&org.roles, &selectors.roles, "--role", &mut unknown),
+            ),
+        ];
         if !unknown.is_empty() {
             return Err(UnknownSelectors(unknown));
         }
-        let subjects = match (users, groups, roles) {
-            (None, None, None) => None,
-            (u, g, r) => Some(u.into_iter().chain(g).chain(r).flatten().collect()),
+        let subjects = match subjects.iter().all(|(_, ids)| ids.is_none()) {
+            true => None,
+            false => Some(
+                subjects
+                    .into_iter()
+                    .flat_map(|(kind, ids)| ids.into_iter().flatten().map(move |id| (kind, id)))
+                    .collect(),
+            ),
         };
         Ok(Filter { policies, subjects })
     }
@@ -164,21 +133,31 @@ impl Filter {
     }
 }
 
-/// The IDs the selectors of one flag name (`None` without any selector); a selector
-/// that names nothing adds its message to `unknown`.
-fn pick<T: Eq + std::hash::Hash>(
+/// The lower-cased IDs of the objects the selectors of one flag name, by ID
+/// (case-insensitively) or by name as resolution matches it (`None` without any
+/// selector); a selector that names nothing adds its message to `unknown`.
+fn pick<T: Named>(
+    items: &[T],
     selectors: &[String],
+    flag: &str,
     unknown: &mut Vec<String>,
-    find: impl Fn(&str) -> (Vec<T>, String),
-) -> Option<HashSet<T>> {
+) -> Option<HashSet<String>> {
     if selectors.is_empty() {
         return None;
     }
     let mut all = HashSet::new();
     for sel in selectors {
-        let (hits, miss) = find(sel);
+        let hits: Vec<String> = items
+            .iter()
+            .filter(|item| item.id().eq_ignore_ascii_case(sel) || item.is_named(sel))
+            .map(|item| item.id().to_ascii_lowercase())
+            .collect();
         if hits.is_empty() {
-            unknown.push(miss);
+            unknown.push(format!(
+                "{flag} {sel:?} names no Vultr {} (by {} or id)",
+                T::SINGULAR,
+                T::NAME_FIELD
+            ));
         }
         all.extend(hits);
     }

@@ -21,9 +21,7 @@ use super::client::VultrClient;
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
 use super::resolve::{Key, Named, Resolved, resolved};
-use crate::domain::{
-    Grant, GroupRef, PolicyRef, Refs, RoleRef, Subject, SubjectKind, SubjectRef, UserRef,
-};
+use crate::domain::{Grant, PolicyRef, Refs, Subject, SubjectKind, SubjectRef};
 
 /// The oldest walk the operator resolves a reference against, whatever it is told: the
 /// name-freshness bound the README states.
@@ -52,7 +50,7 @@ struct Answer<T> {
 }
 
 /// One listing's last walk; callers queue on the lock, so one walk serves them all.
-struct Walk<T> {
+pub(crate) struct Walk<T> {
     last: tokio::sync::Mutex<Option<Answer<T>>>,
     /// Walks completed so far (the `seq` of the last one).
     completed: AtomicU64,
@@ -113,7 +111,7 @@ pub struct Directory {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     vultr: VultrClient,
     max_age: Duration,
     refresh_floor: Duration,
@@ -146,46 +144,12 @@ impl Directory {
         Self::new(vultr, max_age.min(DIRECTORY_MAX_AGE_LIMIT), REFRESH_FLOOR)
     }
 
-    /// Every policy (without documents), from the shared walk.
-    pub(crate) async fn all_policies(&self) -> Result<Arc<Vec<Policy>>, VultrError> {
-        let walk = || walk_policies(&self.inner.vultr);
-        Ok(self
-            .inner
-            .policies
-            .get(&self.inner.vultr, self.inner.max_age, walk)
-            .await?
-            .1)
-    }
-
-    /// Every user, from the shared walk.
-    pub(crate) async fn all_users(&self) -> Result<Arc<Vec<User>>, VultrError> {
-        let walk = || self.inner.vultr.list_users();
-        Ok(self
-            .inner
-            .users
-            .get(&self.inner.vultr, self.inner.max_age, walk)
-            .await?
-            .1)
-    }
-
-    /// Every group, from the shared walk.
-    pub(crate) async fn all_groups(&self) -> Result<Arc<Vec<Group>>, VultrError> {
-        let walk = || self.inner.vultr.list_groups();
-        Ok(self
-            .inner
-            .groups
-            .get(&self.inner.vultr, self.inner.max_age, walk)
-            .await?
-            .1)
-    }
-
-    /// Every role, from the shared walk.
-    pub(crate) async fn all_roles(&self) -> Result<Arc<Vec<Role>>, VultrError> {
-        let walk = || self.inner.vultr.list_roles();
-        Ok(self
-            .inner
-            .roles
-            .get(&self.inner.vultr, self.inner.max_age, walk)
+    /// Every object of a kind (policies without documents), from the shared walk.
+    pub(crate) async fn all<T: Walked>(&self) -> Result<Arc<Vec<T>>, VultrError> {
+        let inner = &self.inner;
+        let walk = || T::fetch(&inner.vultr);
+        Ok(T::walk(inner)
+            .get(&inner.vultr, inner.max_age, walk)
             .await?
             .1)
     }
@@ -207,13 +171,7 @@ impl Directory {
 
     /// The policy a manifest names: by exact name, or by ID (which must exist).
     pub(crate) async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
-        let key = match policy {
-            PolicyRef::ById(id) => Key::Id(id),
-            PolicyRef::ByName(name) => Key::Name(name),
-        };
-        let inner = &self.inner;
-        self.lookup(&inner.policies, || walk_policies(&inner.vultr), key)
-            .await
+        self.lookup::<Policy>(policy.key()).await
     }
 
     /// The subject a manifest names, and what people call it (email, group or role name).
@@ -221,70 +179,73 @@ impl Directory {
         &self,
         subject: &SubjectRef,
     ) -> Result<(Subject, String), VultrError> {
-        let inner = &self.inner;
         let (kind, found) = match subject {
-            SubjectRef::User(user) => {
-                let key = match user {
-                    UserRef::ById(id) => Key::Id(id),
-                    UserRef::ByEmail(email) => Key::Name(email),
-                };
-                let walk = || inner.vultr.list_users();
-                (
-                    SubjectKind::User,
-                    self.lookup(&inner.users, walk, key).await?,
-                )
-            }
+            SubjectRef::User(user) => (SubjectKind::User, self.lookup::<User>(user.key()).await),
             SubjectRef::Group(group) => {
-                let key = match group {
-                    GroupRef::ById(id) => Key::Id(id),
-                    GroupRef::ByName(name) => Key::Name(name),
-                };
-                let walk = || inner.vultr.list_groups();
-                (
-                    SubjectKind::Group,
-                    self.lookup(&inner.groups, walk, key).await?,
-                )
+                (SubjectKind::Group, self.lookup::<Group>(group.key()).await)
             }
-            SubjectRef::Role(role) => {
-                let key = match role {
-                    RoleRef::ById(id) => Key::Id(id),
-                    RoleRef::ByName(name) => Key::Name(name),
-                };
-                let walk = || inner.vultr.list_roles();
-                (
-                    SubjectKind::Role,
-                    self.lookup(&inner.roles, walk, key).await?,
-                )
-            }
+            SubjectRef::Role(role) => (SubjectKind::Role, self.lookup::<Role>(role.key()).await),
         };
+        let found = found?;
         Ok((Subject::new(kind, found.id), found.name))
     }
 
     /// Finds a reference in a walk; a miss walks again once (see the module docs).
-    async fn lookup<T: Named, F, Fut>(
-        &self,
-        walk: &Walk<T>,
-        fetch: F,
-        key: Key<'_>,
-    ) -> Result<Resolved, VultrError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<T>, VultrError>>,
-    {
-        let (at, items) = walk
-            .get(&self.inner.vultr, self.inner.max_age, &fetch)
-            .await?;
-        let find = |items: &[T]| resolved(items, key);
-        match find(&items) {
+    async fn lookup<T: Walked>(&self, key: Key<'_>) -> Result<Resolved, VultrError> {
+        let inner = &self.inner;
+        let walk = T::walk(inner);
+        let fetch = || T::fetch(&inner.vultr);
+        let (at, items) = walk.get(&inner.vultr, inner.max_age, fetch).await?;
+        match resolved(&items, key) {
             Ok(found) => Ok(found),
-            Err(miss) if at.elapsed() < self.inner.refresh_floor => Err(miss),
+            Err(miss) if at.elapsed() < inner.refresh_floor => Err(miss),
             Err(_) => {
-                let (_, items) = walk
-                    .get(&self.inner.vultr, self.inner.refresh_floor, &fetch)
-                    .await?;
-                find(&items)
+                let (_, items) = walk.get(&inner.vultr, inner.refresh_floor, fetch).await?;
+                resolved(&items, key)
             }
         }
+    }
+}
+
+/// An object the directory walks: where its last walk is kept, and how a walk reads it.
+pub(crate) trait Walked: Named + Sized {
+    fn walk(inner: &Inner) -> &Walk<Self>;
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send;
+}
+
+impl Walked for Policy {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.policies
+    }
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        walk_policies(vultr)
+    }
+}
+
+impl Walked for User {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.users
+    }
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        vultr.list_users()
+    }
+}
+
+impl Walked for Group {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.groups
+    }
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        vultr.list_groups()
+    }
+}
+
+impl Walked for Role {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.roles
+    }
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        vultr.list_roles()
     }
 }
 
@@ -307,6 +268,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::domain::GroupRef;
     use crate::vultr::ApiKey;
     use crate::vultr::fake::{FakeVultr, Reply, paged};
 

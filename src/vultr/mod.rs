@@ -39,3 +39,4 @@ pub(crate) use limiter::{InvalidRateLimit, RateLimiter};
 pub(crate) use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::PER_PAGE;
+pub(crate) use resolve::Named;

@@ -4,6 +4,7 @@
 
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
+use crate::domain::{GroupRef, PolicyRef, RoleRef, UserRef};
 
 /// A resolved object: its ID, and what people call it (a policy's name, a user's email,
 /// a group's display name) for display.
@@ -15,6 +16,8 @@ pub struct Resolved {
 
 /// An object a manifest can name, with the matching rules of its kind.
 pub(crate) trait Named {
+    /// The kind, as a message names one ("IAM policy").
+    const SINGULAR: &'static str;
     /// The kind's plural, for an `Ambiguous` error ("IAM policies").
     const PLURAL: &'static str;
     /// What a name of this kind is called in a reference ("name", "email").
@@ -22,76 +25,76 @@ pub(crate) trait Named {
     fn id(&self) -> &str;
     /// What people call it.
     fn name(&self) -> &str;
-    /// Whether `name` names it: exactly, and never when empty.
-    fn is_named(&self, name: &str) -> bool {
-        !name.is_empty() && self.name() == name
-    }
+    /// Whether `name` names it (never when empty).
+    fn is_named(&self, name: &str) -> bool;
     /// The error of a reference that matches nothing.
     fn not_found(reference: String) -> VultrError;
 }
 
-impl Named for Policy {
-    const PLURAL: &'static str = "IAM policies";
-    const NAME_FIELD: &'static str = "name";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn not_found(reference: String) -> VultrError {
-        VultrError::PolicyNotFound { reference }
-    }
+/// Policy, group and role names match exactly.
+fn same_name(own: &str, wanted: &str) -> bool {
+    !wanted.is_empty() && own == wanted
 }
 
-impl Named for User {
-    const PLURAL: &'static str = "users";
-    const NAME_FIELD: &'static str = "email";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.email
-    }
-    /// Email domains are case-insensitive and providers treat the local part the same
-    /// way, so `Alice@Example.com` in a manifest means alice@example.com's account.
-    /// Two accounts differing only by case come out as Ambiguous, never as a guess.
-    fn is_named(&self, email: &str) -> bool {
-        let wanted = email.trim();
-        !wanted.is_empty() && self.email.trim().eq_ignore_ascii_case(wanted)
-    }
-    fn not_found(reference: String) -> VultrError {
-        VultrError::UserNotFound { reference }
-    }
+/// Email domains are case-insensitive and providers treat the local part the same way,
+/// so `Alice@Example.com` in a manifest means alice@example.com's account. Two accounts
+/// differing only by case come out as Ambiguous, never as a guess.
+fn same_email(own: &str, wanted: &str) -> bool {
+    let wanted = wanted.trim();
+    !wanted.is_empty() && own.trim().eq_ignore_ascii_case(wanted)
 }
 
-impl Named for Group {
-    const PLURAL: &'static str = "groups";
-    const NAME_FIELD: &'static str = "name";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.display_name
-    }
-    fn not_found(reference: String) -> VultrError {
-        VultrError::GroupNotFound { reference }
-    }
+/// `Named` for a model: the field people call it by, its words, its error and rule.
+macro_rules! named {
+    ($type:ty, $field:ident, $one:literal, $plural:literal, $name_field:literal, $not_found:ident, $rule:ident) => {
+        impl Named for $type {
+            const SINGULAR: &'static str = $one;
+            const PLURAL: &'static str = $plural;
+            const NAME_FIELD: &'static str = $name_field;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn name(&self) -> &str {
+                &self.$field
+            }
+            fn is_named(&self, name: &str) -> bool {
+                $rule(&self.$field, name)
+            }
+            fn not_found(reference: String) -> VultrError {
+                VultrError::$not_found { reference }
+            }
+        }
+    };
 }
 
-impl Named for Role {
-    const PLURAL: &'static str = "roles";
-    const NAME_FIELD: &'static str = "name";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn not_found(reference: String) -> VultrError {
-        VultrError::RoleNotFound { reference }
-    }
-}
+named!(
+    Policy,
+    name,
+    "IAM policy",
+    "IAM policies",
+    "name",
+    PolicyNotFound,
+    same_name
+);
+named!(
+    User,
+    email,
+    "user",
+    "users",
+    "email",
+    UserNotFound,
+    same_email
+);
+named!(
+    Group,
+    display_name,
+    "group",
+    "groups",
+    "name",
+    GroupNotFound,
+    same_name
+);
+named!(Role, name, "role", "roles", "name", RoleNotFound, same_name);
 
 /// How a reference names an object: by ID or by name (an email for a user).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,27 @@ pub(crate) enum Key<'a> {
     Id(&'a str),
     Name(&'a str),
 }
+
+/// The key of a reference: `$by_name` is its by-name variant (by email for a user).
+macro_rules! keyed {
+    ($($type:ident :: $by_name:ident),*) => {$(
+        impl $type {
+            pub(crate) fn key(&self) -> Key<'_> {
+                match self {
+                    Self::ById(id) => Key::Id(id),
+                    Self::$by_name(name) => Key::Name(name),
+                }
+            }
+        }
+    )*};
+}
+
+keyed!(
+    PolicyRef::ByName,
+    UserRef::ByEmail,
+    GroupRef::ByName,
+    RoleRef::ByName
+);
 
 /// The one object `key` names. UUIDs are case-insensitive (a manifest may spell one in
 /// upper case); the listing's spelling is what is returned, and later listings are
