@@ -139,6 +139,11 @@ mod tests {
         }
     }
 
+    /// The references of a user grant by IDs.
+    fn user_by_ids(policy: &str, user: &str) -> Refs {
+        by_ids(policy, SubjectRef::User(UserRef::ById(user.into())))
+    }
+
     #[test]
     fn unique_names_are_used() {
         let (refs, notes) = super::refs(&user("p1", "u1"), &org(), Reference::Names);
@@ -164,10 +169,7 @@ mod tests {
     #[test]
     fn ids_mode_never_uses_names() {
         let (refs, notes) = super::refs(&user("p1", "u1"), &org(), Reference::Ids);
-        assert_eq!(
-            refs,
-            by_ids("p1", SubjectRef::User(UserRef::ById("u1".into())))
-        );
+        assert_eq!(refs, user_by_ids("p1", "u1"));
         assert!(notes.is_empty());
     }
 
@@ -175,10 +177,7 @@ mod tests {
     fn names_that_are_not_unique_or_not_admissible_fall_back_to_ids_with_a_note() {
         // Twin policy names, an email shared case-insensitively.
         let (refs, notes) = super::refs(&user("p2", "u2"), &org(), Reference::Names);
-        assert_eq!(
-            refs,
-            by_ids("p2", SubjectRef::User(UserRef::ById("u2".into())))
-        );
+        assert_eq!(refs, user_by_ids("p2", "u2"));
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
             notes[0].contains("policy p2 shares its name \"twin\" with 1 other policy in"),
@@ -187,10 +186,7 @@ mod tests {
         assert!(notes[1].contains("user u2 shares its email"), "{notes:?}");
         // Admission would refuse these, so the ID is used.
         let (refs, notes) = super::refs(&user("p4", "u4"), &org(), Reference::Names);
-        assert_eq!(
-            refs,
-            by_ids("p4", SubjectRef::User(UserRef::ById("u4".into())))
-        );
+        assert_eq!(refs, user_by_ids("p4", "u4"));
         assert!(notes.iter().all(|n| n.contains("cannot hold")), "{notes:?}");
         // Twin group names; an object missing from the directory.
         let grant = Grant {

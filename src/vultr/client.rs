@@ -153,7 +153,8 @@ impl VultrClient {
             latency_ms = field::Empty,
             limiter_wait_ms = field::Empty,
         );
-        self.request_inner(method, route, segments, query)
+        let url = self.url(segments, query);
+        self.request_inner(method, route, url)
             .instrument(span)
             .await
     }
@@ -162,10 +163,8 @@ impl VultrClient {
         &self,
         method: Method,
         route: &'static str,
-        segments: &[&str],
-        query: &[(&str, &str)],
+        url: Url,
     ) -> Result<Answer, VultrError> {
-        let url = self.url(segments, query);
         let fence = self.inner.fence.as_ref().filter(|_| is_write(&method));
         // A new leader's writes wait, before taking a limiter token, until the
         // previous leader's can no longer land.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client::VultrClient;
+use super::endpoints::Listed;
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
 use super::resolve::{Key, Named, Resolved, resolved};
@@ -208,9 +209,11 @@ impl Directory {
 }
 
 /// An object the directory walks: where its last walk is kept, and how a walk reads it.
-pub(crate) trait Walked: Named + Sized {
+pub(crate) trait Walked: Named + Listed + Send {
     fn walk(inner: &Inner) -> &Walk<Self>;
-    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send;
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        vultr.list::<Self>()
+    }
 }
 
 impl Walked for Policy {
@@ -226,17 +229,11 @@ impl Walked for User {
     fn walk(inner: &Inner) -> &Walk<Self> {
         &inner.users
     }
-    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
-        vultr.list_users()
-    }
 }
 
 impl Walked for Group {
     fn walk(inner: &Inner) -> &Walk<Self> {
         &inner.groups
-    }
-    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
-        vultr.list_groups()
     }
 }
 
@@ -244,15 +241,12 @@ impl Walked for Role {
     fn walk(inner: &Inner) -> &Walk<Self> {
         &inner.roles
     }
-    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
-        vultr.list_roles()
-    }
 }
 
 /// The policy listing, without what only costs memory here: only IDs and names are
 /// needed, and documents can be large.
 async fn walk_policies(vultr: &VultrClient) -> Result<Vec<Policy>, VultrError> {
-    let mut policies = vultr.list_policies().await?;
+    let mut policies = vultr.list::<Policy>().await?;
     for p in &mut policies {
         p.policy_document = None;
         p.description = None;

@@ -80,29 +80,33 @@ pub(crate) fn path_id(of: IdOf, id: &str) -> Result<&str, VultrError> {
     })
 }
 
+/// An object the organization lists in full: the route of `GET /v2/{KEY}`, whose
+/// pages hold the objects under `KEY`.
+pub(crate) trait Listed: DeserializeOwned {
+    const ROUTE: &'static str;
+    const KEY: &'static str;
+}
+
+macro_rules! listed {
+    ($($type:ty => $route:ident, $key:literal;)*) => {$(
+        impl Listed for $type {
+            const ROUTE: &'static str = routes::$route;
+            const KEY: &'static str = $key;
+        }
+    )*};
+}
+
+listed! {
+    Policy => LIST_POLICIES, "policies";
+    User => LIST_USERS, "users";
+    Group => LIST_GROUPS, "groups";
+    Role => LIST_ROLES, "roles";
+}
+
 impl VultrClient {
-    /// Every IAM policy of the organization (paged).
-    pub(crate) async fn list_policies(&self) -> Result<Vec<Policy>, VultrError> {
-        self.list_all(routes::LIST_POLICIES, &["v2", "policies"], "policies")
-            .await
-    }
-
-    /// Every user of the organization (paged).
-    pub(crate) async fn list_users(&self) -> Result<Vec<User>, VultrError> {
-        self.list_all(routes::LIST_USERS, &["v2", "users"], "users")
-            .await
-    }
-
-    /// Every group of the organization (paged).
-    pub(crate) async fn list_groups(&self) -> Result<Vec<Group>, VultrError> {
-        self.list_all(routes::LIST_GROUPS, &["v2", "groups"], "groups")
-            .await
-    }
-
-    /// Every role of the organization (paged).
-    pub(crate) async fn list_roles(&self) -> Result<Vec<Role>, VultrError> {
-        self.list_all(routes::LIST_ROLES, &["v2", "roles"], "roles")
-            .await
+    /// Every object of a kind in the organization (paged).
+    pub(crate) async fn list<T: Listed>(&self) -> Result<Vec<T>, VultrError> {
+        self.list_all(T::ROUTE, &["v2", T::KEY], T::KEY).await
     }
 
     /// The IDs one attachment listing shows, read from every page in either of its two

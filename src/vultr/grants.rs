@@ -3,7 +3,7 @@
 
 use super::client::VultrClient;
 use super::error::VultrError;
-use super::model::{AttachOutcome, RevokeOutcome};
+use super::model::{AttachOutcome, Policy, RevokeOutcome, Role};
 use crate::domain::{Grant, ListingSource, Subject};
 
 impl VultrClient {
@@ -94,10 +94,10 @@ impl VultrClient {
         let owner = source.owner_id();
         Ok(match source {
             ListingSource::PolicyUsers(_) | ListingSource::PolicyGroups(_) => {
-                self.list_policies().await?.iter().any(|p| p.id == owner)
+                self.list::<Policy>().await?.iter().any(|p| p.id == owner)
             }
             ListingSource::RolePolicies(_) => {
-                self.list_roles().await?.iter().any(|r| r.id == owner)
+                self.list::<Role>().await?.iter().any(|r| r.id == owner)
             }
         })
     }

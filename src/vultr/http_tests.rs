@@ -32,7 +32,7 @@ async fn list_policies_follows_cursors_across_three_pages() {
         paged("policies", &policies, 2, r)
     })
     .await;
-    let got = fake.client().list_policies().await.unwrap();
+    let got = fake.client().list::<Policy>().await.unwrap();
     let names: Vec<_> = got.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
@@ -208,7 +208,7 @@ async fn rate_limited_surfaces_retry_after() {
 #[tokio::test]
 async fn server_error_is_transient_api_unavailable() {
     let fake = FakeVultr::start(|_| Reply::error(500, "Internal error")).await;
-    let err = fake.client().list_users().await.unwrap_err();
+    let err = fake.client().list::<User>().await.unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable");
     assert!(err.is_transient());
     assert_eq!(err.status(), Some(500));
@@ -228,7 +228,7 @@ async fn timeout_is_api_unavailable() {
     let mut config = fake.config();
     config.timeout = Duration::from_millis(200);
     let client = VultrClient::new(config).unwrap();
-    let err = client.list_policies().await.unwrap_err();
+    let err = client.list::<Policy>().await.unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable", "{err}");
     assert!(err.is_transient());
     assert_eq!(err.status(), None);
@@ -246,7 +246,7 @@ async fn connection_refused_is_api_unavailable() {
     config.base_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     let err = VultrClient::new(config)
         .unwrap()
-        .list_groups()
+        .list::<Group>()
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable");
@@ -264,13 +264,13 @@ async fn unauthorized_and_forbidden() {
     })
     .await;
     let client = fake.client();
-    let err = client.list_users().await.unwrap_err();
+    let err = client.list::<User>().await.unwrap_err();
     assert_eq!(err.reason(), "Unauthorized");
     assert!(
         err.to_string()
             .starts_with("Vultr rejected the API key (401 Unauthorized)")
     );
-    let err = client.list_groups().await.unwrap_err();
+    let err = client.list::<Group>().await.unwrap_err();
     assert_eq!(err.reason(), "Forbidden");
     assert!(!err.is_transient());
 }
@@ -285,9 +285,9 @@ async fn undecodable_success_body_is_invalid_response() {
     .await;
     let client = fake.client();
     for err in [
-        client.list_policies().await.unwrap_err(),
-        client.list_users().await.unwrap_err(),
-        client.list_groups().await.unwrap_err(),
+        client.list::<Policy>().await.unwrap_err(),
+        client.list::<User>().await.unwrap_err(),
+        client.list::<Group>().await.unwrap_err(),
     ] {
         assert_eq!(err.reason(), "InvalidResponse", "{err}");
         assert!(!err.is_transient());
@@ -648,9 +648,9 @@ async fn the_key_never_appears_in_logs_or_errors() {
     let client = fake.client();
     let mut shown = format!("{client:?} {:?}", fake.config());
     for err in [
-        client.list_users().await.unwrap_err(),
-        client.list_groups().await.unwrap_err(),
-        client.list_policies().await.unwrap_err(),
+        client.list::<User>().await.unwrap_err(),
+        client.list::<Group>().await.unwrap_err(),
+        client.list::<Policy>().await.unwrap_err(),
     ] {
         shown.push_str(&format!("{err} {err:?}\n"));
     }

@@ -228,7 +228,7 @@ mod tests {
             Duration::from_millis(100),
         ));
         let sent_key = || async {
-            client.list_users().await.unwrap();
+            client.list::<crate::vultr::User>().await.unwrap();
             fake.requests()
                 .last()
                 .unwrap()
