@@ -167,22 +167,18 @@ fn pick<T: Named>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::org::fixture::{group, policy, role, user};
-    use std::sync::Arc;
+    use crate::export::org::fixture;
 
     fn org() -> Org {
-        Org::new(
-            Arc::new(vec![
-                policy("P1", "dns-admin"),
-                policy("p2", "billing-read"),
-            ]),
-            Arc::new(vec![
-                user("u1", "alice@example.com"),
-                user("u2", "shared@example.com"),
-                user("u3", "Shared@Example.com"),
-            ]),
-            Arc::new(vec![group("g1", "ops"), group("g2", "developers")]),
-            Arc::new(vec![role("r1", "auditors")]),
+        fixture::org(
+            &[("P1", "dns-admin"), ("p2", "billing-read")],
+            &[
+                ("u1", "alice@example.com"),
+                ("u2", "shared@example.com"),
+                ("u3", "Shared@Example.com"),
+            ],
+            &[("g1", "ops"), ("g2", "developers")],
+            &[("r1", "auditors")],
         )
     }
 

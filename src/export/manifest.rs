@@ -132,21 +132,14 @@ mod tests {
     use super::*;
     use crate::domain::Subject;
     use crate::export::naming::is_dns1123_label;
-    use crate::export::org::fixture::{group, policy, user};
-    use std::sync::Arc;
+    use crate::export::org::fixture;
 
     fn org() -> Org {
-        Org::new(
-            Arc::new(vec![
-                policy("p1", "dns-admin"),
-                policy("p2", "billing-read"),
-            ]),
-            Arc::new(vec![
-                user("u1", "alice@example.com"),
-                user("u2", "bob@example.com"),
-            ]),
-            Arc::new(vec![group("g1", "ops\nteam")]),
-            Arc::default(),
+        fixture::org(
+            &[("p1", "dns-admin"), ("p2", "billing-read")],
+            &[("u1", "alice@example.com"), ("u2", "bob@example.com")],
+            &[("g1", "ops\nteam")],
+            &[],
         )
     }
 

@@ -132,8 +132,31 @@ fn email_key(email: &str) -> String {
 /// Directory objects for the export's unit tests, as the listings would give them.
 #[cfg(test)]
 pub(crate) mod fixture {
-    use crate::vultr::{Group, Policy, Role, User};
+    use std::sync::Arc;
+
     use serde_json::json;
+
+    use super::Org;
+    use crate::vultr::{Group, Policy, Role, User};
+
+    /// An organisation of (id, name) pairs: policy names, user emails, group and role
+    /// names.
+    pub(crate) fn org(
+        policies: &[(&str, &str)],
+        users: &[(&str, &str)],
+        groups: &[(&str, &str)],
+        roles: &[(&str, &str)],
+    ) -> Org {
+        fn all<T>(pairs: &[(&str, &str)], one: fn(&str, &str) -> T) -> Arc<Vec<T>> {
+            Arc::new(pairs.iter().map(|(id, name)| one(id, name)).collect())
+        }
+        Org::new(
+            all(policies, policy),
+            all(users, user),
+            all(groups, group),
+            all(roles, role),
+        )
+    }
 
     pub(crate) fn policy(id: &str, name: &str) -> Policy {
         serde_json::from_value(json!({"id": id, "name": name})).expect("a policy")

@@ -99,29 +99,24 @@ fn usable_email(email: &str) -> bool {
 mod tests {
     use super::*;
     use crate::domain::Subject;
-    use crate::export::org::fixture::{self, group, policy};
-    use std::sync::Arc;
+    use crate::export::org::fixture;
 
     fn org() -> Org {
-        Org::new(
-            Arc::new(vec![
-                policy("p1", "dns-admin"),
-                policy("p2", "twin"),
-                policy("p3", "twin"),
-                policy("p4", " padded"),
-            ]),
-            Arc::new(vec![
-                fixture::user("u1", "alice@example.com"),
-                fixture::user("u2", "shared@example.com"),
-                fixture::user("u3", "SHARED@example.com"),
-                fixture::user("u4", "not-an-email"),
-            ]),
-            Arc::new(vec![
-                group("g1", "ops"),
-                group("g2", "ops"),
-                group("g3", "devs"),
-            ]),
-            Arc::default(),
+        fixture::org(
+            &[
+                ("p1", "dns-admin"),
+                ("p2", "twin"),
+                ("p3", "twin"),
+                ("p4", " padded"),
+            ],
+            &[
+                ("u1", "alice@example.com"),
+                ("u2", "shared@example.com"),
+                ("u3", "SHARED@example.com"),
+                ("u4", "not-an-email"),
+            ],
+            &[("g1", "ops"), ("g2", "ops"), ("g3", "devs")],
+            &[],
         )
     }
 

@@ -91,6 +91,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A temporary file holding `contents`.
+    fn key_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+        file
+    }
+
     const SECRET: &str = "SECRETKEY0123456789ABCDEFGHIJKLMN";
 
     #[test]
@@ -104,16 +111,14 @@ mod tests {
 
     #[test]
     fn from_file_trims_trailing_newline() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "{SECRET}").unwrap();
+        let file = key_file(&format!("{SECRET}\n"));
         let key = ApiKey::from_file(file.path()).unwrap();
         assert_eq!(key.expose(), SECRET);
     }
 
     #[test]
     fn from_file_rejects_empty_without_leaking() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "  \n").unwrap();
+        let file = key_file("  \n\n");
         let err = ApiKey::from_file(file.path()).unwrap_err();
         assert!(matches!(err, ApiKeyError::Empty { .. }));
         assert!(err.to_string().contains("is empty"), "{err}");

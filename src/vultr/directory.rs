@@ -266,6 +266,14 @@ mod tests {
     use crate::vultr::ApiKey;
     use crate::vultr::fake::{FakeVultr, Reply, paged};
 
+    /// Resolves the group named "ops" and checks that it is `id`.
+    async fn assert_ops_is(dir: &Directory, id: &str) {
+        assert_eq!(
+            dir.subject(&ops()).await.unwrap().0,
+            Subject::Group(id.into())
+        );
+    }
+
     fn ops() -> SubjectRef {
         SubjectRef::Group(GroupRef::ByName("ops".into()))
     }
@@ -280,10 +288,7 @@ mod tests {
             FakeVultr::start(move |r| paged("groups", &listed.lock().unwrap(), 100, r)).await;
         let max_age = Duration::from_millis(300);
         let dir = Directory::for_resolution(fake.client(), max_age);
-        assert_eq!(
-            dir.subject(&ops()).await.unwrap().0,
-            Subject::Group("g-old".into())
-        );
+        assert_ops_is(&dir, "g-old").await;
 
         // Renamed, and its name given to a new group.
         *groups.lock().unwrap() = vec![
@@ -297,10 +302,7 @@ mod tests {
         assert_eq!(fake.requests().len(), 1, "one walk serves a burst");
         // ... and past it, the name resolves against a new walk.
         tokio::time::sleep(max_age + Duration::from_millis(50)).await;
-        assert_eq!(
-            dir.subject(&ops()).await.unwrap().0,
-            Subject::Group("g-new".into())
-        );
+        assert_ops_is(&dir, "g-new").await;
         assert_eq!(fake.requests().len(), 2);
     }
 
@@ -326,11 +328,7 @@ mod tests {
             }
         })
         .await;
-        let dir = Directory::new(
-            fake.client(),
-            Duration::from_secs(600),
-            Duration::from_secs(10),
-        );
+        let dir = fake.directory(Duration::from_secs(10));
         let waiting = (0..5).map(|_| {
             let dir = dir.clone();
             async move { dir.subject(&ops()).await }
@@ -344,10 +342,7 @@ mod tests {
             "the waiting callers shared one failure"
         );
         // The next caller asks again, at once.
-        assert_eq!(
-            dir.subject(&ops()).await.unwrap().0,
-            Subject::Group("g1".into())
-        );
+        assert_ops_is(&dir, "g1").await;
         assert_eq!(fake.requests().len(), 2);
     }
 

@@ -14,6 +14,7 @@ use url::Url;
 use super::api_key::ApiKey;
 use super::client::VultrClient;
 use super::config::ClientConfig;
+use super::directory::Directory;
 use super::limiter::RateLimiter;
 
 pub const TEST_KEY: &str = "TESTKEY-5f1c9a7e2b-DO-NOT-LEAK";
@@ -139,6 +140,12 @@ impl FakeVultr {
 
     pub(crate) fn client(&self) -> VultrClient {
         VultrClient::new(self.config()).unwrap()
+    }
+
+    /// A directory of a client of this server whose walks serve for ten minutes and
+    /// whose misses walk again once the last walk is `refresh_floor` old.
+    pub(crate) fn directory(&self, refresh_floor: Duration) -> Directory {
+        Directory::new(self.client(), Duration::from_secs(600), refresh_floor)
     }
 }
 

@@ -385,11 +385,7 @@ async fn attach_confirmed_does_not_relist_after_forbidden() {
 }
 
 fn directory(fake: &FakeVultr) -> Directory {
-    Directory::new(
-        fake.client(),
-        Duration::from_secs(600),
-        Duration::from_secs(10),
-    )
+    fake.directory(Duration::from_secs(10))
 }
 
 #[tokio::test]
@@ -514,11 +510,7 @@ async fn concurrent_resolutions_share_one_walk_and_misses_refresh_once() {
         reply
     })
     .await;
-    let dir = Directory::new(
-        fake.client(),
-        Duration::from_secs(600),
-        Duration::from_millis(300),
-    );
+    let dir = fake.directory(Duration::from_millis(300));
     let lookups = (0..50).map(|i| {
         let dir = dir.clone();
         async move {
