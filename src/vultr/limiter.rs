@@ -156,6 +156,29 @@ impl Default for RateLimiter {
 mod tests {
     use super::*;
 
+    /// Checks that `millis` (within 10 ms) passed since `start`.
+    fn assert_took(start: Instant, millis: u64) {
+        let total = start.elapsed();
+        let at_least = Duration::from_millis(millis);
+        assert!(
+            total >= at_least && total < at_least + Duration::from_millis(10),
+            "{total:?}"
+        );
+    }
+
+    /// Checks that `burst` tokens are free and the next one waits `millis`.
+    async fn assert_burst_then_wait(limiter: &RateLimiter, burst: usize, millis: u64) {
+        for _ in 0..burst {
+            assert_eq!(take(limiter).await, Duration::ZERO);
+        }
+        assert_eq!(take(limiter).await, Duration::from_millis(millis));
+    }
+
+    /// Takes a token of the normal class; how long it waited.
+    async fn take(limiter: &RateLimiter) -> Duration {
+        limiter.acquire_with(Priority::Normal).await
+    }
+
     #[test]
     fn rejects_unusable_limits() {
         assert!(RateLimiter::new(0.0, 1).is_err());
@@ -169,60 +192,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn default_is_ten_per_second_burst_ten() {
-        let limiter = RateLimiter::default();
-        for _ in 0..10 {
-            assert_eq!(limiter.acquire_with(Priority::Normal).await, Duration::ZERO);
-        }
-        assert_eq!(
-            limiter.acquire_with(Priority::Normal).await,
-            Duration::from_millis(100)
-        );
+        assert_burst_then_wait(&RateLimiter::default(), 10, 100).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn burst_is_free_then_requests_are_spaced() {
         let limiter = RateLimiter::new(10.0, 3).unwrap();
         let start = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(limiter.acquire_with(Priority::Normal).await, Duration::ZERO);
-        }
         // The fourth waits for one token: 100 ms at 10/s.
-        let waited = limiter.acquire_with(Priority::Normal).await;
-        assert_eq!(waited, Duration::from_millis(100));
+        assert_burst_then_wait(&limiter, 3, 100).await;
         // Ten more take one second in total.
         for _ in 0..10 {
-            limiter.acquire_with(Priority::Normal).await;
+            take(&limiter).await;
         }
-        let total = start.elapsed();
-        assert!(
-            total >= Duration::from_millis(1100) && total < Duration::from_millis(1110),
-            "{total:?}"
-        );
+        assert_took(start, 1100);
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_time_refills_up_to_burst_only() {
         let limiter = RateLimiter::new(2.0, 2).unwrap();
-        limiter.acquire_with(Priority::Normal).await;
-        limiter.acquire_with(Priority::Normal).await;
+        take(&limiter).await;
+        take(&limiter).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(limiter.acquire_with(Priority::Normal).await, Duration::ZERO);
-        assert_eq!(limiter.acquire_with(Priority::Normal).await, Duration::ZERO);
-        assert_eq!(
-            limiter.acquire_with(Priority::Normal).await,
-            Duration::from_millis(500)
-        );
+        assert_eq!(take(&limiter).await, Duration::ZERO);
+        assert_eq!(take(&limiter).await, Duration::ZERO);
+        assert_eq!(take(&limiter).await, Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]
     async fn clones_share_one_bucket() {
         let a = RateLimiter::new(1.0, 1).unwrap();
         let b = a.clone();
-        assert_eq!(a.acquire_with(Priority::Normal).await, Duration::ZERO);
-        assert_eq!(
-            b.acquire_with(Priority::Normal).await,
-            Duration::from_secs(1)
-        );
+        assert_eq!(take(&a).await, Duration::ZERO);
+        assert_eq!(take(&b).await, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -232,25 +234,21 @@ mod tests {
         let tasks: Vec<_> = (0..5)
             .map(|_| {
                 let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.acquire_with(Priority::Normal).await })
+                tokio::spawn(async move { take(&limiter).await })
             })
             .collect();
         for task in tasks {
             task.await.unwrap();
         }
         // 1 immediate + 4 spaced by 200 ms.
-        let total = start.elapsed();
-        assert!(
-            total >= Duration::from_millis(800) && total < Duration::from_millis(810),
-            "{total:?}"
-        );
+        assert_took(start, 800);
     }
 
     /// A revocation arriving behind a queue of attaches gets the next token.
     #[tokio::test(start_paused = true)]
     async fn urgent_requests_pass_the_queue() {
         let limiter = RateLimiter::new(1.0, 1).unwrap();
-        limiter.acquire_with(Priority::Normal).await;
+        take(&limiter).await;
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (i, priority) in [
@@ -284,7 +282,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancelled_acquire_does_not_consume_a_token() {
         let limiter = RateLimiter::new(1.0, 1).unwrap();
-        limiter.acquire_with(Priority::Normal).await;
+        take(&limiter).await;
         // Give up after half the wait; the token must still be there for the next caller.
         let cancelled = tokio::time::timeout(
             Duration::from_millis(500),
@@ -292,9 +290,6 @@ mod tests {
         )
         .await;
         assert!(cancelled.is_err());
-        assert_eq!(
-            limiter.acquire_with(Priority::Normal).await,
-            Duration::from_millis(500)
-        );
+        assert_eq!(take(&limiter).await, Duration::from_millis(500));
     }
 }
