@@ -134,10 +134,8 @@ fn email_key(email: &str) -> String {
 pub(crate) mod fixture {
     use std::sync::Arc;
 
-    use serde_json::json;
-
     use super::Org;
-    use crate::vultr::{Group, Policy, Role, User};
+    pub(crate) use crate::vultr::fixture::{group, policy, role, user};
 
     /// An organisation of (id, name) pairs: policy names, user emails, group and role
     /// names.
@@ -156,22 +154,6 @@ pub(crate) mod fixture {
             all(groups, group),
             all(roles, role),
         )
-    }
-
-    pub(crate) fn policy(id: &str, name: &str) -> Policy {
-        serde_json::from_value(json!({"id": id, "name": name})).expect("a policy")
-    }
-
-    pub(crate) fn user(id: &str, email: &str) -> User {
-        serde_json::from_value(json!({"id": id, "email": email})).expect("a user")
-    }
-
-    pub(crate) fn group(id: &str, name: &str) -> Group {
-        serde_json::from_value(json!({"id": id, "display_name": name})).expect("a group")
-    }
-
-    pub(crate) fn role(id: &str, name: &str) -> Role {
-        serde_json::from_value(json!({"id": id, "name": name})).expect("a role")
     }
 }
 

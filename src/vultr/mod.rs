@@ -25,6 +25,8 @@ mod arbitrary;
 pub(crate) mod fake;
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+pub(crate) use model::fixture;
 
 pub(crate) use crate::domain::{GroupRef, PolicyRef, RoleRef, SubjectRef, UserRef};
 pub(crate) use api_key::{ApiKey, ApiKeyError};

@@ -179,6 +179,7 @@ pub(crate) fn resolved<T: Named>(items: &[T], key: Key<'_>) -> Result<Resolved, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vultr::fixture::{group, policy, role, user};
 
     fn by_id<T: Named>(items: &[T], id: &str) -> Result<String, VultrError> {
         find(items, Key::Id(id))
@@ -188,16 +189,10 @@ mod tests {
         find(items, Key::Name(name))
     }
 
-    fn policy(id: &str, name: &str) -> Policy {
-        serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
-    }
-
-    fn user(id: &str, email: &str) -> User {
-        serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
-    }
-
-    fn group(id: &str, name: &str) -> Group {
-        serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
+    /// `id` is found however it is cased, and `name` names the object `named`.
+    fn assert_found<T: Named>(items: &[T], id: &str, name: &str, named: &str) {
+        assert_eq!(by_id(items, &id.to_uppercase()).unwrap(), id);
+        assert_eq!(by_name(items, name).unwrap(), named);
     }
 
     #[test]
@@ -257,16 +252,8 @@ mod tests {
             group("6a0b2c1e-0000-4000-8000-000000000001", "ops"),
             group("g2", "Ops"),
         ];
-        assert_eq!(
-            by_id(&groups, "6A0B2C1E-0000-4000-8000-000000000001").unwrap(),
-            "6a0b2c1e-0000-4000-8000-000000000001"
-        );
-        assert_eq!(by_name(&groups, "Ops").unwrap(), "g2");
+        assert_found(&groups, "6a0b2c1e-0000-4000-8000-000000000001", "Ops", "g2");
         assert_eq!(by_id(&groups, "g3").unwrap_err().reason(), "GroupNotFound");
-    }
-
-    fn role(id: &str, name: &str) -> Role {
-        serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
     }
 
     #[test]
@@ -277,11 +264,12 @@ mod tests {
             role("r3", "on-call"),
             role("r4", "on-call"),
         ];
-        assert_eq!(
-            by_id(&roles, "4B5C6D7E-8F90-4A1B-9C2D-3E4F5A6B7C09").unwrap(),
-            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"
+        assert_found(
+            &roles,
+            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09",
+            "Auditors",
+            "r2",
         );
-        assert_eq!(by_name(&roles, "Auditors").unwrap(), "r2");
         let err = by_name(&roles, "auditor").unwrap_err();
         assert_eq!(err.reason(), "RoleNotFound");
         assert_eq!(
