@@ -77,7 +77,7 @@ pub struct PolicyAttachmentSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// `spec.policy`: a Vultr IAM policy, by ID or by exact name (a [`domain::PolicyRef`]
+/// `spec.policy`: a Vultr IAM policy, by ID or by exact name (a `domain::PolicyRef`
 /// once admission has checked it).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("has(self.id) != has(self.name)").message("spec.policy: set exactly one of id or name"))]

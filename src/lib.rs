@@ -1,13 +1,16 @@
-//! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects.
+//! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects. Modules are
+//! layered (`layers.rs` holds the order and its test): each imports only lower ones.
 //!
-//! - [`domain`]: grants and subjects, shared by the CRD and the client
-//! - [`crd`]: the PolicyAttachment resource and its admission rules
-//! - [`vultr`]: the Vultr IAM API client
-//! - [`reconcile`]: attach on apply, guaranteed revocation on delete
-//! - [`drift`]: periodic verification against Vultr
-//! - [`run`]: wiring of the `run` command
-//! - [`export`]: the `export` command (manifests for the grants in Vultr)
-//! - [`connect`]: the Vultr client as the command line describes it
+//! - `domain`: grants, subjects and references, shared by the CRD and the client
+//! - `crd`: the PolicyAttachment resource and its admission rules
+//! - `vultr`: the Vultr IAM API client
+//! - `reconcile`: attach on apply, guaranteed revocation on delete
+//! - `drift`: periodic verification against Vultr
+//! - `run`: wiring of the `run` command
+//! - `export`: the `export` command (manifests for the grants in Vultr)
+//! - `connect`: the Vultr client as the command line describes it
+//! - `leader`: leader election on a Lease, and the write fence it keeps
+//! - `cli`: the command line, parsed and dispatched
 pub mod cli;
 pub(crate) mod connect;
 pub mod crd;
