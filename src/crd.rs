@@ -293,31 +293,19 @@ pub(crate) fn pause_step(
 impl PolicyAttachmentSpec {
     /// The spec that declares `refs`.
     pub(crate) fn declaring(refs: Refs, deletion_policy: DeletionPolicy) -> Self {
+        use domain::{GroupRef, RoleRef, SubjectRef, UserRef};
         let policy = match refs.policy {
             domain::PolicyRef::ById(id) => PolicyRefSpec::by_id(id),
             domain::PolicyRef::ByName(name) => PolicyRefSpec::by_name(name),
         };
-        let (mut user, mut group, mut role) = (None, None, None);
-        match refs.subject {
-            domain::SubjectRef::User(domain::UserRef::ById(id)) => {
-                user = Some(UserRefSpec::by_id(id));
-            }
-            domain::SubjectRef::User(domain::UserRef::ByEmail(email)) => {
-                user = Some(UserRefSpec::by_email(email));
-            }
-            domain::SubjectRef::Group(domain::GroupRef::ById(id)) => {
-                group = Some(GroupRefSpec::by_id(id));
-            }
-            domain::SubjectRef::Group(domain::GroupRef::ByName(name)) => {
-                group = Some(GroupRefSpec::by_name(name));
-            }
-            domain::SubjectRef::Role(domain::RoleRef::ById(id)) => {
-                role = Some(RoleRefSpec::by_id(id));
-            }
-            domain::SubjectRef::Role(domain::RoleRef::ByName(name)) => {
-                role = Some(RoleRefSpec::by_name(name));
-            }
-        }
+        let (user, group, role) = match refs.subject {
+            SubjectRef::User(UserRef::ById(id)) => (Some(UserRefSpec::by_id(id)), None, None),
+            SubjectRef::User(UserRef::ByEmail(e)) => (Some(UserRefSpec::by_email(e)), None, None),
+            SubjectRef::Group(GroupRef::ById(id)) => (None, Some(GroupRefSpec::by_id(id)), None),
+            SubjectRef::Group(GroupRef::ByName(n)) => (None, Some(GroupRefSpec::by_name(n)), None),
+            SubjectRef::Role(RoleRef::ById(id)) => (None, None, Some(RoleRefSpec::by_id(id))),
+            SubjectRef::Role(RoleRef::ByName(n)) => (None, None, Some(RoleRefSpec::by_name(n))),
+        };
         Self {
             policy,
             user,
