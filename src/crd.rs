@@ -6,7 +6,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Subject;
+use kube::ResourceExt;
+
+use crate::domain::{self, Refs, Subject};
 pub use crate::domain::{Grant, SubjectKind};
 
 /// API group of every resource of this operator.
@@ -60,28 +62,29 @@ const NO_EDGE_SPACE: &str = "!self.matches('^\\\\s|\\\\s$')";
 pub struct PolicyAttachmentSpec {
     /// The Vultr IAM policy to attach.
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.policy is immutable: delete and re-create the PolicyAttachment to move a grant"))]
-    pub policy: PolicyRef,
+    pub policy: PolicyRefSpec,
     /// The Vultr user that receives the policy (exactly one of user, group or role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.user is immutable: delete and re-create the PolicyAttachment to move a grant"))]
-    pub user: Option<UserRef>,
+    pub user: Option<UserRefSpec>,
     /// The Vultr group that receives the policy (exactly one of user, group or role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.group is immutable: delete and re-create the PolicyAttachment to move a grant"))]
-    pub group: Option<GroupRef>,
+    pub group: Option<GroupRefSpec>,
     /// The Vultr role that receives the policy (exactly one of user, group or role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(IMMUTABLE).message("spec.role is immutable: delete and re-create the PolicyAttachment to move a grant"))]
-    pub role: Option<RoleRef>,
+    pub role: Option<RoleRefSpec>,
     /// What deleting this object does in Vultr: `Delete` revokes the grant, `Orphan` leaves it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
 
-/// A Vultr IAM policy, by ID or by exact name.
+/// `spec.policy`: a Vultr IAM policy, by ID or by exact name (a `domain::PolicyRef`
+/// once admission has checked it).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("has(self.id) != has(self.name)").message("spec.policy: set exactly one of id or name"))]
-pub struct PolicyRef {
+pub struct PolicyRefSpec {
     /// Policy UUID, e.g. 62948e0d-b09d-4d08-9554-3985b635cb17.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
@@ -94,10 +97,10 @@ pub struct PolicyRef {
     pub name: Option<String>,
 }
 
-/// A Vultr user, by ID or by email.
+/// `spec.user`: a Vultr user, by ID or by email.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("has(self.id) != has(self.email)").message("spec.user: set exactly one of id or email"))]
-pub struct UserRef {
+pub struct UserRefSpec {
     /// User UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
@@ -110,10 +113,10 @@ pub struct UserRef {
     pub email: Option<String>,
 }
 
-/// A Vultr group, by ID or by exact display name.
+/// `spec.group`: a Vultr group, by ID or by exact display name.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("has(self.id) != has(self.name)").message("spec.group: set exactly one of id or name"))]
-pub struct GroupRef {
+pub struct GroupRefSpec {
     /// Group UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
@@ -126,10 +129,10 @@ pub struct GroupRef {
     pub name: Option<String>,
 }
 
-/// A Vultr role, by ID or by exact name.
+/// `spec.role`: a Vultr role, by ID or by exact name.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("has(self.id) != has(self.name)").message("spec.role: set exactly one of id or name"))]
-pub struct RoleRef {
+pub struct RoleRefSpec {
     /// Role UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
@@ -190,7 +193,7 @@ pub struct PolicyAttachmentStatus {
 
 impl PolicyAttachmentStatus {
     /// The recorded pair, if resolution ever completed.
-    pub fn grant(&self) -> Option<Grant> {
+    pub(crate) fn grant(&self) -> Option<Grant> {
         Some(Grant {
             policy_id: self.policy_id.clone()?,
             subject: Subject::new(self.subject_kind?, self.subject_id.clone()?),
@@ -198,7 +201,7 @@ impl PolicyAttachmentStatus {
     }
 
     /// Records the resolved pair.
-    pub fn record(&mut self, grant: &Grant) {
+    pub(crate) fn record(&mut self, grant: &Grant) {
         self.policy_id = Some(grant.policy_id.clone());
         self.subject_kind = Some(grant.subject.kind());
         self.subject_id = Some(grant.subject.id().to_owned());
@@ -215,44 +218,218 @@ impl PolicyAttachment {
     }
 
     /// The value of the pause annotation, if set.
-    pub fn pause_annotation(&self) -> Option<&str> {
+    pub(crate) fn pause_annotation(&self) -> Option<&str> {
         self.metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(PAUSED_ANNOTATION))
             .map(String::as_str)
     }
+
+    /// What the pause switch lets a reconcile of this object, as it stands, do.
+    pub(crate) fn pause_step(&self) -> PauseStep {
+        pause_step(
+            PauseAnnotation::of(self.pause_annotation()),
+            self.metadata.deletion_timestamp.is_some(),
+            self.spec.deletion_policy,
+            self.finalizers().iter().any(|f| f == FINALIZER),
+        )
+    }
+}
+
+/// What the pause annotation says. Only the exact value `"true"` pauses: anything else
+/// (`"True"`, `"yes"`, `""`) does not, and a value that is neither `"true"` nor `"false"`
+/// is reported once as a likely mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseAnnotation {
+    Absent,
+    Paused,
+    NotPaused,
+    /// Set, but neither "true" nor "false": not paused.
+    Unrecognised,
+}
+
+impl PauseAnnotation {
+    pub(crate) fn of(value: Option<&str>) -> Self {
+        match value {
+            None => Self::Absent,
+            Some("true") => Self::Paused,
+            Some("false") => Self::NotPaused,
+            Some(_) => Self::Unrecognised,
+        }
+    }
+}
+
+/// What the pause switch lets a reconcile do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseStep {
+    /// Not paused, or nothing a pause could hold: reconcile as usual.
+    Proceed,
+    /// Live and paused: no Vultr call; say so (the finalizer is still added, a
+    /// Kubernetes write, so that a later deletion is held too).
+    HoldLive,
+    /// Deleted and paused, its finalizer present and `deletionPolicy: Delete`: keep the
+    /// finalizer, no Vultr call, until the annotation goes or the policy turns Orphan.
+    HoldDeletion,
+}
+
+/// A deleted object under `Orphan` proceeds: its cleanup makes no Vultr call. One
+/// without our finalizer has nothing to hold.
+pub(crate) fn pause_step(
+    annotation: PauseAnnotation,
+    deleting: bool,
+    deletion_policy: DeletionPolicy,
+    has_finalizer: bool,
+) -> PauseStep {
+    if annotation != PauseAnnotation::Paused {
+        return PauseStep::Proceed;
+    }
+    if !deleting {
+        return PauseStep::HoldLive;
+    }
+    if deletion_policy == DeletionPolicy::Orphan || !has_finalizer {
+        return PauseStep::Proceed;
+    }
+    PauseStep::HoldDeletion
 }
 
 impl PolicyAttachmentSpec {
+    /// The spec that declares `refs`.
+    pub(crate) fn declaring(refs: Refs, deletion_policy: DeletionPolicy) -> Self {
+        use domain::{GroupRef, RoleRef, SubjectRef, UserRef};
+        let policy = match refs.policy {
+            domain::PolicyRef::ById(id) => PolicyRefSpec::by_id(id),
+            domain::PolicyRef::ByName(name) => PolicyRefSpec::by_name(name),
+        };
+        let (user, group, role) = match refs.subject {
+            SubjectRef::User(UserRef::ById(id)) => (Some(UserRefSpec::by_id(id)), None, None),
+            SubjectRef::User(UserRef::ByEmail(e)) => (Some(UserRefSpec::by_email(e)), None, None),
+            SubjectRef::Group(GroupRef::ById(id)) => (None, Some(GroupRefSpec::by_id(id)), None),
+            SubjectRef::Group(GroupRef::ByName(n)) => (None, Some(GroupRefSpec::by_name(n)), None),
+            SubjectRef::Role(RoleRef::ById(id)) => (None, None, Some(RoleRefSpec::by_id(id))),
+            SubjectRef::Role(RoleRef::ByName(n)) => (None, None, Some(RoleRefSpec::by_name(n))),
+        };
+        Self {
+            policy,
+            user,
+            group,
+            role,
+            deletion_policy,
+        }
+    }
+
+    /// The policy and the subject this spec declares. Admission guarantees exactly one
+    /// of each pair of fields; an object that bypassed it (e.g. under an old CRD) fails
+    /// here with what to fix.
+    pub(crate) fn refs(&self) -> Result<Refs, InvalidSpec> {
+        let policy = match one_of(&self.policy.id, &self.policy.name, "spec.policy", "name")? {
+            Side::Id(id) => domain::PolicyRef::ById(id),
+            Side::Name(name) => domain::PolicyRef::ByName(name),
+        };
+        let subject = match (&self.user, &self.group, &self.role) {
+            (Some(user), None, None) => domain::SubjectRef::User(
+                match one_of(&user.id, &user.email, "spec.user", "email")? {
+                    Side::Id(id) => domain::UserRef::ById(id),
+                    Side::Name(email) => domain::UserRef::ByEmail(email),
+                },
+            ),
+            (None, Some(group), None) => domain::SubjectRef::Group(
+                match one_of(&group.id, &group.name, "spec.group", "name")? {
+                    Side::Id(id) => domain::GroupRef::ById(id),
+                    Side::Name(name) => domain::GroupRef::ByName(name),
+                },
+            ),
+            (None, None, Some(role)) => {
+                domain::SubjectRef::Role(match one_of(&role.id, &role.name, "spec.role", "name")? {
+                    Side::Id(id) => domain::RoleRef::ById(id),
+                    Side::Name(name) => domain::RoleRef::ByName(name),
+                })
+            }
+            _ => {
+                return Err(InvalidSpec(
+                    "spec needs exactly one of user, group or role".to_owned(),
+                ));
+            }
+        };
+        Ok(Refs { policy, subject })
+    }
+
     /// The policy as declared, for display.
-    pub fn policy_display(&self) -> String {
-        self.policy
-            .name
-            .clone()
-            .or_else(|| self.policy.id.clone())
-            .unwrap_or_default()
+    pub(crate) fn policy_display(&self) -> String {
+        self.policy.shown()
     }
 
     /// The subject kind and subject as declared, for display.
-    pub fn subject_display(&self) -> (Option<SubjectKind>, String) {
+    pub(crate) fn subject_display(&self) -> (Option<SubjectKind>, String) {
         match (&self.user, &self.group, &self.role) {
-            (Some(u), _, _) => (
-                Some(SubjectKind::User),
-                u.email.clone().or_else(|| u.id.clone()).unwrap_or_default(),
-            ),
-            (None, Some(g), _) => (
-                Some(SubjectKind::Group),
-                g.name.clone().or_else(|| g.id.clone()).unwrap_or_default(),
-            ),
-            (None, None, Some(r)) => (
-                Some(SubjectKind::Role),
-                r.name.clone().or_else(|| r.id.clone()).unwrap_or_default(),
-            ),
+            (Some(u), _, _) => (Some(SubjectKind::User), u.shown()),
+            (None, Some(g), _) => (Some(SubjectKind::Group), g.shown()),
+            (None, None, Some(r)) => (Some(SubjectKind::Role), r.shown()),
             (None, None, None) => (None, String::new()),
         }
     }
 }
+
+/// A spec that admission would have refused: what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// One side of a reference field pair, checked to be the only one set.
+enum Side {
+    Id(String),
+    Name(String),
+}
+
+fn one_of(
+    id: &Option<String>,
+    name: &Option<String>,
+    field: &str,
+    name_field: &str,
+) -> Result<Side, InvalidSpec> {
+    match (id, name) {
+        (Some(id), None) => Ok(Side::Id(id.clone())),
+        (None, Some(name)) => Ok(Side::Name(name.clone())),
+        _ => Err(InvalidSpec(format!(
+            "{field} needs exactly one of id or {name_field}"
+        ))),
+    }
+}
+
+/// Constructors and display of the `{id, name}` (`{id, email}` for users) reference
+/// fields.
+macro_rules! ref_spec {
+    ($type:ident, $name:ident, $by_name:ident) => {
+        impl $type {
+            pub(crate) fn by_id(id: String) -> Self {
+                Self {
+                    id: Some(id),
+                    $name: None,
+                }
+            }
+
+            pub(crate) fn $by_name($name: String) -> Self {
+                Self {
+                    id: None,
+                    $name: Some($name),
+                }
+            }
+
+            /// The name if declared, else the ID.
+            fn shown(&self) -> String {
+                self.$name
+                    .clone()
+                    .or_else(|| self.id.clone())
+                    .unwrap_or_default()
+            }
+        }
+    };
+}
+
+ref_spec!(PolicyRefSpec, name, by_name);
+ref_spec!(UserRefSpec, email, by_email);
+ref_spec!(GroupRefSpec, name, by_name);
+ref_spec!(RoleRefSpec, name, by_name);
 
 #[cfg(test)]
 mod tests {
@@ -320,5 +497,130 @@ mod tests {
                 subject: Subject::User("u".into()),
             })
         );
+    }
+
+    #[test]
+    fn only_the_exact_value_true_pauses() {
+        assert_eq!(PauseAnnotation::of(None), PauseAnnotation::Absent);
+        assert_eq!(PauseAnnotation::of(Some("true")), PauseAnnotation::Paused);
+        assert_eq!(
+            PauseAnnotation::of(Some("false")),
+            PauseAnnotation::NotPaused
+        );
+        for other in ["True", "TRUE", "yes", "1", "", " true"] {
+            assert_eq!(
+                PauseAnnotation::of(Some(other)),
+                PauseAnnotation::Unrecognised,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pause_holds_attach_and_revocation_but_never_an_orphan() {
+        use DeletionPolicy::{Delete, Orphan};
+        use PauseAnnotation::*;
+        for not_paused in [Absent, NotPaused, Unrecognised] {
+            for deleting in [false, true] {
+                assert_eq!(
+                    pause_step(not_paused, deleting, Delete, true),
+                    PauseStep::Proceed
+                );
+            }
+        }
+        assert_eq!(pause_step(Paused, false, Delete, true), PauseStep::HoldLive);
+        assert_eq!(
+            pause_step(Paused, false, Orphan, false),
+            PauseStep::HoldLive
+        );
+        assert_eq!(
+            pause_step(Paused, true, Delete, true),
+            PauseStep::HoldDeletion
+        );
+        assert_eq!(pause_step(Paused, true, Orphan, true), PauseStep::Proceed);
+        assert_eq!(pause_step(Paused, true, Delete, false), PauseStep::Proceed);
+    }
+
+    #[test]
+    fn the_pause_step_reads_the_object() {
+        let mut obj: PolicyAttachment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "iam.vultr-operator.io/v1alpha1",
+            "kind": "PolicyAttachment",
+            "metadata": {"name": "a", "namespace": "ns", "finalizers": [FINALIZER],
+                         "annotations": {"iam.vultr-operator.io/paused": "true"}},
+            "spec": {"policy": {"id": "p"}, "user": {"id": "u"}},
+        }))
+        .unwrap();
+        assert_eq!(obj.pause_step(), PauseStep::HoldLive);
+        obj.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        assert_eq!(obj.pause_step(), PauseStep::HoldDeletion);
+        obj.spec.deletion_policy = DeletionPolicy::Orphan;
+        assert_eq!(obj.pause_step(), PauseStep::Proceed);
+    }
+
+    fn spec(value: serde_json::Value) -> PolicyAttachmentSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_spec_declares_its_refs_and_back() {
+        use serde_json::json;
+        for declared in [
+            json!({"policy": {"name": "dns-admin"}, "user": {"email": "a@example.com"}}),
+            json!({"policy": {"id": "p1"}, "user": {"id": "u1"}}),
+            json!({"policy": {"name": "dns-admin"}, "group": {"name": "ops"}}),
+            json!({"policy": {"id": "p1"}, "group": {"id": "g1"}}),
+            json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
+            json!({"policy": {"id": "p1"}, "role": {"id": "r1"}}),
+        ] {
+            let spec = spec(declared);
+            let refs = spec.refs().unwrap();
+            assert_eq!(
+                PolicyAttachmentSpec::declaring(refs, DeletionPolicy::Delete),
+                spec
+            );
+        }
+        assert_eq!(
+            spec(json!({"policy": {"name": "x"}, "user": {"email": "a@example.com"}}))
+                .refs()
+                .unwrap(),
+            Refs {
+                policy: domain::PolicyRef::ByName("x".into()),
+                subject: domain::SubjectRef::User(domain::UserRef::ByEmail("a@example.com".into())),
+            }
+        );
+    }
+
+    #[test]
+    fn a_spec_admission_would_refuse_says_what_to_fix() {
+        use serde_json::json;
+        for (declared, message) in [
+            (
+                json!({"policy": {"id": "p", "name": "n"}, "user": {"id": "u"}}),
+                "spec.policy needs exactly one of id or name",
+            ),
+            (
+                json!({"policy": {"id": "p"}, "user": {}}),
+                "spec.user needs exactly one of id or email",
+            ),
+            (
+                json!({"policy": {"id": "p"}, "group": {"id": "g", "name": "n"}}),
+                "spec.group needs exactly one of id or name",
+            ),
+            (
+                json!({"policy": {"id": "p"}, "role": {}}),
+                "spec.role needs exactly one of id or name",
+            ),
+            (
+                json!({"policy": {"id": "p"}}),
+                "spec needs exactly one of user, group or role",
+            ),
+            (
+                json!({"policy": {"id": "p"}, "user": {"id": "u"}, "role": {"id": "r"}}),
+                "spec needs exactly one of user, group or role",
+            ),
+        ] {
+            assert_eq!(spec(declared).refs().unwrap_err().to_string(), message);
+        }
     }
 }

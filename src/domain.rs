@@ -1,6 +1,7 @@
 //! The domain of a grant, shared by the CRD (what status records) and the Vultr client
-//! (what it attaches and revokes): a subject kind, a subject, and the (policy, subject)
-//! pair. No Kubernetes or HTTP types live here.
+//! (what it attaches and revokes): a subject kind, a subject, the (policy, subject)
+//! pair, and how a manifest names each side of it. No Kubernetes or HTTP types live
+//! here.
 
 use std::fmt;
 
@@ -19,7 +20,7 @@ pub enum SubjectKind {
 
 impl SubjectKind {
     /// "User", "Group" or "Role", as written to `status.subjectKind`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::User => "User",
             Self::Group => "Group",
@@ -58,7 +59,7 @@ impl Subject {
     }
 
     /// Builds a subject from its kind and ID (e.g. from a recorded status).
-    pub fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
         match kind {
             SubjectKind::User => Self::User(id.into()),
             SubjectKind::Group => Self::Group(id.into()),
@@ -86,6 +87,50 @@ impl fmt::Display for Grant {
     }
 }
 
+/// How a manifest names a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PolicyRef {
+    ById(String),
+    ByName(String),
+}
+
+/// How a manifest names a user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UserRef {
+    ById(String),
+    ByEmail(String),
+}
+
+/// How a manifest names a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupRef {
+    ById(String),
+    ByName(String),
+}
+
+/// How a manifest names a role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoleRef {
+    ById(String),
+    ByName(String),
+}
+
+/// How a manifest names the subject of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubjectRef {
+    User(UserRef),
+    Group(GroupRef),
+    Role(RoleRef),
+}
+
+/// How a manifest names both sides of a grant (a PolicyAttachment's spec, an exported
+/// manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Refs {
+    pub policy: PolicyRef,
+    pub subject: SubjectRef,
+}
+
 /// A Vultr listing that shows whether pairs are attached. Vultr lists user and group
 /// grants per policy, but role grants per role (its routes are role-first).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,7 +145,7 @@ pub enum ListingSource {
 
 impl ListingSource {
     /// The policy-side listing of `kind`; roles have none in Vultr.
-    pub fn of_policy(policy_id: &str, kind: SubjectKind) -> Option<Self> {
+    pub(crate) fn of_policy(policy_id: &str, kind: SubjectKind) -> Option<Self> {
         match kind {
             SubjectKind::User => Some(Self::PolicyUsers(policy_id.to_owned())),
             SubjectKind::Group => Some(Self::PolicyGroups(policy_id.to_owned())),
@@ -109,7 +154,7 @@ impl ListingSource {
     }
 
     /// The ID of the object whose listing this is (a policy or a role).
-    pub fn owner_id(&self) -> &str {
+    pub(crate) fn owner_id(&self) -> &str {
         match self {
             Self::PolicyUsers(id) | Self::PolicyGroups(id) | Self::RolePolicies(id) => id,
         }
@@ -128,7 +173,7 @@ impl fmt::Display for ListingSource {
 
 impl Grant {
     /// The listing that shows whether this pair is attached, and the ID it must list.
-    pub fn listing(&self) -> (ListingSource, &str) {
+    pub(crate) fn listing(&self) -> (ListingSource, &str) {
         let policy = self.policy_id.clone();
         match &self.subject {
             Subject::User(id) => (ListingSource::PolicyUsers(policy), id),

@@ -15,16 +15,15 @@ use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::crd::PolicyAttachment;
+use crate::crd::{PauseStep, PolicyAttachment};
 use crate::reconcile::Context;
-use crate::reconcile::decide::{self, PauseStep};
 
 /// `interval` scaled by a random factor in [0.9, 1.1], so replicas and restarts spread out.
-pub fn jittered(interval: Duration) -> Duration {
+pub(crate) fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.9..=1.1))
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<Context>,
     triggers: Vec<UnboundedSender<()>>,
     shutdown: CancellationToken,
@@ -48,7 +47,7 @@ pub async fn run(
 }
 
 /// One verification pass: refresh every listing in use, then reconcile everything.
-pub async fn verify_pass(
+pub(crate) async fn verify_pass(
     ctx: &Context,
     objects: &[Arc<PolicyAttachment>],
     triggers: &[UnboundedSender<()>],
@@ -56,7 +55,7 @@ pub async fn verify_pass(
     let live: Vec<_> = objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .filter(|o| decide::pause_step_of(o) == PauseStep::Proceed)
+        .filter(|o| o.pause_step() == PauseStep::Proceed)
         .collect();
     let keys: HashSet<_> = live
         .iter()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kube::runtime::finalizer;
 
+use crate::crd::InvalidSpec;
 use crate::vultr::VultrError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,12 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
+impl From<InvalidSpec> for Error {
+    fn from(err: InvalidSpec) -> Self {
+        Self::InvalidSpec(err.0)
+    }
+}
+
 impl From<finalizer::Error<Error>> for Error {
     fn from(err: finalizer::Error<Error>) -> Self {
         Self::Finalizer(Box::new(err))
@@ -35,7 +42,7 @@ impl From<finalizer::Error<Error>> for Error {
 
 impl Error {
     /// Stable, machine-readable reason (condition reason, Event reason, metric label).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Vultr(e) => e.reason(),
             Self::Kube(_) => "KubernetesApiError",
@@ -56,7 +63,7 @@ impl Error {
     /// True when the failure says nothing about the grant itself (Vultr or Kubernetes
     /// unreachable, throttled, or answering garbage): `Ready` keeps what the last
     /// verification saw, and only `Synced` reports the failure.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Vultr(e) => {
                 e.is_transient()
@@ -78,7 +85,7 @@ impl Error {
     }
 
     /// How long Vultr asked us to wait before the next attempt, if it said so.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Vultr(e) => e.retry_after(),
             Self::Finalizer(e) => match e.as_ref() {

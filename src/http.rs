@@ -27,10 +27,6 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn is_ready(&self) -> bool {
-        self.problems().is_empty()
-    }
-
     /// Records (or, with `None`, clears) a failure to read or take the leader Lease.
     pub fn set_lease_problem(&self, problem: Option<String>) {
         *self.lease_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
@@ -132,14 +128,14 @@ mod tests {
         let health = Health::default();
         health.credentials_loaded.store(true, Ordering::Relaxed);
         health.kubernetes_ready.store(true, Ordering::Relaxed);
-        assert!(health.is_ready());
+        assert!(health.problems().is_empty());
         health.set_lease_problem(Some("cannot read or take the Lease ns/l: 403".into()));
-        assert!(!health.is_ready());
+        assert!(!health.problems().is_empty());
         assert_eq!(
             health.problems(),
             ["leader election: cannot read or take the Lease ns/l: 403"]
         );
         health.set_lease_problem(None);
-        assert!(health.is_ready());
+        assert!(health.problems().is_empty());
     }
 }

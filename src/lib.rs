@@ -1,31 +1,36 @@
-//! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects.
+//! vultr-iam-operator: Vultr IAM policy attachments as Kubernetes objects. Modules are
+//! layered (`layers.rs` holds the order and its test): each imports only lower ones.
 //!
-//! - [`boundary`]: the grant boundary (which grants a key may make)
-//! - [`domain`]: grants and subjects, shared by the CRD and the client
-//! - [`crd`]: the PolicyAttachment resource and its admission rules
-//! - [`vultr`]: the Vultr IAM API client
-//! - [`port`]: the reconciler's port to Vultr (resolve, observe, attach, revoke)
-//! - [`reconcile`]: attach on apply, guaranteed revocation on delete
-//! - [`drift`]: periodic verification against Vultr
-//! - [`run`]: wiring of the `run` command
-//! - [`export`]: the `export` command (manifests for the grants in Vultr)
-//! - [`connect`]: the Vultr client as the command line describes it
-pub mod boundary;
+//! - `domain`: grants, subjects and references, shared by the CRD and the client
+//! - `crd`: the PolicyAttachment resource and its admission rules
+//! - `boundary`: the grant boundary (which grants a key may make)
+//! - `vultr`: the Vultr IAM API client
+//! - `port`: the reconciler's port to Vultr (resolve, observe, attach, revoke)
+//! - `reconcile`: attach on apply, guaranteed revocation on delete
+//! - `drift`: periodic verification against Vultr
+//! - `run`: wiring of the `run` command
+//! - `export`: the `export` command (manifests for the grants in Vultr)
+//! - `connect`: the Vultr client as the command line describes it
+//! - `leader`: leader election on a Lease, and the write fence it keeps
+//! - `cli`: the command line, parsed and dispatched
+pub(crate) mod boundary;
 pub mod cli;
-pub mod connect;
+pub(crate) mod connect;
 pub mod crd;
-pub mod crdgen;
-pub mod domain;
-pub mod drift;
+pub(crate) mod crdgen;
+pub(crate) mod domain;
+pub(crate) mod drift;
 pub mod error;
-pub mod export;
-pub mod http;
-pub mod leader;
-pub mod listen;
+pub(crate) mod export;
+pub(crate) mod http;
+#[cfg(test)]
+mod layers;
+pub(crate) mod leader;
+pub(crate) mod listen;
 pub mod metrics;
-pub mod port;
+pub(crate) mod port;
 pub mod reconcile;
-pub mod run;
-pub mod telemetry;
+pub(crate) mod run;
+pub(crate) mod telemetry;
 pub mod vultr;
 pub mod watch_cache;

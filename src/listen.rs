@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tracing::warn;
 
 /// Binds `addr`; the IPv6 wildcard is bound dual-stack.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     match bind_once(addr) {
         Ok(listener) => Ok(listener),
         Err(err) => match ipv4_fallback(addr, &err) {

@@ -13,8 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{FINALIZER, PolicyAttachment, READY};
-use crate::reconcile::decide::{self, PauseStep};
+use crate::crd::{FINALIZER, PauseStep, PolicyAttachment, READY};
 use crate::vultr::{RequestObserver, RequestRecord};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,7 +203,7 @@ impl Metrics {
         self.reconcile_duration.observe(took.as_secs_f64());
     }
 
-    pub fn tracked_entries(&self, n: usize) {
+    pub(crate) fn tracked_entries(&self, n: usize) {
         self.tracked_entries
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
@@ -241,7 +240,7 @@ impl Metrics {
         let mut paused = 0;
         let mut oldest = Duration::ZERO;
         for obj in objects {
-            let pause = decide::pause_step_of(obj);
+            let pause = obj.pause_step();
             if pause != PauseStep::Proceed {
                 paused += 1;
             }
@@ -321,6 +320,14 @@ mod tests {
         }))
     }
 
+    /// Checks that the encoded registry has each of `lines`.
+    fn assert_shows(metrics: &Metrics, lines: &[&str]) {
+        let text = metrics.encode().expect("encode");
+        for line in lines {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+    }
+
     #[test]
     fn object_gauges_count_ready_states_and_pending_revocations() {
         let metrics = Metrics::new();
@@ -336,26 +343,15 @@ mod tests {
         ];
         let now = SystemTime::from(Timestamp::from_second(1_090).expect("timestamp"));
         metrics.observe_objects(&objects, now);
-        let text = metrics.encode().expect("encode");
-        assert!(
-            text.contains(r#"vultr_iam_policyattachments{ready="True",reason="Attached"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"vultr_iam_policyattachments{ready="False",reason="PolicyNotFound"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains("vultr_iam_revocations_pending 1"), "{text}");
-        assert!(
-            text.contains("vultr_iam_oldest_pending_revocation_age_seconds 90.0"),
-            "{text}"
-        );
-
-        assert!(
-            text.contains("vultr_iam_paused_policyattachments 0"),
-            "{text}"
+        assert_shows(
+            &metrics,
+            &[
+                r#"vultr_iam_policyattachments{ready="True",reason="Attached"} 2"#,
+                r#"vultr_iam_policyattachments{ready="False",reason="PolicyNotFound"} 1"#,
+                "vultr_iam_revocations_pending 1",
+                "vultr_iam_oldest_pending_revocation_age_seconds 90.0",
+                "vultr_iam_paused_policyattachments 0",
+            ],
         );
 
         // A paused object counts, live or with its deletion held (not as a pending
@@ -372,33 +368,32 @@ mod tests {
             pause(&objects[3], "true"),
         ];
         metrics.observe_objects(&paused, now);
-        let text = metrics.encode().expect("encode");
-        assert!(
-            text.contains("vultr_iam_paused_policyattachments 2"),
-            "{text}"
+        assert_shows(
+            &metrics,
+            &[
+                "vultr_iam_paused_policyattachments 2",
+                "vultr_iam_revocations_pending 0",
+            ],
         );
-        assert!(text.contains("vultr_iam_revocations_pending 0"), "{text}");
 
         // A later scrape forgets states no object has any more.
         metrics.observe_objects(&objects[..1], now);
+        assert_shows(&metrics, &["vultr_iam_revocations_pending 0"]);
         let text = metrics.encode().expect("encode");
         assert!(!text.contains("PolicyNotFound"), "{text}");
-        assert!(text.contains("vultr_iam_revocations_pending 0"), "{text}");
     }
 
     #[test]
     fn the_last_verification_is_a_unix_timestamp() {
         let metrics = Metrics::new();
-        let text = metrics.encode().expect("encode");
-        assert!(
-            text.contains("vultr_iam_last_verification_timestamp_seconds 0.0"),
-            "{text}"
+        assert_shows(
+            &metrics,
+            &["vultr_iam_last_verification_timestamp_seconds 0.0"],
         );
         metrics.verified(SystemTime::from(Timestamp::from_second(1_234).expect("ts")));
-        let text = metrics.encode().expect("encode");
-        assert!(
-            text.contains("vultr_iam_last_verification_timestamp_seconds 1234.0"),
-            "{text}"
+        assert_shows(
+            &metrics,
+            &["vultr_iam_last_verification_timestamp_seconds 1234.0"],
         );
     }
 
@@ -412,14 +407,12 @@ mod tests {
             limiter_wait: Duration::from_millis(5),
             outcome: "ApiUnavailable",
         });
-        let text = metrics.encode().expect("encode");
-        assert!(
-            text.contains(r#"vultr_iam_vultr_requests_total{route="GET /v2/policies/{policy_id}/users",status="none"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains("vultr_iam_vultr_limiter_wait_seconds_count 1"),
-            "{text}"
+        assert_shows(
+            &metrics,
+            &[
+                r#"vultr_iam_vultr_requests_total{route="GET /v2/policies/{policy_id}/users",status="none"} 1"#,
+                "vultr_iam_vultr_limiter_wait_seconds_count 1",
+            ],
         );
     }
 }

@@ -38,7 +38,7 @@ impl Lane {
 
 /// A watch of `api` into a slimmed cache: the cache, and the stream of changed objects
 /// that drives a controller (`Controller::for_stream`).
-pub fn watch(
+pub(crate) fn watch(
     api: Api<PolicyAttachment>,
     config: watcher::Config,
     lane: Lane,
@@ -57,7 +57,7 @@ pub fn watch(
 }
 
 /// Drops what the operator never reads from a cached object.
-pub fn slim(obj: &mut PolicyAttachment, lane: Lane) {
+pub(crate) fn slim(obj: &mut PolicyAttachment, lane: Lane) {
     if lane == Lane::Deleted && obj.metadata.deletion_timestamp.is_none() {
         obj.metadata.managed_fields = None;
         obj.metadata.annotations = None;

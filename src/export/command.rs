@@ -7,23 +7,23 @@ use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
+use super::ExportArgs;
 use super::filter::{Filter, Selectors, UnknownSelectors};
 use super::manifest::{self, Options};
 use super::org::Org;
 use super::read::{self, with_retries};
 use super::unmanaged::{Declared, Skipped};
-use crate::cli::ExportArgs;
 use crate::connect::{self, ConnectError};
-use crate::crd::PolicyAttachment;
-use crate::domain::SubjectKind;
-use crate::vultr::{Directory, VultrError};
+use crate::crd::{PolicyAttachment, PolicyAttachmentSpec};
+use crate::domain::{Grant, SubjectKind};
+use crate::vultr::{Directory, Group, Policy, Role, User, VultrError};
 
 /// The User-Agent instance of an export, so Vultr-side logs tell it from the operator.
 const INSTANCE: &str = "export";
 /// One walk serves the whole export: misses never walk again.
 const ONE_WALK: Duration = Duration::from_secs(24 * 3600);
 
-/// Why an export failed. Each variant has a stable reason.
+/// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
@@ -45,23 +45,8 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
-impl ExportError {
-    /// Stable, machine-readable reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Connect(e) => e.reason(),
-            Self::Vultr(e) => e.reason(),
-            Self::UnknownFilter(_) => "UnknownFilter",
-            Self::KubeConfig(_) => "KubeConfig",
-            Self::KubeList(_) => "KubernetesApiError",
-            Self::Yaml(_) => "Yaml",
-            Self::Write(_) => "Write",
-        }
-    }
-}
-
 /// Runs the export: manifests on stdout, notes and a summary on stderr.
-pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
+pub(crate) async fn run(args: ExportArgs) -> Result<(), ExportError> {
     let vultr = connect::client(&args.vultr, INSTANCE)?;
     // Before any Vultr request: a missing kube config fails at once.
     let cluster = match args.unmanaged {
@@ -109,10 +94,10 @@ pub async fn run(args: ExportArgs) -> Result<(), ExportError> {
 /// One walk of each listing, retried like every read of the export.
 async fn walk(directory: &Directory) -> Result<Org, VultrError> {
     let (policies, users, groups, roles) = tokio::try_join!(
-        with_retries(|| directory.all_policies()),
-        with_retries(|| directory.all_users()),
-        with_retries(|| directory.all_groups()),
-        with_retries(|| directory.all_roles()),
+        with_retries(|| directory.all::<Policy>()),
+        with_retries(|| directory.all::<User>()),
+        with_retries(|| directory.all::<Group>()),
+        with_retries(|| directory.all::<Role>()),
     )?;
     Ok(Org::new(policies, users, groups, roles))
 }
@@ -152,15 +137,8 @@ async fn declared_in_cluster(
             if let Some(grant) = obj.recorded_grant() {
                 declared.add(&grant);
             }
-            let resolution = match crate::reconcile::resolve::references(&obj.spec) {
-                Ok((policy, subject)) => directory
-                    .resolve(&policy, &subject)
-                    .await
-                    .map_err(crate::error::Error::from),
-                Err(err) => Err(err),
-            };
-            match resolution {
-                Ok(resolution) => declared.add(&resolution.grant),
+            match resolve(directory, &obj.spec).await {
+                Ok(grant) => declared.add(&grant),
                 Err(err) => unresolved.add(format!("{at}: {err}")),
             }
         }
@@ -179,6 +157,16 @@ async fn declared_in_cluster(
         writeln!(stderr, "note: {note}")?;
     }
     Ok(declared)
+}
+
+/// The pair `spec` declares, resolved against the directory.
+async fn resolve(directory: &Directory, spec: &PolicyAttachmentSpec) -> Result<Grant, String> {
+    let refs = spec.refs().map_err(|err| format!("invalid spec: {err}"))?;
+    let resolution = directory
+        .resolve(&refs)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(resolution.grant)
 }
 
 /// `exported 4 PolicyAttachments (2 user grants, 1 group grant, 1 role grant)`.

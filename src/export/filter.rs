@@ -11,6 +11,7 @@ use std::fmt;
 
 use super::org::Org;
 use crate::domain::{Grant, ListingSource, Subject, SubjectKind};
+use crate::vultr::Named;
 
 /// The filter flags as given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,66 +50,34 @@ fn order(source: &ListingSource) -> (String, &'static str) {
 }
 
 impl Filter {
-    pub fn new(selectors: &Selectors, org: &Org) -> Result<Filter, UnknownSelectors> {
+    pub(crate) fn new(selectors: &Selectors, org: &Org) -> Result<Filter, UnknownSelectors> {
         let mut unknown = Vec::new();
-        let policies = pick(&selectors.policies, &mut unknown, |sel| {
-            let hits: Vec<String> = org
-                .policies
-                .iter()
-                .filter(|p| p.id.eq_ignore_ascii_case(sel) || p.name == sel)
-                .map(|p| p.id.to_ascii_lowercase())
-                .collect();
+        let policies = pick(&org.policies, &selectors.policies, "--policy", &mut unknown);
+        let subjects = [
             (
-                hits,
-                format!("--policy {sel:?} names no Vultr IAM policy (by name or id)"),
-            )
-        });
-        let users = pick(&selectors.users, &mut unknown, |sel| {
-            let hits = org
-                .users
-                .iter()
-                .filter(|u| {
-                    u.id.eq_ignore_ascii_case(sel)
-                        || (!sel.trim().is_empty()
-                            && u.email.trim().eq_ignore_ascii_case(sel.trim()))
-                })
-                .map(|u| (SubjectKind::User, u.id.to_ascii_lowercase()))
-                .collect();
+                SubjectKind::User,
+                pick(&org.users, &selectors.users, "--user", &mut unknown),
+            ),
             (
-                hits,
-                format!("--user {sel:?} names no Vultr user (by email or id)"),
-            )
-        });
-        let groups = pick(&selectors.groups, &mut unknown, |sel| {
-            let hits = org
-                .groups
-                .iter()
-                .filter(|g| g.id.eq_ignore_ascii_case(sel) || g.display_name == sel)
-                .map(|g| (SubjectKind::Group, g.id.to_ascii_lowercase()))
-                .collect();
+                SubjectKind::Group,
+                pick(&org.groups, &selectors.groups, "--group", &mut unknown),
+            ),
             (
-                hits,
-                format!("--group {sel:?} names no Vultr group (by name or id)"),
-            )
-        });
-        let roles = pick(&selectors.roles, &mut unknown, |sel| {
-            let hits = org
-                .roles
-                .iter()
-                .filter(|r| r.id.eq_ignore_ascii_case(sel) || r.name == sel)
-                .map(|r| (SubjectKind::Role, r.id.to_ascii_lowercase()))
-                .collect();
-            (
-                hits,
-                format!("--role {sel:?} names no Vultr role (by name or id)"),
-            )
-        });
+                SubjectKind::Role,
+                pick(&org.roles, &selectors.roles, "--role", &mut unknown),
+            ),
+        ];
         if !unknown.is_empty() {
             return Err(UnknownSelectors(unknown));
         }
-        let subjects = match (users, groups, roles) {
-            (None, None, None) => None,
-            (u, g, r) => Some(u.into_iter().chain(g).chain(r).flatten().collect()),
+        let subjects = match subjects.iter().all(|(_, ids)| ids.is_none()) {
+            true => None,
+            false => Some(
+                subjects
+                    .into_iter()
+                    .flat_map(|(kind, ids)| ids.into_iter().flatten().map(move |id| (kind, id)))
+                    .collect(),
+            ),
         };
         Ok(Filter { policies, subjects })
     }
@@ -116,7 +85,7 @@ impl Filter {
     /// The listings that can hold a kept grant, sorted: the users or groups of each
     /// selected policy, as the subject filter allows, and the policies of each role it
     /// allows (Vultr lists a role's policies, not a policy's roles).
-    pub fn sources(&self, org: &Org) -> Vec<ListingSource> {
+    pub(crate) fn sources(&self, org: &Org) -> Vec<ListingSource> {
         let allows = |kind: SubjectKind| {
             self.subjects
                 .as_ref()
@@ -147,7 +116,7 @@ impl Filter {
     }
 
     /// Whether the grant passes every filter.
-    pub fn keeps(&self, grant: &Grant) -> bool {
+    pub(crate) fn keeps(&self, grant: &Grant) -> bool {
         self.keeps_policy(&grant.policy_id) && self.keeps_subject(&grant.subject)
     }
 
@@ -164,21 +133,31 @@ impl Filter {
     }
 }
 
-/// The IDs the selectors of one flag name (`None` without any selector); a selector
-/// that names nothing adds its message to `unknown`.
-fn pick<T: Eq + std::hash::Hash>(
+/// The lower-cased IDs of the objects the selectors of one flag name, by ID
+/// (case-insensitively) or by name as resolution matches it (`None` without any
+/// selector); a selector that names nothing adds its message to `unknown`.
+fn pick<T: Named>(
+    items: &[T],
     selectors: &[String],
+    flag: &str,
     unknown: &mut Vec<String>,
-    find: impl Fn(&str) -> (Vec<T>, String),
-) -> Option<HashSet<T>> {
+) -> Option<HashSet<String>> {
     if selectors.is_empty() {
         return None;
     }
     let mut all = HashSet::new();
     for sel in selectors {
-        let (hits, miss) = find(sel);
+        let hits: Vec<String> = items
+            .iter()
+            .filter(|item| item.id().eq_ignore_ascii_case(sel) || item.is_named(sel))
+            .map(|item| item.id().to_ascii_lowercase())
+            .collect();
         if hits.is_empty() {
-            unknown.push(miss);
+            unknown.push(format!(
+                "{flag} {sel:?} names no Vultr {} (by {} or id)",
+                T::SINGULAR,
+                T::NAME_FIELD
+            ));
         }
         all.extend(hits);
     }
@@ -188,22 +167,18 @@ fn pick<T: Eq + std::hash::Hash>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::org::fixture::{group, policy, role, user};
-    use std::sync::Arc;
+    use crate::export::org::fixture;
 
     fn org() -> Org {
-        Org::new(
-            Arc::new(vec![
-                policy("P1", "dns-admin"),
-                policy("p2", "billing-read"),
-            ]),
-            Arc::new(vec![
-                user("u1", "alice@example.com"),
-                user("u2", "shared@example.com"),
-                user("u3", "Shared@Example.com"),
-            ]),
-            Arc::new(vec![group("g1", "ops"), group("g2", "developers")]),
-            Arc::new(vec![role("r1", "auditors")]),
+        fixture::org(
+            &[("P1", "dns-admin"), ("p2", "billing-read")],
+            &[
+                ("u1", "alice@example.com"),
+                ("u2", "shared@example.com"),
+                ("u3", "Shared@Example.com"),
+            ],
+            &[("g1", "ops"), ("g2", "developers")],
+            &[("r1", "auditors")],
         )
     }
 

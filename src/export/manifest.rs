@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 
 use kube::api::ObjectMeta;
 
+use super::Reference;
 use super::naming::{NameParts, unique_names};
 use super::org::Org;
-use super::reference::{self, Refs, SubjectRef};
-use crate::cli::Reference;
+use super::reference;
 use crate::crd::{DeletionPolicy, PolicyAttachment, PolicyAttachmentSpec};
-use crate::domain::Grant;
+use crate::domain::{Grant, Refs};
 
 /// What every manifest of one export shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct Manifests {
 }
 
 /// Manifests for `grants` (each pair once, whatever the order or repeats given).
-pub fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
+pub(crate) fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
     let mut grants: Vec<&Grant> = grants.iter().collect();
     // One object per pair, in an order independent of how the listings came back.
     let key = |g: &Grant| {
@@ -81,24 +81,13 @@ pub fn build(grants: &[Grant], org: &Org, options: &Options) -> Manifests {
 }
 
 fn object(name: String, refs: Refs, options: &Options) -> PolicyAttachment {
-    let (user, group, role) = match refs.subject {
-        SubjectRef::User(user) => (Some(user), None, None),
-        SubjectRef::Group(group) => (None, Some(group), None),
-        SubjectRef::Role(role) => (None, None, Some(role)),
-    };
     PolicyAttachment {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: options.namespace.clone(),
             ..ObjectMeta::default()
         },
-        spec: PolicyAttachmentSpec {
-            policy: refs.policy,
-            user,
-            group,
-            role,
-            deletion_policy: options.deletion_policy,
-        },
+        spec: PolicyAttachmentSpec::declaring(refs, options.deletion_policy),
         status: None,
     }
 }
@@ -127,7 +116,7 @@ fn comment(grant: &Grant, org: &Org) -> String {
 }
 
 /// Multi-document YAML: `---`, the comment, the object; empty for no documents.
-pub fn render(documents: &[Document]) -> Result<String, yaml_serde::Error> {
+pub(crate) fn render(documents: &[Document]) -> Result<String, yaml_serde::Error> {
     let mut out = String::new();
     for doc in documents {
         out.push_str("---\n# ");
@@ -143,21 +132,14 @@ mod tests {
     use super::*;
     use crate::domain::Subject;
     use crate::export::naming::is_dns1123_label;
-    use crate::export::org::fixture::{group, policy, user};
-    use std::sync::Arc;
+    use crate::export::org::fixture;
 
     fn org() -> Org {
-        Org::new(
-            Arc::new(vec![
-                policy("p1", "dns-admin"),
-                policy("p2", "billing-read"),
-            ]),
-            Arc::new(vec![
-                user("u1", "alice@example.com"),
-                user("u2", "bob@example.com"),
-            ]),
-            Arc::new(vec![group("g1", "ops\nteam")]),
-            Arc::default(),
+        fixture::org(
+            &[("p1", "dns-admin"), ("p2", "billing-read")],
+            &[("u1", "alice@example.com"), ("u2", "bob@example.com")],
+            &[("g1", "ops\nteam")],
+            &[],
         )
     }
 

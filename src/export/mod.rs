@@ -9,6 +9,7 @@
 //! [`read`], a selector in [`filter`], an arm in [`reference`] and [`org::Org`]'s
 //! labels; names, manifests and `--unmanaged` follow from `Grant`.
 
+mod args;
 pub mod command;
 pub mod filter;
 pub mod manifest;
@@ -18,4 +19,5 @@ pub mod read;
 pub mod reference;
 pub mod unmanaged;
 
-pub use command::{ExportError, run};
+pub use args::{ExportArgs, Reference};
+pub(crate) use command::run;

@@ -25,7 +25,7 @@ pub struct NameParts<'a> {
 
 /// The name of one pair: `<subject>-<policy>-<hash>`. Deterministic: the same pair and
 /// labels give the same name on every run and every machine.
-pub fn object_name(parts: &NameParts<'_>) -> String {
+pub(crate) fn object_name(parts: &NameParts<'_>) -> String {
     let hash = format!("{:016x}", fingerprint(parts.grant));
     with_hash(parts, &hash[..HASH_DIGITS])
 }
@@ -33,7 +33,7 @@ pub fn object_name(parts: &NameParts<'_>) -> String {
 /// Names for every pair, in the order given, guaranteed distinct: a collision of the
 /// short hash (with equal slugs) takes the full 64-bit hash, and pairs that still
 /// collide (only a repeated pair can) a counter. Callers pass each pair once.
-pub fn unique_names(parts: &[NameParts<'_>]) -> Vec<String> {
+pub(crate) fn unique_names(parts: &[NameParts<'_>]) -> Vec<String> {
     let mut names: Vec<String> = parts.iter().map(object_name).collect();
     let mut count: HashMap<String, usize> = HashMap::new();
     for name in &names {
@@ -123,7 +123,7 @@ fn fingerprint(grant: &Grant) -> u64 {
 
 /// An RFC 1123 label: 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric (what a
 /// namespace name must be).
-pub fn is_dns1123_label(text: &str) -> bool {
+pub(crate) fn is_dns1123_label(text: &str) -> bool {
     let bytes = text.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
@@ -132,12 +132,6 @@ pub fn is_dns1123_label(text: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
-}
-
-/// An RFC 1123 subdomain: dot-separated labels, at most 253 characters (what the name
-/// of a custom resource must be).
-pub fn is_dns1123_subdomain(text: &str) -> bool {
-    text.len() <= 253 && text.split('.').all(is_dns1123_label)
 }
 
 #[cfg(test)]
@@ -235,7 +229,6 @@ mod tests {
                 let g = grant("p", s);
                 let n = name(&g, subject, policy);
                 assert!(is_dns1123_label(&n), "{n:?} from {subject:?} / {policy:?}");
-                assert!(is_dns1123_subdomain(&n), "{n:?}");
                 assert!(n.len() <= MAX_NAME, "{n:?}");
             }
         }
@@ -285,8 +278,5 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
             assert!(!is_dns1123_label(bad), "{bad}");
         }
-        assert!(is_dns1123_subdomain("a.b-c.d"));
-        assert!(!is_dns1123_subdomain("a..b"));
-        assert!(!is_dns1123_subdomain(&"a.".repeat(127)));
     }
 }

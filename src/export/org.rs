@@ -2,11 +2,11 @@
 //! people call each of them, and how many share each name. Indexed once, so that an
 //! export of thousands of grants over thousands of users stays linear.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::domain::Subject;
-use crate::vultr::{Group, Policy, Role, User};
+use crate::vultr::{Group, Named, Policy, Role, User};
 
 /// One walk of each listing (from the shared [`crate::vultr::Directory`]).
 #[derive(Debug, Clone, Default)]
@@ -15,36 +15,57 @@ pub struct Org {
     pub users: Arc<Vec<User>>,
     pub groups: Arc<Vec<Group>>,
     pub roles: Arc<Vec<Role>>,
-    /// Lower-cased ID → position, per listing (the first, if a listing repeats one).
-    policy_at: HashMap<String, usize>,
-    user_at: HashMap<String, usize>,
-    group_at: HashMap<String, usize>,
-    role_at: HashMap<String, usize>,
-    /// How many objects carry each name: policy names and group names exactly, emails
-    /// trimmed and lower-cased, role names exactly (the matching rules of
-    /// `crate::vultr::resolve`).
-    policy_names: HashMap<String, usize>,
-    emails: HashMap<String, usize>,
-    group_names: HashMap<String, usize>,
-    role_names: HashMap<String, usize>,
+    policy_index: Index,
+    user_index: Index,
+    group_index: Index,
+    role_index: Index,
+}
+
+/// One listing, indexed.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// Lower-cased ID → position (the first, if a listing repeats one).
+    at: HashMap<String, usize>,
+    /// How many objects carry each name: policy, group and role names exactly, emails
+    /// trimmed and lower-cased (the matching rules of `crate::vultr::resolve`). Each
+    /// object (by ID) counts once, as resolution dedupes IDs.
+    names: HashMap<String, usize>,
+}
+
+impl Index {
+    fn new<T: Named>(items: &[T], name_key: impl Fn(&str) -> String) -> Self {
+        let mut index = Index::default();
+        let mut seen = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            index.at.entry(item.id().to_ascii_lowercase()).or_insert(i);
+            if seen.insert(item.id()) {
+                *index.names.entry(name_key(item.name())).or_insert(0) += 1;
+            }
+        }
+        index
+    }
+
+    fn get<'a, T>(&self, items: &'a [T], id: &str) -> Option<&'a T> {
+        self.at.get(&id.to_ascii_lowercase()).map(|&i| &items[i])
+    }
+
+    fn named(&self, key: &str) -> usize {
+        self.names.get(key).copied().unwrap_or(0)
+    }
 }
 
 impl Org {
-    pub fn new(
+    pub(crate) fn new(
         policies: Arc<Vec<Policy>>,
         users: Arc<Vec<User>>,
         groups: Arc<Vec<Group>>,
         roles: Arc<Vec<Role>>,
     ) -> Self {
         Org {
-            policy_at: positions(&policies, |p| &p.id),
-            user_at: positions(&users, |u| &u.id),
-            group_at: positions(&groups, |g| &g.id),
-            role_at: positions(&roles, |r| &r.id),
-            policy_names: counts(&policies, |p| &p.id, |p| p.name.clone()),
-            emails: counts(&users, |u| &u.id, |u| email_key(&u.email)),
-            group_names: counts(&groups, |g| &g.id, |g| g.display_name.clone()),
-            role_names: counts(&roles, |r| &r.id, |r| r.name.clone()),
+            policy_index: Index::new(&policies, str::to_owned),
+            user_index: Index::new(&users, email_key),
+            group_index: Index::new(&groups, str::to_owned),
+            role_index: Index::new(&roles, str::to_owned),
             policies,
             users,
             groups,
@@ -52,67 +73,55 @@ impl Org {
         }
     }
 
-    pub fn policy(&self, id: &str) -> Option<&Policy> {
-        self.policy_at
-            .get(&id.to_ascii_lowercase())
-            .map(|&i| &self.policies[i])
-    }
-
-    pub fn user(&self, id: &str) -> Option<&User> {
-        self.user_at
-            .get(&id.to_ascii_lowercase())
-            .map(|&i| &self.users[i])
-    }
-
-    pub fn group(&self, id: &str) -> Option<&Group> {
-        self.group_at
-            .get(&id.to_ascii_lowercase())
-            .map(|&i| &self.groups[i])
-    }
-
-    pub fn role(&self, id: &str) -> Option<&Role> {
-        self.role_at
-            .get(&id.to_ascii_lowercase())
-            .map(|&i| &self.roles[i])
+    pub(crate) fn user(&self, id: &str) -> Option<&User> {
+        self.user_index.get(&self.users, id)
     }
 
     /// The policy's name; empty when the walk has none for it.
-    pub fn policy_label(&self, id: &str) -> &str {
-        self.policy(id).map_or("", |p| p.name.as_str())
+    pub(crate) fn policy_label(&self, id: &str) -> &str {
+        self.policy_index
+            .get(&self.policies, id)
+            .map_or("", |p| p.name.as_str())
     }
 
     /// A user's email (trimmed), a group's display name or a role's name; empty when
     /// the walk has none for it.
-    pub fn subject_label(&self, subject: &Subject) -> &str {
+    pub(crate) fn subject_label(&self, subject: &Subject) -> &str {
         match subject {
             Subject::User(id) => self.user(id).map_or("", |u| u.email.trim()),
-            Subject::Group(id) => self.group(id).map_or("", |g| g.display_name.as_str()),
-            Subject::Role(id) => self.role(id).map_or("", |r| r.name.as_str()),
+            Subject::Group(id) => self
+                .group_index
+                .get(&self.groups, id)
+                .map_or("", |g| g.name()),
+            Subject::Role(id) => self
+                .role_index
+                .get(&self.roles, id)
+                .map_or("", |r| r.name()),
         }
     }
 
     /// Policies named exactly `name`.
-    pub fn policies_named(&self, name: &str) -> usize {
-        self.policy_names.get(name).copied().unwrap_or(0)
+    pub(crate) fn policies_named(&self, name: &str) -> usize {
+        self.policy_index.named(name)
     }
 
     /// Users whose email matches `email` as resolution matches it (case-insensitive,
     /// surrounding whitespace ignored); 0 for an empty one, which matches nothing.
-    pub fn users_with_email(&self, email: &str) -> usize {
+    pub(crate) fn users_with_email(&self, email: &str) -> usize {
         if email.trim().is_empty() {
             return 0;
         }
-        self.emails.get(&email_key(email)).copied().unwrap_or(0)
+        self.user_index.named(&email_key(email))
     }
 
     /// Groups named exactly `name`.
-    pub fn groups_named(&self, name: &str) -> usize {
-        self.group_names.get(name).copied().unwrap_or(0)
+    pub(crate) fn groups_named(&self, name: &str) -> usize {
+        self.group_index.named(name)
     }
 
     /// Roles named exactly `name`.
-    pub fn roles_named(&self, name: &str) -> usize {
-        self.role_names.get(name).copied().unwrap_or(0)
+    pub(crate) fn roles_named(&self, name: &str) -> usize {
+        self.role_index.named(name)
     }
 }
 
@@ -120,50 +129,31 @@ fn email_key(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }
 
-fn positions<T>(items: &[T], id: impl Fn(&T) -> &String) -> HashMap<String, usize> {
-    let mut at = HashMap::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        at.entry(id(item).to_ascii_lowercase()).or_insert(i);
-    }
-    at
-}
-
-/// Objects per name, each object (by ID) counted once, as `resolve` dedupes IDs.
-fn counts<T>(
-    items: &[T],
-    id: impl Fn(&T) -> &String,
-    key: impl Fn(&T) -> String,
-) -> HashMap<String, usize> {
-    let mut seen = std::collections::HashSet::new();
-    let mut counts = HashMap::new();
-    for item in items {
-        if seen.insert(id(item).clone()) {
-            *counts.entry(key(item)).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
 /// Directory objects for the export's unit tests, as the listings would give them.
 #[cfg(test)]
 pub(crate) mod fixture {
-    use crate::vultr::{Group, Policy, Role, User};
-    use serde_json::json;
+    use std::sync::Arc;
 
-    pub fn policy(id: &str, name: &str) -> Policy {
-        serde_json::from_value(json!({"id": id, "name": name})).expect("a policy")
-    }
+    use super::Org;
+    pub(crate) use crate::vultr::fixture::{group, policy, role, user};
 
-    pub fn user(id: &str, email: &str) -> User {
-        serde_json::from_value(json!({"id": id, "email": email})).expect("a user")
-    }
-
-    pub fn group(id: &str, name: &str) -> Group {
-        serde_json::from_value(json!({"id": id, "display_name": name})).expect("a group")
-    }
-
-    pub fn role(id: &str, name: &str) -> Role {
-        serde_json::from_value(json!({"id": id, "name": name})).expect("a role")
+    /// An organisation of (id, name) pairs: policy names, user emails, group and role
+    /// names.
+    pub(crate) fn org(
+        policies: &[(&str, &str)],
+        users: &[(&str, &str)],
+        groups: &[(&str, &str)],
+        roles: &[(&str, &str)],
+    ) -> Org {
+        fn all<T>(pairs: &[(&str, &str)], one: fn(&str, &str) -> T) -> Arc<Vec<T>> {
+            Arc::new(pairs.iter().map(|(id, name)| one(id, name)).collect())
+        }
+        Org::new(
+            all(policies, policy),
+            all(users, user),
+            all(groups, group),
+            all(roles, role),
+        )
     }
 }
 
@@ -171,10 +161,10 @@ pub(crate) mod fixture {
 mod tests {
     use super::fixture::user;
     use super::*;
-    use crate::vultr::resolve::user_by_email;
+    use crate::vultr::resolve::{Key, find};
 
     /// The counts agree with resolution: an email is usable exactly when
-    /// `user_by_email` finds one user, whatever the case, spaces or repeats.
+    /// resolution finds one user by it, whatever the case, spaces or repeats.
     #[test]
     fn email_counts_follow_the_resolution_rules() {
         let users = vec![
@@ -199,7 +189,7 @@ mod tests {
             "",
             "nobody@example.com",
         ] {
-            let unique = user_by_email(&users, probe).is_ok();
+            let unique = find(&users, Key::Name(probe)).is_ok();
             assert_eq!(org.users_with_email(probe) == 1, unique, "{probe:?}");
         }
         assert_eq!(org.users_with_email("bob@example.com"), 2);

@@ -16,7 +16,7 @@ const CONCURRENT: usize = 4;
 const ATTEMPTS: u32 = 3;
 
 /// Every grant the sources list (a pair listed twice comes twice; callers dedupe).
-pub async fn grants(
+pub(crate) async fn grants(
     vultr: &VultrClient,
     sources: &[ListingSource],
 ) -> Result<Vec<Grant>, VultrError> {
@@ -51,7 +51,7 @@ async fn read(vultr: &VultrClient, source: &ListingSource) -> Result<Vec<Grant>,
 }
 
 /// `call`, again after a transient failure, at most [`ATTEMPTS`] times in all.
-pub async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, VultrError>
+pub(crate) async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, VultrError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, VultrError>>,

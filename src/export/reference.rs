@@ -5,130 +5,55 @@
 //! accept it; otherwise by ID, with a note saying why, so the manifest never declares
 //! a different or ambiguous object.
 
+use super::Reference;
 use super::org::Org;
-use crate::cli::Reference;
-use crate::crd::{GroupRef, PolicyRef, RoleRef, UserRef};
-use crate::domain::{Grant, Subject};
-
-/// `spec.policy` and the subject, as the manifest will say them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refs {
-    pub policy: PolicyRef,
-    pub subject: SubjectRef,
-}
-
-/// The subject side of a spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectRef {
-    User(UserRef),
-    Group(GroupRef),
-    Role(RoleRef),
-}
+use crate::domain::{Grant, GroupRef, PolicyRef, Refs, RoleRef, SubjectKind, SubjectRef, UserRef};
 
 /// The references for one grant, and notes (for stderr) on every name that could not
 /// be used. Notes are per object, so callers dedupe them across grants.
-pub fn refs(grant: &Grant, org: &Org, mode: Reference) -> (Refs, Vec<String>) {
-    let names = mode == Reference::Names;
+pub(crate) fn refs(grant: &Grant, org: &Org, mode: Reference) -> (Refs, Vec<String>) {
     let mut notes = Vec::new();
     // A name is used when it is the only one of its kind in the walk (so resolution
     // finds exactly this object) and admission accepts it.
-    let mut choose = |what: &str, id: &str, field: &str, name: &str, same: usize, fits: bool| {
-        if !names {
-            return false;
+    let mut by_name = |what: &str, id: &str, field: &str, name: &str, same: usize, fits: bool| {
+        if mode != Reference::Names {
+            return None;
         }
-        let ok = fits && same == 1;
-        if !ok {
-            notes.push(why(what, id, field, name, same));
+        if fits && same == 1 {
+            return Some(name.to_owned());
         }
-        ok
+        notes.push(why(what, id, field, name, same));
+        None
     };
-    let policy_name = org.policy_label(&grant.policy_id);
-    let policy = if choose(
-        "policy",
-        &grant.policy_id,
-        "name",
-        policy_name,
-        org.policies_named(policy_name),
-        usable_name(policy_name),
-    ) {
-        PolicyRef {
-            id: None,
-            name: Some(policy_name.to_owned()),
-        }
-    } else {
-        by_id_policy(grant.policy_id.clone())
+    let id = grant.policy_id.clone();
+    let name = org.policy_label(&id);
+    let same = org.policies_named(name);
+    let policy = match by_name("policy", &id, "name", name, same, usable_name(name)) {
+        Some(name) => PolicyRef::ByName(name),
+        None => PolicyRef::ById(id),
     };
+    let id = grant.subject.id().to_owned();
     let label = org.subject_label(&grant.subject);
-    let subject = match &grant.subject {
-        Subject::User(id) => SubjectRef::User(
-            if choose(
-                "user",
-                id,
-                "email",
-                label,
-                org.users_with_email(label),
-                usable_email(label),
-            ) {
-                UserRef {
-                    id: None,
-                    email: Some(label.to_owned()),
-                }
-            } else {
-                UserRef {
-                    id: Some(id.clone()),
-                    email: None,
-                }
-            },
+    let kind = grant.subject.kind();
+    let (what, field, same, fits) = match kind {
+        SubjectKind::User => (
+            "user",
+            "email",
+            org.users_with_email(label),
+            usable_email(label),
         ),
-        Subject::Group(id) => SubjectRef::Group(
-            if choose(
-                "group",
-                id,
-                "name",
-                label,
-                org.groups_named(label),
-                usable_name(label),
-            ) {
-                GroupRef {
-                    id: None,
-                    name: Some(label.to_owned()),
-                }
-            } else {
-                GroupRef {
-                    id: Some(id.clone()),
-                    name: None,
-                }
-            },
-        ),
-        Subject::Role(id) => SubjectRef::Role(
-            if choose(
-                "role",
-                id,
-                "name",
-                label,
-                org.roles_named(label),
-                usable_name(label),
-            ) {
-                RoleRef {
-                    id: None,
-                    name: Some(label.to_owned()),
-                }
-            } else {
-                RoleRef {
-                    id: Some(id.clone()),
-                    name: None,
-                }
-            },
-        ),
+        SubjectKind::Group => ("group", "name", org.groups_named(label), usable_name(label)),
+        SubjectKind::Role => ("role", "name", org.roles_named(label), usable_name(label)),
+    };
+    let subject = match (kind, by_name(what, &id, field, label, same, fits)) {
+        (SubjectKind::User, Some(email)) => SubjectRef::User(UserRef::ByEmail(email)),
+        (SubjectKind::User, None) => SubjectRef::User(UserRef::ById(id)),
+        (SubjectKind::Group, Some(name)) => SubjectRef::Group(GroupRef::ByName(name)),
+        (SubjectKind::Group, None) => SubjectRef::Group(GroupRef::ById(id)),
+        (SubjectKind::Role, Some(name)) => SubjectRef::Role(RoleRef::ByName(name)),
+        (SubjectKind::Role, None) => SubjectRef::Role(RoleRef::ById(id)),
     };
     (Refs { policy, subject }, notes)
-}
-
-fn by_id_policy(id: String) -> PolicyRef {
-    PolicyRef {
-        id: Some(id),
-        name: None,
-    }
 }
 
 /// Why a side is referred to by ID; `same`: how many objects carry `value`.
@@ -173,29 +98,25 @@ fn usable_email(email: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::org::fixture::{self, group, policy};
-    use std::sync::Arc;
+    use crate::domain::Subject;
+    use crate::export::org::fixture;
 
     fn org() -> Org {
-        Org::new(
-            Arc::new(vec![
-                policy("p1", "dns-admin"),
-                policy("p2", "twin"),
-                policy("p3", "twin"),
-                policy("p4", " padded"),
-            ]),
-            Arc::new(vec![
-                fixture::user("u1", "alice@example.com"),
-                fixture::user("u2", "shared@example.com"),
-                fixture::user("u3", "SHARED@example.com"),
-                fixture::user("u4", "not-an-email"),
-            ]),
-            Arc::new(vec![
-                group("g1", "ops"),
-                group("g2", "ops"),
-                group("g3", "devs"),
-            ]),
-            Arc::default(),
+        fixture::org(
+            &[
+                ("p1", "dns-admin"),
+                ("p2", "twin"),
+                ("p3", "twin"),
+                ("p4", " padded"),
+            ],
+            &[
+                ("u1", "alice@example.com"),
+                ("u2", "shared@example.com"),
+                ("u3", "SHARED@example.com"),
+                ("u4", "not-an-email"),
+            ],
+            &[("g1", "ops"), ("g2", "ops"), ("g3", "devs")],
+            &[],
         )
     }
 
@@ -206,17 +127,27 @@ mod tests {
         }
     }
 
+    fn by_ids(policy: &str, subject: SubjectRef) -> Refs {
+        Refs {
+            policy: PolicyRef::ById(policy.into()),
+            subject,
+        }
+    }
+
+    /// The references of a user grant by IDs.
+    fn user_by_ids(policy: &str, user: &str) -> Refs {
+        by_ids(policy, SubjectRef::User(UserRef::ById(user.into())))
+    }
+
     #[test]
     fn unique_names_are_used() {
         let (refs, notes) = super::refs(&user("p1", "u1"), &org(), Reference::Names);
-        assert_eq!(refs.policy.name.as_deref(), Some("dns-admin"));
-        assert_eq!(refs.policy.id, None);
         assert_eq!(
-            refs.subject,
-            SubjectRef::User(UserRef {
-                id: None,
-                email: Some("alice@example.com".into())
-            })
+            refs,
+            Refs {
+                policy: PolicyRef::ByName("dns-admin".into()),
+                subject: SubjectRef::User(UserRef::ByEmail("alice@example.com".into())),
+            }
         );
         assert!(notes.is_empty(), "{notes:?}");
         let grant = Grant {
@@ -226,25 +157,14 @@ mod tests {
         let (refs, _) = super::refs(&grant, &org(), Reference::Names);
         assert_eq!(
             refs.subject,
-            SubjectRef::Group(GroupRef {
-                id: None,
-                name: Some("devs".into())
-            })
+            SubjectRef::Group(GroupRef::ByName("devs".into()))
         );
     }
 
     #[test]
     fn ids_mode_never_uses_names() {
         let (refs, notes) = super::refs(&user("p1", "u1"), &org(), Reference::Ids);
-        assert_eq!(refs.policy.id.as_deref(), Some("p1"));
-        assert_eq!(refs.policy.name, None);
-        assert_eq!(
-            refs.subject,
-            SubjectRef::User(UserRef {
-                id: Some("u1".into()),
-                email: None
-            })
-        );
+        assert_eq!(refs, user_by_ids("p1", "u1"));
         assert!(notes.is_empty());
     }
 
@@ -252,10 +172,7 @@ mod tests {
     fn names_that_are_not_unique_or_not_admissible_fall_back_to_ids_with_a_note() {
         // Twin policy names, an email shared case-insensitively.
         let (refs, notes) = super::refs(&user("p2", "u2"), &org(), Reference::Names);
-        assert_eq!(refs.policy.id.as_deref(), Some("p2"));
-        assert!(
-            matches!(refs.subject, SubjectRef::User(UserRef { id: Some(ref id), .. }) if id == "u2")
-        );
+        assert_eq!(refs, user_by_ids("p2", "u2"));
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
             notes[0].contains("policy p2 shares its name \"twin\" with 1 other policy in"),
@@ -264,11 +181,7 @@ mod tests {
         assert!(notes[1].contains("user u2 shares its email"), "{notes:?}");
         // Admission would refuse these, so the ID is used.
         let (refs, notes) = super::refs(&user("p4", "u4"), &org(), Reference::Names);
-        assert_eq!(refs.policy.id.as_deref(), Some("p4"));
-        assert!(matches!(
-            refs.subject,
-            SubjectRef::User(UserRef { id: Some(_), .. })
-        ));
+        assert_eq!(refs, user_by_ids("p4", "u4"));
         assert!(notes.iter().all(|n| n.contains("cannot hold")), "{notes:?}");
         // Twin group names; an object missing from the directory.
         let grant = Grant {
@@ -276,11 +189,10 @@ mod tests {
             subject: Subject::Group("g1".into()),
         };
         let (refs, notes) = super::refs(&grant, &org(), Reference::Names);
-        assert_eq!(refs.policy.id.as_deref(), Some("p9"));
-        assert!(matches!(
-            refs.subject,
-            SubjectRef::Group(GroupRef { id: Some(_), .. })
-        ));
+        assert_eq!(
+            refs,
+            by_ids("p9", SubjectRef::Group(GroupRef::ById("g1".into())))
+        );
         assert!(notes[0].contains("policy p9 has no name"), "{notes:?}");
         assert!(
             notes[1].contains("group g1 shares its name \"ops\""),

@@ -12,20 +12,12 @@ use crate::domain::{Grant, SubjectKind};
 pub struct Declared(HashSet<(String, SubjectKind, String)>);
 
 impl Declared {
-    pub fn add(&mut self, grant: &Grant) {
+    pub(crate) fn add(&mut self, grant: &Grant) {
         self.0.insert(key(grant));
     }
 
-    pub fn declares(&self, grant: &Grant) -> bool {
+    pub(crate) fn declares(&self, grant: &Grant) -> bool {
         self.0.contains(&key(grant))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -41,7 +33,7 @@ pub struct Skipped {
 const EXAMPLES: usize = 3;
 
 impl Skipped {
-    pub fn add(&mut self, what: String) {
+    pub(crate) fn add(&mut self, what: String) {
         self.total += 1;
         if self.examples.len() < EXAMPLES {
             self.examples.push(what);
@@ -49,7 +41,7 @@ impl Skipped {
     }
 
     /// `3 <headline> (a; b; c)`, with `and N more` past the examples; `None` if empty.
-    pub fn note(&self, headline: &str) -> Option<String> {
+    pub(crate) fn note(&self, headline: &str) -> Option<String> {
         if self.total == 0 {
             return None;
         }
@@ -99,7 +91,6 @@ mod tests {
             policy_id: "abd".into(),
             subject: Subject::User("u1".into()),
         }));
-        assert_eq!(declared.len(), 1);
     }
 
     #[test]

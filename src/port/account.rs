@@ -10,10 +10,8 @@ use tracing::warn;
 
 use super::listings::{ListingCache, Verification, Write};
 use super::{GrantPort, Observation, Resolution};
-use crate::domain::{Grant, ListingSource};
-use crate::vultr::{
-    AttachOutcome, Directory, PolicyRef, RevokeOutcome, SubjectRef, VultrClient, VultrError,
-};
+use crate::domain::{Grant, ListingSource, Refs};
+use crate::vultr::{AttachOutcome, Directory, RevokeOutcome, VultrClient, VultrError};
 
 /// One Vultr account as the reconciler uses it: its client, the directory names are
 /// resolved against, and the listings grants are observed in.
@@ -36,12 +34,8 @@ impl Account {
 }
 
 impl GrantPort for Account {
-    fn resolve<'a>(
-        &'a self,
-        policy: &'a PolicyRef,
-        subject: &'a SubjectRef,
-    ) -> BoxFuture<'a, Result<Resolution, VultrError>> {
-        self.directory.resolve(policy, subject).boxed()
+    fn resolve<'a>(&'a self, refs: &'a Refs) -> BoxFuture<'a, Result<Resolution, VultrError>> {
+        self.directory.resolve(refs).boxed()
     }
 
     fn observe<'a>(

@@ -10,10 +10,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{GrantPort, Observation, Resolution};
-use crate::domain::{Grant, ListingSource, Subject};
-use crate::vultr::{
-    AttachOutcome, GroupRef, PolicyRef, RevokeOutcome, RoleRef, SubjectRef, UserRef, VultrError,
+use crate::domain::{
+    Grant, GroupRef, ListingSource, PolicyRef, Refs, RoleRef, Subject, SubjectRef, UserRef,
 };
+use crate::vultr::{AttachOutcome, RevokeOutcome, VultrError};
 
 /// One call the port answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,11 +145,8 @@ pub fn unavailable(route: &'static str) -> VultrError {
 }
 
 impl GrantPort for InMemory {
-    fn resolve<'a>(
-        &'a self,
-        policy: &'a PolicyRef,
-        subject: &'a SubjectRef,
-    ) -> BoxFuture<'a, Result<Resolution, VultrError>> {
+    fn resolve<'a>(&'a self, refs: &'a Refs) -> BoxFuture<'a, Result<Resolution, VultrError>> {
+        let Refs { policy, subject } = refs;
         async move {
             self.org().calls.push(Call::Resolve);
             let (by_id, wanted) = match policy {

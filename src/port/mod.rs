@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
+use crate::domain::Refs;
 use crate::domain::{Grant, ListingSource};
-use crate::vultr::{AttachOutcome, PolicyRef, RevokeOutcome, SubjectRef, VultrError};
+use crate::vultr::{AttachOutcome, RevokeOutcome, VultrError};
 
-pub use crate::vultr::Resolution;
+pub(crate) use crate::vultr::Resolution;
 pub use account::Account;
 
 /// What observing a grant found.
@@ -38,13 +39,9 @@ pub enum Observation {
 
 /// The reconciler's view of one Vultr account.
 pub trait GrantPort: Send + Sync {
-    /// The grant `policy` and `subject` name: exact matches; "not found" and
-    /// "ambiguous" are distinct errors.
-    fn resolve<'a>(
-        &'a self,
-        policy: &'a PolicyRef,
-        subject: &'a SubjectRef,
-    ) -> BoxFuture<'a, Result<Resolution, VultrError>>;
+    /// The grant `refs` name: exact matches; "not found" and "ambiguous" are distinct
+    /// errors.
+    fn resolve<'a>(&'a self, refs: &'a Refs) -> BoxFuture<'a, Result<Resolution, VultrError>>;
 
     /// Whether `grant` is listed, from a listing younger than `max_age` that started
     /// after this process's last write to the grant. With `batch` (attaches are still

@@ -4,74 +4,8 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
-
-use crate::crd::{DeletionPolicy, FINALIZER, PolicyAttachment};
+use crate::crd::{DeletionPolicy, PolicyAttachment};
 use crate::domain::Grant;
-
-/// What the pause annotation says. Only the exact value `"true"` pauses: anything else
-/// (`"True"`, `"yes"`, `""`) does not, and a value that is neither `"true"` nor `"false"`
-/// is reported once as a likely mistake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PauseAnnotation {
-    Absent,
-    Paused,
-    NotPaused,
-    /// Set, but neither "true" nor "false": not paused.
-    Unrecognised,
-}
-
-pub fn pause_annotation(value: Option<&str>) -> PauseAnnotation {
-    match value {
-        None => PauseAnnotation::Absent,
-        Some("true") => PauseAnnotation::Paused,
-        Some("false") => PauseAnnotation::NotPaused,
-        Some(_) => PauseAnnotation::Unrecognised,
-    }
-}
-
-/// What the pause switch lets a reconcile do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PauseStep {
-    /// Not paused, or nothing a pause could hold: reconcile as usual.
-    Proceed,
-    /// Live and paused: no Vultr call; say so (the finalizer is still added, a
-    /// Kubernetes write, so that a later deletion is held too).
-    HoldLive,
-    /// Deleted and paused, its finalizer present and `deletionPolicy: Delete`: keep the
-    /// finalizer, no Vultr call, until the annotation goes or the policy turns Orphan.
-    HoldDeletion,
-}
-
-/// A deleted object under `Orphan` proceeds: its cleanup makes no Vultr call. One
-/// without our finalizer has nothing to hold.
-pub fn pause_step(
-    annotation: PauseAnnotation,
-    deleting: bool,
-    deletion_policy: DeletionPolicy,
-    has_finalizer: bool,
-) -> PauseStep {
-    if annotation != PauseAnnotation::Paused {
-        return PauseStep::Proceed;
-    }
-    if !deleting {
-        return PauseStep::HoldLive;
-    }
-    if deletion_policy == DeletionPolicy::Orphan || !has_finalizer {
-        return PauseStep::Proceed;
-    }
-    PauseStep::HoldDeletion
-}
-
-/// The pause step of `obj` as it stands.
-pub fn pause_step_of(obj: &PolicyAttachment) -> PauseStep {
-    pause_step(
-        pause_annotation(obj.pause_annotation()),
-        obj.metadata.deletion_timestamp.is_some(),
-        obj.spec.deletion_policy,
-        obj.finalizers().iter().any(|f| f == FINALIZER),
-    )
-}
 
 /// What a live object does next once its pair is known and the listing was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,65 +130,6 @@ mod tests {
             policy_id: "p".into(),
             subject: Subject::User("u".into()),
         }
-    }
-
-    #[test]
-    fn only_the_exact_value_true_pauses() {
-        assert_eq!(pause_annotation(None), PauseAnnotation::Absent);
-        assert_eq!(pause_annotation(Some("true")), PauseAnnotation::Paused);
-        assert_eq!(pause_annotation(Some("false")), PauseAnnotation::NotPaused);
-        for other in ["True", "TRUE", "yes", "1", "", " true"] {
-            assert_eq!(
-                pause_annotation(Some(other)),
-                PauseAnnotation::Unrecognised,
-                "{other:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_pause_holds_attach_and_revocation_but_never_an_orphan() {
-        use DeletionPolicy::{Delete, Orphan};
-        use PauseAnnotation::*;
-        for not_paused in [Absent, NotPaused, Unrecognised] {
-            for deleting in [false, true] {
-                assert_eq!(
-                    pause_step(not_paused, deleting, Delete, true),
-                    PauseStep::Proceed
-                );
-            }
-        }
-        assert_eq!(pause_step(Paused, false, Delete, true), PauseStep::HoldLive);
-        assert_eq!(
-            pause_step(Paused, false, Orphan, false),
-            PauseStep::HoldLive
-        );
-        assert_eq!(
-            pause_step(Paused, true, Delete, true),
-            PauseStep::HoldDeletion
-        );
-        assert_eq!(pause_step(Paused, true, Orphan, true), PauseStep::Proceed);
-        assert_eq!(pause_step(Paused, true, Delete, false), PauseStep::Proceed);
-    }
-
-    #[test]
-    fn the_pause_step_reads_the_object() {
-        let mut obj: PolicyAttachment = serde_json::from_value(serde_json::json!({
-            "apiVersion": "iam.vultr-operator.io/v1alpha1",
-            "kind": "PolicyAttachment",
-            "metadata": {"name": "a", "namespace": "ns", "finalizers": [FINALIZER],
-                         "annotations": {"iam.vultr-operator.io/paused": "true"}},
-            "spec": {"policy": {"id": "p"}, "user": {"id": "u"}},
-        }))
-        .unwrap();
-        assert_eq!(pause_step_of(&obj), PauseStep::HoldLive);
-        obj.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ));
-        assert_eq!(pause_step_of(&obj), PauseStep::HoldDeletion);
-        obj.spec.deletion_policy = DeletionPolicy::Orphan;
-        assert_eq!(pause_step_of(&obj), PauseStep::Proceed);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! step: it adds `iam.vultr-operator.io/detach` before anything is attached, runs
 //! [`attach::apply`] while the object lives and [`revoke::cleanup`] once it is deleted,
 //! and removes the finalizer only when cleanup succeeded. The pause switch
-//! (`decide::pause_step`) comes first: a paused object makes no Vultr call in either
+//! (`crd::pause_step`) comes first: a paused object makes no Vultr call in either
 //! lane. Vultr is reached through the port (`crate::port::GrantPort`) alone.
 //!
 //! - decisions, pure: `decide.rs`, `backoff.rs`
@@ -42,11 +42,11 @@ use kube::runtime::finalizer::Event;
 use tracing::{Instrument, Span, debug, field, info_span, warn};
 
 use crate::crd::{FINALIZER, PolicyAttachment};
+use crate::crd::{PauseAnnotation, PauseStep};
 use crate::domain::Grant;
 use crate::error::Error;
 use backoff::Revision;
 pub use context::{Context, Settings};
-use decide::{PauseAnnotation, PauseStep};
 use finalizer::finalizer;
 
 /// The live lane: attach and verify. Deleted objects belong to the other lane.
@@ -103,12 +103,12 @@ async fn reconcile(obj: Arc<PolicyAttachment>, ctx: Arc<Context>) -> Result<Acti
             return Ok(Action::await_change());
         }
         if let (PauseAnnotation::Unrecognised, Some(value)) = (
-            decide::pause_annotation(obj.pause_annotation()),
+            PauseAnnotation::of(obj.pause_annotation()),
             obj.pause_annotation(),
         ) {
             pause::warn_unrecognised(&obj, &ctx, value).await;
         }
-        let pause = decide::pause_step_of(&obj);
+        let pause = obj.pause_step();
         let result = steps(obj, &ctx, &api, pause).await;
         ctx.metrics
             .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
@@ -193,6 +193,6 @@ pub(crate) fn revision(obj: &PolicyAttachment) -> Revision {
     Revision {
         generation: obj.metadata.generation,
         deleting: obj.metadata.deletion_timestamp.is_some(),
-        paused: decide::pause_step_of(obj) != PauseStep::Proceed,
+        paused: obj.pause_step() != PauseStep::Proceed,
     }
 }

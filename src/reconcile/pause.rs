@@ -1,5 +1,5 @@
 //! The pause switch at work: what a paused object shows, and the Events it emits. The
-//! decision itself is `decide::pause_step`; nothing here calls Vultr.
+//! decision itself is `crd::pause_step`; nothing here calls Vultr.
 //!
 //! A paused live object still declares its recorded pair, so another holder's deletion
 //! keeps the grant. A paused deleted object declares nothing (like any deleted one): the

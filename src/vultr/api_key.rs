@@ -32,7 +32,7 @@ pub enum ApiKeyError {
 
 impl ApiKey {
     /// Wraps a key given in code; `origin` only labels error messages (e.g. "a test").
-    pub fn new(key: impl Into<String>, origin: &str) -> Result<Self, ApiKeyError> {
+    pub(crate) fn new(key: impl Into<String>, origin: &str) -> Result<Self, ApiKeyError> {
         // Surrounding whitespace is an artefact of how files and env vars are written
         // (`echo key > file`), never part of a key.
         let key = key.into();
@@ -53,13 +53,13 @@ impl ApiKey {
     }
 
     /// Reads the key from `VULTR_API_KEY`.
-    pub fn from_env() -> Result<Self, ApiKeyError> {
+    pub(crate) fn from_env() -> Result<Self, ApiKeyError> {
         let value = std::env::var(API_KEY_ENV).map_err(|_| ApiKeyError::MissingEnv)?;
         Self::new(value, &format!("environment variable {API_KEY_ENV}"))
     }
 
     /// Reads the key from a file (a mounted Secret), ignoring surrounding whitespace.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ApiKeyError> {
+    pub(crate) fn from_file(path: impl AsRef<Path>) -> Result<Self, ApiKeyError> {
         let path = path.as_ref();
         let value = std::fs::read_to_string(path).map_err(|source| ApiKeyError::ReadFile {
             path: path.to_owned(),
@@ -69,7 +69,7 @@ impl ApiKey {
     }
 
     /// The secret itself. Call it only to build the Authorization header.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -91,6 +91,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A temporary file holding `contents`.
+    fn key_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+        file
+    }
+
     const SECRET: &str = "SECRETKEY0123456789ABCDEFGHIJKLMN";
 
     #[test]
@@ -104,16 +111,14 @@ mod tests {
 
     #[test]
     fn from_file_trims_trailing_newline() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "{SECRET}").unwrap();
+        let file = key_file(&format!("{SECRET}\n"));
         let key = ApiKey::from_file(file.path()).unwrap();
         assert_eq!(key.expose(), SECRET);
     }
 
     #[test]
     fn from_file_rejects_empty_without_leaking() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "  \n").unwrap();
+        let file = key_file("  \n\n");
         let err = ApiKey::from_file(file.path()).unwrap_err();
         assert!(matches!(err, ApiKeyError::Empty { .. }));
         assert!(err.to_string().contains("is empty"), "{err}");

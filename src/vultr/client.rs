@@ -57,7 +57,7 @@ pub(crate) struct Answer {
 }
 
 impl VultrClient {
-    pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn new(config: ClientConfig) -> Result<Self, ConfigError> {
         check_base_url(&config.base_url, config.allow_insecure_http)?;
         let authorization = authorization_header(&config.api_key)?;
         install_crypto_provider();
@@ -98,21 +98,16 @@ impl VultrClient {
 
     /// A handle whose requests pass every normal request waiting on the limiter: for
     /// revocations, which must never wait behind a backlog of attaches.
-    pub fn urgent(&self) -> Self {
+    pub(crate) fn urgent(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             priority: Priority::Urgent,
         }
     }
 
-    /// The API base URL this client talks to.
-    pub fn base_url(&self) -> &Url {
-        &self.inner.base_url
-    }
-
     /// Replaces the key of every request sent from now on (requests in flight keep the
     /// old one). On error the old key stays in use.
-    pub fn set_api_key(&self, key: &ApiKey) -> Result<(), ConfigError> {
+    pub(crate) fn set_api_key(&self, key: &ApiKey) -> Result<(), ConfigError> {
         let value = authorization_header(key)?;
         let mut authorization = self
             .inner
@@ -127,7 +122,7 @@ impl VultrClient {
 
     /// Which key requests sent from now on carry: changes with every key swap, so an
     /// answer fetched with an older key (a 401 above all) is never served after it.
-    pub fn key_epoch(&self) -> u64 {
+    pub(crate) fn key_epoch(&self) -> u64 {
         self.inner.key_epoch.load(Ordering::SeqCst)
     }
 
@@ -138,11 +133,6 @@ impl VultrClient {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// The limiter every request goes through.
-    pub fn limiter(&self) -> &RateLimiter {
-        &self.inner.limiter
     }
 
     /// Sends one request and returns the 2xx answer, or the classified error.
@@ -163,7 +153,8 @@ impl VultrClient {
             latency_ms = field::Empty,
             limiter_wait_ms = field::Empty,
         );
-        self.request_inner(method, route, segments, query)
+        let url = self.url(segments, query);
+        self.request_inner(method, route, url)
             .instrument(span)
             .await
     }
@@ -172,10 +163,8 @@ impl VultrClient {
         &self,
         method: Method,
         route: &'static str,
-        segments: &[&str],
-        query: &[(&str, &str)],
+        url: Url,
     ) -> Result<Answer, VultrError> {
-        let url = self.url(segments, query);
         let fence = self.inner.fence.as_ref().filter(|_| is_write(&method));
         // A new leader's writes wait, before taking a limiter token, until the
         // previous leader's can no longer land.

@@ -43,7 +43,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults for everything but the URL and the key.
-    pub fn new(base_url: Url, api_key: ApiKey) -> Self {
+    pub(crate) fn new(base_url: Url, api_key: ApiKey) -> Self {
         Self {
             base_url,
             api_key,
@@ -60,7 +60,7 @@ impl ClientConfig {
 
     /// Names this process in the User-Agent, e.g. `vultr-iam-operator/0.1.0 (pod-a)`,
     /// so that Vultr-side logs (and the simulator's journal) tell replicas apart.
-    pub fn with_instance(mut self, instance: &str) -> Self {
+    pub(crate) fn with_instance(mut self, instance: &str) -> Self {
         self.user_agent = user_agent_for(instance);
         self
     }

@@ -18,14 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client::VultrClient;
+use super::endpoints::Listed;
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
-use super::resolve::{
-    GroupRef, PolicyRef, Resolution, Resolved, RoleRef, SubjectRef, UserRef, group_by_id,
-    group_by_name, policy_by_id, policy_by_name, role_by_id, role_by_name, user_by_email,
-    user_by_id,
-};
-use crate::domain::Subject;
+use super::resolve::{Key, Named, Resolved, resolved};
+use crate::domain::{Grant, PolicyRef, Refs, Subject, SubjectKind, SubjectRef};
 
 /// The oldest walk the operator resolves a reference against, whatever it is told: the
 /// name-freshness bound the README states.
@@ -33,6 +30,14 @@ pub const DIRECTORY_MAX_AGE_LIMIT: Duration = Duration::from_secs(60);
 /// A reference that matches nothing refreshes the operator's directory, but never more
 /// often than this.
 const REFRESH_FLOOR: Duration = Duration::from_secs(10);
+
+/// The pair a manifest declares, and what people call its two sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub grant: Grant,
+    pub policy_name: String,
+    pub subject_name: String,
+}
 
 /// One completed walk.
 struct Answer<T> {
@@ -46,7 +51,7 @@ struct Answer<T> {
 }
 
 /// One listing's last walk; callers queue on the lock, so one walk serves them all.
-struct Walk<T> {
+pub(crate) struct Walk<T> {
     last: tokio::sync::Mutex<Option<Answer<T>>>,
     /// Walks completed so far (the `seq` of the last one).
     completed: AtomicU64,
@@ -107,7 +112,7 @@ pub struct Directory {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     vultr: VultrClient,
     max_age: Duration,
     refresh_floor: Duration,
@@ -120,7 +125,7 @@ struct Inner {
 impl Directory {
     /// `max_age`: how long a walk serves references that match (the freshness bound of
     /// a resolution); `refresh_floor`: the youngest walk a miss may replace.
-    pub fn new(vultr: VultrClient, max_age: Duration, refresh_floor: Duration) -> Self {
+    pub(crate) fn new(vultr: VultrClient, max_age: Duration, refresh_floor: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 vultr,
@@ -136,69 +141,27 @@ impl Directory {
 
     /// The operator's directory: walks serve for `max_age`, at most
     /// [`DIRECTORY_MAX_AGE_LIMIT`].
-    pub fn for_resolution(vultr: VultrClient, max_age: Duration) -> Self {
+    pub(crate) fn for_resolution(vultr: VultrClient, max_age: Duration) -> Self {
         Self::new(vultr, max_age.min(DIRECTORY_MAX_AGE_LIMIT), REFRESH_FLOOR)
     }
 
-    /// How long a walk serves references.
-    pub fn max_age(&self) -> Duration {
-        self.inner.max_age
-    }
-
-    /// Every policy (without documents), from the shared walk.
-    pub async fn all_policies(&self) -> Result<Arc<Vec<Policy>>, VultrError> {
-        let walk = || walk_policies(&self.inner.vultr);
-        Ok(self
-            .inner
-            .policies
-            .get(&self.inner.vultr, self.inner.max_age, walk)
+    /// Every object of a kind (policies without documents), from the shared walk.
+    pub(crate) async fn all<T: Walked>(&self) -> Result<Arc<Vec<T>>, VultrError> {
+        let inner = &self.inner;
+        let walk = || T::fetch(&inner.vultr);
+        Ok(T::walk(inner)
+            .get(&inner.vultr, inner.max_age, walk)
             .await?
             .1)
     }
 
-    /// Every user, from the shared walk.
-    pub async fn all_users(&self) -> Result<Arc<Vec<User>>, VultrError> {
-        let walk = || self.inner.vultr.list_users();
-        Ok(self
-            .inner
-            .users
-            .get(&self.inner.vultr, self.inner.max_age, walk)
-            .await?
-            .1)
-    }
-
-    /// Every group, from the shared walk.
-    pub async fn all_groups(&self) -> Result<Arc<Vec<Group>>, VultrError> {
-        let walk = || self.inner.vultr.list_groups();
-        Ok(self
-            .inner
-            .groups
-            .get(&self.inner.vultr, self.inner.max_age, walk)
-            .await?
-            .1)
-    }
-
-    /// Every role, from the shared walk.
-    pub async fn all_roles(&self) -> Result<Arc<Vec<Role>>, VultrError> {
-        let walk = || self.inner.vultr.list_roles();
-        Ok(self
-            .inner
-            .roles
-            .get(&self.inner.vultr, self.inner.max_age, walk)
-            .await?
-            .1)
-    }
-
-    /// The pair `policy` and `subject` name, with what people call its two sides.
-    pub async fn resolve(
-        &self,
-        policy: &PolicyRef,
-        subject: &SubjectRef,
-    ) -> Result<Resolution, VultrError> {
-        let policy = self.policy(policy).await?;
-        let (subject, subject_name) = self.subject(subject).await?;
+    /// The pair a manifest declares, and what people call its two sides: exact
+    /// matches; "not found" and "ambiguous" are distinct errors.
+    pub(crate) async fn resolve(&self, refs: &Refs) -> Result<Resolution, VultrError> {
+        let policy = self.policy(&refs.policy).await?;
+        let (subject, subject_name) = self.subject(&refs.subject).await?;
         Ok(Resolution {
-            grant: crate::domain::Grant {
+            grant: Grant {
                 policy_id: policy.id,
                 subject,
             },
@@ -208,128 +171,87 @@ impl Directory {
     }
 
     /// The policy a manifest names: by exact name, or by ID (which must exist).
-    pub async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
-        let inner = &self.inner;
-        let walk = || walk_policies(&inner.vultr);
-        self.lookup(&inner.policies, walk, |policies| {
-            let (id, name) = match policy {
-                PolicyRef::ById(id) => {
-                    let id = policy_by_id(policies, id)?;
-                    let name = name_of(policies, &id, |p| &p.id, |p| &p.name);
-                    (id, name)
-                }
-                PolicyRef::ByName(name) => (policy_by_name(policies, name)?, name.clone()),
-            };
-            Ok(Resolved { id, name })
-        })
-        .await
+    pub(crate) async fn policy(&self, policy: &PolicyRef) -> Result<Resolved, VultrError> {
+        self.lookup::<Policy>(policy.key()).await
     }
 
     /// The subject a manifest names, and what people call it (email, group or role name).
-    pub async fn subject(&self, subject: &SubjectRef) -> Result<(Subject, String), VultrError> {
-        let inner = &self.inner;
-        match subject {
-            SubjectRef::User(user) => {
-                let walk = || inner.vultr.list_users();
-                let found = self
-                    .lookup(&inner.users, walk, |users| {
-                        // An email is shown as the manifest spells it.
-                        let (id, name) = match user {
-                            UserRef::ById(id) => {
-                                let id = user_by_id(users, id)?;
-                                let name = name_of(users, &id, |u| &u.id, |u| &u.email);
-                                (id, name)
-                            }
-                            UserRef::ByEmail(email) => {
-                                (user_by_email(users, email)?, email.clone())
-                            }
-                        };
-                        Ok(Resolved { id, name })
-                    })
-                    .await?;
-                Ok((Subject::User(found.id), found.name))
-            }
+    pub(crate) async fn subject(
+        &self,
+        subject: &SubjectRef,
+    ) -> Result<(Subject, String), VultrError> {
+        let (kind, found) = match subject {
+            SubjectRef::User(user) => (SubjectKind::User, self.lookup::<User>(user.key()).await),
             SubjectRef::Group(group) => {
-                let walk = || inner.vultr.list_groups();
-                let found = self
-                    .lookup(&inner.groups, walk, |groups| {
-                        let id = match group {
-                            GroupRef::ById(id) => group_by_id(groups, id)?,
-                            GroupRef::ByName(name) => group_by_name(groups, name)?,
-                        };
-                        let name = name_of(groups, &id, |g| &g.id, |g| &g.display_name);
-                        Ok(Resolved { id, name })
-                    })
-                    .await?;
-                Ok((Subject::Group(found.id), found.name))
+                (SubjectKind::Group, self.lookup::<Group>(group.key()).await)
             }
-            SubjectRef::Role(role) => {
-                let walk = || inner.vultr.list_roles();
-                let found = self
-                    .lookup(&inner.roles, walk, |roles| {
-                        let id = match role {
-                            RoleRef::ById(id) => role_by_id(roles, id)?,
-                            RoleRef::ByName(name) => role_by_name(roles, name)?,
-                        };
-                        let name = name_of(roles, &id, |r| &r.id, |r| &r.name);
-                        Ok(Resolved { id, name })
-                    })
-                    .await?;
-                Ok((Subject::Role(found.id), found.name))
-            }
-        }
+            SubjectRef::Role(role) => (SubjectKind::Role, self.lookup::<Role>(role.key()).await),
+        };
+        let found = found?;
+        Ok((Subject::new(kind, found.id), found.name))
     }
 
     /// Finds a reference in a walk; a miss walks again once (see the module docs).
-    async fn lookup<T, F, Fut>(
-        &self,
-        walk: &Walk<T>,
-        fetch: F,
-        find: impl Fn(&[T]) -> Result<Resolved, VultrError>,
-    ) -> Result<Resolved, VultrError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<T>, VultrError>>,
-    {
-        let (at, items) = walk
-            .get(&self.inner.vultr, self.inner.max_age, &fetch)
-            .await?;
-        match find(&items) {
+    async fn lookup<T: Walked>(&self, key: Key<'_>) -> Result<Resolved, VultrError> {
+        let inner = &self.inner;
+        let walk = T::walk(inner);
+        let fetch = || T::fetch(&inner.vultr);
+        let (at, items) = walk.get(&inner.vultr, inner.max_age, fetch).await?;
+        match resolved(&items, key) {
             Ok(found) => Ok(found),
-            Err(miss) if at.elapsed() < self.inner.refresh_floor => Err(miss),
+            Err(miss) if at.elapsed() < inner.refresh_floor => Err(miss),
             Err(_) => {
-                let (_, items) = walk
-                    .get(&self.inner.vultr, self.inner.refresh_floor, &fetch)
-                    .await?;
-                find(&items)
+                let (_, items) = walk.get(&inner.vultr, inner.refresh_floor, fetch).await?;
+                resolved(&items, key)
             }
         }
+    }
+}
+
+/// An object the directory walks: where its last walk is kept, and how a walk reads it.
+pub(crate) trait Walked: Named + Listed + Send {
+    fn walk(inner: &Inner) -> &Walk<Self>;
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        vultr.list::<Self>()
+    }
+}
+
+impl Walked for Policy {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.policies
+    }
+    fn fetch(vultr: &VultrClient) -> impl Future<Output = Result<Vec<Self>, VultrError>> + Send {
+        walk_policies(vultr)
+    }
+}
+
+impl Walked for User {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.users
+    }
+}
+
+impl Walked for Group {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.groups
+    }
+}
+
+impl Walked for Role {
+    fn walk(inner: &Inner) -> &Walk<Self> {
+        &inner.roles
     }
 }
 
 /// The policy listing, without what only costs memory here: only IDs and names are
 /// needed, and documents can be large.
 async fn walk_policies(vultr: &VultrClient) -> Result<Vec<Policy>, VultrError> {
-    let mut policies = vultr.list_policies().await?;
+    let mut policies = vultr.list::<Policy>().await?;
     for p in &mut policies {
         p.policy_document = None;
         p.description = None;
     }
     Ok(policies)
-}
-
-/// What people call the object with `id` (empty if the listing has no name for it).
-fn name_of<T>(
-    items: &[T],
-    id: &str,
-    id_of: impl Fn(&T) -> &String,
-    name: impl Fn(&T) -> &String,
-) -> String {
-    items
-        .iter()
-        .find(|item| id_of(item) == id)
-        .map(|item| name(item).clone())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -340,8 +262,17 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::domain::GroupRef;
     use crate::vultr::ApiKey;
     use crate::vultr::fake::{FakeVultr, Reply, paged};
+
+    /// Resolves the group named "ops" and checks that it is `id`.
+    async fn assert_ops_is(dir: &Directory, id: &str) {
+        assert_eq!(
+            dir.subject(&ops()).await.unwrap().0,
+            Subject::Group(id.into())
+        );
+    }
 
     fn ops() -> SubjectRef {
         SubjectRef::Group(GroupRef::ByName("ops".into()))
@@ -357,10 +288,7 @@ mod tests {
             FakeVultr::start(move |r| paged("groups", &listed.lock().unwrap(), 100, r)).await;
         let max_age = Duration::from_millis(300);
         let dir = Directory::for_resolution(fake.client(), max_age);
-        assert_eq!(
-            dir.subject(&ops()).await.unwrap().0,
-            Subject::Group("g-old".into())
-        );
+        assert_ops_is(&dir, "g-old").await;
 
         // Renamed, and its name given to a new group.
         *groups.lock().unwrap() = vec![
@@ -374,10 +302,7 @@ mod tests {
         assert_eq!(fake.requests().len(), 1, "one walk serves a burst");
         // ... and past it, the name resolves against a new walk.
         tokio::time::sleep(max_age + Duration::from_millis(50)).await;
-        assert_eq!(
-            dir.subject(&ops()).await.unwrap().0,
-            Subject::Group("g-new".into())
-        );
+        assert_ops_is(&dir, "g-new").await;
         assert_eq!(fake.requests().len(), 2);
     }
 
@@ -386,7 +311,7 @@ mod tests {
         let fake = FakeVultr::start(|_| Reply::empty(500)).await;
         let hour = Duration::from_secs(3600);
         let dir = Directory::for_resolution(fake.client(), hour);
-        assert_eq!(dir.max_age(), DIRECTORY_MAX_AGE_LIMIT);
+        assert_eq!(dir.inner.max_age, DIRECTORY_MAX_AGE_LIMIT);
         assert!(DIRECTORY_MAX_AGE_LIMIT <= Duration::from_secs(60));
     }
 
@@ -403,11 +328,7 @@ mod tests {
             }
         })
         .await;
-        let dir = Directory::new(
-            fake.client(),
-            Duration::from_secs(600),
-            Duration::from_secs(10),
-        );
+        let dir = fake.directory(Duration::from_secs(10));
         let waiting = (0..5).map(|_| {
             let dir = dir.clone();
             async move { dir.subject(&ops()).await }
@@ -421,10 +342,7 @@ mod tests {
             "the waiting callers shared one failure"
         );
         // The next caller asks again, at once.
-        assert_eq!(
-            dir.subject(&ops()).await.unwrap().0,
-            Subject::Group("g1".into())
-        );
+        assert_ops_is(&dir, "g1").await;
         assert_eq!(fake.requests().len(), 2);
     }
 

@@ -80,34 +80,41 @@ pub(crate) fn path_id(of: IdOf, id: &str) -> Result<&str, VultrError> {
     })
 }
 
+/// An object the organization lists in full: the route of `GET /v2/{KEY}`, whose
+/// pages hold the objects under `KEY`.
+pub(crate) trait Listed: DeserializeOwned {
+    const ROUTE: &'static str;
+    const KEY: &'static str;
+}
+
+macro_rules! listed {
+    ($($type:ty => $route:ident, $key:literal;)*) => {$(
+        impl Listed for $type {
+            const ROUTE: &'static str = routes::$route;
+            const KEY: &'static str = $key;
+        }
+    )*};
+}
+
+listed! {
+    Policy => LIST_POLICIES, "policies";
+    User => LIST_USERS, "users";
+    Group => LIST_GROUPS, "groups";
+    Role => LIST_ROLES, "roles";
+}
+
 impl VultrClient {
-    /// Every IAM policy of the organization (paged).
-    pub async fn list_policies(&self) -> Result<Vec<Policy>, VultrError> {
-        self.list_all(routes::LIST_POLICIES, &["v2", "policies"], "policies")
-            .await
-    }
-
-    /// Every user of the organization (paged).
-    pub async fn list_users(&self) -> Result<Vec<User>, VultrError> {
-        self.list_all(routes::LIST_USERS, &["v2", "users"], "users")
-            .await
-    }
-
-    /// Every group of the organization (paged).
-    pub async fn list_groups(&self) -> Result<Vec<Group>, VultrError> {
-        self.list_all(routes::LIST_GROUPS, &["v2", "groups"], "groups")
-            .await
-    }
-
-    /// Every role of the organization (paged).
-    pub async fn list_roles(&self) -> Result<Vec<Role>, VultrError> {
-        self.list_all(routes::LIST_ROLES, &["v2", "roles"], "roles")
-            .await
+    /// Every object of a kind in the organization (paged).
+    pub(crate) async fn list<T: Listed>(&self) -> Result<Vec<T>, VultrError> {
+        self.list_all(T::ROUTE, &["v2", T::KEY], T::KEY).await
     }
 
     /// The IDs one attachment listing shows, read from every page in either of its two
     /// shapes: user or group IDs of a policy, policy IDs of a role.
-    pub async fn listed_ids(&self, source: &ListingSource) -> Result<HashSet<String>, VultrError> {
+    pub(crate) async fn listed_ids(
+        &self,
+        source: &ListingSource,
+    ) -> Result<HashSet<String>, VultrError> {
         let (route, kind, segments) = match source {
             ListingSource::PolicyUsers(policy_id) => (
                 routes::LIST_POLICY_USERS,
@@ -144,51 +151,25 @@ impl VultrClient {
         Ok(ids.into_iter().collect())
     }
 
-    /// IDs of the policies directly attached to a role (`GET /v2/roles/{id}/policies`).
-    pub async fn role_policy_ids(&self, role_id: &str) -> Result<HashSet<String>, VultrError> {
-        self.listed_ids(&ListingSource::RolePolicies(role_id.to_owned()))
-            .await
-    }
-
-    /// IDs of the subjects of `kind` the policy is directly attached to. Vultr lists
-    /// users and groups per policy (one paged listing), but roles only per role: for
-    /// `Role` this walks `GET /v2/roles` and every role's listing, so verification never
-    /// uses it (it reads [`Self::listed_ids`] of the grant's own listing instead).
-    pub async fn attached_ids(
-        &self,
-        policy_id: &str,
-        kind: SubjectKind,
-    ) -> Result<HashSet<String>, VultrError> {
-        if let Some(source) = ListingSource::of_policy(policy_id, kind) {
-            return self.listed_ids(&source).await;
-        }
-        path_id(IdOf::Policy, policy_id)?;
-        let mut roles = HashSet::new();
-        for role in self.list_roles().await? {
-            match self.role_policy_ids(&role.id).await {
-                Ok(policies) if policies.contains(policy_id) => {
-                    roles.insert(role.id);
-                }
-                Ok(_) => {}
-                // Deleted between the two reads: it holds nothing.
-                Err(err) if err.is_not_found() => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(roles)
-    }
-
     /// `POST /v2/policies/{policy_id}/users|groups/{id}`, or role-first
     /// `POST /v2/roles/{role_id}/policies/{policy_id}`; any 2xx is success, the body is
     /// ignored (undocumented). See `attach_confirmed` for the tolerant version.
-    pub async fn attach(&self, policy_id: &str, subject: &Subject) -> Result<(), VultrError> {
+    pub(crate) async fn attach(
+        &self,
+        policy_id: &str,
+        subject: &Subject,
+    ) -> Result<(), VultrError> {
         self.change(Method::POST, policy_id, subject).await
     }
 
     /// `DELETE /v2/policies/{policy_id}/users|groups/{id}`, or role-first
     /// `DELETE /v2/roles/{role_id}/policies/{policy_id}`; any 2xx is success, a 404
     /// comes back as `NotFound`. See `revoke` for the deletion semantics.
-    pub async fn detach(&self, policy_id: &str, subject: &Subject) -> Result<(), VultrError> {
+    pub(crate) async fn detach(
+        &self,
+        policy_id: &str,
+        subject: &Subject,
+    ) -> Result<(), VultrError> {
         self.change(Method::DELETE, policy_id, subject).await
     }
 

@@ -97,7 +97,7 @@ pub enum VultrError {
 
 impl VultrError {
     /// Stable reason, used verbatim as Kubernetes condition and Event reason.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::PolicyNotFound { .. } => "PolicyNotFound",
             Self::UserNotFound { .. } => "UserNotFound",
@@ -116,12 +116,12 @@ impl VultrError {
     }
 
     /// True when the same call may succeed later without anyone changing anything.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::ApiUnavailable { .. })
     }
 
     /// How long Vultr asked us to wait, when it said so.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } | Self::ApiUnavailable { retry_after, .. } => {
                 *retry_after
@@ -131,7 +131,7 @@ impl VultrError {
     }
 
     /// The HTTP status Vultr answered with, if this error comes from an answer.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Self::Unauthorized { .. } => Some(401),
             Self::Forbidden { .. } => Some(403),
@@ -144,7 +144,7 @@ impl VultrError {
     }
 
     /// The route template of a failed request, if the error comes from one.
-    pub fn route(&self) -> &'static str {
+    pub(crate) fn route(&self) -> &'static str {
         match self {
             Self::Unauthorized { route }
             | Self::Forbidden { route, .. }
@@ -160,11 +160,6 @@ impl VultrError {
             | Self::RoleNotFound { .. }
             | Self::Ambiguous { .. } => "",
         }
-    }
-
-    /// True for a raw 404 from Vultr.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
     }
 }
 

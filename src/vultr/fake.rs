@@ -14,6 +14,7 @@ use url::Url;
 use super::api_key::ApiKey;
 use super::client::VultrClient;
 use super::config::ClientConfig;
+use super::directory::Directory;
 use super::limiter::RateLimiter;
 
 pub const TEST_KEY: &str = "TESTKEY-5f1c9a7e2b-DO-NOT-LEAK";
@@ -29,7 +30,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn query(&self, name: &str) -> Option<&str> {
+    pub(crate) fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == name)
@@ -37,7 +38,7 @@ impl Recorded {
     }
 
     /// "GET /v2/policies" style summary.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
 }
@@ -52,7 +53,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(status: u16, body: Value) -> Self {
+    pub(crate) fn json(status: u16, body: Value) -> Self {
         Self {
             status,
             headers: vec![("content-type", "application/json".into())],
@@ -61,7 +62,7 @@ impl Reply {
         }
     }
 
-    pub fn empty(status: u16) -> Self {
+    pub(crate) fn empty(status: u16) -> Self {
         Self {
             status,
             headers: vec![],
@@ -70,16 +71,16 @@ impl Reply {
         }
     }
 
-    pub fn error(status: u16, text: &str) -> Self {
+    pub(crate) fn error(status: u16, text: &str) -> Self {
         Self::json(status, serde_json::json!({"error": text, "status": status}))
     }
 
-    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
     }
 
-    pub fn delayed(mut self, delay: Duration) -> Self {
+    pub(crate) fn delayed(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
@@ -100,7 +101,9 @@ pub struct FakeVultr {
 }
 
 impl FakeVultr {
-    pub async fn start(responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
+    pub(crate) async fn start(
+        responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let log = Arc::new(Mutex::new(Vec::new()));
         let state = AppState {
             responder: Arc::new(responder),
@@ -119,15 +122,15 @@ impl FakeVultr {
         }
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.requests().iter().map(Recorded::line).collect()
     }
 
-    pub fn config(&self) -> ClientConfig {
+    pub(crate) fn config(&self) -> ClientConfig {
         let mut config =
             ClientConfig::new(self.url.clone(), ApiKey::new(TEST_KEY, "a test").unwrap());
         config.timeout = Duration::from_secs(5);
@@ -135,8 +138,14 @@ impl FakeVultr {
         config
     }
 
-    pub fn client(&self) -> VultrClient {
+    pub(crate) fn client(&self) -> VultrClient {
         VultrClient::new(self.config()).unwrap()
+    }
+
+    /// A directory of a client of this server whose walks serve for ten minutes and
+    /// whose misses walk again once the last walk is `refresh_floor` old.
+    pub(crate) fn directory(&self, refresh_floor: Duration) -> Directory {
+        Directory::new(self.client(), Duration::from_secs(600), refresh_floor)
     }
 }
 
@@ -194,7 +203,7 @@ async fn handle(
 }
 
 /// Serves `items` under `key` in pages of `size`, with cursors "c1", "c2", ...
-pub fn paged(key: &str, items: &[Value], size: usize, request: &Recorded) -> Reply {
+pub(crate) fn paged(key: &str, items: &[Value], size: usize, request: &Recorded) -> Reply {
     let start = match request.query("cursor") {
         None => 0,
         Some(cursor) => cursor.trim_start_matches('c').parse::<usize>().unwrap() * size,

@@ -31,7 +31,7 @@ struct Inner {
 
 impl WriteFence {
     /// A fence that allows nothing until [`WriteFence::open_until`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
                 base: Instant::now(),
@@ -44,14 +44,14 @@ impl WriteFence {
 
     /// Allows writes until `until` (a later renewal moves it again). Ignored once
     /// closed.
-    pub fn open_until(&self, until: Instant) {
+    pub(crate) fn open_until(&self, until: Instant) {
         self.inner
             .until_nanos
             .store(self.nanos(until), Ordering::Release);
     }
 
     /// Refuses writes before `from` (they wait for it: see [`WriteFence::window`]).
-    pub fn hold_until(&self, from: Instant) {
+    pub(crate) fn hold_until(&self, from: Instant) {
         self.inner
             .from_nanos
             .store(self.nanos(from), Ordering::Release);
@@ -65,12 +65,12 @@ impl WriteFence {
     }
 
     /// Refuses every write from now on.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
     }
 
     /// Until when writes are allowed; `None` if closed or never opened.
-    pub fn valid_until(&self) -> Option<Instant> {
+    pub(crate) fn valid_until(&self) -> Option<Instant> {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
@@ -81,7 +81,7 @@ impl WriteFence {
     }
 
     /// What a write may do at `now`.
-    pub fn window(&self, now: Instant) -> Window {
+    pub(crate) fn window(&self, now: Instant) -> Window {
         let Some(until) = self.valid_until() else {
             return Window::Closed;
         };
@@ -97,13 +97,8 @@ impl WriteFence {
     }
 
     /// True if the leadership is valid at `now`, whether or not writes are held.
-    pub fn leads_at(&self, now: Instant) -> bool {
+    pub(crate) fn leads_at(&self, now: Instant) -> bool {
         self.valid_until().is_some_and(|until| now < until)
-    }
-
-    /// True if a write may be sent at `now`.
-    pub fn allows(&self, now: Instant) -> bool {
-        matches!(self.window(now), Window::Open { .. })
     }
 }
 
@@ -120,7 +115,7 @@ pub enum Window {
 
 /// The timeout of one write: the configured one, cut to what the fence has left, so
 /// that no write of this replica is still waited for once its leadership has ended.
-pub fn write_timeout(configured: Duration, left: Duration) -> Duration {
+pub(crate) fn write_timeout(configured: Duration, left: Duration) -> Duration {
     configured.min(left)
 }
 
@@ -142,21 +137,26 @@ impl std::fmt::Debug for WriteFence {
 mod tests {
     use super::*;
 
+    /// True if a write may be sent at `now`.
+    fn allows(fence: &WriteFence, now: Instant) -> bool {
+        matches!(fence.window(now), Window::Open { .. })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn closed_until_opened_then_closes_by_itself() {
         let fence = WriteFence::new();
-        assert!(!fence.allows(Instant::now()));
+        assert!(!allows(&fence, Instant::now()));
         fence.open_until(Instant::now() + Duration::from_secs(10));
         let clone = fence.clone();
-        assert!(clone.allows(Instant::now()));
+        assert!(allows(&clone, Instant::now()));
         tokio::time::advance(Duration::from_millis(9_999)).await;
-        assert!(clone.allows(Instant::now()));
+        assert!(allows(&clone, Instant::now()));
         // No renewal: the deadline passes and nothing had to run to close it.
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(!clone.allows(Instant::now()));
+        assert!(!allows(&clone, Instant::now()));
         // A renewal moves it forward again.
         fence.open_until(Instant::now() + Duration::from_secs(10));
-        assert!(clone.allows(Instant::now()));
+        assert!(allows(&clone, Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -164,11 +164,11 @@ mod tests {
         let fence = WriteFence::new();
         fence.open_until(Instant::now() + Duration::from_secs(10));
         fence.close();
-        assert!(!fence.allows(Instant::now()));
+        assert!(!allows(&fence, Instant::now()));
         assert_eq!(fence.valid_until(), None);
         // A renewal that was in flight when leadership was given up changes nothing.
         fence.open_until(Instant::now() + Duration::from_secs(20));
-        assert!(!fence.allows(Instant::now()));
+        assert!(!allows(&fence, Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -177,8 +177,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let fence = WriteFence::new();
         fence.open_until(earlier);
-        assert!(!fence.allows(earlier));
-        assert!(!fence.allows(Instant::now()));
+        assert!(!allows(&fence, earlier));
+        assert!(!allows(&fence, Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -191,7 +191,7 @@ mod tests {
             fence.window(Instant::now()),
             Window::OpensAt(start + Duration::from_secs(3))
         );
-        assert!(!fence.allows(Instant::now()));
+        assert!(!allows(&fence, Instant::now()));
         assert!(fence.leads_at(Instant::now()), "held, but leading");
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(

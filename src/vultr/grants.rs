@@ -3,7 +3,7 @@
 
 use super::client::VultrClient;
 use super::error::VultrError;
-use super::model::{AttachOutcome, RevokeOutcome};
+use super::model::{AttachOutcome, Policy, RevokeOutcome, Role};
 use crate::domain::{Grant, ListingSource, Subject};
 
 impl VultrClient {
@@ -13,7 +13,7 @@ impl VultrClient {
     /// from before a restart that the listing does not show yet): on such a rejection
     /// the listing decides, and a pair it does not show yet is `Unconfirmed`, for the
     /// caller to wait on like a fresh attach, never a terminal error at once.
-    pub async fn attach_confirmed(
+    pub(crate) async fn attach_confirmed(
         &self,
         policy_id: &str,
         subject: &Subject,
@@ -42,7 +42,7 @@ impl VultrClient {
     /// it, or, when the listing's owner (the policy; the role) is unknown, a successful
     /// listing of those owners without it. A misrouted base URL or a proxy answering
     /// 404 to everything must never count as a revocation.
-    pub async fn revoke(
+    pub(crate) async fn revoke(
         &self,
         policy_id: &str,
         subject: &Subject,
@@ -94,10 +94,10 @@ impl VultrClient {
         let owner = source.owner_id();
         Ok(match source {
             ListingSource::PolicyUsers(_) | ListingSource::PolicyGroups(_) => {
-                self.list_policies().await?.iter().any(|p| p.id == owner)
+                self.list::<Policy>().await?.iter().any(|p| p.id == owner)
             }
             ListingSource::RolePolicies(_) => {
-                self.list_roles().await?.iter().any(|r| r.id == owner)
+                self.list::<Role>().await?.iter().any(|r| r.id == owner)
             }
         })
     }

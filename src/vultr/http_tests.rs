@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::fake::{FakeVultr, Recorded, Reply, TEST_KEY, paged};
 use super::resolve::Resolved;
 use super::*;
-use crate::domain::{Subject, SubjectKind};
+use crate::domain::{GroupRef, ListingSource, PolicyRef, RoleRef, Subject, SubjectRef, UserRef};
 
 const POLICY: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
 const USER: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
@@ -32,7 +32,7 @@ async fn list_policies_follows_cursors_across_three_pages() {
         paged("policies", &policies, 2, r)
     })
     .await;
-    let got = fake.client().list_policies().await.unwrap();
+    let got = fake.client().list::<Policy>().await.unwrap();
     let names: Vec<_> = got.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
@@ -66,7 +66,7 @@ async fn attachment_listing_in_govultr_shape_across_pages() {
     .await;
     let got = fake
         .client()
-        .attached_ids(POLICY, SubjectKind::User)
+        .listed_ids(&ListingSource::PolicyUsers(POLICY.into()))
         .await
         .unwrap();
     assert_eq!(got, ids(&["u1", "u2", "u3"]));
@@ -92,14 +92,14 @@ async fn attachment_listing_in_openapi_shape() {
     let client = fake.client();
     assert_eq!(
         client
-            .attached_ids(POLICY, SubjectKind::User)
+            .listed_ids(&ListingSource::PolicyUsers(POLICY.into()))
             .await
             .unwrap(),
         ids(&["u1"])
     );
     assert_eq!(
         client
-            .attached_ids(POLICY, SubjectKind::Group)
+            .listed_ids(&ListingSource::PolicyGroups(POLICY.into()))
             .await
             .unwrap(),
         ids(&["g1", "g2"])
@@ -143,7 +143,7 @@ async fn revoke_treats_a_confirmed_404_as_already_absent_and_204_as_revoked() {
         .detach(POLICY, &Subject::User("gone".into()))
         .await
         .unwrap_err();
-    assert!(err.is_not_found());
+    assert!(matches!(err, VultrError::NotFound { .. }));
 }
 
 /// A 404 to the DELETE while the listing still shows the grant (a proxy or a misrouted
@@ -208,7 +208,7 @@ async fn rate_limited_surfaces_retry_after() {
 #[tokio::test]
 async fn server_error_is_transient_api_unavailable() {
     let fake = FakeVultr::start(|_| Reply::error(500, "Internal error")).await;
-    let err = fake.client().list_users().await.unwrap_err();
+    let err = fake.client().list::<User>().await.unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable");
     assert!(err.is_transient());
     assert_eq!(err.status(), Some(500));
@@ -228,7 +228,7 @@ async fn timeout_is_api_unavailable() {
     let mut config = fake.config();
     config.timeout = Duration::from_millis(200);
     let client = VultrClient::new(config).unwrap();
-    let err = client.list_policies().await.unwrap_err();
+    let err = client.list::<Policy>().await.unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable", "{err}");
     assert!(err.is_transient());
     assert_eq!(err.status(), None);
@@ -246,7 +246,7 @@ async fn connection_refused_is_api_unavailable() {
     config.base_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     let err = VultrClient::new(config)
         .unwrap()
-        .list_groups()
+        .list::<Group>()
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable");
@@ -264,13 +264,13 @@ async fn unauthorized_and_forbidden() {
     })
     .await;
     let client = fake.client();
-    let err = client.list_users().await.unwrap_err();
+    let err = client.list::<User>().await.unwrap_err();
     assert_eq!(err.reason(), "Unauthorized");
     assert!(
         err.to_string()
             .starts_with("Vultr rejected the API key (401 Unauthorized)")
     );
-    let err = client.list_groups().await.unwrap_err();
+    let err = client.list::<Group>().await.unwrap_err();
     assert_eq!(err.reason(), "Forbidden");
     assert!(!err.is_transient());
 }
@@ -285,9 +285,9 @@ async fn undecodable_success_body_is_invalid_response() {
     .await;
     let client = fake.client();
     for err in [
-        client.list_policies().await.unwrap_err(),
-        client.list_users().await.unwrap_err(),
-        client.list_groups().await.unwrap_err(),
+        client.list::<Policy>().await.unwrap_err(),
+        client.list::<User>().await.unwrap_err(),
+        client.list::<Group>().await.unwrap_err(),
     ] {
         assert_eq!(err.reason(), "InvalidResponse", "{err}");
         assert!(!err.is_transient());
@@ -385,11 +385,7 @@ async fn attach_confirmed_does_not_relist_after_forbidden() {
 }
 
 fn directory(fake: &FakeVultr) -> Directory {
-    Directory::new(
-        fake.client(),
-        Duration::from_secs(600),
-        Duration::from_secs(10),
-    )
+    fake.directory(Duration::from_secs(10))
 }
 
 #[tokio::test]
@@ -514,11 +510,7 @@ async fn concurrent_resolutions_share_one_walk_and_misses_refresh_once() {
         reply
     })
     .await;
-    let dir = Directory::new(
-        fake.client(),
-        Duration::from_secs(600),
-        Duration::from_millis(300),
-    );
+    let dir = fake.directory(Duration::from_millis(300));
     let lookups = (0..50).map(|i| {
         let dir = dir.clone();
         async move {
@@ -592,7 +584,7 @@ async fn observer_sees_route_status_and_limiter_wait() {
     config.limiter = RateLimiter::new(20.0, 1).unwrap();
     let client = VultrClient::new(config).unwrap();
     client
-        .attached_ids(POLICY, SubjectKind::User)
+        .listed_ids(&ListingSource::PolicyUsers(POLICY.into()))
         .await
         .unwrap();
     client
@@ -648,9 +640,9 @@ async fn the_key_never_appears_in_logs_or_errors() {
     let client = fake.client();
     let mut shown = format!("{client:?} {:?}", fake.config());
     for err in [
-        client.list_users().await.unwrap_err(),
-        client.list_groups().await.unwrap_err(),
-        client.list_policies().await.unwrap_err(),
+        client.list::<User>().await.unwrap_err(),
+        client.list::<Group>().await.unwrap_err(),
+        client.list::<Policy>().await.unwrap_err(),
     ] {
         shown.push_str(&format!("{err} {err:?}\n"));
     }
@@ -694,7 +686,7 @@ async fn writes_past_the_fence_are_never_sent_reads_go_on() {
     assert_eq!(err.reason(), "NotLeader");
     assert!(!err.is_transient());
     client
-        .attached_ids(POLICY, SubjectKind::User)
+        .listed_ids(&ListingSource::PolicyUsers(POLICY.into()))
         .await
         .unwrap();
     // A renewal opens it again; closing it is for good.
@@ -762,7 +754,7 @@ async fn a_held_fence_delays_writes_until_it_opens() {
         tokio::spawn(async move { client.detach(POLICY, &Subject::User(USER.into())).await })
     };
     client
-        .attached_ids(POLICY, SubjectKind::User)
+        .listed_ids(&ListingSource::PolicyUsers(POLICY.into()))
         .await
         .unwrap();
     write.await.unwrap().unwrap();
@@ -823,11 +815,17 @@ async fn role_policy_listing_in_both_shapes_across_pages() {
     .await;
     let client = fake.client();
     assert_eq!(
-        client.role_policy_ids(ROLE).await.unwrap(),
+        client
+            .listed_ids(&ListingSource::RolePolicies(ROLE.into()))
+            .await
+            .unwrap(),
         ids(&["p1", "p2", "p3"])
     );
     assert_eq!(
-        client.role_policy_ids("r2").await.unwrap(),
+        client
+            .listed_ids(&ListingSource::RolePolicies("r2".into()))
+            .await
+            .unwrap(),
         ids(&["p1", "p2"])
     );
     let lines = fake.lines();
@@ -896,7 +894,7 @@ async fn role_revoke_does_not_trust_404_everywhere() {
         .revoke(POLICY, &Subject::Role(ROLE.into()))
         .await
         .unwrap_err();
-    assert!(err.is_not_found(), "{err}");
+    assert!(matches!(err, VultrError::NotFound { .. }), "{err}");
 }
 
 /// A rejected role attach is decided by the role's listing.
@@ -957,27 +955,4 @@ async fn roles_resolve_by_exact_name_or_id_in_the_directory() {
         .unwrap_err();
     assert_eq!(err.reason(), "Ambiguous");
     assert!(err.to_string().contains("2 Vultr roles (r2, r3)"), "{err}");
-}
-
-/// The policy side of role grants (for callers such as an export): one walk of the
-/// roles and one listing per role.
-#[tokio::test]
-async fn attached_ids_of_roles_walks_every_role_listing() {
-    let fake = FakeVultr::start(|r| match r.path.as_str() {
-        "/v2/roles" => Reply::json(
-            200,
-            json!({"roles": [{"id": "r1"}, {"id": "r2"}, {"id": "gone"}]}),
-        ),
-        "/v2/roles/r1/policies" => Reply::json(200, json!({"policies": [{"id": POLICY}]})),
-        "/v2/roles/r2/policies" => Reply::json(200, json!({"policies": [{"id": "other"}]})),
-        _ => Reply::error(404, "Not found."),
-    })
-    .await;
-    let got = fake
-        .client()
-        .attached_ids(POLICY, SubjectKind::Role)
-        .await
-        .unwrap();
-    assert_eq!(got, ids(&["r1"]));
-    assert_eq!(fake.lines().len(), 4);
 }

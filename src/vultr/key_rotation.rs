@@ -83,7 +83,7 @@ impl KeyFile {
 
 /// Polls `path` every `interval` and swaps the client's key when the file holds a new
 /// valid one. Runs until the runtime stops. Logs name the file, never the key.
-pub async fn follow_key_file(
+pub(crate) async fn follow_key_file(
     client: VultrClient,
     path: PathBuf,
     current: ApiKey,
@@ -228,7 +228,7 @@ mod tests {
             Duration::from_millis(100),
         ));
         let sent_key = || async {
-            client.list_users().await.unwrap();
+            client.list::<crate::vultr::User>().await.unwrap();
             fake.requests()
                 .last()
                 .unwrap()

@@ -73,7 +73,7 @@ pub struct InvalidRateLimit {
 impl RateLimiter {
     /// A bucket refilled at `per_second` tokens per second holding at most `burst`;
     /// it starts full.
-    pub fn new(per_second: f64, burst: u32) -> Result<Self, InvalidRateLimit> {
+    pub(crate) fn new(per_second: f64, burst: u32) -> Result<Self, InvalidRateLimit> {
         if !per_second.is_finite() || per_second <= 0.0 || burst == 0 {
             return Err(InvalidRateLimit { per_second, burst });
         }
@@ -95,24 +95,9 @@ impl RateLimiter {
         }
     }
 
-    /// Sustained rate, in requests per second.
-    pub fn per_second(&self) -> f64 {
-        self.inner.per_second
-    }
-
-    /// Maximum burst.
-    pub fn burst(&self) -> u32 {
-        // Built from a u32, so the conversion back is exact.
-        self.inner.burst as u32
-    }
-
-    /// Waits for a token and takes it. Returns how long the caller waited.
-    pub async fn acquire(&self) -> Duration {
-        self.acquire_with(Priority::Normal).await
-    }
-
-    /// Like [`RateLimiter::acquire`], in the given class.
-    pub async fn acquire_with(&self, priority: Priority) -> Duration {
+    /// Waits for a token of the given class and takes it. Returns how long the caller
+    /// waited.
+    pub(crate) async fn acquire_with(&self, priority: Priority) -> Duration {
         let started = Instant::now();
         let inner = &*self.inner;
         if priority == Priority::Urgent {
@@ -171,6 +156,29 @@ impl Default for RateLimiter {
 mod tests {
     use super::*;
 
+    /// Checks that `millis` (within 10 ms) passed since `start`.
+    fn assert_took(start: Instant, millis: u64) {
+        let total = start.elapsed();
+        let at_least = Duration::from_millis(millis);
+        assert!(
+            total >= at_least && total < at_least + Duration::from_millis(10),
+            "{total:?}"
+        );
+    }
+
+    /// Checks that `burst` tokens are free and the next one waits `millis`.
+    async fn assert_burst_then_wait(limiter: &RateLimiter, burst: usize, millis: u64) {
+        for _ in 0..burst {
+            assert_eq!(take(limiter).await, Duration::ZERO);
+        }
+        assert_eq!(take(limiter).await, Duration::from_millis(millis));
+    }
+
+    /// Takes a token of the normal class; how long it waited.
+    async fn take(limiter: &RateLimiter) -> Duration {
+        limiter.acquire_with(Priority::Normal).await
+    }
+
     #[test]
     fn rejects_unusable_limits() {
         assert!(RateLimiter::new(0.0, 1).is_err());
@@ -184,49 +192,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn default_is_ten_per_second_burst_ten() {
-        let limiter = RateLimiter::default();
-        assert_eq!(limiter.per_second(), 10.0);
-        assert_eq!(limiter.burst(), 10);
+        assert_burst_then_wait(&RateLimiter::default(), 10, 100).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn burst_is_free_then_requests_are_spaced() {
         let limiter = RateLimiter::new(10.0, 3).unwrap();
         let start = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(limiter.acquire().await, Duration::ZERO);
-        }
         // The fourth waits for one token: 100 ms at 10/s.
-        let waited = limiter.acquire().await;
-        assert_eq!(waited, Duration::from_millis(100));
+        assert_burst_then_wait(&limiter, 3, 100).await;
         // Ten more take one second in total.
         for _ in 0..10 {
-            limiter.acquire().await;
+            take(&limiter).await;
         }
-        let total = start.elapsed();
-        assert!(
-            total >= Duration::from_millis(1100) && total < Duration::from_millis(1110),
-            "{total:?}"
-        );
+        assert_took(start, 1100);
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_time_refills_up_to_burst_only() {
         let limiter = RateLimiter::new(2.0, 2).unwrap();
-        limiter.acquire().await;
-        limiter.acquire().await;
+        take(&limiter).await;
+        take(&limiter).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(limiter.acquire().await, Duration::ZERO);
-        assert_eq!(limiter.acquire().await, Duration::ZERO);
-        assert_eq!(limiter.acquire().await, Duration::from_millis(500));
+        assert_eq!(take(&limiter).await, Duration::ZERO);
+        assert_eq!(take(&limiter).await, Duration::ZERO);
+        assert_eq!(take(&limiter).await, Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]
     async fn clones_share_one_bucket() {
         let a = RateLimiter::new(1.0, 1).unwrap();
         let b = a.clone();
-        assert_eq!(a.acquire().await, Duration::ZERO);
-        assert_eq!(b.acquire().await, Duration::from_secs(1));
+        assert_eq!(take(&a).await, Duration::ZERO);
+        assert_eq!(take(&b).await, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -236,25 +234,21 @@ mod tests {
         let tasks: Vec<_> = (0..5)
             .map(|_| {
                 let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.acquire().await })
+                tokio::spawn(async move { take(&limiter).await })
             })
             .collect();
         for task in tasks {
             task.await.unwrap();
         }
         // 1 immediate + 4 spaced by 200 ms.
-        let total = start.elapsed();
-        assert!(
-            total >= Duration::from_millis(800) && total < Duration::from_millis(810),
-            "{total:?}"
-        );
+        assert_took(start, 800);
     }
 
     /// A revocation arriving behind a queue of attaches gets the next token.
     #[tokio::test(start_paused = true)]
     async fn urgent_requests_pass_the_queue() {
         let limiter = RateLimiter::new(1.0, 1).unwrap();
-        limiter.acquire().await;
+        take(&limiter).await;
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (i, priority) in [
@@ -288,10 +282,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancelled_acquire_does_not_consume_a_token() {
         let limiter = RateLimiter::new(1.0, 1).unwrap();
-        limiter.acquire().await;
+        take(&limiter).await;
         // Give up after half the wait; the token must still be there for the next caller.
-        let cancelled = tokio::time::timeout(Duration::from_millis(500), limiter.acquire()).await;
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(500),
+            limiter.acquire_with(Priority::Normal),
+        )
+        .await;
         assert!(cancelled.is_err());
-        assert_eq!(limiter.acquire().await, Duration::from_millis(500));
+        assert_eq!(take(&limiter).await, Duration::from_millis(500));
     }
 }

@@ -25,17 +25,20 @@ mod arbitrary;
 pub(crate) mod fake;
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+pub(crate) use model::fixture;
 
-pub use api_key::{ApiKey, ApiKeyError};
-pub use client::VultrClient;
-pub use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
-pub use directory::{DIRECTORY_MAX_AGE_LIMIT, Directory};
+pub(crate) use api_key::{ApiKey, ApiKeyError};
+pub(crate) use client::VultrClient;
+pub(crate) use config::{ClientConfig, ConfigError, DEFAULT_BASE_URL};
+pub(crate) use directory::Resolution;
+pub(crate) use directory::{DIRECTORY_MAX_AGE_LIMIT, Directory};
 pub use endpoints::routes;
-pub use error::VultrError;
-pub use fence::{Window, WriteFence, write_timeout};
-pub use key_rotation::follow_key_file;
-pub use limiter::{InvalidRateLimit, RateLimiter};
-pub use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};
+pub(crate) use error::VultrError;
+pub(crate) use fence::WriteFence;
+pub(crate) use key_rotation::follow_key_file;
+pub(crate) use limiter::{InvalidRateLimit, RateLimiter};
+pub(crate) use model::{AttachOutcome, Group, Policy, RevokeOutcome, Role, User};
 pub use observe::{RequestObserver, RequestRecord};
 pub use pagination::PER_PAGE;
-pub use resolve::{GroupRef, PolicyRef, Resolution, RoleRef, SubjectRef, UserRef};
+pub(crate) use resolve::Named;

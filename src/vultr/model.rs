@@ -88,6 +88,30 @@ pub enum RevokeOutcome {
     AlreadyAbsent,
 }
 
+/// Objects for unit tests, as the listings would give them.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use serde_json::json;
+
+    use super::{Group, Policy, Role, User};
+
+    pub(crate) fn policy(id: &str, name: &str) -> Policy {
+        serde_json::from_value(json!({"id": id, "name": name})).expect("a policy")
+    }
+
+    pub(crate) fn user(id: &str, email: &str) -> User {
+        serde_json::from_value(json!({"id": id, "email": email})).expect("a user")
+    }
+
+    pub(crate) fn group(id: &str, name: &str) -> Group {
+        serde_json::from_value(json!({"id": id, "display_name": name})).expect("a group")
+    }
+
+    pub(crate) fn role(id: &str, name: &str) -> Role {
+        serde_json::from_value(json!({"id": id, "name": name})).expect("a role")
+    }
+}
+
 /// `null` reads as the type's default, like a missing field.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where

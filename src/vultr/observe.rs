@@ -13,7 +13,7 @@ pub struct RequestRecord {
     pub latency: Duration,
     /// Time spent waiting for the rate limiter.
     pub limiter_wait: Duration,
-    /// "ok" or the error's [`super::VultrError::reason`].
+    /// "ok" or the error's `VultrError::reason`.
     pub outcome: &'static str,
 }
 

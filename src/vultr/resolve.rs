@@ -1,37 +1,10 @@
 //! Matching what a manifest says (an ID, a name, an email) against the listings: exact
-//! matches, "not found" and "ambiguous" kept distinct. The walks themselves are the
-//! directory's (`directory.rs`).
+//! matches, "not found" and "ambiguous" kept distinct, one set of rules per kind
+//! ([`Named`]). The walks themselves are the directory's (`directory.rs`).
 
 use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
-
-/// How a manifest names a policy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PolicyRef {
-    ById(String),
-    ByName(String),
-}
-
-/// How a manifest names a user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum UserRef {
-    ById(String),
-    ByEmail(String),
-}
-
-/// How a manifest names a group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum GroupRef {
-    ById(String),
-    ByName(String),
-}
-
-/// How a manifest names a role.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RoleRef {
-    ById(String),
-    ByName(String),
-}
+use crate::domain::{GroupRef, PolicyRef, RoleRef, UserRef};
 
 /// A resolved object: its ID, and what people call it (a policy's name, a user's email,
 /// a group's display name) for display.
@@ -41,148 +14,192 @@ pub struct Resolved {
     pub name: String,
 }
 
-/// The pair a manifest names, and what people call its two sides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolution {
-    pub grant: crate::domain::Grant,
-    pub policy_name: String,
-    pub subject_name: String,
+/// An object a manifest can name, with the matching rules of its kind.
+pub(crate) trait Named {
+    /// The kind, as a message names one ("IAM policy").
+    const SINGULAR: &'static str;
+    /// The kind's plural, for an `Ambiguous` error ("IAM policies").
+    const PLURAL: &'static str;
+    /// What a name of this kind is called in a reference ("name", "email").
+    const NAME_FIELD: &'static str;
+    fn id(&self) -> &str;
+    /// What people call it.
+    fn name(&self) -> &str;
+    /// Whether `name` names it (never when empty).
+    fn is_named(&self, name: &str) -> bool;
+    /// The error of a reference that matches nothing.
+    fn not_found(reference: String) -> VultrError;
 }
 
-/// How a manifest names the subject of a grant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum SubjectRef {
-    User(UserRef),
-    Group(GroupRef),
-    Role(RoleRef),
+/// Policy, group and role names match exactly.
+fn same_name(own: &str, wanted: &str) -> bool {
+    !wanted.is_empty() && own == wanted
 }
 
-pub(crate) fn policy_by_id(policies: &[Policy], id: &str) -> Result<String, VultrError> {
-    // UUIDs are case-insensitive; a manifest may spell one in upper case. The listing's
-    // spelling is what is recorded (later listings are matched exactly against it).
-    let ids = matching_ids(policies, |p| &p.id, |p| p.id.eq_ignore_ascii_case(id));
-    exactly_one(ids, "IAM policies", format!("id {id:?}"), |reference| {
-        VultrError::PolicyNotFound { reference }
-    })
+/// Email domains are case-insensitive and providers treat the local part the same way,
+/// so `Alice@Example.com` in a manifest means alice@example.com's account. Two accounts
+/// differing only by case come out as Ambiguous, never as a guess.
+fn same_email(own: &str, wanted: &str) -> bool {
+    let wanted = wanted.trim();
+    !wanted.is_empty() && own.trim().eq_ignore_ascii_case(wanted)
 }
 
-pub(crate) fn user_by_id(users: &[User], id: &str) -> Result<String, VultrError> {
-    let ids = matching_ids(users, |u| &u.id, |u| u.id.eq_ignore_ascii_case(id));
-    exactly_one(ids, "users", format!("id {id:?}"), |reference| {
-        VultrError::UserNotFound { reference }
-    })
+/// `Named` for a model: the field people call it by, its words, its error and rule.
+macro_rules! named {
+    ($type:ty, $field:ident, $one:literal, $plural:literal, $name_field:literal, $not_found:ident, $rule:ident) => {
+        impl Named for $type {
+            const SINGULAR: &'static str = $one;
+            const PLURAL: &'static str = $plural;
+            const NAME_FIELD: &'static str = $name_field;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn name(&self) -> &str {
+                &self.$field
+            }
+            fn is_named(&self, name: &str) -> bool {
+                $rule(&self.$field, name)
+            }
+            fn not_found(reference: String) -> VultrError {
+                VultrError::$not_found { reference }
+            }
+        }
+    };
 }
 
-pub(crate) fn policy_by_name(policies: &[Policy], name: &str) -> Result<String, VultrError> {
-    let ids = matching_ids(policies, |p| &p.id, |p| !name.is_empty() && p.name == name);
-    exactly_one(ids, "IAM policies", format!("name {name:?}"), |reference| {
-        VultrError::PolicyNotFound { reference }
-    })
+named!(
+    Policy,
+    name,
+    "IAM policy",
+    "IAM policies",
+    "name",
+    PolicyNotFound,
+    same_name
+);
+named!(
+    User,
+    email,
+    "user",
+    "users",
+    "email",
+    UserNotFound,
+    same_email
+);
+named!(
+    Group,
+    display_name,
+    "group",
+    "groups",
+    "name",
+    GroupNotFound,
+    same_name
+);
+named!(Role, name, "role", "roles", "name", RoleNotFound, same_name);
+
+/// How a reference names an object: by ID or by name (an email for a user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    Id(&'a str),
+    Name(&'a str),
 }
 
-pub(crate) fn user_by_email(users: &[User], email: &str) -> Result<String, VultrError> {
-    // Email domains are case-insensitive and providers treat the local part the same
-    // way, so `Alice@Example.com` in a manifest means alice@example.com's account.
-    // Two accounts differing only by case come out as Ambiguous, never as a guess.
-    let wanted = email.trim();
-    let ids = matching_ids(
-        users,
-        |u| &u.id,
-        |u| !wanted.is_empty() && u.email.trim().eq_ignore_ascii_case(wanted),
-    );
-    exactly_one(ids, "users", format!("email {email:?}"), |reference| {
-        VultrError::UserNotFound { reference }
-    })
+/// The key of a reference: `$by_name` is its by-name variant (by email for a user).
+macro_rules! keyed {
+    ($($type:ident :: $by_name:ident),*) => {$(
+        impl $type {
+            pub(crate) fn key(&self) -> Key<'_> {
+                match self {
+                    Self::ById(id) => Key::Id(id),
+                    Self::$by_name(name) => Key::Name(name),
+                }
+            }
+        }
+    )*};
 }
 
-pub(crate) fn group_by_id(groups: &[Group], id: &str) -> Result<String, VultrError> {
-    // UUIDs are case-insensitive; a manifest may spell one in upper case.
-    let ids = matching_ids(groups, |g| &g.id, |g| g.id.eq_ignore_ascii_case(id));
-    exactly_one(ids, "groups", format!("id {id:?}"), |reference| {
-        VultrError::GroupNotFound { reference }
-    })
-}
+keyed!(
+    PolicyRef::ByName,
+    UserRef::ByEmail,
+    GroupRef::ByName,
+    RoleRef::ByName
+);
 
-pub(crate) fn group_by_name(groups: &[Group], name: &str) -> Result<String, VultrError> {
-    let ids = matching_ids(
-        groups,
-        |g| &g.id,
-        |g| !name.is_empty() && g.display_name == name,
-    );
-    exactly_one(ids, "groups", format!("name {name:?}"), |reference| {
-        VultrError::GroupNotFound { reference }
-    })
-}
-
-pub(crate) fn role_by_id(roles: &[Role], id: &str) -> Result<String, VultrError> {
-    // UUIDs are case-insensitive; a manifest may spell one in upper case.
-    let ids = matching_ids(roles, |r| &r.id, |r| r.id.eq_ignore_ascii_case(id));
-    exactly_one(ids, "roles", format!("id {id:?}"), |reference| {
-        VultrError::RoleNotFound { reference }
-    })
-}
-
-pub(crate) fn role_by_name(roles: &[Role], name: &str) -> Result<String, VultrError> {
-    let ids = matching_ids(roles, |r| &r.id, |r| !name.is_empty() && r.name == name);
-    exactly_one(ids, "roles", format!("name {name:?}"), |reference| {
-        VultrError::RoleNotFound { reference }
-    })
-}
-
-fn matching_ids<T>(
-    items: &[T],
-    id: impl Fn(&T) -> &String,
-    matches: impl Fn(&T) -> bool,
-) -> Vec<String> {
-    let mut ids: Vec<String> = items
-        .iter()
-        .filter(|item| matches(item))
-        .map(|item| id(item).clone())
-        .collect();
+/// The one object `key` names. UUIDs are case-insensitive (a manifest may spell one in
+/// upper case); the listing's spelling is what is returned, and later listings are
+/// matched exactly against it.
+pub(crate) fn find<T: Named>(items: &[T], key: Key<'_>) -> Result<String, VultrError> {
+    let (mut ids, reference): (Vec<String>, _) = match key {
+        Key::Id(id) => (
+            matching(items, |item| item.id().eq_ignore_ascii_case(id)),
+            format!("id {id:?}"),
+        ),
+        Key::Name(name) => (
+            matching(items, |item| item.is_named(name)),
+            format!("{} {name:?}", T::NAME_FIELD),
+        ),
+    };
     // A listing that repeats an object across pages is still one match.
     ids.sort();
     ids.dedup();
-    ids
-}
-
-fn exactly_one(
-    mut ids: Vec<String>,
-    what: &'static str,
-    reference: String,
-    not_found: impl FnOnce(String) -> VultrError,
-) -> Result<String, VultrError> {
     match ids.len() {
-        0 => Err(not_found(reference)),
+        0 => Err(T::not_found(reference)),
         1 => Ok(ids.remove(0)),
         _ => Err(VultrError::Ambiguous {
-            what,
+            what: T::PLURAL,
             reference,
             ids,
         }),
     }
 }
 
+fn matching<T: Named>(items: &[T], matches: impl Fn(&T) -> bool) -> Vec<String> {
+    items
+        .iter()
+        .filter(|item| matches(item))
+        .map(|item| item.id().to_owned())
+        .collect()
+}
+
+/// The object `key` names, and what people call it: a name as the manifest spells it
+/// (an email may differ in case from the listing's), else the listing's name for the
+/// ID (empty if it has none).
+pub(crate) fn resolved<T: Named>(items: &[T], key: Key<'_>) -> Result<Resolved, VultrError> {
+    let id = find(items, key)?;
+    let name = match key {
+        Key::Name(name) => name.to_owned(),
+        Key::Id(_) => items
+            .iter()
+            .find(|item| item.id() == id)
+            .map(|item| item.name().to_owned())
+            .unwrap_or_default(),
+    };
+    Ok(Resolved { id, name })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vultr::fixture::{group, policy, role, user};
 
-    fn policy(id: &str, name: &str) -> Policy {
-        serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
+    fn by_id<T: Named>(items: &[T], id: &str) -> Result<String, VultrError> {
+        find(items, Key::Id(id))
     }
 
-    fn user(id: &str, email: &str) -> User {
-        serde_json::from_value(serde_json::json!({"id": id, "email": email})).unwrap()
+    fn by_name<T: Named>(items: &[T], name: &str) -> Result<String, VultrError> {
+        find(items, Key::Name(name))
     }
 
-    fn group(id: &str, name: &str) -> Group {
-        serde_json::from_value(serde_json::json!({"id": id, "display_name": name})).unwrap()
+    /// `id` is found however it is cased, and `name` names the object `named`.
+    fn assert_found<T: Named>(items: &[T], id: &str, name: &str, named: &str) {
+        assert_eq!(by_id(items, &id.to_uppercase()).unwrap(), id);
+        assert_eq!(by_name(items, name).unwrap(), named);
     }
 
     #[test]
     fn policy_names_match_exactly_and_case_sensitively() {
         let policies = [policy("p1", "dns-admin"), policy("p2", "DNS-Admin")];
-        assert_eq!(policy_by_name(&policies, "dns-admin").unwrap(), "p1");
-        let err = policy_by_name(&policies, "dns").unwrap_err();
+        assert_eq!(by_name(&policies, "dns-admin").unwrap(), "p1");
+        let err = by_name(&policies, "dns").unwrap_err();
         assert_eq!(err.reason(), "PolicyNotFound");
         assert_eq!(
             err.to_string(),
@@ -193,7 +210,7 @@ mod tests {
     #[test]
     fn duplicate_policy_names_are_ambiguous() {
         let policies = [policy("p2", "x"), policy("p1", "x"), policy("p3", "y")];
-        let err = policy_by_name(&policies, "x").unwrap_err();
+        let err = by_name(&policies, "x").unwrap_err();
         assert_eq!(
             err,
             VultrError::Ambiguous {
@@ -210,27 +227,23 @@ mod tests {
             user("u1", "Alice@Example.com"),
             user("u2", "bob@example.com"),
         ];
-        assert_eq!(user_by_email(&users, "alice@example.com").unwrap(), "u1");
+        assert_eq!(by_name(&users, "alice@example.com").unwrap(), "u1");
         assert_eq!(
-            user_by_email(&users, "carol@example.com")
-                .unwrap_err()
-                .reason(),
+            by_name(&users, "carol@example.com").unwrap_err().reason(),
             "UserNotFound"
         );
         let users = [user("u1", "bob@example.com"), user("u2", "BOB@example.com")];
         assert_eq!(
-            user_by_email(&users, "bob@example.com")
-                .unwrap_err()
-                .reason(),
+            by_name(&users, "bob@example.com").unwrap_err().reason(),
             "Ambiguous"
         );
     }
 
     #[test]
     fn empty_references_match_nothing() {
-        assert!(policy_by_name(&[policy("p1", "")], "").is_err());
-        assert!(user_by_email(&[user("u1", "")], "").is_err());
-        assert!(group_by_name(&[group("g1", "")], "").is_err());
+        assert!(by_name(&[policy("p1", "")], "").is_err());
+        assert!(by_name(&[user("u1", "")], "").is_err());
+        assert!(by_name(&[group("g1", "")], "").is_err());
     }
 
     #[test]
@@ -239,19 +252,8 @@ mod tests {
             group("6a0b2c1e-0000-4000-8000-000000000001", "ops"),
             group("g2", "Ops"),
         ];
-        assert_eq!(
-            group_by_id(&groups, "6A0B2C1E-0000-4000-8000-000000000001").unwrap(),
-            "6a0b2c1e-0000-4000-8000-000000000001"
-        );
-        assert_eq!(group_by_name(&groups, "Ops").unwrap(), "g2");
-        assert_eq!(
-            group_by_id(&groups, "g3").unwrap_err().reason(),
-            "GroupNotFound"
-        );
-    }
-
-    fn role(id: &str, name: &str) -> Role {
-        serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
+        assert_found(&groups, "6a0b2c1e-0000-4000-8000-000000000001", "Ops", "g2");
+        assert_eq!(by_id(&groups, "g3").unwrap_err().reason(), "GroupNotFound");
     }
 
     #[test]
@@ -262,35 +264,36 @@ mod tests {
             role("r3", "on-call"),
             role("r4", "on-call"),
         ];
-        assert_eq!(
-            role_by_id(&roles, "4B5C6D7E-8F90-4A1B-9C2D-3E4F5A6B7C09").unwrap(),
-            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09"
+        assert_found(
+            &roles,
+            "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09",
+            "Auditors",
+            "r2",
         );
-        assert_eq!(role_by_name(&roles, "Auditors").unwrap(), "r2");
-        let err = role_by_name(&roles, "auditor").unwrap_err();
+        let err = by_name(&roles, "auditor").unwrap_err();
         assert_eq!(err.reason(), "RoleNotFound");
         assert_eq!(
             err.to_string(),
             "no Vultr role with name \"auditor\" exists"
         );
         assert_eq!(
-            role_by_id(&roles, "r9").unwrap_err().to_string(),
+            by_id(&roles, "r9").unwrap_err().to_string(),
             "no Vultr role with id \"r9\" exists"
         );
         assert_eq!(
-            role_by_name(&roles, "on-call").unwrap_err(),
+            by_name(&roles, "on-call").unwrap_err(),
             VultrError::Ambiguous {
                 what: "roles",
                 reference: "name \"on-call\"".into(),
                 ids: vec!["r3".into(), "r4".into()],
             }
         );
-        assert!(role_by_name(&[role("r5", "")], "").is_err());
+        assert!(by_name(&[role("r5", "")], "").is_err());
     }
 
     #[test]
     fn repeated_objects_count_once() {
         let users = [user("u1", "a@x.io"), user("u1", "a@x.io")];
-        assert_eq!(user_by_email(&users, "a@x.io").unwrap(), "u1");
+        assert_eq!(by_name(&users, "a@x.io").unwrap(), "u1");
     }
 }

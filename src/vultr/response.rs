@@ -96,7 +96,7 @@ pub(crate) fn transport_error(
 
 /// `Retry-After` as integer seconds or an HTTP date (RFC 9110 §10.2.3); `None` when absent
 /// or unreadable. A date in the past means "now".
-pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let wait = if let Ok(seconds) = value.parse::<u64>() {
         Duration::from_secs(seconds)

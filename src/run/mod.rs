@@ -13,7 +13,9 @@ use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::RunArgs;
+mod args;
+pub use args::RunArgs;
+
 use crate::crd::PolicyAttachment;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig, Timings};
