@@ -104,3 +104,131 @@ select the grants of any subject named. A filter that names nothing in Vultr is 
 
 Notes (e.g. a name that is not unique, so the manifest refers to it by ID) and errors go \
 to stderr; the exit status is non-zero on any error.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::telemetry::LogFormat;
+    use std::time::Duration;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["vultr-iam-operator", "run"].iter().chain(extra))
+            .expect("valid flags");
+        match cli.command {
+            Command::Run(args) => *args,
+            _ => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn repeated_watch_namespaces_are_merged_in_order() {
+        let args = run_args(&[
+            "--watch-namespace",
+            "a",
+            "--watch-namespace",
+            "b",
+            "--watch-namespace",
+            "a",
+        ]);
+        assert_eq!(
+            args.watch_scopes(),
+            vec![Some("a".to_owned()), Some("b".to_owned())]
+        );
+        let args = run_args(&["--watch-namespace", "a", "--watch-namespace", "a"]);
+        assert_eq!(args.watch_scopes(), vec![Some("a".to_owned())]);
+    }
+
+    #[test]
+    fn no_watch_namespace_is_the_whole_cluster() {
+        assert_eq!(run_args(&[]).watch_scopes(), vec![None]);
+    }
+
+    #[test]
+    fn an_empty_watch_namespace_is_refused() {
+        let err = Cli::try_parse_from(["vultr-iam-operator", "run", "--watch-namespace", ""])
+            .unwrap_err();
+        assert!(err.to_string().contains("--watch-namespace"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let args = run_args(&[
+            "--metrics-bind-address=[::]:8080",
+            "--concurrency=4",
+            "--log-format=json",
+            "--metrics-bind-address=0.0.0.0:9090",
+            "--concurrency",
+            "8",
+            "--log-format=text",
+        ]);
+        assert_eq!(args.metrics_bind_address, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.log_format, LogFormat::Text);
+        // A boolean flag given twice is not an error either.
+        assert!(run_args(&["--leader-election", "--leader-election"]).leader_election);
+    }
+
+    #[test]
+    fn the_default_bind_address_is_dual_stack() {
+        assert_eq!(
+            run_args(&[]).metrics_bind_address,
+            "[::]:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn directory_max_age_is_positive_and_at_most_a_minute() {
+        assert_eq!(run_args(&[]).directory_max_age, Duration::from_secs(60));
+        assert_eq!(
+            run_args(&["--directory-max-age", "2s"]).directory_max_age,
+            Duration::from_secs(2)
+        );
+        for bad in ["0s", "61s", "10m"] {
+            let parsed =
+                Cli::try_parse_from(["vultr-iam-operator", "run", "--directory-max-age", bad]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listing_max_age_defaults_to_half_the_resync_interval_within_bounds() {
+        assert_eq!(run_args(&[]).listing_max_age(), Duration::from_secs(60));
+        assert_eq!(
+            run_args(&["--resync-interval", "30s"]).listing_max_age(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            run_args(&["--resync-interval", "3s"]).listing_max_age(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            run_args(&["--listing-max-age", "1s"]).listing_max_age(),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn key_reload_interval_must_be_positive() {
+        assert_eq!(
+            run_args(&[]).vultr_api_key_reload_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            run_args(&["--vultr-api-key-reload-interval", "500ms"]).vultr_api_key_reload_interval,
+            Duration::from_millis(500)
+        );
+        for bad in ["0s", "soon"] {
+            assert!(
+                Cli::try_parse_from([
+                    "vultr-iam-operator",
+                    "run",
+                    "--vultr-api-key-reload-interval",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::crd::{FINALIZER, PauseStep, PolicyAttachment, READY};
 use crate::vultr::{RequestObserver, RequestRecord};
@@ -76,98 +76,104 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+/// Registers `metric` under `name` and returns it (the registry keeps a clone).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vultr_iam");
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let reconciles = register(
+            &mut registry,
             "reconciles",
             "Reconciles by result and reason",
-            reconciles.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let reconcile_duration = latency_histogram();
-        registry.register(
+        let reconcile_duration = register(
+            &mut registry,
             "reconcile_duration_seconds",
             "Duration of one reconcile",
-            reconcile_duration.clone(),
+            latency_histogram(),
         );
-        let vultr_requests = Family::<RouteStatusLabels, Counter>::default();
-        registry.register(
+        let vultr_requests = register(
+            &mut registry,
             "vultr_requests",
             "Vultr API requests by route template and HTTP status (\"none\": no answer)",
-            vultr_requests.clone(),
+            Family::<RouteStatusLabels, Counter>::default(),
         );
-        let vultr_request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
+        let vultr_request_duration = register(
+            &mut registry,
             "vultr_request_duration_seconds",
             "Latency of Vultr API requests by route template, excluding limiter wait",
-            vultr_request_duration.clone(),
+            Family::<RouteLabels, Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
         );
-        let limiter_wait = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
+        let limiter_wait = register(
+            &mut registry,
             "vultr_limiter_wait_seconds",
             "Time requests waited on the client-side Vultr rate limiter",
-            limiter_wait.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         );
-        let attachments = Family::<ReadyLabels, Gauge>::default();
-        registry.register(
+        let attachments = register(
+            &mut registry,
             "policyattachments",
             "PolicyAttachments by Ready status and reason",
-            attachments.clone(),
+            Family::<ReadyLabels, Gauge>::default(),
         );
-        let revocations_pending = Gauge::default();
-        registry.register(
+        let revocations_pending = register(
+            &mut registry,
             "revocations_pending",
             "Deleted PolicyAttachments whose finalizer still holds (revocation not yet confirmed)",
-            revocations_pending.clone(),
+            Gauge::default(),
         );
-        let paused = Gauge::default();
-        registry.register(
+        let paused = register(
+            &mut registry,
             "paused_policyattachments",
             "PolicyAttachments whose pause annotation currently holds every Vultr call \
              (live, or deleted with the revocation held)",
-            paused.clone(),
+            Gauge::default(),
         );
-        let oldest_revocation_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        let oldest_revocation_seconds = register(
+            &mut registry,
             "oldest_pending_revocation_age_seconds",
             "Age of the oldest pending revocation (0 when none)",
-            oldest_revocation_seconds.clone(),
+            Gauge::<f64, AtomicU64>::default(),
         );
-        let drift_repairs = Counter::default();
-        registry.register(
+        let drift_repairs = register(
+            &mut registry,
             "drift_repairs",
             "Grants found missing in Vultr and attached again",
-            drift_repairs.clone(),
+            Counter::default(),
         );
-        let outside_boundary = Family::<BoundaryLabels, Counter>::default();
-        registry.register(
+        let outside_boundary = register(
+            &mut registry,
             "grants_outside_boundary",
             "Grants outside the grant boundary, by what was done: refused, revoked, audited",
-            outside_boundary.clone(),
+            Family::<BoundaryLabels, Counter>::default(),
         );
-        let verification_batches = Counter::default();
-        registry.register(
+        let verification_batches = register(
+            &mut registry,
             "verification_batch_waits",
             "Verifications put off to batch them with more writes, while attaches were \
              still to come",
-            verification_batches.clone(),
+            Counter::default(),
         );
-        let last_verification = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        let last_verification = register(
+            &mut registry,
             "last_verification_timestamp_seconds",
             "Unix time at which this process last completed a verification pass whose \
              listings all succeeded (0 before the first)",
-            last_verification.clone(),
+            Gauge::<f64, AtomicU64>::default(),
         );
-        let tracked_entries = Gauge::default();
-        registry.register(
+        let tracked_entries = register(
+            &mut registry,
             "tracked_object_entries",
             "Entries the process keeps about individual objects (per-UID memories, \
              backoffs, locks, declared pairs), as of the last verification pass",
-            tracked_entries.clone(),
+            Gauge::default(),
         );
         Self {
             registry: Arc::new(registry),

@@ -62,10 +62,7 @@ impl GrantPort for Account {
 
     fn attach<'a>(&'a self, grant: &'a Grant) -> BoxFuture<'a, Result<AttachOutcome, VultrError>> {
         async move {
-            let result = self
-                .vultr
-                .attach_confirmed(&grant.policy_id, &grant.subject)
-                .await;
+            let result = self.vultr.attach_confirmed(grant).await;
             // Also after a failure: a POST that timed out may still have been applied.
             let applied = matches!(result, Ok(AttachOutcome::Attached));
             self.listings.note_write(grant, Write::Attach { applied });
@@ -76,11 +73,7 @@ impl GrantPort for Account {
 
     fn revoke<'a>(&'a self, grant: &'a Grant) -> BoxFuture<'a, Result<RevokeOutcome, VultrError>> {
         async move {
-            let result = self
-                .vultr
-                .urgent()
-                .revoke(&grant.policy_id, &grant.subject)
-                .await;
+            let result = self.vultr.urgent().revoke(grant).await;
             // Also after a failure: a DELETE that timed out may still have been applied.
             self.listings.note_write(grant, Write::Detach);
             result

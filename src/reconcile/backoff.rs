@@ -108,15 +108,19 @@ impl Retry {
     }
 }
 
+/// A live, unpaused object's first generation (the tests' revision).
+#[cfg(test)]
+pub const FIRST: Revision = Revision {
+    generation: Some(1),
+    deleting: false,
+    paused: false,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const REV: Revision = Revision {
-        generation: Some(1),
-        deleting: false,
-        paused: false,
-    };
+    const REV: Revision = FIRST;
 
     fn backoff() -> Backoff {
         Backoff::new(Duration::from_secs(1), Duration::from_secs(60))

@@ -53,6 +53,11 @@ impl World {
         (c.status.clone(), c.reason.clone())
     }
 
+    /// Asserts the writes (attaches and revocations) Vultr answered, in order.
+    fn writes_are(&self, expected: &[Call]) {
+        assert_eq!(self.org.writes(), expected);
+    }
+
     /// The verification hold after an attach has passed.
     fn hold_passed(&self, name: &str) {
         self.ctx.objects.end_wait(&format!("uid-{name}"));
@@ -81,7 +86,7 @@ async fn apply_records_the_pair_attaches_and_then_verifies() {
     assert_eq!(action, Action::requeue(Duration::from_secs(1)));
     assert_eq!(w.now("a").recorded_grant(), Some(grant()));
     assert_eq!(w.condition("a", READY), is("False", "Attaching"));
-    assert_eq!(w.org.writes(), [Call::Attach(grant())]);
+    w.writes_are(&[Call::Attach(grant())]);
     // The pair is on the object before the attach is sent: the first status write
     // records it (a crash after the POST still leaves it revocable).
     assert_eq!(w.cluster.requests()[0], "PATCH policyattachments/a/status");
@@ -94,7 +99,7 @@ async fn apply_records_the_pair_attaches_and_then_verifies() {
     assert_eq!(w.condition("a", READY), is("True", "Attached"));
     assert_eq!(w.condition("a", SYNCED), is("True", "ReconcileSuccess"));
     assert_eq!(w.cluster.reasons(), ["Attached"]);
-    assert_eq!(w.org.writes(), [Call::Attach(grant())], "one POST in all");
+    w.writes_are(&[Call::Attach(grant())]);
 }
 
 #[tokio::test]
@@ -105,7 +110,7 @@ async fn a_grant_already_in_vultr_is_verified_without_a_write() {
     );
     w.live("a").await.expect("verified");
     assert_eq!(w.condition("a", READY), is("True", "Attached"));
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
 }
 
 #[tokio::test]
@@ -118,7 +123,7 @@ async fn a_grant_removed_out_of_band_is_attached_again_with_a_warning() {
     assert_eq!(w.condition("a", READY), is("True", "Attached"));
     w.org.remove_out_of_band(&grant());
     w.live("a").await.expect("repaired");
-    assert_eq!(w.org.writes(), [Call::Attach(grant())]);
+    w.writes_are(&[Call::Attach(grant())]);
     let repaired = w
         .cluster
         .events()
@@ -155,10 +160,7 @@ async fn a_failed_attach_is_reported_on_the_object_and_retried() {
     assert_eq!(w.now("a").recorded_grant(), Some(grant()));
     w.hold_passed("a");
     w.live("a").await.expect("attached on retry");
-    assert_eq!(
-        w.org.writes(),
-        [Call::Attach(grant()), Call::Attach(grant())]
-    );
+    w.writes_are(&[Call::Attach(grant()), Call::Attach(grant())]);
 }
 
 #[tokio::test]
@@ -169,7 +171,7 @@ async fn a_spec_that_names_nothing_in_vultr_is_a_terminal_failure() {
     let err = w.live("a").await.expect_err("unresolvable");
     assert_eq!(err.reason(), "PolicyNotFound");
     assert_eq!(w.condition("a", READY), is("False", "PolicyNotFound"));
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
     assert_eq!(w.now("a").recorded_grant(), None);
 }
 
@@ -180,7 +182,7 @@ async fn cleanup_revokes_the_recorded_pair_and_releases_the_object() {
         [object("a").recorded(&grant(), true).deleting()],
     );
     w.deleted("a").await.expect("revoked");
-    assert_eq!(w.org.writes(), [Call::Revoke(grant())]);
+    w.writes_are(&[Call::Revoke(grant())]);
     assert!(w.org.granted().is_empty());
     assert!(w.cluster.get("a").is_none(), "the finalizer is removed");
     assert!(w.cluster.reasons().contains(&"Revoked".to_owned()));
@@ -214,7 +216,7 @@ async fn orphan_releases_the_object_and_keeps_the_grant() {
         [object("a").recorded(&grant(), true).orphan().deleting()],
     );
     w.deleted("a").await.expect("released");
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
     assert!(w.cluster.get("a").is_none());
     assert_eq!(w.cluster.reasons(), ["Orphaned"]);
 }
@@ -230,7 +232,7 @@ async fn a_grant_another_object_declares_is_kept() {
     );
     w.live("b").await.expect("b verified");
     w.deleted("a").await.expect("a released");
-    assert!(w.org.writes().is_empty(), "{:?}", w.org.writes());
+    w.writes_are(&[]);
     assert!(w.cluster.get("a").is_none());
     assert!(w.cluster.reasons().contains(&"GrantShared".to_owned()));
 }
@@ -239,7 +241,7 @@ async fn a_grant_another_object_declares_is_kept() {
 async fn a_deletion_with_no_pair_recorded_reads_the_object_live_and_revokes_nothing() {
     let w = world(org().granting(&grant()), [object("a").deleting()]);
     w.deleted("a").await.expect("released");
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
     assert!(w.cluster.get("a").is_none());
     assert!(
         w.cluster
@@ -318,13 +320,9 @@ async fn a_stale_live_snapshot_of_a_revoked_object_attaches_nothing() {
     w.cluster
         .put(&object("a").recorded(&grant(), true).deleting().build());
     w.deleted("a").await.expect("revoked");
-    assert_eq!(w.org.writes(), [Call::Revoke(grant())]);
+    w.writes_are(&[Call::Revoke(grant())]);
     reconcile_live(stale, w.ctx.clone()).await.expect("skipped");
-    assert_eq!(
-        w.org.writes(),
-        [Call::Revoke(grant())],
-        "no attach after the revocation"
-    );
+    w.writes_are(&[Call::Revoke(grant())]);
 }
 
 #[tokio::test]
@@ -338,7 +336,7 @@ async fn an_attach_from_a_snapshot_that_predates_the_deletion_is_not_sent() {
     reconcile_live(snapshot, w.ctx.clone())
         .await
         .expect("no attach");
-    assert!(w.org.writes().is_empty(), "{:?}", w.org.writes());
+    w.writes_are(&[]);
 }
 
 fn bounded(org: InMemory, boundary: Boundary, objects: impl IntoIterator<Item = Object>) -> World {
@@ -357,7 +355,7 @@ async fn a_grant_outside_the_boundary_is_never_sent_nor_recorded() {
     let w = bounded(org(), billing, [object("a")]);
     let err = w.live("a").await.expect_err("refused");
     assert_eq!(err.reason(), "NotPermitted");
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
     assert_eq!(w.condition("a", READY), is("False", "NotPermitted"));
     let refused = &w.cluster.events()[0];
     assert!(
@@ -371,7 +369,7 @@ async fn a_grant_outside_the_boundary_is_never_sent_nor_recorded() {
     assert_eq!(w.now("a").recorded_grant(), None);
     w.cluster.put(&object("a").deleting().build());
     w.deleted("a").await.expect("released");
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
 }
 
 #[tokio::test]
@@ -383,7 +381,7 @@ async fn a_subject_kind_outside_the_boundary_is_refused() {
     let err = w.live("a").await.expect_err("refused");
     let message = "not permitted: the grant boundary allows subjects of kind User only, not Group";
     assert!(err.to_string().ends_with(message), "{err}");
-    assert!(w.org.writes().is_empty());
+    w.writes_are(&[]);
 }
 
 #[tokio::test]
@@ -396,17 +394,13 @@ async fn a_grant_made_before_the_boundary_narrowed_is_revoked_once() {
     );
     let err = w.live("a").await.expect_err("outside");
     assert_eq!(err.reason(), "NotPermitted");
-    assert_eq!(w.org.writes(), [Call::Revoke(grant())]);
+    w.writes_are(&[Call::Revoke(grant())]);
     assert!(w.org.granted().is_empty());
     assert_eq!(w.condition("a", READY), is("False", "NotPermitted"));
     assert!(w.cluster.reasons().contains(&"NotPermitted".to_owned()));
     w.hold_passed("a");
     w.live("a").await.expect_err("still outside");
-    assert_eq!(
-        w.org.writes(),
-        [Call::Revoke(grant())],
-        "nothing more to revoke"
-    );
+    w.writes_are(&[Call::Revoke(grant())]);
 }
 
 #[tokio::test]
@@ -414,7 +408,7 @@ async fn an_audit_boundary_keeps_the_grant_and_reports_it() {
     let audit = only("billing-read", &[], Enforcement::Audit);
     let w = bounded(org(), audit, [object("a")]);
     w.live("a").await.expect("attached");
-    assert_eq!(w.org.writes(), [Call::Attach(grant())]);
+    w.writes_are(&[Call::Attach(grant())]);
     assert_eq!(w.condition("a", PERMITTED), is("False", "NotPermitted"));
     let warned = w
         .cluster

@@ -54,10 +54,7 @@ pub async fn reconcile_live(
     obj: Arc<PolicyAttachment>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    if obj.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    reconcile(obj, ctx).await
+    in_lane(false, obj, ctx).await
 }
 
 /// The deleted lane: revocations, in a controller (and a queue) of their own, so a
@@ -66,7 +63,16 @@ pub async fn reconcile_deleted(
     obj: Arc<PolicyAttachment>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    if obj.metadata.deletion_timestamp.is_none() {
+    in_lane(true, obj, ctx).await
+}
+
+/// Reconciles `obj` if it belongs to the lane of deleted objects or to the other.
+async fn in_lane(
+    deleted: bool,
+    obj: Arc<PolicyAttachment>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if obj.metadata.deletion_timestamp.is_some() != deleted {
         return Ok(Action::await_change());
     }
     reconcile(obj, ctx).await

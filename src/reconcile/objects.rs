@@ -202,11 +202,7 @@ mod tests {
     use super::*;
     use crate::domain::Subject;
 
-    const REV: Revision = Revision {
-        generation: Some(1),
-        deleting: false,
-        paused: false,
-    };
+    const REV: Revision = crate::reconcile::backoff::FIRST;
 
     fn objects() -> Objects {
         Objects::new(Backoff::new(

@@ -15,9 +15,9 @@ impl VultrClient {
     /// caller to wait on like a fresh attach, never a terminal error at once.
     pub(crate) async fn attach_confirmed(
         &self,
-        policy_id: &str,
-        subject: &Subject,
+        grant: &Grant,
     ) -> Result<AttachOutcome, VultrError> {
+        let Grant { policy_id, subject } = grant;
         match self.attach(policy_id, subject).await {
             Ok(()) => Ok(AttachOutcome::Attached),
             Err(err @ VultrError::Rejected { .. }) => {
@@ -42,18 +42,10 @@ impl VultrClient {
     /// it, or, when the listing's owner (the policy; the role) is unknown, a successful
     /// listing of those owners without it. A misrouted base URL or a proxy answering
     /// 404 to everything must never count as a revocation.
-    pub(crate) async fn revoke(
-        &self,
-        policy_id: &str,
-        subject: &Subject,
-    ) -> Result<RevokeOutcome, VultrError> {
-        match self.detach(policy_id, subject).await {
+    pub(crate) async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, VultrError> {
+        match self.detach(&grant.policy_id, &grant.subject).await {
             Ok(()) => Ok(RevokeOutcome::Revoked),
             Err(not_found @ VultrError::NotFound { .. }) => {
-                let grant = Grant {
-                    policy_id: policy_id.to_owned(),
-                    subject: subject.clone(),
-                };
                 let (source, member) = grant.listing();
                 let still_listed = match self.listed_ids(&source).await {
                     Ok(ids) => ids.contains(member),

@@ -13,6 +13,14 @@ use super::resolve::Resolved;
 use super::*;
 use crate::domain::{GroupRef, ListingSource, PolicyRef, RoleRef, Subject, SubjectRef, UserRef};
 
+/// The grant of `policy` to `subject`.
+fn pair(policy: &str, subject: Subject) -> crate::domain::Grant {
+    crate::domain::Grant {
+        policy_id: policy.to_owned(),
+        subject,
+    }
+}
+
 const POLICY: &str = "62948e0d-b09d-4d08-9554-3985b635cb17";
 const USER: &str = "8aff6ef5-26f9-458b-ae87-2ac06cfe1d4b";
 
@@ -118,14 +126,14 @@ async fn revoke_treats_a_confirmed_404_as_already_absent_and_204_as_revoked() {
     let client = fake.client();
     assert_eq!(
         client
-            .revoke(POLICY, &Subject::User("gone".into()))
+            .revoke(&pair(POLICY, Subject::User("gone".into())))
             .await
             .unwrap(),
         RevokeOutcome::AlreadyAbsent
     );
     assert_eq!(
         client
-            .revoke(POLICY, &Subject::Group("g1".into()))
+            .revoke(&pair(POLICY, Subject::Group("g1".into())))
             .await
             .unwrap(),
         RevokeOutcome::Revoked
@@ -157,7 +165,7 @@ async fn revoke_does_not_trust_a_404_the_listing_contradicts() {
     .await;
     let err = fake
         .client()
-        .revoke(POLICY, &Subject::User(USER.into()))
+        .revoke(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
@@ -181,10 +189,10 @@ async fn revoke_of_a_vanished_policy_is_confirmed_by_the_policy_listing() {
     .await;
     let client = fake.client();
     let subject = Subject::User(USER.into());
-    assert!(client.revoke(POLICY, &subject).await.is_err());
+    assert!(client.revoke(&pair(POLICY, subject.clone())).await.is_err());
     *listed.lock().unwrap() = false;
     assert_eq!(
-        client.revoke(POLICY, &subject).await.unwrap(),
+        client.revoke(&pair(POLICY, subject.clone())).await.unwrap(),
         RevokeOutcome::AlreadyAbsent
     );
 }
@@ -196,7 +204,7 @@ async fn rate_limited_surfaces_retry_after() {
             .await;
     let err = fake
         .client()
-        .revoke(POLICY, &Subject::User(USER.into()))
+        .revoke(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "RateLimited");
@@ -303,7 +311,7 @@ async fn attach_confirmed_posts_once() {
     .await;
     let outcome = fake
         .client()
-        .attach_confirmed(POLICY, &Subject::Group("g1".into()))
+        .attach_confirmed(&pair(POLICY, Subject::Group("g1".into())))
         .await
         .unwrap();
     assert!(matches!(outcome, AttachOutcome::Attached), "{outcome:?}");
@@ -333,7 +341,7 @@ async fn attach_confirmed_conflict_then_listed_is_success() {
     .await;
     let outcome = fake
         .client()
-        .attach_confirmed(POLICY, &Subject::User(USER.into()))
+        .attach_confirmed(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap();
     assert!(
@@ -354,7 +362,7 @@ async fn attach_confirmed_rejection_without_listing_is_unconfirmed() {
     .await;
     let outcome = fake
         .client()
-        .attach_confirmed(POLICY, &Subject::User(USER.into()))
+        .attach_confirmed(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap();
     let AttachOutcome::Unconfirmed(err) = outcome else {
@@ -377,7 +385,7 @@ async fn attach_confirmed_does_not_relist_after_forbidden() {
     .await;
     let err = fake
         .client()
-        .attach_confirmed(POLICY, &Subject::User(USER.into()))
+        .attach_confirmed(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "Forbidden");
@@ -554,7 +562,7 @@ async fn unusable_ids_send_nothing() {
     let fake = FakeVultr::start(|_| Reply::empty(204)).await;
     let client = fake.client();
     let err = client
-        .revoke(POLICY, &Subject::User("..".into()))
+        .revoke(&pair(POLICY, Subject::User("..".into())))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "UserNotFound");
@@ -782,7 +790,7 @@ async fn role_attach_and_detach_are_role_first() {
     let role = Subject::Role(ROLE.into());
     client.attach(POLICY, &role).await.unwrap();
     assert_eq!(
-        client.revoke(POLICY, &role).await.unwrap(),
+        client.revoke(&pair(POLICY, role.clone())).await.unwrap(),
         RevokeOutcome::Revoked
     );
     assert_eq!(
@@ -860,19 +868,22 @@ async fn role_revoke_404_is_confirmed_by_the_role_listing() {
     let client = fake.client();
     let role = Subject::Role(ROLE.into());
     // Still listed: not revoked, and transient.
-    let err = client.revoke(POLICY, &role).await.unwrap_err();
+    let err = client
+        .revoke(&pair(POLICY, role.clone()))
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("policies of role"), "{err}");
     // The listing no longer shows it.
     listed.lock().unwrap().clear();
     assert_eq!(
-        client.revoke(POLICY, &role).await.unwrap(),
+        client.revoke(&pair(POLICY, role.clone())).await.unwrap(),
         RevokeOutcome::AlreadyAbsent
     );
     // The role is gone: its listing is 404, and GET /v2/roles confirms.
     *role_exists.lock().unwrap() = false;
     assert_eq!(
-        client.revoke(POLICY, &role).await.unwrap(),
+        client.revoke(&pair(POLICY, role.clone())).await.unwrap(),
         RevokeOutcome::AlreadyAbsent
     );
     assert_eq!(
@@ -891,7 +902,7 @@ async fn role_revoke_does_not_trust_404_everywhere() {
     let fake = FakeVultr::start(|_| Reply::error(404, "Not found.")).await;
     let err = fake
         .client()
-        .revoke(POLICY, &Subject::Role(ROLE.into()))
+        .revoke(&pair(POLICY, Subject::Role(ROLE.into())))
         .await
         .unwrap_err();
     assert!(matches!(err, VultrError::NotFound { .. }), "{err}");
@@ -910,7 +921,7 @@ async fn rejected_role_attach_consults_the_role_listing() {
     .await;
     let outcome = fake
         .client()
-        .attach_confirmed(POLICY, &Subject::Role(ROLE.into()))
+        .attach_confirmed(&pair(POLICY, Subject::Role(ROLE.into())))
         .await
         .unwrap();
     assert!(matches!(outcome, AttachOutcome::AlreadyAttached));
