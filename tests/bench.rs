@@ -9,8 +9,7 @@
 //! listings; the bound is that number divided by the rate. The peak RSS is taken after
 //! growing to BENCH_RSS_N objects (5,000), all Ready.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -21,7 +20,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use support::{ControlPlane, TestNamespace};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{RateLimit, Seed, SeedPolicy, SeedUser, Sim, SimConfig};
+use vultr_sim::{Seed, SeedPolicy, SeedUser, Sim};
 
 const RATE: f64 = 30.0;
 const RESYNC: &str = "20s";
@@ -91,17 +90,7 @@ impl Bench {
                 .collect(),
             ..Default::default()
         };
-        let sim = Sim::start(SimConfig {
-            api_keys: vec![API_KEY.to_owned()],
-            rate_limit: Some(RateLimit {
-                per_second: RATE,
-                burst: 30,
-            }),
-            seed,
-            ..SimConfig::default()
-        })
-        .await
-        .expect("start the simulator");
+        let sim = e2e::start_sim(e2e::sim_config().seed(seed).rate_limit(RATE, 30)).await;
         let state = sim.state();
         let policies: Vec<(String, String)> = (0..p)
             .map(|i| {

@@ -1,7 +1,7 @@
 //! Proves the local control plane is a real Kubernetes: API machinery, RBAC, and the
 //! controllers (namespace deletion, garbage collection) the operator relies on.
 
-mod support;
+use vio_harness::support;
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! The API key file is followed while the operator runs: a rotated Secret takes effect
 //! without a restart, a broken update keeps the key in use, and no key is ever logged.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::path::PathBuf;
 

@@ -3,8 +3,7 @@
 //! prints adopt every grant without a POST, a deletion revokes exactly its grant, and
 //! filters, references, `--unmanaged` and errors behave as documented.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::process::{Command, Output};
 
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use support::TestNamespace;
 use vultr_iam_operator::crd::PolicyAttachment;
-use vultr_sim::{Fault, Seed, Sim, SimConfig};
+use vultr_sim::Fault;
 
 /// The two users of the demo organisation that share `shared@example.com`.
 const SHARED_ONE: &str = "c0ffee00-1111-4222-8333-444455556605";
@@ -73,18 +72,6 @@ fn find<'a>(
                 && pred(d)
         })
         .unwrap_or_else(|| panic!("no document for {policy}: {docs:#?}"))
-}
-
-async fn demo_sim() -> Sim {
-    Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        read_only_keys: vec![READ_ONLY_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

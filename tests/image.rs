@@ -9,8 +9,7 @@
 //!
 //! Running the image needs root (chroot, a private mount namespace).
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
@@ -26,7 +25,6 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{Seed, Sim, SimConfig};
 
 const RELEASE: &str = "vultr-iam-operator";
 /// The static token in `operator.kubeconfig` is the ServiceAccount `vultr-iam-operator`
@@ -106,14 +104,7 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
     e2e::install_crd(cp);
     let client = cp.client().await;
     let ns = TestNamespace::new(&client, "image").await;
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let user = sim.add_user("image@example.com");
 
     // The chart, rendered for this cluster: the simulator as the Vultr API, a free port

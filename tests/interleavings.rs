@@ -2,8 +2,7 @@
 //! latency fault, a watch held back by a proxy, an unreadable scope, a kill at a chosen
 //! point) on the real control plane and the Vultr simulator.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

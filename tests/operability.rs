@@ -1,8 +1,7 @@
 //! What an on-call engineer relies on: metrics, health, leader election with a fast
 //! hand-over, JSON logs, namespace scoping.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,7 @@
 //! End-to-end behaviour of the operator against the real control plane and the Vultr
 //! simulator: attach, guaranteed revocation, failures, shared grants, drift.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::{Duration, SystemTime};
 

@@ -3,8 +3,7 @@
 //! deletion held until resumed or orphaned, the paused gauge; and how status, Events and
 //! messages name the pair.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::{Duration, SystemTime};
 

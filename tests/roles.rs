@@ -3,8 +3,7 @@
 //! of attachments), revocation of exactly the pair, 404s confirmed by the role listing,
 //! resolution failures, shared pairs, drift and both listing shapes.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::Duration;
 

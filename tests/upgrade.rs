@@ -3,8 +3,7 @@
 //! revocation that fails once is retried with that pair. The layouts and their field
 //! managers are listed in README's "Status layout and field managers".
 
-mod e2e;
-mod support;
+use vio_harness::e2e;
 
 use e2e::*;
 use kube::api::{Patch, PatchParams, PostParams};

@@ -3,8 +3,7 @@
 //! sends nothing; with it, or with the CA in the system trust store (`SSL_CERT_FILE`, as
 //! the image sets it), it attaches. A file holding no certificate stops it at start.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::path::Path;
 use std::process::Command;
@@ -20,7 +19,6 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{Seed, Sim, SimConfig};
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, with openssl.
 fn make_certificates(dir: &Path) {
@@ -119,14 +117,7 @@ async fn the_vultr_ca_file_is_trusted_and_needed() {
     let certs = tempfile::tempdir().expect("temp dir");
     make_certificates(certs.path());
     let ca_file = certs.path().join("ca.crt");
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let user = sim.add_user("tls@example.com");
     let url = tls_front(certs.path(), sim.addr()).await;
     let cp = ControlPlane::shared();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
-use vultr_sim::{RateLimit, Sim, SimConfig};
+use vultr_sim::RateLimit;
 
 use super::check::{Findings, check};
 use super::cluster::Cluster;
@@ -58,14 +58,11 @@ pub async fn run(sizes: Sizes) -> Outcome {
         sizes.roles,
     );
     let pool = org.pool(&mut rng, sizes.objects * 4 / 5, 0.12);
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![crate::e2e::API_KEY.to_owned()],
-        rate_limit: Some(RateLimit::default()),
-        seed: org.seed(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let limit = RateLimit::default();
+    let config = crate::e2e::sim_config()
+        .seed(org.seed())
+        .rate_limit(limit.per_second, limit.burst);
+    let sim = crate::e2e::start_sim(config).await;
 
     let dir = tempfile::Builder::new()
         .prefix("vio-chaos-")

@@ -236,14 +236,7 @@ async fn attach_and_revoke_as_the_service_account(
     chart_args: &[String],
     key: &str,
 ) -> TestNamespace {
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let user = sim.add_user("rbac@example.com");
     let ns = TestNamespace::new(client, "chart-rbac").await;
     let unstick = StripFinalizers { cp, ns: &ns.name };
@@ -408,14 +401,7 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
         chart_args.contains(&format!("--watch-namespace={}", ns.name)),
         "{chart_args:?}"
     );
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let users: Vec<String> = (0..3)
         .map(|i| sim.add_user(&format!("nsdel-{i}@example.com")))
         .collect();

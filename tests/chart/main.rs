@@ -17,10 +17,7 @@
 //! `VIO_UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests` (`make manifests`)
 //! rewrites `deploy/kustomize/base` from the chart.
 
-#[path = "../e2e/mod.rs"]
-mod e2e;
-#[path = "../support/mod.rs"]
-mod support;
+use vio_harness::{e2e, support};
 
 mod argocd;
 mod dry_run;
@@ -44,7 +41,6 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{Seed, Sim, SimConfig};
 
 const CHART: &str = "charts/vultr-iam-operator";
 const RELEASE: &str = "vultr-iam-operator";

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vultr_sim::{
     ApiKeys, Behaviour, FaultKind, ListingShape, Seed, SeedError, SeedGroup, SeedPolicy, SeedUser,
-    SeedUserAttachment, Sim, SimConfig,
+    SeedUserAttachment, SimConfig,
 };
 
 #[test]
@@ -40,13 +40,7 @@ async fn seed_files_resolve_references_by_id_or_natural_key() {
         }"#,
     );
     let seed = Seed::from_file(&path).unwrap();
-    let sim = Sim::start(SimConfig {
-        seed,
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().seed(seed).start().await.unwrap();
     let state = sim.state();
     let p1 = &state.policies[0].id;
     let a = &state.users[0].id;
@@ -70,12 +64,11 @@ async fn bad_seeds_are_refused() {
         policy: "dns-admin".into(),
         user: "shared@example.com".into(),
     });
-    let err = Sim::start(SimConfig {
-        seed: ambiguous,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap_err();
+    let err = SimConfig::default()
+        .seed(ambiguous)
+        .start()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("ambiguous"), "{err}");
 

@@ -320,12 +320,11 @@ async fn detach_absent_follows_the_behaviour() {
 
 #[tokio::test]
 async fn relationships_shape_by_config_and_at_run_time() {
-    let sim = Sim::start(SimConfig {
-        listing_shape: ListingShape::Relationships,
-        ..demo_config()
-    })
-    .await
-    .unwrap();
+    let sim = demo_config()
+        .listing_shape(ListingShape::Relationships)
+        .start()
+        .await
+        .unwrap();
     assert_eq!(sim.behaviour().listing_shape, ListingShape::Relationships);
     let r = get(&sim, &format!("/v2/policies/{COMPUTE_ADMIN}/users")).await;
     assert!(r.body.get("users").is_none(), "{}", r.body);
@@ -473,12 +472,7 @@ async fn walk(sim: &Sim, path: &str, key: &str, per_page: usize) -> (Vec<String>
 
 #[tokio::test]
 async fn pagination_walks_1234_users_in_13_pages() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().start().await.unwrap();
     let created: Vec<String> = (0..1234)
         .map(|i| sim.add_user(&format!("user{i}@example.com")))
         .collect();
@@ -514,12 +508,7 @@ async fn pagination_walks_1234_users_in_13_pages() {
 
 #[tokio::test]
 async fn per_page_defaults_clamps_and_rejects() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().start().await.unwrap();
     for i in 0..600 {
         sim.add_policy(&format!("policy-{i}"));
     }

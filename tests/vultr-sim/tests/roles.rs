@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use vultr_sim::{Behaviour, Fault, FaultKind, ListingShape, RateLimit, Seed, Sim, SimConfig};
+use vultr_sim::{Behaviour, Fault, FaultKind, ListingShape, RateLimit, Seed, SimConfig};
 
 #[tokio::test]
 async fn lists_and_gets_roles() {
@@ -193,12 +193,7 @@ async fn admin_roles_and_out_of_band_role_attachments() {
 
 #[tokio::test]
 async fn seeds_resolve_roles_by_id_or_name_and_refuse_ambiguous_names() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().start().await.unwrap();
     let seed: Seed = serde_json::from_value(json!({
         "policies": [{"id": "p1", "name": "dns-admin"}],
         "roles": [{"id": "r1", "name": "auditors"}, {"id": "r2", "name": "twin"},

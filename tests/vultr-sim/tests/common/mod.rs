@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
-use vultr_sim::{Seed, Sim, SimConfig};
+use vultr_sim::{Sim, SimConfig};
 
 pub const KEY: &str = "test-key";
 pub const READ_ONLY_KEY: &str = "read-only-key";
@@ -21,12 +21,7 @@ pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
 
 /// Demo organization, no rate limit, plus a read-only key.
 pub fn demo_config() -> SimConfig {
-    SimConfig {
-        rate_limit: None,
-        read_only_keys: vec![READ_ONLY_KEY.to_owned()],
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    }
+    SimConfig::demo().keys(&[KEY], &[READ_ONLY_KEY])
 }
 
 pub async fn demo_sim() -> Sim {

@@ -7,9 +7,6 @@
 //! temporary directory with `start.sh --watch-pid <this process>`, whose watchdog stops
 //! it and deletes the directory when the test binary exits, however it exits.
 
-// Every integration test binary compiles this module and uses only part of it.
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -72,7 +69,7 @@ impl ControlPlane {
             .tempdir()
             .expect("create a directory for the control plane")
             .keep();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane/start.sh");
+        let script = repo_path("tests/control-plane/start.sh");
         let status = Command::new(&script)
             .arg("--dir")
             .arg(&dir)
@@ -129,6 +126,32 @@ impl ControlPlane {
             .env("HELM_DATA_HOME", home.join("data"));
         cmd
     }
+}
+
+/// A path in the repository, from its root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the harness sits in tests/harness")
+        .join(rel)
+}
+
+/// The operator binary cargo built for the integration tests: it sits in the profile
+/// directory (e.g. `target/debug`) above the test binary's `deps/`.
+pub fn operator_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .expect("a test binary in <profile>/deps")
+        .join("vultr-iam-operator");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with cargo test",
+        bin.display()
+    );
+    bin
 }
 
 async fn client_from(kubeconfig: &Path) -> kube::Client {

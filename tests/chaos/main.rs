@@ -16,28 +16,17 @@
 //! to stderr and to `target/tmp/chaos-{short,long}.txt`; the replica and control-plane
 //! logs stay in the directory it names when the run failed (or with CHAOS_KEEP=1).
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
-#[path = "chaos/check.rs"]
 mod check;
-#[path = "chaos/cluster.rs"]
 mod cluster;
-#[path = "chaos/driver.rs"]
 mod driver;
-#[path = "chaos/faults.rs"]
 mod faults;
-#[path = "chaos/model.rs"]
 mod model;
-#[path = "chaos/observe.rs"]
 mod observe;
-#[path = "chaos/org.rs"]
 mod org;
-#[path = "chaos/replicas.rs"]
 mod replicas;
-#[path = "chaos/run.rs"]
 mod run;
-#[path = "chaos/world.rs"]
 mod world;
 
 use world::Sizes;

@@ -2,8 +2,6 @@
 //! in-process Vultr simulator, and the operator binary as a child process restricted
 //! to the test's own namespace, so tests run in parallel without seeing each other.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -14,9 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
 use vultr_iam_operator::crd::{PolicyAttachment, READY, SYNCED};
-use vultr_sim::{Seed, Sim, SimConfig};
+use vultr_sim::{Sim, SimConfig};
 
-use crate::support::{ControlPlane, TestNamespace, wait_for};
+pub use crate::support::repo_path;
+use crate::support::{ControlPlane, TestNamespace, operator_binary, wait_for};
 
 /// The key the simulator accepts. Distinctive, so a test can look for leaks of it.
 pub const API_KEY: &str = "vk-SECRET-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -42,6 +41,22 @@ pub const FOUR_PAIRS: [(&str, &str, &str); 4] = [
     ("c", BILLING_READ, ALICE),
     ("d", BILLING_READ, BOB),
 ];
+
+/// The simulator of the operator tests: the demo organization, no rate limit, and
+/// [`API_KEY`] and [`READ_ONLY_KEY`]; a test changes what it needs (seed, rate limit).
+pub fn sim_config() -> SimConfig {
+    SimConfig::demo().keys(&[API_KEY], &[READ_ONLY_KEY])
+}
+
+/// A running [`sim_config`] simulator.
+pub async fn demo_sim() -> Sim {
+    start_sim(sim_config()).await
+}
+
+/// Starts a simulator (panics when it cannot).
+pub async fn start_sim(config: SimConfig) -> Sim {
+    config.start().await.expect("start the simulator")
+}
 
 /// Waits until `name` is gone from `api` (its finalizer released).
 pub async fn wait_gone(api: &Api<PolicyAttachment>, name: &str) {
@@ -79,10 +94,6 @@ pub fn policy_attachment(name: &str, spec: Value) -> PolicyAttachment {
         "spec": spec,
     }))
     .expect("a valid PolicyAttachment")
-}
-
-pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// Runs a command and returns its output, panicking with stderr when it fails.
@@ -149,7 +160,7 @@ impl Operator {
             .keep();
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+        let mut cmd = Command::new(operator_binary());
         cmd.args([
             "run",
             "--vultr-api-url",
@@ -351,15 +362,7 @@ impl Env {
         install_crd(cp);
         let client = cp.client().await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let sim = Sim::start(SimConfig {
-            api_keys: vec![API_KEY.to_owned()],
-            read_only_keys: vec![READ_ONLY_KEY.to_owned()],
-            rate_limit: None,
-            seed: Seed::demo(),
-            ..SimConfig::default()
-        })
-        .await
-        .expect("start the simulator");
+        let sim = demo_sim().await;
         let operator = Operator::start(cp, &sim.url(), operator_key, &ns.name, extra);
         let api = Api::namespaced(client.clone(), &ns.name);
         Env {
