@@ -51,30 +51,53 @@ fn pages(items: usize) -> usize {
         .max(1)
 }
 
-/// The fewest listing pages (P policies sharing N attachments) and directory pages (one
-/// walk of users, groups and policies) a convergence can read.
-fn bound_pages(n: usize, p: usize, users: usize, groups: usize) -> (usize, usize) {
-    (
-        p * pages(n.div_ceil(p)),
-        pages(users) + pages(groups) + pages(p),
-    )
+/// The fewest calls a convergence of N attachments can make, and the time they take at
+/// the simulator's rate: N POSTs, the listing pages of P policies sharing them and one
+/// directory walk (users, groups and policies).
+struct Bound {
+    listing_pages: usize,
+    walk_pages: usize,
+    min_calls: usize,
+    time: Duration,
+}
+
+impl Bound {
+    fn of(n: usize, p: usize, users: usize, groups: usize) -> Bound {
+        let listing_pages = p * pages(n.div_ceil(p));
+        let walk_pages = pages(users) + pages(groups) + pages(p);
+        let min_calls = n + listing_pages + walk_pages;
+        Bound {
+            listing_pages,
+            walk_pages,
+            min_calls,
+            time: Duration::from_secs_f64(min_calls as f64 / RATE),
+        }
+    }
 }
 
 fn email(i: usize) -> String {
     format!("bench-{i}@example.com")
 }
 
+/// Field order matters for drop: the namespace goes last.
 struct Bench {
     sim: Sim,
     api: Api<PolicyAttachment>,
     policies: Vec<(String, String)>,
     users: Vec<String>,
     p: usize,
+    cp: &'static ControlPlane,
+    ns: TestNamespace,
 }
 
 impl Bench {
-    /// The simulator (30 req/s) with P policies and `users_n` users.
-    async fn start(client: &kube::Client, ns: &TestNamespace, p: usize, users_n: usize) -> Bench {
+    /// A namespace `prefix-...` and the simulator (30 req/s) with P policies and
+    /// `users_n` users.
+    async fn start(prefix: &str, p: usize, users_n: usize) -> Bench {
+        let cp = ControlPlane::shared();
+        install_crd(cp);
+        let client = cp.client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
         let seed = Seed {
             policies: (0..p)
                 .map(|i| SeedPolicy {
@@ -118,11 +141,24 @@ impl Bench {
             .collect();
         Bench {
             sim,
-            api: Api::namespaced(client.clone(), &ns.name),
+            api: Api::namespaced(client, &ns.name),
             policies,
             users,
             p,
+            cp,
+            ns,
         }
+    }
+
+    /// The bound of a convergence of `n` attachments.
+    fn bound(&self, n: usize) -> Bound {
+        let groups = self.sim.state().groups.len();
+        Bound::of(n, self.p, self.users.len(), groups)
+    }
+
+    /// An operator on the benchmark's namespace with these flags.
+    fn operator(&self, flags: &[&str]) -> Operator {
+        Operator::start(self.cp, &self.sim.url(), API_KEY, &self.ns.name, flags)
     }
 
     /// The manifest of attachment `i`: user `i` gets policy `i % P`; even ones by
@@ -335,17 +371,13 @@ async fn converges_at_the_rate_limit_bound() {
     let n = env_usize("BENCH_N", 2000);
     let p = env_usize("BENCH_P", 20);
     let users_n = env_usize("BENCH_USERS", 5000).max(n + n / 2);
-    let cp = ControlPlane::shared();
-    install_crd(cp);
-    let client = cp.client().await;
-    let ns = TestNamespace::new(&client, "bench").await;
-
-    let bench = Bench::start(&client, &ns, p, users_n).await;
-    let groups = bench.sim.state().groups.len();
-    // The bound: N POSTs + listing pages of P policies + one directory walk.
-    let (listing_pages, walk_pages) = bound_pages(n, p, users_n, groups);
-    let min_calls = n + listing_pages + walk_pages;
-    let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
+    let bench = Bench::start("bench", p, users_n).await;
+    let Bound {
+        listing_pages,
+        walk_pages,
+        min_calls,
+        time: bound,
+    } = bench.bound(n);
 
     let created = Instant::now();
     bench.create(0..n).await;
@@ -354,7 +386,7 @@ async fn converges_at_the_rate_limit_bound() {
     bench.sim.clear_journal();
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    let mut operator = bench.operator(&flags);
     bench.wait_ready_count(n).await;
     let converged = started.elapsed();
     let journal = bench.sim.journal();
@@ -367,7 +399,7 @@ async fn converges_at_the_rate_limit_bound() {
     assert!(operator.terminate(), "the operator did not stop cleanly");
     let versions = bench.resource_versions().await;
     bench.sim.clear_journal();
-    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    let mut operator = bench.operator(&flags);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let restart_journal = bench.sim.journal();
     let restart_calls = restart_journal.len();
@@ -383,7 +415,7 @@ async fn converges_at_the_rate_limit_bound() {
             _ => [f[0], f[1]],
         })
         .collect();
-    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &pass_flags);
+    let mut operator = bench.operator(&pass_flags);
     while !operator.logs().contains("verification pass") {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -535,21 +567,18 @@ async fn everything_at_once() {
     let p = env_usize("BENCH_ALL_P", 50);
     let cycles = env_usize("BENCH_CYCLES", 10_000);
     let wave = env_usize("BENCH_WAVE", 500).min(n).max(1);
-    let cp = ControlPlane::shared();
-    install_crd(cp);
-    let client = cp.client().await;
-    let ns = TestNamespace::new(&client, "bench-all").await;
-    let bench = Bench::start(&client, &ns, p, n).await;
-    let groups = bench.sim.state().groups.len();
-    let (listing_pages, walk_pages) = bound_pages(n, p, n, groups);
-    let min_calls = n + listing_pages + walk_pages;
-    let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
+    let bench = Bench::start("bench-all", p, n).await;
+    let Bound {
+        min_calls,
+        time: bound,
+        ..
+    } = bench.bound(n);
 
     bench.create(0..n).await;
     let flags = CONVERGE_FLAGS;
     bench.sim.clear_journal();
     let started = Instant::now();
-    let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    let operator = bench.operator(&flags);
     bench.wait_ready_count(n).await;
     let converged = started.elapsed();
     let journal = bench.sim.journal();
@@ -578,7 +607,7 @@ async fn everything_at_once() {
         "--resync-interval",
         "5s",
     ];
-    let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &cycle_flags);
+    let operator = bench.operator(&cycle_flags);
     let pid = operator.pid().expect("the operator runs");
     // Two passes with no object: the baseline.
     tokio::time::sleep(Duration::from_secs(12)).await;

@@ -17,9 +17,8 @@ use kube::api::{
 };
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{ControlPlane, OPERATOR_USER, TestNamespace, wait_for};
+use support::{ControlPlane, OPERATOR_USER, TestNamespace, WAIT, wait_for, wait_gone};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
 const GROUP: &str = "cp-test.vio.example";
 const FINALIZER: &str = "cp-test.vio.example/hold";
 
@@ -65,7 +64,7 @@ async fn widget_crd(client: &Client) -> ApiResource {
     )
     .await
     .unwrap();
-    wait_for("the Widget CRD to become Established", TIMEOUT, || async {
+    wait_for("the Widget CRD to become Established", WAIT, || async {
         let crd = crds.get(&name).await.unwrap();
         let conditions = crd.status?.conditions?;
         conditions
@@ -83,18 +82,41 @@ fn widget(ar: &ApiResource, name: &str, size: i64, finalizers: &[&str]) -> Dynam
     obj
 }
 
-async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    wait_for(what, TIMEOUT, || async {
-        match api.get(name).await {
-            Err(e) if is_status(&e, 404) => Some(()),
-            Err(e) => panic!("get {name}: {e}"),
-            Ok(_) => None,
-        }
-    })
-    .await;
+/// A namespace of its own holding the Widget `held`, which carries [`FINALIZER`].
+async fn held_widget(client: &Client, prefix: &str) -> (TestNamespace, Api<DynamicObject>) {
+    let ar = widget_crd(client).await;
+    let ns = TestNamespace::new(client, prefix).await;
+    let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &ar);
+    widgets
+        .create(
+            &PostParams::default(),
+            &widget(&ar, "held", 1, &[FINALIZER]),
+        )
+        .await
+        .unwrap();
+    (ns, widgets)
+}
+
+/// Removes every finalizer of the Widget `held`.
+async fn release_held(widgets: &Api<DynamicObject>) {
+    widgets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// Deletes the namespace `name`; returns the namespaces API.
+async fn delete_namespace(client: &Client, name: &str) -> Api<Namespace> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    namespaces
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespaces
 }
 
 #[tokio::test]
@@ -293,17 +315,13 @@ async fn service_account_token_needs_a_role_binding() {
         .unwrap();
 
     // The RBAC authorizer reads roles from an informer cache: allow it to catch up.
-    wait_for(
-        "the RoleBinding to allow listing Secrets",
-        TIMEOUT,
-        || async {
-            match secrets.list(&ListParams::default()).await {
-                Ok(_) => Some(()),
-                Err(e) if is_status(&e, 403) => None,
-                Err(e) => panic!("list secrets: {e}"),
-            }
-        },
-    )
+    wait_for("the RoleBinding to allow listing Secrets", WAIT, || async {
+        match secrets.list(&ListParams::default()).await {
+            Ok(_) => Some(()),
+            Err(e) if is_status(&e, 403) => None,
+            Err(e) => panic!("list secrets: {e}"),
+        }
+    })
     .await;
     // The binding is namespaced: other namespaces and verbs stay denied.
     let err = Api::<Secret>::namespaced(operator.clone(), "default")
@@ -339,32 +357,15 @@ async fn deleted_namespace_disappears() {
         .await
         .unwrap();
 
-    let namespaces = Api::<Namespace>::all(client.clone());
-    namespaces
-        .delete(&ns.name, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(
-        &namespaces,
-        &ns.name,
-        "the namespace controller to delete the namespace",
-    )
-    .await;
+    // The namespace controller deletes the namespace and what it holds.
+    let namespaces = delete_namespace(&client, &ns.name).await;
+    wait_gone(&namespaces, &ns.name).await;
 }
 
 #[tokio::test]
 async fn finalizer_holds_deletion_until_removed() {
     let client = admin().await;
-    let ar = widget_crd(&client).await;
-    let ns = TestNamespace::new(&client, "cp-final").await;
-    let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &ar);
-    widgets
-        .create(
-            &PostParams::default(),
-            &widget(&ar, "held", 1, &[FINALIZER]),
-        )
-        .await
-        .unwrap();
+    let (_ns, widgets) = held_widget(&client, "cp-final").await;
 
     widgets
         .delete("held", &DeleteParams::default())
@@ -383,46 +384,22 @@ async fn finalizer_holds_deletion_until_removed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    widgets
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
-    wait_gone(
-        &widgets,
-        "held",
-        "the object to go once its finalizer is removed",
-    )
-    .await;
+    // The object goes once its finalizer is removed.
+    release_held(&widgets).await;
+    wait_gone(&widgets, "held").await;
 }
 
 #[tokio::test]
 async fn namespace_deletion_waits_for_finalizers_of_its_objects() {
     let client = admin().await;
-    let ar = widget_crd(&client).await;
-    let ns = TestNamespace::new(&client, "cp-nsfinal").await;
-    let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &ar);
-    widgets
-        .create(
-            &PostParams::default(),
-            &widget(&ar, "held", 1, &[FINALIZER]),
-        )
-        .await
-        .unwrap();
+    let (ns, widgets) = held_widget(&client, "cp-nsfinal").await;
 
-    let namespaces = Api::<Namespace>::all(client.clone());
-    namespaces
-        .delete(&ns.name, &DeleteParams::default())
-        .await
-        .unwrap();
+    let namespaces = delete_namespace(&client, &ns.name).await;
     // The namespace controller deletes the object; its finalizer keeps it, and the
     // namespace, until removed.
     wait_for(
         "the namespace controller to delete the Widget",
-        TIMEOUT,
+        WAIT,
         || async {
             widgets
                 .get("held")
@@ -443,20 +420,9 @@ async fn namespace_deletion_waits_for_finalizers_of_its_objects() {
         .phase;
     assert_eq!(phase.as_deref(), Some("Terminating"));
 
-    widgets
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
-    wait_gone(
-        &namespaces,
-        &ns.name,
-        "the namespace to go once the finalizer is removed",
-    )
-    .await;
+    // The namespace goes once the finalizer is removed.
+    release_held(&widgets).await;
+    wait_gone(&namespaces, &ns.name).await;
 }
 
 #[tokio::test]
@@ -481,12 +447,8 @@ async fn garbage_collector_deletes_dependents() {
         .delete("owner", &DeleteParams::background())
         .await
         .unwrap();
-    wait_gone(
-        &configmaps,
-        "dependent",
-        "the garbage collector to delete the dependent",
-    )
-    .await;
+    // The garbage collector deletes the dependent.
+    wait_gone(&configmaps, "dependent").await;
 }
 
 #[tokio::test]

@@ -101,11 +101,7 @@ async fn a_deletion_racing_the_first_attach_still_revokes() {
     env.operator.kill();
     let proxy = WatchDelayProxy::start(env.cp, Duration::from_secs(6)).await;
     let kubeconfig = proxy.kubeconfig.display().to_string();
-    env.operator = Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
+    env.operator = env.start_operator(
         // No verification pass in the middle of the race.
         &["--resync-interval", "60s"],
         &[("KUBECONFIG", &kubeconfig)],
@@ -165,14 +161,7 @@ async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
         listing_lag: Duration::from_millis(500),
         ..env.sim.behaviour()
     });
-    env.operator = Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
-        &["--resync-interval", "1s"],
-        &[("KUBECONFIG", &kubeconfig)],
-    );
+    env.operator = env.start_operator(&["--resync-interval", "1s"], &[("KUBECONFIG", &kubeconfig)]);
     let pairs = FOUR_PAIRS;
     env.attach_then_delete(&pairs).await;
     // The live watch catches up 3 s later; drift passes run every second meanwhile.
@@ -243,7 +232,7 @@ async fn a_repeated_attach_after_a_restart_is_not_rejected() {
     })
     .await;
     env.operator.kill();
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
 
     let deadline = Instant::now() + WAIT;
     let mut reasons = Vec::new();
@@ -364,11 +353,7 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
 
     let kubeconfig = impersonating_kubeconfig(env.cp, &user);
     let kubeconfig = kubeconfig.display().to_string();
-    env.operator = Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
+    env.operator = env.start_operator(
         &[
             "--watch-namespace",
             &unreadable.name,
@@ -380,15 +365,17 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
     // `keeper` in the other namespace shares a's pair; `solo` has a pair of its own.
     let other_api: Api<vultr_iam_operator::crd::PolicyAttachment> =
         Api::namespaced(client.clone(), &other.name);
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("solo", by_ids(BILLING_READ, BOB)).await;
+    env.create_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        ("solo", by_ids(BILLING_READ, BOB)),
+    ])
+    .await;
     let keeper = policy_attachment("keeper", by_ids(DNS_ADMIN, ALICE));
     other_api
         .create(&PostParams::default(), &keeper)
         .await
         .expect("create keeper");
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("solo", "True", "Attached").await;
+    env.wait_attached(&["a", "solo"]).await;
     wait_for("keeper Ready", WAIT, || async {
         is_ready(&other_api.get_opt("keeper").await.ok().flatten()?).then_some(())
     })

@@ -36,11 +36,13 @@ async fn metrics_and_health_tell_the_truth() {
     })
     .await;
 
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "missing",
-        json!({"policy": {"name": "nope"}, "user": {"id": ALICE}}),
-    )
+    env.create_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        (
+            "missing",
+            json!({"policy": {"name": "nope"}, "user": {"id": ALICE}}),
+        ),
+    ])
     .await;
     env.wait_ready("a", "True", "Attached").await;
     env.wait_ready("missing", "False", "PolicyNotFound").await;

@@ -69,20 +69,20 @@ async fn attaches_by_id_and_revokes_before_the_object_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolves_names_and_emails_and_groups() {
     let env = Env::start("pa-names").await;
-    env.create(
-        "by-name",
-        json!({"policy": {"name": "billing-read"}, "user": {"email": "Bob@Example.com"}}),
-    )
-    .await;
-    env.create(
-        "group-by-name",
-        json!({"policy": {"name": "dns-admin"}, "group": {"name": "developers"}}),
-    )
-    .await;
-    env.create(
-        "group-by-id",
-        json!({"policy": {"id": COMPUTE_ADMIN}, "group": {"id": OPS}}),
-    )
+    env.create_all(&[
+        (
+            "by-name",
+            json!({"policy": {"name": "billing-read"}, "user": {"email": "Bob@Example.com"}}),
+        ),
+        (
+            "group-by-name",
+            json!({"policy": {"name": "dns-admin"}, "group": {"name": "developers"}}),
+        ),
+        (
+            "group-by-id",
+            json!({"policy": {"id": COMPUTE_ADMIN}, "group": {"id": OPS}}),
+        ),
+    ])
     .await;
 
     let obj = env.wait_ready("by-name", "True", "Attached").await;
@@ -90,8 +90,7 @@ async fn resolves_names_and_emails_and_groups() {
         obj.status.as_ref().and_then(|s| s.subject_id.as_deref()),
         Some(BOB)
     );
-    env.wait_ready("group-by-name", "True", "Attached").await;
-    env.wait_ready("group-by-id", "True", "Attached").await;
+    env.wait_attached(&["group-by-name", "group-by-id"]).await;
     assert!(env.sim.is_user_attached(BILLING_READ, BOB));
     assert!(env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
     assert!(env.sim.is_group_attached(COMPUTE_ADMIN, OPS));
@@ -120,25 +119,24 @@ async fn resolves_names_and_emails_and_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolution_failures_are_conditions_not_crashes() {
     let env = Env::start("pa-notfound").await;
-    env.create(
-        "no-policy",
-        json!({"policy": {"name": "no-such-policy"}, "user": {"id": ALICE}}),
-    )
-    .await;
-    env.create(
-        "no-user",
-        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "nobody@example.com"}}),
-    )
-    .await;
-    env.create(
-        "no-group",
-        json!({"policy": {"id": DNS_ADMIN}, "group": {"name": "nobody"}}),
-    )
-    .await;
-    env.create(
-        "ambiguous",
-        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "shared@example.com"}}),
-    )
+    env.create_all(&[
+        (
+            "no-policy",
+            json!({"policy": {"name": "no-such-policy"}, "user": {"id": ALICE}}),
+        ),
+        (
+            "no-user",
+            json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "nobody@example.com"}}),
+        ),
+        (
+            "no-group",
+            json!({"policy": {"id": DNS_ADMIN}, "group": {"name": "nobody"}}),
+        ),
+        (
+            "ambiguous",
+            json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "shared@example.com"}}),
+        ),
+    ])
     .await;
 
     let obj = env.wait_ready("no-policy", "False", "PolicyNotFound").await;
@@ -194,13 +192,14 @@ async fn unauthorized_and_forbidden_keys_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_during_deletion_keep_the_finalizer() {
     let env = Env::start("pa-faults").await;
-    env.create("five-hundred", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("rate-limited", by_ids(BILLING_READ, ALICE))
+    env.create_all(&[
+        ("five-hundred", by_ids(DNS_ADMIN, ALICE)),
+        ("rate-limited", by_ids(BILLING_READ, ALICE)),
+        ("outage", by_ids(COMPUTE_ADMIN, BOB)),
+    ])
+    .await;
+    env.wait_attached(&["five-hundred", "rate-limited", "outage"])
         .await;
-    env.create("outage", by_ids(COMPUTE_ADMIN, BOB)).await;
-    for name in ["five-hundred", "rate-limited", "outage"] {
-        env.wait_ready(name, "True", "Attached").await;
-    }
 
     let p500 = format!("/v2/policies/{DNS_ADMIN}/users/");
     let p429 = format!("/v2/policies/{BILLING_READ}/users/");
@@ -317,14 +316,15 @@ async fn orphan_leaves_the_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_grant_survives_until_its_last_holder_goes() {
     let env = Env::start("pa-shared").await;
-    env.create("first", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "second",
-        json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}}),
-    )
+    env.create_all(&[
+        ("first", by_ids(DNS_ADMIN, ALICE)),
+        (
+            "second",
+            json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}}),
+        ),
+    ])
     .await;
-    env.wait_ready("first", "True", "Attached").await;
-    env.wait_ready("second", "True", "Attached").await;
+    env.wait_attached(&["first", "second"]).await;
 
     env.delete("first").await;
     env.wait_gone("first").await;
@@ -339,10 +339,12 @@ async fn a_shared_grant_survives_until_its_last_holder_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_band_detach_is_repaired_at_the_next_verification() {
     let env = Env::start("pa-drift").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("b", by_ids(DNS_ADMIN, BOB)).await;
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("b", "True", "Attached").await;
+    env.create_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        ("b", by_ids(DNS_ADMIN, BOB)),
+    ])
+    .await;
+    env.wait_attached(&["a", "b"]).await;
 
     assert!(env.sim.detach_user(DNS_ADMIN, ALICE));
     let note = env.wait_event("a", "DriftRepaired").await;
@@ -430,7 +432,7 @@ async fn a_burst_of_attaches_is_verified_by_a_few_listings() {
         let policy = if i % 2 == 0 { DNS_ADMIN } else { BILLING_READ };
         env.create(&format!("b{i}"), by_ids(policy, &user)).await;
     }
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &flags);
+    env.operator = env.start_operator(&flags, &[]);
     for i in 0..n {
         env.wait_ready(&format!("b{i}"), "True", "Attached").await;
     }
@@ -466,7 +468,7 @@ async fn a_killed_operator_loses_no_revocation() {
     assert!(env.api.get_opt("a").await.expect("get").is_some());
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
 
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
     env.wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     // The new process only cleaned up; its revocation log still names the pair.
@@ -548,14 +550,15 @@ async fn the_relationships_listing_shape_is_understood() {
         listing_shape: vultr_sim::ListingShape::Relationships,
         ..Behaviour::default()
     });
-    env.create("u", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "g",
-        json!({"policy": {"id": DNS_ADMIN}, "group": {"id": OPS}}),
-    )
+    env.create_all(&[
+        ("u", by_ids(DNS_ADMIN, ALICE)),
+        (
+            "g",
+            json!({"policy": {"id": DNS_ADMIN}, "group": {"id": OPS}}),
+        ),
+    ])
     .await;
-    env.wait_ready("u", "True", "Attached").await;
-    env.wait_ready("g", "True", "Attached").await;
+    env.wait_attached(&["u", "g"]).await;
     // Verified from the listing, so a second reconcile sends no second POST.
     assert_eq!(attach_posts(&env, DNS_ADMIN), 2);
     env.sim.detach_group(DNS_ADMIN, OPS);
@@ -566,14 +569,15 @@ async fn the_relationships_listing_shape_is_understood() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_deletion_revokes_every_grant() {
     let env = Env::start("pa-nsdel").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "b",
-        json!({"policy": {"id": BILLING_READ}, "group": {"id": DEVELOPERS}}),
-    )
+    env.create_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        (
+            "b",
+            json!({"policy": {"id": BILLING_READ}, "group": {"id": DEVELOPERS}}),
+        ),
+    ])
     .await;
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("b", "True", "Attached").await;
+    env.wait_attached(&["a", "b"]).await;
     run_ok(env.cp.kubectl().args([
         "delete",
         "namespace",
@@ -641,7 +645,7 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
     );
     env.sim.remove_fault(slow);
 
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
     env.wait_ready("a", "True", "Attached").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     env.delete("a").await;
@@ -921,13 +925,7 @@ spec:
     )
     .await;
 
-    env.operator = Operator::start(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
-        &["--resync-interval", "10m"],
-    );
+    env.operator = env.start_operator(&["--resync-interval", "10m"], &[]);
     wait_for("the refused finalizer", WAIT, || async {
         (env.operator.failures("KubernetesApiError").await > 0).then_some(())
     })

@@ -29,21 +29,7 @@ async fn wait_role_attached(env: &Env, role: &str, policy: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair() {
     let env = Env::start("pa-role").await;
-    env.create(
-        "auditors-dns",
-        json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
-    )
-    .await;
-    env.create(
-        "auditors-compute",
-        json!({"policy": {"id": COMPUTE_ADMIN}, "role": {"id": AUDITORS}}),
-    )
-    .await;
-    env.create(
-        "orphan",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": ON_CALL}, "deletionPolicy": "Orphan"}),
-    )
-    .await;
+    env.create_all(&[("auditors-dns", json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}})), ("auditors-compute", json!({"policy": {"id": COMPUTE_ADMIN}, "role": {"id": AUDITORS}})), ("orphan", json!({"policy": {"id": DNS_ADMIN}, "role": {"id": ON_CALL}, "deletionPolicy": "Orphan"}))]).await;
 
     let obj = env.wait_ready("auditors-dns", "True", "Attached").await;
     let st = obj.status.expect("status");
@@ -114,21 +100,7 @@ async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_resolution_failures_are_precise_conditions() {
     let env = Env::start("pa-role-nf").await;
-    env.create(
-        "no-role",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "nobody"}}),
-    )
-    .await;
-    env.create(
-        "no-role-id",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": "00000000-0000-4000-8000-000000000000"}}),
-    )
-    .await;
-    env.create(
-        "ambiguous-role",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "on-call"}}),
-    )
-    .await;
+    env.create_all(&[("no-role", json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "nobody"}})), ("no-role-id", json!({"policy": {"id": DNS_ADMIN}, "role": {"id": "00000000-0000-4000-8000-000000000000"}})), ("ambiguous-role", json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "on-call"}}))]).await;
 
     let obj = env.wait_ready("no-role", "False", "RoleNotFound").await;
     let msg = &synced(&obj).message;
@@ -154,18 +126,18 @@ async fn role_resolution_failures_are_precise_conditions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_are_shared_repaired_and_verified_per_role() {
     let env = Env::start("pa-role-drift").await;
-    env.create(
-        "first",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-    )
+    env.create_all(&[
+        (
+            "first",
+            json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
+        ),
+        (
+            "second",
+            json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
+        ),
+    ])
     .await;
-    env.create(
-        "second",
-        json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
-    )
-    .await;
-    env.wait_ready("first", "True", "Attached").await;
-    env.wait_ready("second", "True", "Attached").await;
+    env.wait_attached(&["first", "second"]).await;
     env.delete("first").await;
     env.wait_gone("first").await;
     assert!(env.sim.is_role_attached(AUDITORS, DNS_ADMIN));
@@ -224,8 +196,7 @@ async fn a_role_delete_404_counts_only_when_the_role_listing_confirms() {
         json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "temporary"}}),
     )
     .await;
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("b", "True", "Attached").await;
+    env.wait_attached(&["a", "b"]).await;
 
     // A proxy answering 404 to the DELETE while the grant is still listed.
     let fault = env.sim.add_fault(

@@ -116,7 +116,7 @@ async fn every_earlier_status_layout_is_revoked_after_a_failed_delete() {
             .add_fault(Fault::status(503).on(Some("DELETE"), Some(&path)).times(1));
     }
 
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
     // The held deletions say so (a status write of this release), then are let go.
     for (name, _, paused, ..) in objects {
         if paused {

@@ -14,8 +14,8 @@ use serde_json::Value;
 use vultr_iam_operator::crd::{PolicyAttachment, READY, SYNCED};
 use vultr_sim::{Sim, SimConfig};
 
-pub use crate::support::repo_path;
 use crate::support::{ControlPlane, TestNamespace, operator_binary, wait_for};
+pub use crate::support::{WAIT, repo_path, wait_gone};
 
 /// The key the simulator accepts. Distinctive, so a test can look for leaks of it.
 pub const API_KEY: &str = "vk-SECRET-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -31,8 +31,6 @@ pub const OPS: &str = "7f3e2d1c-0b9a-4876-a543-210fedcba907";
 pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
 pub const AUDITORS: &str = "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09";
 pub const ON_CALL: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510";
-
-pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Four distinct user grants of the demo organisation, none attached at the start.
 pub const FOUR_PAIRS: [(&str, &str, &str); 4] = [
@@ -56,14 +54,6 @@ pub async fn demo_sim() -> Sim {
 /// Starts a simulator (panics when it cannot).
 pub async fn start_sim(config: SimConfig) -> Sim {
     config.start().await.expect("start the simulator")
-}
-
-/// Waits until `name` is gone from `api` (its finalizer released).
-pub async fn wait_gone(api: &Api<PolicyAttachment>, name: &str) {
-    wait_for(&format!("{name} to disappear"), WAIT, || async {
-        matches!(api.get_opt(name).await, Ok(None)).then_some(())
-    })
-    .await
 }
 
 /// Installs the committed CRD once per test binary and waits until it is Established.
@@ -383,6 +373,13 @@ impl Env {
             .unwrap_or_else(|e| panic!("create {name}: {e}"))
     }
 
+    /// Creates an object per (name, spec), in this order.
+    pub async fn create_all(&self, objects: &[(&str, Value)]) {
+        for (name, spec) in objects {
+            self.create(name, spec.clone()).await;
+        }
+    }
+
     pub async fn delete(&self, name: &str) {
         self.api
             .delete(name, &DeleteParams::default())
@@ -416,6 +413,19 @@ impl Env {
         .await
     }
 
+    /// An operator process for this test: the simulator, the regular key, the test's
+    /// namespace, plus these flags and variables.
+    pub fn start_operator(&self, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
+        Operator::start_with_env(
+            self.cp,
+            &self.sim.url(),
+            API_KEY,
+            &self.ns.name,
+            extra,
+            vars,
+        )
+    }
+
     /// The holder of the Lease replicas of this test elect with (in its namespace).
     pub async fn lease_holder(&self) -> Option<String> {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -440,7 +450,7 @@ impl Env {
         args.extend_from_slice(extra);
         let mut vars = vars.to_vec();
         vars.push(("POD_NAME", name));
-        Operator::start_with_env(self.cp, &self.sim.url(), API_KEY, &ns, &args, &vars)
+        self.start_operator(&args, &vars)
     }
 
     /// Creates an object per (name, policy, user) by IDs, waits until each is Ready,
@@ -449,9 +459,8 @@ impl Env {
         for (name, policy, user) in pairs {
             self.create(name, by_ids(policy, user)).await;
         }
-        for (name, ..) in pairs {
-            self.wait_ready(name, "True", "Attached").await;
-        }
+        let names: Vec<&str> = pairs.iter().map(|(name, ..)| *name).collect();
+        self.wait_attached(&names).await;
         for (name, ..) in pairs {
             self.delete(name).await;
         }
@@ -463,6 +472,13 @@ impl Env {
     /// Waits until `Ready` has this status and reason (and the current generation).
     pub async fn wait_ready(&self, name: &str, status: &str, reason: &str) -> PolicyAttachment {
         self.wait_condition(name, READY, status, reason).await
+    }
+
+    /// Waits until each of `names` is Ready=True with reason Attached.
+    pub async fn wait_attached(&self, names: &[&str]) {
+        for name in names {
+            self.wait_ready(name, "True", "Attached").await;
+        }
     }
 
     /// Waits until `Synced` (did the last reconcile succeed) has this status and reason.

@@ -212,6 +212,20 @@ impl Drop for TestNamespace {
     }
 }
 
+/// How long a test waits for something the cluster or the operator does.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `name` is gone from `api` (its finalizers released).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(&format!("{name} to disappear"), WAIT, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await
+}
+
 /// Polls `probe` every 200 ms until it returns `Some`, panicking after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where
