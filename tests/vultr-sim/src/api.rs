@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get, post};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
@@ -15,8 +15,10 @@ use crate::config::ListingShape;
 use crate::error::ApiError;
 use crate::extract::{Ids, json, status_only};
 use crate::pagination::{Links, Meta, PageRequest};
-use crate::shared::{Shared, lock};
-use crate::state::{AttachOutcome, DetachOutcome, Group, Link, Policy, Role, Store, User};
+use crate::shared::Shared;
+use crate::state::{
+    AttachOutcome, DetachOutcome, Group, Link, Policy, Role, Store, Subject, Table, User,
+};
 
 type Sh = State<Arc<Shared>>;
 
@@ -27,12 +29,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v2/policies/{policy_id}/users", get(list_policy_users))
         .route(
             "/v2/policies/{policy_id}/users/{user_id}",
-            axum::routing::post(attach_user).delete(detach_user),
+            attachment(Subject::User),
         )
         .route("/v2/policies/{policy_id}/groups", get(list_policy_groups))
         .route(
             "/v2/policies/{policy_id}/groups/{group_id}",
-            axum::routing::post(attach_group).delete(detach_group),
+            attachment(Subject::Group),
         )
         .route("/v2/users", get(list_users))
         .route("/v2/users/{user_id}", get(get_user))
@@ -44,7 +46,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v2/roles/{role_id}/policies", get(list_role_policies))
         .route(
             "/v2/roles/{role_id}/policies/{policy_id}",
-            axum::routing::post(attach_role).delete(detach_role),
+            attachment(Subject::Role),
         )
 }
 
@@ -185,35 +187,35 @@ fn page(query: &Option<String>) -> Result<PageRequest, ApiError> {
 
 async fn list_policies(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (range, meta) = page.window(store.policies.len());
     let items: Vec<&Policy> = store.policies.slice(range.start, range.len()).collect();
     Ok(listing("policies", items, &meta))
 }
 
 async fn get_policy(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("policy", policy))
 }
 
 async fn list_users(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (range, meta) = page.window(store.users.len());
     let items: Vec<&User> = store.users.slice(range.start, range.len()).collect();
     Ok(listing("users", items, &meta))
 }
 
 async fn get_user(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let user = store.users.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("user", user))
 }
 
 async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (range, meta) = page.window(store.groups.len());
     let items: Vec<OrgGroup> = store
         .groups
@@ -224,29 +226,40 @@ async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, A
 }
 
 async fn get_group(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let group = store.groups.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("group", OrgGroup::new(&store, group, None)))
 }
 
 async fn list_roles(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (range, meta) = page.window(store.roles.len());
     let items: Vec<&Role> = store.roles.slice(range.start, range.len()).collect();
     Ok(listing("roles", items, &meta))
 }
 
 async fn get_role(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("role", role))
 }
 
-/// The page of `links` to serve, and its meta.
-fn page_of<'a>(links: &[&'a Link], page: PageRequest) -> (Vec<&'a Link>, Meta) {
-    let (range, meta) = page.window(links.len());
-    (links[range].to_vec(), meta)
+/// The page of `owner`'s links that listings show now, each with its target, and the
+/// page's meta.
+fn linked<'s, T>(
+    links: &'s crate::state::Links,
+    targets: &'s Table<T>,
+    owner: &str,
+    page: PageRequest,
+) -> (impl Iterator<Item = (&'s Link, &'s T)>, Meta) {
+    let visible = links.visible(owner, Instant::now());
+    let (range, meta) = page.window(visible.len());
+    let shown = visible.into_iter().skip(range.start).take(range.len());
+    (
+        shown.filter_map(|l| Some((l, targets.get(&l.target)?))),
+        meta,
+    )
 }
 
 async fn list_policy_users(
@@ -255,15 +268,10 @@ async fn list_policy_users(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let visible = store.user_links.visible(&id, Instant::now());
-    let (links, meta) = page_of(&visible, page);
-    let pairs = links
-        .into_iter()
-        .filter_map(|l| store.users.get(&l.target).map(|u| (l, u)));
-    Ok(match shape {
+    let (pairs, meta) = linked(&store.user_links, &store.users, &id, page);
+    Ok(match sh.behaviour().listing_shape {
         ListingShape::Govultr => {
             let items: Vec<OrgUser> = pairs
                 .map(|(l, u)| OrgUser::new(u, Some(&l.date_assigned)))
@@ -291,15 +299,10 @@ async fn list_policy_groups(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let visible = store.group_links.visible(&id, Instant::now());
-    let (links, meta) = page_of(&visible, page);
-    let pairs = links
-        .into_iter()
-        .filter_map(|l| store.groups.get(&l.target).map(|g| (l, g)));
-    Ok(match shape {
+    let (pairs, meta) = linked(&store.group_links, &store.groups, &id, page);
+    Ok(match sh.behaviour().listing_shape {
         ListingShape::Govultr => {
             let items: Vec<OrgGroup> = pairs
                 .map(|(l, g)| OrgGroup::new(&store, g, Some(&l.date_assigned)))
@@ -328,15 +331,10 @@ async fn list_role_policies(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
-    let visible = store.role_links.visible(&id, Instant::now());
-    let (links, meta) = page_of(&visible, page);
-    let pairs = links
-        .into_iter()
-        .filter_map(|l| store.policies.get(&l.target).map(|p| (l, p)));
-    Ok(match shape {
+    let (pairs, meta) = linked(&store.role_links, &store.policies, &id, page);
+    Ok(match sh.behaviour().listing_shape {
         ListingShape::Govultr => {
             let items: Vec<RolePolicy> = pairs
                 .map(|(l, p)| RolePolicy {
@@ -402,43 +400,31 @@ fn detach_response(sh: &Shared, outcome: DetachOutcome) -> Response {
     }
 }
 
-async fn attach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    let visible_at = Instant::now() + sh.behaviour().listing_lag;
-    let outcome =
-        lock(&sh.store).attach_user(&p, &u, SystemTime::now(), Some(visible_at), API_ASSIGNER);
-    attach_response(&sh, outcome, (&p, &u), "user")
-}
-
-async fn detach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    let listed_until = Instant::now() + sh.behaviour().detach_lag;
-    let outcome = lock(&sh.store).detach_user(&p, &u, Some(listed_until));
-    detach_response(&sh, outcome)
-}
-
-async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    let visible_at = Instant::now() + sh.behaviour().listing_lag;
-    let outcome =
-        lock(&sh.store).attach_group(&p, &g, SystemTime::now(), Some(visible_at), API_ASSIGNER);
-    attach_response(&sh, outcome, (&p, &g), "group")
-}
-
-async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    let listed_until = Instant::now() + sh.behaviour().detach_lag;
-    let outcome = lock(&sh.store).detach_group(&p, &g, Some(listed_until));
-    detach_response(&sh, outcome)
-}
-
-async fn attach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    let visible_at = Instant::now() + sh.behaviour().listing_lag;
-    let outcome =
-        lock(&sh.store).attach_role(&r, &p, SystemTime::now(), Some(visible_at), API_ASSIGNER);
-    attach_response(&sh, outcome, (&p, &r), "role")
-}
-
-async fn detach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    let listed_until = Instant::now() + sh.behaviour().detach_lag;
-    let outcome = lock(&sh.store).detach_role(&r, &p, Some(listed_until));
-    detach_response(&sh, outcome)
+/// POST attaches and DELETE detaches the attachment the route's two ids name; the
+/// listings show the change after the configured lags.
+fn attachment(kind: Subject) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+            let (policy, subject) = kind.pair_of_route(ids);
+            let visible_at = Instant::now() + sh.behaviour().listing_lag;
+            let pair = (policy.as_str(), subject.as_str());
+            let now = SystemTime::now();
+            let outcome = sh
+                .store()
+                .attach(kind, pair, now, Some(visible_at), API_ASSIGNER);
+            attach_response(&sh, outcome, pair, kind.name())
+        },
+    )
+    .delete(
+        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+            let (policy, subject) = kind.pair_of_route(ids);
+            let listed_until = Instant::now() + sh.behaviour().detach_lag;
+            let outcome = sh
+                .store()
+                .detach(kind, (&policy, &subject), Some(listed_until));
+            detach_response(&sh, outcome)
+        },
+    )
 }
 
 /// govultr's `OrganizationPoliciesForUser`: all, direct and inherited (via groups).
@@ -457,7 +443,7 @@ struct UserPoliciesBody<'a> {
 
 /// Not paginated: the list is short and the contract says not to rely on it.
 async fn user_policies(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (direct, inherited) = store
         .user_policies(&id, Instant::now())
         .ok_or_else(ApiError::not_found)?;

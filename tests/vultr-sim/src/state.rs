@@ -143,6 +143,18 @@ impl<T> Table<T> {
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.slice(0, usize::MAX)
     }
+
+    /// How a seed's reference `r` resolves: the id `r` if there is one, and the ids
+    /// whose natural key (`key`: a name or an email) is `r`.
+    pub(crate) fn matching(
+        &self,
+        r: &str,
+        key: impl Fn(&T) -> bool,
+    ) -> (Option<String>, Vec<String>) {
+        let by_id = self.by_id.contains_key(r).then(|| r.to_owned());
+        let by_key = self.order.iter().filter(|id| key(&self.by_id[*id]));
+        (by_id, by_key.cloned().collect())
+    }
 }
 
 /// An attachment of a policy to a user or group.
@@ -252,6 +264,42 @@ impl Links {
                     })
             })
             .collect()
+    }
+}
+
+/// What a policy is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    User,
+    Group,
+    Role,
+}
+
+impl Subject {
+    /// "user", "group" or "role".
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+            Self::Role => "role",
+        }
+    }
+
+    /// (policy, subject) from the two ids of a route: role routes name the role first.
+    pub(crate) fn pair_of_route(self, (first, second): (String, String)) -> (String, String) {
+        match self {
+            Self::Role => (second, first),
+            Self::User | Self::Group => (first, second),
+        }
+    }
+
+    /// (owner, target) of the link: role links are owned by the role (Vultr lists a
+    /// role's policies), the others by the policy.
+    fn link<'a>(self, policy: &'a str, subject: &'a str) -> (&'a str, &'a str) {
+        match self {
+            Self::Role => (subject, policy),
+            Self::User | Self::Group => (policy, subject),
+        }
     }
 }
 
@@ -392,68 +440,29 @@ impl Store {
     }
 
     /// `visible_at: None` makes the attachment visible at once.
-    pub(crate) fn attach_user(
+    pub(crate) fn attach(
         &mut self,
-        policy: &str,
-        user: &str,
+        kind: Subject,
+        (policy, subject): (&str, &str),
         now: SystemTime,
         visible_at: Option<Instant>,
         by: &str,
     ) -> AttachOutcome {
-        let known = self.users.get(user).is_some();
-        attach(
-            &self.policies,
-            known,
-            &mut self.user_links,
-            (policy, user),
-            now,
-            visible_at,
-            by,
-        )
-    }
-
-    pub(crate) fn attach_group(
-        &mut self,
-        policy: &str,
-        group: &str,
-        now: SystemTime,
-        visible_at: Option<Instant>,
-        by: &str,
-    ) -> AttachOutcome {
-        let known = self.groups.get(group).is_some();
-        attach(
-            &self.policies,
-            known,
-            &mut self.group_links,
-            (policy, group),
-            now,
-            visible_at,
-            by,
-        )
-    }
-
-    /// Role first, as Vultr's route: `POST /v2/roles/{role}/policies/{policy}`.
-    pub(crate) fn attach_role(
-        &mut self,
-        role: &str,
-        policy: &str,
-        now: SystemTime,
-        visible_at: Option<Instant>,
-        by: &str,
-    ) -> AttachOutcome {
-        if self.roles.get(role).is_none() {
-            return AttachOutcome::UnknownTarget;
-        }
         if self.policies.get(policy).is_none() {
             return AttachOutcome::UnknownPolicy;
         }
-        if self.role_links.contains(role, policy) {
+        if !self.subject_exists(kind, subject) {
+            return AttachOutcome::UnknownTarget;
+        }
+        let (owner, target) = kind.link(policy, subject);
+        let links = self.links_mut(kind);
+        if links.contains(owner, target) {
             return AttachOutcome::AlreadyAttached;
         }
-        self.role_links.insert(
-            role,
+        links.insert(
+            owner,
             Link {
-                target: policy.to_owned(),
+                target: target.to_owned(),
                 date_assigned: rfc3339(now),
                 assigned_by: by.to_owned(),
                 visible_at: visible_at.unwrap_or_else(Instant::now),
@@ -464,36 +473,48 @@ impl Store {
     }
 
     /// `listed_until`: see [`Links::remove`].
-    pub(crate) fn detach_role(
+    pub(crate) fn detach(
         &mut self,
-        role: &str,
-        policy: &str,
+        kind: Subject,
+        (policy, subject): (&str, &str),
         listed_until: Option<Instant>,
     ) -> DetachOutcome {
-        outcome(self.role_links.remove(role, policy, listed_until))
+        let (owner, target) = kind.link(policy, subject);
+        if self.links_mut(kind).remove(owner, target, listed_until) {
+            DetachOutcome::Removed
+        } else {
+            DetachOutcome::NotAttached
+        }
     }
 
-    pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
-        self.role_links.contains(role, policy)
+    /// The true state, whether or not the listing lag still hides the attachment.
+    pub(crate) fn is_attached(&self, kind: Subject, (policy, subject): (&str, &str)) -> bool {
+        let (owner, target) = kind.link(policy, subject);
+        self.links(kind).contains(owner, target)
     }
 
-    /// `listed_until`: see [`Links::remove`].
-    pub(crate) fn detach_user(
-        &mut self,
-        policy: &str,
-        user: &str,
-        listed_until: Option<Instant>,
-    ) -> DetachOutcome {
-        outcome(self.user_links.remove(policy, user, listed_until))
+    fn subject_exists(&self, kind: Subject, id: &str) -> bool {
+        match kind {
+            Subject::User => self.users.get(id).is_some(),
+            Subject::Group => self.groups.get(id).is_some(),
+            Subject::Role => self.roles.get(id).is_some(),
+        }
     }
 
-    pub(crate) fn detach_group(
-        &mut self,
-        policy: &str,
-        group: &str,
-        listed_until: Option<Instant>,
-    ) -> DetachOutcome {
-        outcome(self.group_links.remove(policy, group, listed_until))
+    pub(crate) fn links(&self, kind: Subject) -> &Links {
+        match kind {
+            Subject::User => &self.user_links,
+            Subject::Group => &self.group_links,
+            Subject::Role => &self.role_links,
+        }
+    }
+
+    fn links_mut(&mut self, kind: Subject) -> &mut Links {
+        match kind {
+            Subject::User => &mut self.user_links,
+            Subject::Group => &mut self.group_links,
+            Subject::Role => &mut self.role_links,
+        }
     }
 
     /// Renames a group (out of band); false if it does not exist.
@@ -505,14 +526,6 @@ impl Store {
             }
             None => false,
         }
-    }
-
-    pub(crate) fn is_user_attached(&self, policy: &str, user: &str) -> bool {
-        self.user_links.contains(policy, user)
-    }
-
-    pub(crate) fn is_group_attached(&self, policy: &str, group: &str) -> bool {
-        self.group_links.contains(policy, group)
     }
 
     /// False if either id is unknown or the user is already a member.
@@ -583,47 +596,6 @@ impl Store {
         Some((direct, inherited))
     }
 
-    /// Resolution helpers for seeds: (id match, natural-key matches).
-    pub(crate) fn policy_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.policies.get(r).map(|p| p.id.clone());
-        let by_key = self
-            .policies
-            .iter()
-            .filter(|p| p.name == r)
-            .map(|p| p.id.clone());
-        (by_id, by_key.collect())
-    }
-
-    pub(crate) fn user_ids_with_email(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.users.get(r).map(|u| u.id.clone());
-        let by_key = self
-            .users
-            .iter()
-            .filter(|u| u.email == r)
-            .map(|u| u.id.clone());
-        (by_id, by_key.collect())
-    }
-
-    pub(crate) fn group_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.groups.get(r).map(|g| g.id.clone());
-        let by_key = self
-            .groups
-            .iter()
-            .filter(|g| g.display_name == r)
-            .map(|g| g.id.clone());
-        (by_id, by_key.collect())
-    }
-
-    pub(crate) fn role_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.roles.get(r).map(|x| x.id.clone());
-        let by_key = self
-            .roles
-            .iter()
-            .filter(|x| x.name == r)
-            .map(|x| x.id.clone());
-        (by_id, by_key.collect())
-    }
-
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
             policies: self.policies.iter().cloned().collect(),
@@ -652,44 +624,5 @@ impl Store {
                 })
                 .collect(),
         }
-    }
-}
-
-fn attach(
-    policies: &Table<Policy>,
-    target_known: bool,
-    links: &mut Links,
-    (policy, target): (&str, &str),
-    now: SystemTime,
-    visible_at: Option<Instant>,
-    by: &str,
-) -> AttachOutcome {
-    if policies.get(policy).is_none() {
-        return AttachOutcome::UnknownPolicy;
-    }
-    if !target_known {
-        return AttachOutcome::UnknownTarget;
-    }
-    if links.contains(policy, target) {
-        return AttachOutcome::AlreadyAttached;
-    }
-    links.insert(
-        policy,
-        Link {
-            target: target.to_owned(),
-            date_assigned: rfc3339(now),
-            assigned_by: by.to_owned(),
-            visible_at: visible_at.unwrap_or_else(Instant::now),
-            listed_until: None,
-        },
-    );
-    AttachOutcome::Created
-}
-
-fn outcome(removed: bool) -> DetachOutcome {
-    if removed {
-        DetachOutcome::Removed
-    } else {
-        DetachOutcome::NotAttached
     }
 }
