@@ -19,7 +19,7 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use support::{ControlPlane, TestNamespace};
-use vultr_iam_operator::crd::{PolicyAttachment, READY};
+use vultr_iam_operator::crd::PolicyAttachment;
 use vultr_sim::{Seed, SeedPolicy, SeedUser, Sim};
 
 const RATE: f64 = 30.0;
@@ -345,13 +345,6 @@ impl Phases {
             last_call: format!("+{:.1} s", calls.iter().copied().fold(0.0, f64::max)),
         }
     }
-}
-
-fn is_ready(obj: &PolicyAttachment) -> bool {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.condition(READY))
-        .is_some_and(|c| c.status == "True")
 }
 
 fn rss_peak_kib(pid: u32) -> Option<u64> {

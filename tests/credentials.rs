@@ -25,11 +25,7 @@ struct SecretVolume {
 
 impl SecretVolume {
     fn new(key: &str) -> SecretVolume {
-        let dir = tempfile::Builder::new()
-            .prefix("vio-secret-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let dir = support::kept_dir("vio-secret-");
         let mut volume = SecretVolume { dir, generation: 0 };
         volume.write(key);
         std::os::unix::fs::symlink("..data/api-key", volume.path()).expect("api-key symlink");

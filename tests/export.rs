@@ -21,7 +21,7 @@ const CAROL: &str = "9e8f7a6b-5c4d-4e3f-8a2b-1c0d9e8f7a04";
 
 /// The binary's `export` with these arguments, against `sim`, with `key`.
 fn export_with(sim_url: &str, key: Option<&str>, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    let mut cmd = Command::new(support::operator_binary());
     cmd.args(["export", "--vultr-api-url", sim_url])
         .args(args)
         .env_remove("VULTR_API_KEY")
@@ -377,7 +377,7 @@ async fn errors_are_clear_and_exit_non_zero() {
     // The connection flags are run's, with run's messages.
     let stderr = failing(Some(API_KEY), &["--vultr-ca-file", "/nonexistent/ca.crt"]);
     assert!(stderr.contains("cannot read the Vultr CA file"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+    let out = Command::new(support::operator_binary())
         .args(["export", "--vultr-api-url", "http://vultr.invalid"])
         .env("VULTR_API_KEY", API_KEY)
         .output()

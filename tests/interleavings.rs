@@ -16,13 +16,6 @@ use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::READY;
 use vultr_sim::{Behaviour, Fault, FaultKind};
 
-fn is_ready(obj: &vultr_iam_operator::crd::PolicyAttachment) -> bool {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.condition(READY))
-        .is_some_and(|c| c.status == "True")
-}
-
 /// Watches `b` (DNS_ADMIN for ALICE) for `span`: whenever it says Ready=True, the
 /// grant must exist in Vultr. Returns how often it was seen Ready.
 async fn ready_only_with_the_grant(env: &Env, span: Duration) -> usize {

@@ -64,14 +64,10 @@ pub async fn run(sizes: Sizes) -> Outcome {
         .rate_limit(limit.per_second, limit.burst);
     let sim = crate::e2e::start_sim(config).await;
 
-    let dir = tempfile::Builder::new()
-        .prefix("vio-chaos-")
-        .tempdir()
-        .expect("a directory for the logs")
-        .keep();
+    let dir = crate::support::kept_dir("vio-chaos-");
     let key_file = dir.join("vultr-api-key");
     std::fs::write(&key_file, crate::e2e::API_KEY).expect("write the key file");
-    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    let binary = crate::support::operator_binary();
     // Past the renew deadline a leader must not write; without the flag (older
     // builds) the Lease duration is the margin.
     let renew_deadline = has_flag(&binary, "--renew-deadline").then(|| sizes.lease * 2 / 3);

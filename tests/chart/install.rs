@@ -244,13 +244,8 @@ async fn attach_and_revoke_as_the_service_account(
     let mut operator = start_service_account_operator(cp, &sim.url(), key, chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let pa = e2e::policy_attachment(
-        "rbac-dns-admin",
-        json!({"policy": {"name": "dns-admin"}, "user": {"email": "rbac@example.com"}}),
-    );
-    api.create(&PostParams::default(), &pa)
-        .await
-        .expect("create the PolicyAttachment");
+    let spec = json!({"policy": {"name": "dns-admin"}, "user": {"email": "rbac@example.com"}});
+    e2e::create(&api, "rbac-dns-admin", spec).await;
     let deadline = std::time::Instant::now() + WAIT;
     let attached = loop {
         assert!(
@@ -259,10 +254,7 @@ async fn attach_and_revoke_as_the_service_account(
             operator.logs()
         );
         if let Some(obj) = api.get_opt("rbac-dns-admin").await.ok().flatten()
-            && let Some(c) = obj.status.as_ref().and_then(|s| s.condition(READY))
-            && c.status == "True"
-            && c.reason == "Attached"
-            && c.observed_generation == obj.metadata.generation
+            && e2e::has_condition(&obj, READY, "True", "Attached")
         {
             break obj;
         }
@@ -414,23 +406,11 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
         } else {
             json!({"policy": {"id": DNS_ADMIN}, "user": {"id": user}})
         };
-        let pa = e2e::policy_attachment(&format!("grant-{i}"), spec);
-        api.create(&PostParams::default(), &pa)
-            .await
-            .expect("create a PolicyAttachment");
+        e2e::create(&api, &format!("grant-{i}"), spec).await;
     }
     wait_for("every grant Ready", WAIT, || async {
         let list = api.list(&ListParams::default()).await.ok()?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|o| {
-                o.status
-                    .as_ref()
-                    .and_then(|s| s.condition(READY))
-                    .is_some_and(|c| c.status == "True")
-            })
-            .count();
+        let ready = list.items.iter().filter(|o| e2e::is_ready(o)).count();
         (ready == users.len()).then_some(())
     })
     .await;
@@ -582,19 +562,11 @@ fn start_service_account_operator(
     key: &str,
     chart_args: &[String],
 ) -> Operator {
-    let dir = tempfile::Builder::new()
-        .prefix("vio-chart-operator-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
+    let dir = support::kept_dir("vio-chart-operator-");
     // What the kubelet would mount from the Secret.
     let key_file = dir.join("api-key");
     std::fs::write(&key_file, key).expect("write the key file");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let metrics_addr = format!("127.0.0.1:{}", support::free_port());
     let overrides = [
         ("--vultr-api-key-file", key_file.display().to_string()),
         ("--vultr-api-url", vultr_url.to_owned()),
@@ -622,7 +594,7 @@ fn start_service_account_operator(
         })
         .collect();
     args.push("--attach-visibility-timeout=5s".to_owned());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    let mut cmd = Command::new(support::operator_binary());
     cmd.args(&args)
         .env_remove("VULTR_API_KEY")
         .env("KUBECONFIG", &cp.operator_kubeconfig)

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use e2e::{API_KEY, DNS_ADMIN, repo_path, run_ok};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};

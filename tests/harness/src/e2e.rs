@@ -14,7 +14,7 @@ use serde_json::Value;
 use vultr_iam_operator::crd::{PolicyAttachment, READY, SYNCED};
 use vultr_sim::{Sim, SimConfig};
 
-use crate::support::{ControlPlane, TestNamespace, operator_binary, wait_for};
+use crate::support::{ControlPlane, TestNamespace, free_port, kept_dir, operator_binary, wait_for};
 pub use crate::support::{WAIT, repo_path, wait_gone};
 
 /// The key the simulator accepts. Distinctive, so a test can look for leaks of it.
@@ -143,11 +143,7 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Operator {
-        let dir = tempfile::Builder::new()
-            .prefix("vio-operator-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let dir = kept_dir("vio-operator-");
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(operator_binary());
@@ -298,13 +294,6 @@ pub fn terminate(mut child: Child) -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// Everything one test needs. Field order matters for drop: operator first.
 pub struct Env {
     pub operator: Operator,
@@ -366,11 +355,7 @@ impl Env {
     }
 
     pub async fn create(&self, name: &str, spec: Value) -> PolicyAttachment {
-        let obj = policy_attachment(name, spec);
-        self.api
-            .create(&PostParams::default(), &obj)
-            .await
-            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+        create(&self.api, name, spec).await
     }
 
     /// Creates an object per (name, spec), in this order.
@@ -406,8 +391,7 @@ impl Env {
                     return Some(Some((failed, answered)));
                 }
                 let obj = self.api.get_opt(name).await.ok().flatten()?;
-                let ready = obj.status.as_ref()?.condition(READY)?;
-                (ready.status == "True").then_some(None)
+                is_ready(&obj).then_some(None)
             },
         )
         .await
@@ -495,20 +479,7 @@ impl Env {
         status: &str,
         reason: &str,
     ) -> PolicyAttachment {
-        wait_for(
-            &format!("{name} {type_}={status} reason {reason}"),
-            WAIT,
-            || async {
-                let obj = self.api.get_opt(name).await.ok().flatten()?;
-                let st = obj.status.as_ref()?;
-                let c = st.condition(type_)?;
-                (c.status == status
-                    && c.reason == reason
-                    && c.observed_generation == obj.metadata.generation)
-                    .then_some(obj)
-            },
-        )
-        .await
+        wait_condition(&self.api, name, type_, status, reason).await
     }
 
     pub async fn wait_gone(&self, name: &str) {
@@ -562,6 +533,54 @@ impl Env {
         cmd.args(["-n", &self.ns.name]);
         cmd
     }
+}
+
+/// Creates the PolicyAttachment `name` with this spec in `api`'s namespace.
+pub async fn create(api: &Api<PolicyAttachment>, name: &str, spec: Value) -> PolicyAttachment {
+    api.create(&PostParams::default(), &policy_attachment(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"))
+}
+
+/// Whether condition `type_` of `obj` has this status and reason, for the object's
+/// current generation.
+pub fn has_condition(obj: &PolicyAttachment, type_: &str, status: &str, reason: &str) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(type_))
+        .is_some_and(|c| {
+            c.status == status
+                && c.reason == reason
+                && c.observed_generation == obj.metadata.generation
+        })
+}
+
+/// Waits until condition `type_` of `name` in `api` has this status and reason (and
+/// the current generation).
+pub async fn wait_condition(
+    api: &Api<PolicyAttachment>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> PolicyAttachment {
+    wait_for(
+        &format!("{name} {type_}={status} reason {reason}"),
+        WAIT,
+        || async {
+            let obj = api.get_opt(name).await.ok().flatten()?;
+            has_condition(&obj, type_, status, reason).then_some(obj)
+        },
+    )
+    .await
+}
+
+/// Whether `obj` is Ready=True (whatever the reason).
+pub fn is_ready(obj: &PolicyAttachment) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .is_some_and(|c| c.status == "True")
 }
 
 /// The `Ready` condition of an object the operator has written status for.

@@ -64,11 +64,7 @@ impl ControlPlane {
     /// stopped by start.sh's watchdog when this process exits (for tests that restart
     /// or partition it).
     pub fn start_own(prefix: &str) -> ControlPlane {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir()
-            .expect("create a directory for the control plane")
-            .keep();
+        let dir = kept_dir(prefix);
         let script = repo_path("tests/control-plane/start.sh");
         let status = Command::new(&script)
             .arg("--dir")
@@ -126,6 +122,24 @@ impl ControlPlane {
             .env("HELM_DATA_HOME", home.join("data"));
         cmd
     }
+}
+
+/// A fresh directory `/tmp/<prefix>...` that outlives the test (for logs and files a
+/// process of the test keeps using).
+pub fn kept_dir(prefix: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temporary directory")
+        .keep()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A path in the repository, from its root.
