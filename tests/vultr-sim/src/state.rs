@@ -104,15 +104,19 @@ impl<T> Default for Table<T> {
     }
 }
 
-impl<T> Table<T> {
-    fn insert(&mut self, id: String, value: T) -> Result<(), String> {
+impl<T: Clone> Table<T> {
+    /// Adds `value` under `id` and returns it; Err carries an id that exists already.
+    fn insert(&mut self, id: String, value: T) -> Result<T, String> {
         if self.by_id.contains_key(&id) {
             return Err(id);
         }
         self.order.push(id.clone());
-        self.by_id.insert(id, value);
-        Ok(())
+        self.by_id.insert(id, value.clone());
+        Ok(value)
     }
+}
+
+impl<T> Table<T> {
 
     fn remove(&mut self, id: &str) -> bool {
         if self.by_id.remove(id).is_some() {
@@ -362,8 +366,7 @@ impl Store {
             is_system_policy: false,
             date_created: rfc3339(now),
         };
-        self.policies.insert(policy.id.clone(), policy.clone())?;
-        Ok(policy)
+        self.policies.insert(policy.id.clone(), policy)
     }
 
     pub(crate) fn add_user(&mut self, u: &SeedUser, now: SystemTime) -> Result<User, String> {
@@ -386,8 +389,7 @@ impl Store {
             service_user: false,
             date_created: rfc3339(now),
         };
-        self.users.insert(user.id.clone(), user.clone())?;
-        Ok(user)
+        self.users.insert(user.id.clone(), user)
     }
 
     pub(crate) fn add_group(&mut self, g: &SeedGroup, now: SystemTime) -> Result<Group, String> {
@@ -397,8 +399,7 @@ impl Store {
             description: String::new(),
             date_created: rfc3339(now),
         };
-        self.groups.insert(group.id.clone(), group.clone())?;
-        Ok(group)
+        self.groups.insert(group.id.clone(), group)
     }
 
     pub(crate) fn add_role(&mut self, r: &SeedRole, now: SystemTime) -> Result<Role, String> {
@@ -409,8 +410,7 @@ impl Store {
             role_type: "custom".to_owned(),
             date_created: rfc3339(now),
         };
-        self.roles.insert(role.id.clone(), role.clone())?;
-        Ok(role)
+        self.roles.insert(role.id.clone(), role)
     }
 
     /// Removing an entity removes its attachments and memberships too.

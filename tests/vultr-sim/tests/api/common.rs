@@ -1,5 +1,4 @@
-//! Helpers shared by the test binaries.
-#![allow(dead_code)] // each test binary uses a different subset
+//! Helpers of the API tests: the demo organization's ids, the simulator, a client.
 
 use std::time::Duration;
 
@@ -126,6 +125,11 @@ pub async fn admin(sim: &Sim, method: Method, path: &str, body: Option<Value>) -
     )
     .await
     .expect("request succeeds")
+}
+
+/// An unauthenticated `/_sim` call with a JSON body.
+pub async fn admin_with(sim: &Sim, method: Method, path: &str, body: Value) -> Resp {
+    admin(sim, method, path, Some(body)).await
 }
 
 /// The ids in a govultr-shaped listing under `key`.

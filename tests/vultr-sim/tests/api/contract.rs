@@ -1,11 +1,9 @@
 //! The `/v2` contract: endpoints, object shapes, errors, pagination, behaviours.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::Value;
 use vultr_sim::{Behaviour, ListingShape, Sim, SimConfig};

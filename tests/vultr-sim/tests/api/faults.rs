@@ -1,10 +1,8 @@
 //! Fault injection and the rate limiter.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use vultr_sim::{Fault, FaultKind, RateLimit, Sim};
 

@@ -1,10 +1,8 @@
 //! The `/_sim` control API, the `Sim` handle's control methods, and seeds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use vultr_sim::{
@@ -152,37 +150,37 @@ async fn handle_control_methods() {
 #[tokio::test]
 async fn admin_entities_and_attachments() {
     let sim = demo_sim().await;
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::POST,
         "/_sim/policies",
-        Some(json!({"name": "net-admin", "description": "networks"})),
+        json!({"name": "net-admin", "description": "networks"}),
     )
     .await;
     assert_eq!(r.status, 201);
     let pid = r.body["id"].as_str().unwrap().to_owned();
     assert_eq!(r.body["description"], "networks");
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::POST,
         "/_sim/users",
-        Some(json!({"email": "erin@example.com", "id": "erin-id", "name": "Erin E"})),
+        json!({"email": "erin@example.com", "id": "erin-id", "name": "Erin E"}),
     )
     .await;
     assert_eq!((r.status, r.body["id"].as_str()), (201, Some("erin-id")));
-    admin(
+    admin_with(
         &sim,
         Method::POST,
         "/_sim/users",
-        Some(json!({"email": "x@example.com", "id": "erin-id"})),
+        json!({"email": "x@example.com", "id": "erin-id"}),
     )
     .await
     .assert_error(409);
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::POST,
         "/_sim/groups",
-        Some(json!({"display_name": "net"})),
+        json!({"display_name": "net"}),
     )
     .await;
     assert_eq!(r.status, 201);
@@ -235,7 +233,7 @@ async fn admin_entities_and_attachments() {
     // A rename: the same group under another name (a name Vultr may give away).
     let group = format!("/_sim/groups/{gid}");
     let rename = json!({"display_name": "net-old"});
-    let r = admin(&sim, Method::PATCH, &group, Some(rename.clone())).await;
+    let r = admin_with(&sim, Method::PATCH, &group, rename.clone()).await;
     assert_eq!(r.status, 204);
     assert!(
         sim.state()
@@ -243,7 +241,7 @@ async fn admin_entities_and_attachments() {
             .iter()
             .any(|g| g.id == gid && g.display_name == "net-old")
     );
-    admin(&sim, Method::PATCH, "/_sim/groups/nope", Some(rename))
+    admin_with(&sim, Method::PATCH, "/_sim/groups/nope", rename)
         .await
         .assert_error(404);
     for path in [
@@ -256,28 +254,23 @@ async fn admin_entities_and_attachments() {
             .await
             .assert_error(404);
     }
-    admin(
-        &sim,
-        Method::POST,
-        "/_sim/policies",
-        Some(json!({"nmae": 1})),
-    )
-    .await
-    .assert_error(400);
+    admin_with(&sim, Method::POST, "/_sim/policies", json!({"nmae": 1}))
+        .await
+        .assert_error(400);
     admin(&sim, Method::GET, "/_sim/policies", None)
         .await
         .assert_error(405);
     let seed = json!({"users": [{"email": "fred@example.com", "id": "fred"}],
                       "user_attachments": [{"policy": "dns-admin", "user": "fred"}]});
     assert_eq!(
-        admin(&sim, Method::POST, "/_sim/seed", Some(seed))
+        admin_with(&sim, Method::POST, "/_sim/seed", seed)
             .await
             .status,
         204
     );
     assert!(sim.is_user_attached(DNS_ADMIN, "fred"));
     let bad = json!({"user_attachments": [{"policy": "dns-admin", "user": "shared@example.com"}]});
-    admin(&sim, Method::POST, "/_sim/seed", Some(bad))
+    admin_with(&sim, Method::POST, "/_sim/seed", bad)
         .await
         .assert_error(400);
 }
@@ -304,7 +297,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     );
     assert!(!journal.body.to_string().contains(KEY));
     // The User-Agent tells writers apart (e.g. two operator replicas).
-    let named = common::http()
+    let named = crate::common::http()
         .user_agent("vultr-iam-operator/0.1.0 (replica-a)")
         .build()
         .unwrap();
@@ -332,12 +325,12 @@ async fn admin_journal_faults_behaviour_rate_limit() {
 
     let fault = json!({"method": "GET", "path_prefix": "/v2/groups",
                        "kind": {"type": "status", "status": 500}, "count": 5});
-    let r = admin(&sim, Method::POST, "/_sim/faults", Some(fault)).await;
+    let r = admin_with(&sim, Method::POST, "/_sim/faults", fault).await;
     assert_eq!(r.status, 201);
     let id = r.body["id"].as_u64().unwrap();
     let hang = json!({"kind": {"type": "hang"}, "path_prefix": "/v2/nothing", "until_ms": 60000});
     assert_eq!(
-        admin(&sim, Method::POST, "/_sim/faults", Some(hang))
+        admin_with(&sim, Method::POST, "/_sim/faults", hang)
             .await
             .status,
         201
@@ -364,11 +357,11 @@ async fn admin_journal_faults_behaviour_rate_limit() {
         admin(&sim, Method::GET, "/_sim/faults", None).await.body,
         json!([])
     );
-    admin(
+    admin_with(
         &sim,
         Method::POST,
         "/_sim/faults",
-        Some(json!({"kind": {"type": "melt"}})),
+        json!({"kind": {"type": "melt"}}),
     )
     .await
     .assert_error(400);
@@ -382,7 +375,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     let b = json!({"attach_existing": 409, "detach_absent": 204, "listing_lag_ms": 1500,
                    "detach_lag_ms": 700, "listing_shape": "relationships"});
     assert_eq!(
-        admin(&sim, Method::PUT, "/_sim/behaviour", Some(b))
+        admin_with(&sim, Method::PUT, "/_sim/behaviour", b)
             .await
             .status,
         200
@@ -397,25 +390,25 @@ async fn admin_journal_faults_behaviour_rate_limit() {
             listing_shape: ListingShape::Relationships,
         }
     );
-    admin(
+    admin_with(
         &sim,
         Method::PUT,
         "/_sim/behaviour",
-        Some(json!({"attach_existing": 99})),
+        json!({"attach_existing": 99}),
     )
     .await
     .assert_error(400);
 
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::PUT,
         "/_sim/rate-limit",
-        Some(json!({"per_second": 2.5, "burst": 4})),
+        json!({"per_second": 2.5, "burst": 4}),
     )
     .await;
     assert_eq!(r.body, json!({"per_second": 2.5, "burst": 4}));
     assert_eq!(sim.rate_limit().map(|r| r.burst), Some(4));
-    let r = admin(&sim, Method::PUT, "/_sim/rate-limit", Some(Value::Null)).await;
+    let r = admin_with(&sim, Method::PUT, "/_sim/rate-limit", Value::Null).await;
     assert_eq!((r.status, r.body), (200, Value::Null));
     assert_eq!(sim.rate_limit(), None);
 }
@@ -444,11 +437,11 @@ async fn api_keys_can_be_replaced_at_run_time() {
     assert_eq!(list(KEY).await.status, 200);
     assert_eq!(list("new-key").await.status, 401);
 
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::PUT,
         "/_sim/api-keys",
-        Some(json!({"api_keys": ["new-key"], "read_only_keys": ["new-ro"]})),
+        json!({"api_keys": ["new-key"], "read_only_keys": ["new-ro"]}),
     )
     .await;
     assert_eq!(r.status, 204, "{r:?}");
@@ -466,7 +459,7 @@ async fn api_keys_can_be_replaced_at_run_time() {
         json!({"api_keys": ["has space"]}),
         json!({"keys": ["x"]}),
     ] {
-        admin(&sim, Method::PUT, "/_sim/api-keys", Some(bad.clone()))
+        admin_with(&sim, Method::PUT, "/_sim/api-keys", bad.clone())
             .await
             .assert_error(400);
         assert_eq!(list("new-key").await.status, 200, "{bad} changed the keys");

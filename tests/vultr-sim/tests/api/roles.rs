@@ -1,11 +1,9 @@
 //! Roles: `/v2/roles`, the role-first attach/detach routes, both listing shapes, the
 //! listing lag, faults and the rate limit on role routes, and the `/_sim` role controls.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use vultr_sim::{Behaviour, Fault, FaultKind, ListingShape, RateLimit, Seed, SimConfig};
@@ -137,11 +135,11 @@ async fn faults_and_the_rate_limit_apply_to_role_routes() {
 #[tokio::test]
 async fn admin_roles_and_out_of_band_role_attachments() {
     let sim = demo_sim().await;
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::POST,
         "/_sim/roles",
-        Some(json!({"name": "viewers"})),
+        json!({"name": "viewers"}),
     )
     .await;
     assert_eq!(r.status, 201);
