@@ -347,6 +347,33 @@ impl Phases {
     }
 }
 
+/// A report: a blank line, these lines, and the head of its table.
+fn heading(lines: &[String]) {
+    println!();
+    for line in lines {
+        println!("{line}");
+    }
+    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
+}
+
+/// A row of the report's table: the figure, what was measured, the goal.
+fn row(label: &str, value: String, goal: &str) {
+    println!("{label:<58} {value:>14} {goal:>12}");
+}
+
+/// A row per route: the calls to it.
+fn rows_by_route(by_route: &[(String, usize)]) {
+    for (route, count) in by_route {
+        row(&format!("  {route}"), count.to_string(), "");
+    }
+}
+
+/// The first row of each report.
+fn row_converged(converged: Duration) {
+    let value = format!("{:.1} s", converged.as_secs_f64());
+    row("time from operator start to all Ready", value, "");
+}
+
 fn rss_peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -438,28 +465,22 @@ async fn converges_at_the_rate_limit_bound() {
     operator.kill();
 
     let ratio = converged.as_secs_f64() / bound.as_secs_f64();
-    println!();
-    println!(
-        "vultr-iam-operator benchmark: N={n} attachments, P={p} policies, {users_n} users, \
-         rate limit {RATE} req/s (simulator and operator)"
-    );
-    println!(
-        "created the {n} objects in {:.1} s before the operator started",
-        creating.as_secs_f64()
-    );
-    println!(
-        "bound: {min_calls} calls ({n} POSTs + {listing_pages} listing pages + {walk_pages} \
-         directory pages) / {RATE} req/s = {:.1} s",
-        bound.as_secs_f64()
-    );
-    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
-    let row =
-        |label: &str, value: String, goal: &str| println!("{label:<58} {value:>14} {goal:>12}");
-    row(
-        "time from operator start to all Ready",
-        format!("{:.1} s", converged.as_secs_f64()),
-        "",
-    );
+    heading(&[
+        format!(
+            "vultr-iam-operator benchmark: N={n} attachments, P={p} policies, {users_n} \
+             users, rate limit {RATE} req/s (simulator and operator)"
+        ),
+        format!(
+            "created the {n} objects in {:.1} s before the operator started",
+            creating.as_secs_f64()
+        ),
+        format!(
+            "bound: {min_calls} calls ({n} POSTs + {listing_pages} listing pages + \
+             {walk_pages} directory pages) / {RATE} req/s = {:.1} s",
+            bound.as_secs_f64()
+        ),
+    ]);
+    row_converged(converged);
     row("  ÷ the bound", format!("{ratio:.2}"), "<= 1.10");
     row("  first Vultr call", phases.first_call, "");
     row("  POSTs from .. to (POSTs/s)", phases.posts, "");
@@ -469,18 +490,14 @@ async fn converges_at_the_rate_limit_bound() {
         format!("{:.3}", calls as f64 / n as f64),
         "<= 1.10",
     );
-    for (route, count) in &by_route {
-        row(&format!("  {route}"), count.to_string(), "");
-    }
+    rows_by_route(&by_route);
     row("429s provoked", throttled.to_string(), "0");
     row(
         "Vultr calls in the first 60 s after a restart",
         restart_calls.to_string(),
         &format!("<= {}", listing_pages + walk_pages),
     );
-    for (route, count) in &restart_routes {
-        row(&format!("  {route}"), count.to_string(), "");
-    }
+    rows_by_route(&restart_routes);
     row(
         "Kubernetes writes in those 60 s",
         restart_writes.to_string(),
@@ -628,20 +645,12 @@ async fn everything_at_once() {
         .metric("vultr_iam_tracked_object_entries", &[])
         .await;
 
-    println!();
-    println!(
+    heading(&[format!(
         "vultr-iam-operator benchmark, everything at once: {n} attachments created before \
          the operator starts, over {p} policies and {n} users (half by name/email), rate \
          limit {RATE} req/s; then all deleted at once; then {cycles} create/delete cycles"
-    );
-    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
-    let row =
-        |label: &str, value: String, goal: &str| println!("{label:<58} {value:>14} {goal:>12}");
-    row(
-        "time from operator start to all Ready",
-        format!("{:.1} s", converged.as_secs_f64()),
-        "",
-    );
+    )]);
+    row_converged(converged);
     row(
         &format!("  ÷ the bound ({min_calls} calls / {RATE} req/s)"),
         format!("{:.2}", converged.as_secs_f64() / bound.as_secs_f64()),
@@ -652,9 +661,7 @@ async fn everything_at_once() {
         format!("{:.3}", calls as f64 / n as f64),
         "<= 1.10",
     );
-    for (route, count) in &by_route {
-        row(&format!("  {route}"), count.to_string(), "");
-    }
+    rows_by_route(&by_route);
     row(
         "peak RSS while converging",
         mib(rss_converging),

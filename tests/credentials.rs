@@ -84,8 +84,7 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
     )
     .await;
 
-    env.create("before", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("before", "True", "Attached").await;
+    env.attach("before", by_ids(DNS_ADMIN, ALICE)).await;
 
     // A broken update (an empty key) is refused with a warning; the key in use stays.
     volume.write("");
@@ -94,9 +93,7 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
         "holds no usable key: keeping the previous key",
     )
     .await;
-    env.create("during-broken-update", by_ids(BILLING_READ, ALICE))
-        .await;
-    env.wait_ready("during-broken-update", "True", "Attached")
+    env.attach("during-broken-update", by_ids(BILLING_READ, ALICE))
         .await;
 
     // The rotation: Vultr accepts only the new key from now on, then the Secret changes.
@@ -108,14 +105,12 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
         .expect("valid keys");
     volume.write(&format!("{ROTATED_KEY}\n"));
     wait_log(&env.operator, "later requests use the new key").await;
-    env.create("after", by_ids(COMPUTE_ADMIN, ALICE)).await;
-    env.wait_ready("after", "True", "Attached").await;
+    env.attach("after", by_ids(COMPUTE_ADMIN, ALICE)).await;
     assert!(env.sim.is_user_attached(COMPUTE_ADMIN, ALICE));
     assert!(env.operator.is_running(), "the operator restarted");
 
     // Deleting works with the new key too (the revocation is what matters most).
-    env.delete("before").await;
-    env.wait_gone("before").await;
+    env.delete_and_wait_gone("before").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
 
     let logs = env.operator.logs();
@@ -156,8 +151,7 @@ async fn a_rotated_key_is_not_answered_by_failures_of_the_old_one() {
         ],
     )
     .await;
-    env.create("before", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("before", "True", "Attached").await;
+    env.attach("before", by_ids(DNS_ADMIN, ALICE)).await;
 
     // Vultr accepts only the new key from now on: the next listing fails with 401 ...
     env.sim

@@ -117,8 +117,7 @@ async fn applying_an_export_adopts_every_grant_without_a_post_and_a_deletion_rev
     let posts = env.requests("POST", "/v2/");
     assert!(posts.is_empty(), "adopting sent POSTs: {posts:?}");
 
-    env.delete(name(alice)).await;
-    env.wait_gone(name(alice)).await;
+    env.delete_and_wait_gone(name(alice)).await;
     let deletes = env.requests("DELETE", "/v2/");
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(

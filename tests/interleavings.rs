@@ -42,8 +42,7 @@ async fn ready_only_with_the_grant(env: &Env, span: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     let env = Env::start("il-rename").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.sim.add_fault(
         Fault::new(FaultKind::Latency { ms: 1500 })
             .on(
@@ -68,14 +67,12 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_lagging_a_detach_never_makes_the_new_object_ready() {
     let env = Env::start("il-detach-lag").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.sim.set_behaviour(Behaviour {
         detach_lag: Duration::from_secs(3),
         ..Behaviour::default()
     });
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE), "a was revoked");
     env.create("b", by_ids(DNS_ADMIN, ALICE)).await;
 
@@ -117,8 +114,7 @@ async fn a_deletion_racing_the_first_attach_still_revokes() {
         obj.status.as_ref()?.condition(READY).map(|_| ())
     })
     .await;
-    env.delete("racy").await;
-    env.wait_gone("racy").await;
+    env.delete_and_wait_gone("racy").await;
 
     let posts = env.requests("POST", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
     let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
@@ -190,13 +186,11 @@ async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_that_vultr_contradicts_is_not_a_revocation() {
     let env = Env::start("il-404").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let path = format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}");
     env.sim
         .add_fault(Fault::status(404).on(Some("DELETE"), Some(&path)).times(2));
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     let statuses: Vec<u16> = env
         .requests("DELETE", &path)
@@ -375,8 +369,7 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
     .await;
 
     // A deletion in a readable scope completes although another scope never synced.
-    env.delete("solo").await;
-    env.wait_gone("solo").await;
+    env.delete_and_wait_gone("solo").await;
     assert!(!env.sim.is_user_attached(BILLING_READ, BOB));
 
     // Now keeper cannot be read any more: the shared grant is revoked, and a says why.
@@ -384,8 +377,7 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
         .delete("operator", &DeleteParams::default())
         .await
         .expect("delete the RoleBinding");
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     let note = env.wait_event("a", "HolderUnconfirmed").await;
     assert!(note.contains("keeper"), "{note}");

@@ -111,8 +111,7 @@ async fn resolves_names_and_emails_and_groups() {
         "{table}"
     );
 
-    env.delete("group-by-name").await;
-    env.wait_gone("group-by-name").await;
+    env.delete_and_wait_gone("group-by-name").await;
     assert!(!env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
 }
 
@@ -153,8 +152,7 @@ async fn resolution_failures_are_conditions_not_crashes() {
     env.wait_event("ambiguous", "Ambiguous").await;
 
     // Nothing was recorded, so deleting them revokes nothing and does not hang.
-    env.delete("no-policy").await;
-    env.wait_gone("no-policy").await;
+    env.delete_and_wait_gone("no-policy").await;
     assert!(env.requests("DELETE", "/v2/").is_empty());
 
     // The user appears in Vultr later: the backoff retry picks it up.
@@ -282,12 +280,10 @@ async fn transient_failures_during_deletion_keep_the_finalizer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_on_detach_means_revoked() {
     let env = Env::start("pa-404").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     // The grant vanishes, and the policy with it: DELETE answers 404.
     env.sim.remove_policy(DNS_ADMIN);
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/"));
     assert!(deletes.iter().any(|e| e.status == 404), "{deletes:?}");
 }
@@ -301,8 +297,7 @@ async fn orphan_leaves_the_grant() {
     )
     .await;
     env.wait_ready("a", "True", "Attached").await;
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(env.requests("DELETE", "/v2/").is_empty());
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     assert!(
@@ -326,13 +321,11 @@ async fn a_shared_grant_survives_until_its_last_holder_goes() {
     .await;
     env.wait_attached(&["first", "second"]).await;
 
-    env.delete("first").await;
-    env.wait_gone("first").await;
+    env.delete_and_wait_gone("first").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     assert!(env.requests("DELETE", "/v2/").is_empty());
 
-    env.delete("second").await;
-    env.wait_gone("second").await;
+    env.delete_and_wait_gone("second").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
@@ -356,9 +349,7 @@ async fn out_of_band_detach_is_repaired_at_the_next_verification() {
     // attachments, per-attachment verification would list at least 8 times per pass.
     for i in 0..6 {
         let user = env.sim.add_user(&format!("drift-{i}@example.com"));
-        env.create(&format!("more-{i}"), by_ids(DNS_ADMIN, &user))
-            .await;
-        env.wait_ready(&format!("more-{i}"), "True", "Attached")
+        env.attach(&format!("more-{i}"), by_ids(DNS_ADMIN, &user))
             .await;
     }
     let before = SystemTime::now();
@@ -405,8 +396,7 @@ async fn a_lagging_listing_does_not_cause_flapping_or_double_attach() {
         attach_existing: 409,
         ..Behaviour::default()
     });
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
 }
 
@@ -455,8 +445,7 @@ async fn a_burst_of_attaches_is_verified_by_a_few_listings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_operator_loses_no_revocation() {
     let mut env = Env::start("pa-kill").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let fault = env
         .sim
         .add_fault(Fault::status(500).on(Some("DELETE"), None));
@@ -486,8 +475,7 @@ async fn a_killed_operator_loses_no_revocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_the_key_never_leaks() {
     let mut env = Env::start("pa-term").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let obj = env.api.get("a").await.expect("get");
     let status = serde_json::to_string(&obj.status).expect("status json");
     assert!(!status.contains(API_KEY));
@@ -648,8 +636,7 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
     env.operator = env.start_operator(&[], &[]);
     env.wait_ready("a", "True", "Attached").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
@@ -658,8 +645,7 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_verification_failures_never_flip_ready_and_quiet_passes_write_nothing() {
     let env = Env::start("pa-quiet").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.wait_synced("a", "True", "ReconcileSuccess").await;
 
     // Three resync periods (3 s each in tests) with nothing to change: no write at all.
@@ -821,8 +807,7 @@ async fn one_new_object_on_an_idle_operator_costs_only_its_own_listing() {
     // Idle for longer than --listing-max-age: every listing at hand is stale.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = env.sim.journal().len();
-    env.create("new", by_ids(&policies[0], BOB)).await;
-    env.wait_ready("new", "True", "Attached").await;
+    env.attach("new", by_ids(&policies[0], BOB)).await;
     // Whatever the new object set off has run by then.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let listings: Vec<String> = env.sim.journal()[before..]
@@ -930,8 +915,7 @@ spec:
         (env.operator.failures("KubernetesApiError").await > 0).then_some(())
     })
     .await;
-    env.create("ok", by_ids(BILLING_READ, BOB)).await;
-    env.wait_ready("ok", "True", "Attached").await;
+    env.attach("ok", by_ids(BILLING_READ, BOB)).await;
     assert_eq!(
         env.operator
             .metric("vultr_iam_verification_batch_waits_total", &[])

@@ -79,8 +79,7 @@ async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair(
     );
 
     // Deleting one revokes exactly its pair: the role's other grants stay.
-    env.delete("auditors-dns").await;
-    env.wait_gone("auditors-dns").await;
+    env.delete_and_wait_gone("auditors-dns").await;
     let deletes = env.requests("DELETE", "/v2/");
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0].path, role_pair(AUDITORS, DNS_ADMIN));
@@ -91,8 +90,7 @@ async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair(
     env.wait_event("auditors-dns", "Revoked").await;
 
     // Orphan leaves the role grant.
-    env.delete("orphan").await;
-    env.wait_gone("orphan").await;
+    env.delete_and_wait_gone("orphan").await;
     assert_eq!(env.requests("DELETE", "/v2/").len(), 1);
     assert!(env.sim.is_role_attached(ON_CALL, DNS_ADMIN));
 }
@@ -138,8 +136,7 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
     ])
     .await;
     env.wait_attached(&["first", "second"]).await;
-    env.delete("first").await;
-    env.wait_gone("first").await;
+    env.delete_and_wait_gone("first").await;
     assert!(env.sim.is_role_attached(AUDITORS, DNS_ADMIN));
     assert!(env.requests("DELETE", "/v2/").is_empty());
     env.wait_event("first", "GrantShared").await;
@@ -174,8 +171,7 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
     );
     assert!(env.requests("GET", "/v2/policies/").is_empty());
 
-    env.delete("second").await;
-    env.wait_gone("second").await;
+    env.delete_and_wait_gone("second").await;
     assert!(!env.sim.is_role_attached(AUDITORS, DNS_ADMIN));
     assert!(env.sim.is_role_attached(AUDITORS, BILLING_READ), "seeded");
 }
@@ -228,8 +224,7 @@ async fn a_role_delete_404_counts_only_when_the_role_listing_confirms() {
 
     // The role itself vanished: its listing is 404, `GET /v2/roles` confirms.
     assert!(env.sim.remove_role(&extra));
-    env.delete("b").await;
-    env.wait_gone("b").await;
+    env.delete_and_wait_gone("b").await;
     let deletes = env.requests("DELETE", &role_pair(&extra, DNS_ADMIN));
     assert!(deletes.iter().all(|e| e.status == 404), "{deletes:?}");
     assert!(!env.requests("GET", "/v2/roles").is_empty());

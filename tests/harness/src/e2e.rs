@@ -358,6 +358,12 @@ impl Env {
         create(&self.api, name, spec).await
     }
 
+    /// Creates `name` and waits until it is Ready=True with reason Attached.
+    pub async fn attach(&self, name: &str, spec: Value) -> PolicyAttachment {
+        self.create(name, spec).await;
+        self.wait_ready(name, "True", "Attached").await
+    }
+
     /// Creates an object per (name, spec), in this order.
     pub async fn create_all(&self, objects: &[(&str, Value)]) {
         for (name, spec) in objects {
@@ -435,6 +441,12 @@ impl Env {
         let mut vars = vars.to_vec();
         vars.push(("POD_NAME", name));
         self.start_operator(&args, &vars)
+    }
+
+    /// Deletes `name` and waits until it is gone (its finalizer released).
+    pub async fn delete_and_wait_gone(&self, name: &str) {
+        self.delete(name).await;
+        self.wait_gone(name).await;
     }
 
     /// Creates an object per (name, policy, user) by IDs, waits until each is Ready,

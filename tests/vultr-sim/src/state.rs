@@ -117,7 +117,6 @@ impl<T: Clone> Table<T> {
 }
 
 impl<T> Table<T> {
-
     fn remove(&mut self, id: &str) -> bool {
         if self.by_id.remove(id).is_some() {
             self.order.retain(|x| x != id);
