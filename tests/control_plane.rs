@@ -153,12 +153,12 @@ async fn custom_resource_with_status_subresource() {
     );
 
     // The status subresource writes status and ignores spec.
+    let merge = |size: i64, phase: &str| {
+        Patch::Merge(json!({ "spec": { "size": size }, "status": { "phase": phase } }))
+    };
+    let pp = PatchParams::default();
     let patched = widgets
-        .patch_status(
-            "w1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "size": 99 }, "status": { "phase": "Ready" } })),
-        )
+        .patch_status("w1", &pp, &merge(99, "Ready"))
         .await
         .unwrap();
     assert_eq!(patched.data["status"]["phase"], "Ready");
@@ -172,14 +172,7 @@ async fn custom_resource_with_status_subresource() {
     );
 
     // The main resource writes spec and ignores status.
-    let patched = widgets
-        .patch(
-            "w1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "size": 2 }, "status": { "phase": "Hacked" } })),
-        )
-        .await
-        .unwrap();
+    let patched = widgets.patch("w1", &pp, &merge(2, "Hacked")).await.unwrap();
     assert_eq!(patched.data["spec"]["size"], 2);
     assert_eq!(
         patched.data["status"]["phase"], "Ready",

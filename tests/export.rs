@@ -55,6 +55,14 @@ fn documents(yaml: &str) -> Vec<PolicyAttachment> {
         .collect()
 }
 
+/// An export with the regular key that must yield exactly one document: (YAML, it).
+fn export_one(sim_url: &str, args: &[&str]) -> (String, PolicyAttachment) {
+    let (yaml, _) = export_ok(&mut export_with(sim_url, Some(API_KEY), args));
+    let mut docs = documents(&yaml);
+    assert_eq!(docs.len(), 1, "{yaml}");
+    (yaml, docs.remove(0))
+}
+
 fn name(obj: &PolicyAttachment) -> &str {
     obj.metadata.name.as_deref().expect("a name")
 }
@@ -265,15 +273,9 @@ async fn references_filters_and_repeated_runs() {
 
     // Filters: one user (and then no group listing is read).
     sim.clear_journal();
-    let (yaml, _) = export_ok(&mut export_with(
-        &url,
-        Some(API_KEY),
-        &["--user", "ALICE@example.com"],
-    ));
-    let docs = documents(&yaml);
-    assert_eq!(docs.len(), 1, "{yaml}");
+    let (_, doc) = export_one(&url, &["--user", "ALICE@example.com"]);
     assert_eq!(
-        docs[0].spec.user.as_ref().and_then(|u| u.email.as_deref()),
+        doc.spec.user.as_ref().and_then(|u| u.email.as_deref()),
         Some("alice@example.com")
     );
     let group_listings: Vec<_> = sim
@@ -283,9 +285,8 @@ async fn references_filters_and_repeated_runs() {
         .collect();
     assert!(group_listings.is_empty(), "{group_listings:?}");
     // A group and a policy by ID, with a namespace and Orphan.
-    let (yaml, _) = export_ok(&mut export_with(
+    let (yaml, doc) = export_one(
         &url,
-        Some(API_KEY),
         &[
             "--group",
             "ops",
@@ -296,26 +297,18 @@ async fn references_filters_and_repeated_runs() {
             "--deletion-policy",
             "Orphan",
         ],
-    ));
-    let docs = documents(&yaml);
-    assert_eq!(docs.len(), 1, "{yaml}");
+    );
     assert_eq!(
-        docs[0].spec.group.as_ref().and_then(|g| g.name.as_deref()),
+        doc.spec.group.as_ref().and_then(|g| g.name.as_deref()),
         Some("ops")
     );
-    assert_eq!(docs[0].metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(doc.metadata.namespace.as_deref(), Some("team-a"));
     assert!(yaml.contains("deletionPolicy: Orphan"), "{yaml}");
     // A role by name: only its listing of policies is read, no policy listing.
     sim.clear_journal();
-    let (yaml, _) = export_ok(&mut export_with(
-        &url,
-        Some(API_KEY),
-        &["--role", "auditors"],
-    ));
-    let docs = documents(&yaml);
-    assert_eq!(docs.len(), 1, "{yaml}");
+    let (_, doc) = export_one(&url, &["--role", "auditors"]);
     assert_eq!(
-        docs[0].spec.role.as_ref().and_then(|r| r.name.as_deref()),
+        doc.spec.role.as_ref().and_then(|r| r.name.as_deref()),
         Some("auditors")
     );
     let listings: Vec<String> = sim

@@ -294,7 +294,7 @@ async fn a_paused_holder_keeps_a_shared_grant() {
 }
 
 /// Editing `deletionPolicy` of a Ready object declared by IDs keeps the names that
-/// resolution found (they used to fall back to the raw IDs).
+/// resolution found (not the raw IDs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_policy_edit_keeps_the_resolved_names() {
     let env = Env::start("pause-names").await;

@@ -1,4 +1,4 @@
-//! The chaos run (issue 9): two operator replicas with leader election on a control
+//! The chaos run: two operator replicas with leader election on a control
 //! plane of its own and the Vultr simulator, while a driver creates, deletes and
 //! renames PolicyAttachments and faults hit every layer (5xx, 429 storms, an outage,
 //! hangs, SIGKILLs of the leader, a kube-apiserver restart, a partition of the leader,

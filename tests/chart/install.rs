@@ -78,6 +78,17 @@ pub(super) struct Release<'a> {
     cp: &'a ControlPlane,
 }
 
+impl Release<'static> {
+    /// The release namespace prepared (see [`prepare_release_namespace`]) on the shared
+    /// control plane, and an admin client.
+    async fn prepare() -> (Release<'static>, kube::Client) {
+        let cp = ControlPlane::shared();
+        let client = cp.client().await;
+        prepare_release_namespace(cp, &client).await;
+        (Release { cp }, client)
+    }
+}
+
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         let _ = output(self.cp.helm().args(["uninstall", RELEASE, "-n", NAMESPACE]));
@@ -134,10 +145,8 @@ impl Drop for StripFinalizers<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     let _cluster = CLUSTER.lock().await;
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    prepare_release_namespace(cp, &client).await;
-    let release = Release { cp };
+    let (release, client) = Release::prepare().await;
+    let cp = release.cp;
 
     bad_values_install_nothing(cp);
     let (chart_args, key) = install_with_two_replicas(cp).await;
@@ -367,15 +376,13 @@ fn uninstall_keeps_only_the_crd(cp: &ControlPlane) {
 /// `kubectl delete namespace` of a watched namespace, with the operator running as the
 /// chart's ServiceAccount and `watchNamespaces` set: the namespace's RoleBindings go in
 /// the same sweep as its PolicyAttachments, yet every grant in it is revoked and the
-/// namespace goes away. (Before: the `Detaching` status write got 403, the DELETE was
-/// never sent, and the namespace stayed Terminating with its grants live.)
+/// namespace goes away: a `Detaching` status write refused with 403 does not hold back
+/// the DELETE, and the namespace does not stay Terminating with its grants live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_chart_rbac() {
     let _cluster = CLUSTER.lock().await;
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    prepare_release_namespace(cp, &client).await;
-    let release = Release { cp };
+    let (release, client) = Release::prepare().await;
+    let cp = release.cp;
     let ns = TestNamespace::new(&client, "chart-nsdel").await;
     let _unstick = StripFinalizers { cp, ns: &ns.name };
     adopt_existing_crd(cp);

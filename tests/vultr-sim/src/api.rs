@@ -270,7 +270,7 @@ async fn list_policy_users(
     let page = page(&q)?;
     let store = sh.store();
     let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let (pairs, meta) = linked(&store.user_links, &store.users, &id, page);
+    let (pairs, meta) = linked(store.links(Subject::User), &store.users, &id, page);
     Ok(match sh.behaviour().listing_shape {
         ListingShape::Govultr => {
             let items: Vec<OrgUser> = pairs
@@ -301,7 +301,7 @@ async fn list_policy_groups(
     let page = page(&q)?;
     let store = sh.store();
     let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let (pairs, meta) = linked(&store.group_links, &store.groups, &id, page);
+    let (pairs, meta) = linked(store.links(Subject::Group), &store.groups, &id, page);
     Ok(match sh.behaviour().listing_shape {
         ListingShape::Govultr => {
             let items: Vec<OrgGroup> = pairs
@@ -333,7 +333,7 @@ async fn list_role_policies(
     let page = page(&q)?;
     let store = sh.store();
     let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
-    let (pairs, meta) = linked(&store.role_links, &store.policies, &id, page);
+    let (pairs, meta) = linked(store.links(Subject::Role), &store.policies, &id, page);
     Ok(match sh.behaviour().listing_shape {
         ListingShape::Govultr => {
             let items: Vec<RolePolicy> = pairs

@@ -32,8 +32,8 @@ pub use config::{ApiKeys, Behaviour, ListingShape, RateLimit, SimConfig};
 pub use faults::{Fault, FaultKind};
 pub use journal::{JournalEntry, key_fingerprint};
 pub use seed::{
-    Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedPolicy, SeedRole,
-    SeedRoleAttachment, SeedUser, SeedUserAttachment,
+    Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedNamed, SeedPolicy,
+    SeedRole, SeedRoleAttachment, SeedUser, SeedUserAttachment,
 };
 pub use state::{AttachmentView, Group, MemberView, Policy, Role, Snapshot, User};
 

@@ -27,16 +27,19 @@ pub struct Seed {
     pub role_attachments: Vec<SeedRoleAttachment>,
 }
 
-/// A policy; without `id` a random UUID is assigned.
+/// A policy or a role: a name, and an id (a random UUID when left out).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SeedPolicy {
+pub struct SeedNamed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub name: String,
     #[serde(default)]
     pub description: String,
 }
+
+pub type SeedPolicy = SeedNamed;
+pub type SeedRole = SeedNamed;
 
 /// A user; without `name` the email's local part is used.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -55,17 +58,6 @@ pub struct SeedGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub display_name: String,
-}
-
-/// A role; without `id` a random UUID is assigned.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeedRole {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
 }
 
 /// `policy`: id or name; `role`: id or name.

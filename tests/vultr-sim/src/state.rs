@@ -325,11 +325,12 @@ pub(crate) struct Store {
     pub(crate) policies: Table<Policy>,
     pub(crate) users: Table<User>,
     pub(crate) groups: Table<Group>,
-    pub(crate) user_links: Links,
-    pub(crate) group_links: Links,
+
     pub(crate) roles: Table<Role>,
-    /// Keyed by role: Vultr lists a role's policies, not a policy's roles.
-    pub(crate) role_links: Links,
+    /// Attachments per [`Subject`] kind, in the order of its variants. User and group
+    /// links are owned by the policy, role links by the role (Vultr lists a role's
+    /// policies, not a policy's roles).
+    links: [Links; 3],
     /// (group id, user id) pairs.
     members: Vec<(String, String)>,
 }
@@ -414,26 +415,26 @@ impl Store {
 
     /// Removing an entity removes its attachments and memberships too.
     pub(crate) fn remove_policy(&mut self, id: &str) -> bool {
-        self.user_links.remove_policy(id);
-        self.group_links.remove_policy(id);
-        self.role_links.remove_target(id);
+        self.links_mut(Subject::User).remove_policy(id);
+        self.links_mut(Subject::Group).remove_policy(id);
+        self.links_mut(Subject::Role).remove_target(id);
         self.policies.remove(id)
     }
 
     pub(crate) fn remove_role(&mut self, id: &str) -> bool {
         // Role links are keyed by role.
-        self.role_links.remove_policy(id);
+        self.links_mut(Subject::Role).remove_policy(id);
         self.roles.remove(id)
     }
 
     pub(crate) fn remove_user(&mut self, id: &str) -> bool {
-        self.user_links.remove_target(id);
+        self.links_mut(Subject::User).remove_target(id);
         self.members.retain(|(_, u)| u != id);
         self.users.remove(id)
     }
 
     pub(crate) fn remove_group(&mut self, id: &str) -> bool {
-        self.group_links.remove_target(id);
+        self.links_mut(Subject::Group).remove_target(id);
         self.members.retain(|(g, _)| g != id);
         self.groups.remove(id)
     }
@@ -501,19 +502,11 @@ impl Store {
     }
 
     pub(crate) fn links(&self, kind: Subject) -> &Links {
-        match kind {
-            Subject::User => &self.user_links,
-            Subject::Group => &self.group_links,
-            Subject::Role => &self.role_links,
-        }
+        &self.links[kind as usize]
     }
 
     fn links_mut(&mut self, kind: Subject) -> &mut Links {
-        match kind {
-            Subject::User => &mut self.user_links,
-            Subject::Group => &mut self.group_links,
-            Subject::Role => &mut self.role_links,
-        }
+        &mut self.links[kind as usize]
     }
 
     /// Renames a group (out of band); false if it does not exist.
@@ -576,7 +569,7 @@ impl Store {
         let mut inherited = Vec::new();
         for p in self.policies.iter() {
             if self
-                .user_links
+                .links(Subject::User)
                 .visible(&p.id, now)
                 .iter()
                 .any(|l| l.target == user)
@@ -584,7 +577,7 @@ impl Store {
                 direct.push(p);
             }
             if self
-                .group_links
+                .links(Subject::Group)
                 .visible(&p.id, now)
                 .iter()
                 .any(|l| groups.contains(&l.target.as_str()))
@@ -600,8 +593,8 @@ impl Store {
             policies: self.policies.iter().cloned().collect(),
             users: self.users.iter().cloned().collect(),
             groups: self.groups.iter().cloned().collect(),
-            user_attachments: self.user_links.views(&self.policies.order, now),
-            group_attachments: self.group_links.views(&self.policies.order, now),
+            user_attachments: self.links(Subject::User).views(&self.policies.order, now),
+            group_attachments: self.links(Subject::Group).views(&self.policies.order, now),
             group_members: self
                 .members
                 .iter()
@@ -613,7 +606,7 @@ impl Store {
             roles: self.roles.iter().cloned().collect(),
             // Keyed by role: swap back so `policy_id` is the policy.
             role_attachments: self
-                .role_links
+                .links(Subject::Role)
                 .views(&self.roles.order, now)
                 .into_iter()
                 .map(|v| AttachmentView {

@@ -176,30 +176,19 @@ async fn admin_entities_and_attachments() {
     )
     .await
     .assert_error(409);
-    let r = admin_with(
-        &sim,
-        Method::POST,
-        "/_sim/groups",
-        json!({"display_name": "net"}),
-    )
-    .await;
-    assert_eq!(r.status, 201);
-    let gid = r.body["id"].as_str().unwrap().to_owned();
+    let gid = admin_created(&sim, "/_sim/groups", json!({"display_name": "net"})).await;
 
     let user_pair = format!("/_sim/policies/{pid}/users/erin-id");
     let group_pair = format!("/_sim/policies/{pid}/groups/{gid}");
-    assert_eq!(admin(&sim, Method::PUT, &user_pair, None).await.status, 204);
+    assert_eq!(admin_status(&sim, Method::PUT, &user_pair).await, 204);
     assert_eq!(
-        admin(&sim, Method::PUT, &user_pair, None).await.status,
+        admin_status(&sim, Method::PUT, &user_pair).await,
         204,
         "idempotent"
     );
-    assert_eq!(
-        admin(&sim, Method::PUT, &group_pair, None).await.status,
-        204
-    );
+    assert_eq!(admin_status(&sim, Method::PUT, &group_pair).await, 204);
     let member = format!("/_sim/groups/{gid}/users/erin-id");
-    assert_eq!(admin(&sim, Method::PUT, &member, None).await.status, 204);
+    assert_eq!(admin_status(&sim, Method::PUT, &member).await, 204);
     admin(&sim, Method::PUT, "/_sim/policies/nope/users/erin-id", None)
         .await
         .assert_error(404);
@@ -218,18 +207,12 @@ async fn admin_entities_and_attachments() {
     assert_eq!(state.body["group_attachments"].as_array().unwrap().len(), 2);
     assert_eq!(state.body["group_members"].as_array().unwrap().len(), 3);
 
-    assert_eq!(
-        admin(&sim, Method::DELETE, &user_pair, None).await.status,
-        204
-    );
+    assert_eq!(admin_status(&sim, Method::DELETE, &user_pair).await, 204);
     admin(&sim, Method::DELETE, &user_pair, None)
         .await
         .assert_error(404);
-    assert_eq!(
-        admin(&sim, Method::DELETE, &group_pair, None).await.status,
-        204
-    );
-    assert_eq!(admin(&sim, Method::DELETE, &member, None).await.status, 204);
+    assert_eq!(admin_status(&sim, Method::DELETE, &group_pair).await, 204);
+    assert_eq!(admin_status(&sim, Method::DELETE, &member).await, 204);
     // A rename: the same group under another name (a name Vultr may give away).
     let group = format!("/_sim/groups/{gid}");
     let rename = json!({"display_name": "net-old"});
@@ -249,7 +232,7 @@ async fn admin_entities_and_attachments() {
         "/_sim/users/erin-id".to_owned(),
         format!("/_sim/groups/{gid}"),
     ] {
-        assert_eq!(admin(&sim, Method::DELETE, &path, None).await.status, 204);
+        assert_eq!(admin_status(&sim, Method::DELETE, &path).await, 204);
         admin(&sim, Method::DELETE, &path, None)
             .await
             .assert_error(404);
@@ -316,9 +299,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
         "vultr-iam-operator/0.1.0 (replica-a)"
     );
     assert_eq!(
-        admin(&sim, Method::DELETE, "/_sim/journal", None)
-            .await
-            .status,
+        admin_status(&sim, Method::DELETE, "/_sim/journal").await,
         204
     );
     assert!(sim.journal().is_empty());
@@ -341,16 +322,12 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     assert_eq!(list.body[1]["kind"]["type"], "hang");
     get(&sim, "/v2/groups").await.assert_error(500);
     assert_eq!(
-        admin(&sim, Method::DELETE, &format!("/_sim/faults/{id}"), None)
-            .await
-            .status,
+        admin_status(&sim, Method::DELETE, &format!("/_sim/faults/{id}")).await,
         204
     );
     assert_eq!(get(&sim, "/v2/groups").await.status, 200);
     assert_eq!(
-        admin(&sim, Method::DELETE, "/_sim/faults", None)
-            .await
-            .status,
+        admin_status(&sim, Method::DELETE, "/_sim/faults").await,
         204
     );
     assert_eq!(

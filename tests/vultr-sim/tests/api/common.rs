@@ -132,6 +132,26 @@ pub async fn admin_with(sim: &Sim, method: Method, path: &str, body: Value) -> R
     admin(sim, method, path, Some(body)).await
 }
 
+/// The status of an unauthenticated `/_sim` call without a body.
+pub async fn admin_status(sim: &Sim, method: Method, path: &str) -> u16 {
+    admin(sim, method, path, None).await.status
+}
+
+/// POSTs `body` to a `/_sim` collection, expects 201 and returns the new object's id.
+pub async fn admin_created(sim: &Sim, path: &str, body: Value) -> String {
+    let r = admin_with(sim, Method::POST, path, body).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    r.body["id"].as_str().expect("an id").to_owned()
+}
+
+/// The body of a `/v2` listing, which must answer 200 with `total` items.
+pub async fn listing(sim: &Sim, path: &str, total: usize) -> Value {
+    let r = get(sim, path).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["meta"]["total"], total, "{}", r.body);
+    r.body
+}
+
 /// The ids in a govultr-shaped listing under `key`.
 pub fn ids(body: &Value, key: &str) -> Vec<String> {
     body[key]

@@ -53,16 +53,14 @@ async fn gets_one_policy_or_404() {
 #[tokio::test]
 async fn lists_and_gets_users() {
     let sim = demo_sim().await;
-    let r = get(&sim, "/v2/users").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["meta"]["total"], 5);
-    let alice = &r.body["users"][0];
+    let body = listing(&sim, "/v2/users", 5).await;
+    let alice = &body["users"][0];
     assert_eq!(alice["id"], ALICE);
     assert_eq!(alice["email"], "alice@example.com");
     assert_eq!(alice["name"], "Alice Adams");
     assert_eq!(alice["api_enabled"], true);
     assert_eq!(alice["service_user"], false);
-    let shared = r.body["users"]
+    let shared = body["users"]
         .as_array()
         .unwrap()
         .iter()

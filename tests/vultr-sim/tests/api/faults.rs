@@ -263,10 +263,7 @@ async fn rate_limit_is_switchable_and_spares_the_admin_api() {
     .unwrap();
     r.assert_error(429);
     for _ in 0..10 {
-        assert_eq!(
-            admin(&sim, Method::GET, "/_sim/state", None).await.status,
-            200
-        );
+        assert_eq!(admin_status(&sim, Method::GET, "/_sim/state").await, 200);
     }
     sim.set_rate_limit(None);
     for _ in 0..10 {

@@ -11,11 +11,9 @@ use vultr_sim::{Behaviour, Fault, FaultKind, ListingShape, RateLimit, Seed, SimC
 #[tokio::test]
 async fn lists_and_gets_roles() {
     let sim = demo_sim().await;
-    let r = get(&sim, "/v2/roles").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["meta"]["total"], 3);
-    assert_eq!(ids(&r.body, "roles"), [AUDITORS, ON_CALL, ON_CALL_EU]);
-    let auditors = &r.body["roles"][0];
+    let body = listing(&sim, "/v2/roles", 3).await;
+    assert_eq!(ids(&body, "roles"), [AUDITORS, ON_CALL, ON_CALL_EU]);
+    let auditors = &body["roles"][0];
     assert_eq!(auditors["name"], "auditors");
     assert!(auditors["description"].is_string() && auditors["role_type"].is_string());
     assert!(
@@ -135,19 +133,11 @@ async fn faults_and_the_rate_limit_apply_to_role_routes() {
 #[tokio::test]
 async fn admin_roles_and_out_of_band_role_attachments() {
     let sim = demo_sim().await;
-    let r = admin_with(
-        &sim,
-        Method::POST,
-        "/_sim/roles",
-        json!({"name": "viewers"}),
-    )
-    .await;
-    assert_eq!(r.status, 201);
-    let viewers = r.body["id"].as_str().unwrap().to_owned();
+    let viewers = admin_created(&sim, "/_sim/roles", json!({"name": "viewers"})).await;
     let oob = format!("/_sim/roles/{viewers}/policies/{DNS_ADMIN}");
-    assert_eq!(admin(&sim, Method::PUT, &oob, None).await.status, 204);
+    assert_eq!(admin_status(&sim, Method::PUT, &oob).await, 204);
     assert_eq!(
-        admin(&sim, Method::PUT, &oob, None).await.status,
+        admin_status(&sim, Method::PUT, &oob).await,
         204,
         "idempotent"
     );
@@ -164,10 +154,10 @@ async fn admin_roles_and_out_of_band_role_attachments() {
     assert_eq!(views[0]["assigned_by"], "sim-admin");
     assert_eq!(state["roles"].as_array().unwrap().len(), 4);
 
-    assert_eq!(admin(&sim, Method::DELETE, &oob, None).await.status, 204);
-    assert_eq!(admin(&sim, Method::DELETE, &oob, None).await.status, 404);
+    assert_eq!(admin_status(&sim, Method::DELETE, &oob).await, 204);
+    assert_eq!(admin_status(&sim, Method::DELETE, &oob).await, 404);
     let unknown = format!("/_sim/roles/nope/policies/{DNS_ADMIN}");
-    assert_eq!(admin(&sim, Method::PUT, &unknown, None).await.status, 404);
+    assert_eq!(admin_status(&sim, Method::PUT, &unknown).await, 404);
     // Out-of-band calls are not journaled.
     assert!(sim.journal().is_empty());
 
