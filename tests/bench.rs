@@ -168,7 +168,7 @@ impl Bench {
         let spec = if i.is_multiple_of(2) {
             json!({"policy": {"name": policy_name}, "user": {"email": email(i)}})
         } else {
-            json!({"policy": {"id": policy_id}, "user": {"id": self.users[i]}})
+            by_ids(policy_id, &self.users[i])
         };
         policy_attachment(&format!("pa-{i}"), spec)
     }

@@ -1,6 +1,7 @@
 //! Proves the local control plane is a real Kubernetes: API machinery, RBAC, and the
 //! controllers (namespace deletion, garbage collection) the operator relies on.
 
+use vio_harness::e2e::run_ok;
 use vio_harness::support;
 
 use std::time::Duration;
@@ -449,34 +450,19 @@ async fn kubectl_and_helm_reach_the_cluster() {
     let cp = ControlPlane::shared();
     let ns = TestNamespace::new(&cp.client().await, "cp-cli").await;
 
-    let out = cp
-        .kubectl()
-        .args(["version", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl version: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let version: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_ok(cp.kubectl().args(["version", "-o", "json"]));
+    let version: serde_json::Value = serde_json::from_str(&out).unwrap();
     for side in ["clientVersion", "serverVersion"] {
         let v = version[side]["gitVersion"].as_str().unwrap_or_default();
         assert!(v.starts_with("v1.37."), "{side} {v}");
     }
 
-    let out = cp
-        .helm()
-        .args(["list", "--namespace", &ns.name, "--output", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm list: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        cp.helm()
+            .args(["list", "--namespace", &ns.name, "--output", "json"]),
     );
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         json!([])
     );
 }

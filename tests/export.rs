@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use support::TestNamespace;
 use vultr_iam_operator::crd::PolicyAttachment;
-use vultr_sim::Fault;
+use vultr_sim::{Fault, Sim};
 
 /// The two users of the demo organisation that share `shared@example.com`.
 const SHARED_ONE: &str = "c0ffee00-1111-4222-8333-444455556605";
@@ -61,6 +61,12 @@ fn export_one(sim_url: &str, args: &[&str]) -> (String, PolicyAttachment) {
     let mut docs = documents(&yaml);
     assert_eq!(docs.len(), 1, "{yaml}");
     (yaml, docs.remove(0))
+}
+
+/// The paths the simulator journaled that `pred` accepts, oldest first.
+fn journaled(sim: &Sim, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let paths = sim.journal().into_iter().map(|e| e.path);
+    paths.filter(|p| pred(p)).collect()
 }
 
 fn name(obj: &PolicyAttachment) -> &str {
@@ -162,7 +168,7 @@ async fn unmanaged_prints_only_the_grants_no_object_declares() {
     // Declared by an object the operator reconciles (status and spec).
     env.create(
         "managed",
-        json!({"policy": {"name": "export-unmanaged"}, "user": {"email": "managed@export.example"}}),
+        spec_names("user", "export-unmanaged", "managed@export.example"),
     )
     .await;
     env.wait_ready("managed", "True", "Attached").await;
@@ -179,7 +185,7 @@ async fn unmanaged_prints_only_the_grants_no_object_declares() {
     // ...and by a recorded pair whose spec no longer resolves.
     let recorded = policy_attachment(
         "recorded",
-        json!({"policy": {"name": "renamed-since"}, "user": {"email": "status@export.example"}}),
+        spec_names("user", "renamed-since", "status@export.example"),
     );
     api.create(&PostParams::default(), &recorded)
         .await
@@ -278,11 +284,9 @@ async fn references_filters_and_repeated_runs() {
         doc.spec.user.as_ref().and_then(|u| u.email.as_deref()),
         Some("alice@example.com")
     );
-    let group_listings: Vec<_> = sim
-        .journal()
-        .into_iter()
-        .filter(|e| e.path.ends_with("/groups") && e.path.starts_with("/v2/policies/"))
-        .collect();
+    let group_listings = journaled(&sim, |p| {
+        p.ends_with("/groups") && p.starts_with("/v2/policies/")
+    });
     assert!(group_listings.is_empty(), "{group_listings:?}");
     // A group and a policy by ID, with a namespace and Orphan.
     let (yaml, doc) = export_one(
@@ -311,12 +315,7 @@ async fn references_filters_and_repeated_runs() {
         doc.spec.role.as_ref().and_then(|r| r.name.as_deref()),
         Some("auditors")
     );
-    let listings: Vec<String> = sim
-        .journal()
-        .into_iter()
-        .map(|e| e.path)
-        .filter(|p| p.matches('/').count() == 4)
-        .collect();
+    let listings = journaled(&sim, |p| p.matches('/').count() == 4);
     assert_eq!(listings, [format!("/v2/roles/{AUDITORS}/policies")]);
     // Filters of different kinds must all match: carol has no dns-admin.
     let (yaml, stderr) = export_ok(&mut export_with(

@@ -221,7 +221,7 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
 
     // Attach, then revoke.
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let spec = json!({"policy": {"name": "dns-admin"}, "user": {"email": "image@example.com"}});
+    let spec = e2e::spec_names("user", "dns-admin", "image@example.com");
     e2e::create(&api, "image-dns-admin", spec).await;
     wait_for("Ready=True Attached", WAIT, || async {
         assert!(running(), "the operator exited:\n{}", logs());

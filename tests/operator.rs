@@ -72,16 +72,13 @@ async fn resolves_names_and_emails_and_groups() {
     env.create_all(&[
         (
             "by-name",
-            json!({"policy": {"name": "billing-read"}, "user": {"email": "Bob@Example.com"}}),
+            spec_names("user", "billing-read", "Bob@Example.com"),
         ),
         (
             "group-by-name",
-            json!({"policy": {"name": "dns-admin"}, "group": {"name": "developers"}}),
+            spec_names("group", "dns-admin", "developers"),
         ),
-        (
-            "group-by-id",
-            json!({"policy": {"id": COMPUTE_ADMIN}, "group": {"id": OPS}}),
-        ),
+        ("group-by-id", spec_ids("group", COMPUTE_ADMIN, OPS)),
     ])
     .await;
 
@@ -315,7 +312,7 @@ async fn a_shared_grant_survives_until_its_last_holder_goes() {
         ("first", by_ids(DNS_ADMIN, ALICE)),
         (
             "second",
-            json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}}),
+            spec_names("user", "dns-admin", "alice@example.com"),
         ),
     ])
     .await;
@@ -540,10 +537,7 @@ async fn the_relationships_listing_shape_is_understood() {
     });
     env.create_all(&[
         ("u", by_ids(DNS_ADMIN, ALICE)),
-        (
-            "g",
-            json!({"policy": {"id": DNS_ADMIN}, "group": {"id": OPS}}),
-        ),
+        ("g", spec_ids("group", DNS_ADMIN, OPS)),
     ])
     .await;
     env.wait_attached(&["u", "g"]).await;
@@ -559,10 +553,7 @@ async fn namespace_deletion_revokes_every_grant() {
     let env = Env::start("pa-nsdel").await;
     env.create_all(&[
         ("a", by_ids(DNS_ADMIN, ALICE)),
-        (
-            "b",
-            json!({"policy": {"id": BILLING_READ}, "group": {"id": DEVELOPERS}}),
-        ),
+        ("b", spec_ids("group", BILLING_READ, DEVELOPERS)),
     ])
     .await;
     env.wait_attached(&["a", "b"]).await;
@@ -734,11 +725,8 @@ fn subject_id(obj: &vultr_iam_operator::crd::PolicyAttachment) -> Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_group_name_resolves_to_the_new_group() {
     let env = Env::start_with("pa-name-reuse", API_KEY, &["--directory-max-age", "2s"]).await;
-    env.create(
-        "old",
-        json!({"policy": {"name": "dns-admin"}, "group": {"name": "ops"}}),
-    )
-    .await;
+    env.create("old", spec_names("group", "dns-admin", "ops"))
+        .await;
     let old = env.wait_ready("old", "True", "Attached").await;
     assert_eq!(subject_id(&old).as_deref(), Some(OPS));
 
@@ -746,11 +734,8 @@ async fn a_reused_group_name_resolves_to_the_new_group() {
     let new_ops = env.sim.add_group("ops");
     // Past the bound, whatever walk a resolution uses was made after the rename.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    env.create(
-        "new",
-        json!({"policy": {"name": "compute-admin"}, "group": {"name": "ops"}}),
-    )
-    .await;
+    env.create("new", spec_names("group", "compute-admin", "ops"))
+        .await;
     let new = env.wait_ready("new", "True", "Attached").await;
     assert_eq!(
         subject_id(&new),

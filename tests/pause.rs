@@ -82,7 +82,7 @@ async fn paused_events(env: &Env, name: &str, text: &str) -> usize {
 }
 
 fn by_names() -> serde_json::Value {
-    json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}})
+    spec_names("user", "dns-admin", "alice@example.com")
 }
 
 /// Created paused: not one Vultr request, across verification passes; Synced and Ready

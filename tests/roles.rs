@@ -29,7 +29,7 @@ async fn wait_role_attached(env: &Env, role: &str, policy: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair() {
     let env = Env::start("pa-role").await;
-    env.create_all(&[("auditors-dns", json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}})), ("auditors-compute", json!({"policy": {"id": COMPUTE_ADMIN}, "role": {"id": AUDITORS}})), ("orphan", json!({"policy": {"id": DNS_ADMIN}, "role": {"id": ON_CALL}, "deletionPolicy": "Orphan"}))]).await;
+    env.create_all(&[("auditors-dns", spec_names("role", "dns-admin", "auditors")), ("auditors-compute", spec_ids("role", COMPUTE_ADMIN, AUDITORS)), ("orphan", json!({"policy": {"id": DNS_ADMIN}, "role": {"id": ON_CALL}, "deletionPolicy": "Orphan"}))]).await;
 
     let obj = env.wait_ready("auditors-dns", "True", "Attached").await;
     let st = obj.status.expect("status");
@@ -125,14 +125,8 @@ async fn role_resolution_failures_are_precise_conditions() {
 async fn role_grants_are_shared_repaired_and_verified_per_role() {
     let env = Env::start("pa-role-drift").await;
     env.create_all(&[
-        (
-            "first",
-            json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-        ),
-        (
-            "second",
-            json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
-        ),
+        ("first", spec_ids("role", DNS_ADMIN, AUDITORS)),
+        ("second", spec_names("role", "dns-admin", "auditors")),
     ])
     .await;
     env.wait_attached(&["first", "second"]).await;
@@ -152,11 +146,8 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
     // attachment, it would be at least 8 listings per pass).
     for i in 0..7 {
         let policy = env.sim.add_policy(&format!("role-policy-{i}"));
-        env.create(
-            &format!("more-{i}"),
-            json!({"policy": {"id": policy}, "role": {"id": AUDITORS}}),
-        )
-        .await;
+        env.create(&format!("more-{i}"), spec_ids("role", &policy, AUDITORS))
+            .await;
     }
     for i in 0..7 {
         env.wait_ready(&format!("more-{i}"), "True", "Attached")
@@ -181,11 +172,7 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_delete_404_counts_only_when_the_role_listing_confirms() {
     let env = Env::start("pa-role-404").await;
-    env.create(
-        "a",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-    )
-    .await;
+    env.create("a", spec_ids("role", DNS_ADMIN, AUDITORS)).await;
     let extra = env.sim.add_role("temporary");
     env.create(
         "b",
@@ -237,11 +224,7 @@ async fn the_relationships_shape_of_role_listings_is_understood() {
         listing_shape: ListingShape::Relationships,
         ..Behaviour::default()
     });
-    env.create(
-        "r",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-    )
-    .await;
+    env.create("r", spec_ids("role", DNS_ADMIN, AUDITORS)).await;
     env.wait_ready("r", "True", "Attached").await;
     // Verified from the listing, so later reconciles send no second POST.
     tokio::time::sleep(Duration::from_secs(4)).await;

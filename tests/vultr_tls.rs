@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use e2e::{API_KEY, DNS_ADMIN, Operator, run_ok};
 use kube::api::Api;
-use serde_json::json;
 use support::{ControlPlane, TestNamespace, wait_for};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -121,7 +120,7 @@ async fn trial(url: &str, name: &str, extra: &[&str], vars: &[(&str, &str)]) -> 
     let ns = TestNamespace::new(&client, &format!("tls-{name}")).await;
     let api = Api::namespaced(client, &ns.name);
     let operator = Operator::start_with_env(cp, url, API_KEY, &ns.name, extra, vars);
-    let spec = json!({"policy": {"name": "dns-admin"}, "user": {"email": "tls@example.com"}});
+    let spec = e2e::spec_names("user", "dns-admin", "tls@example.com");
     e2e::create(&api, name, spec).await;
     Trial {
         operator,

@@ -253,7 +253,7 @@ async fn attach_and_revoke_as_the_service_account(
     let mut operator = start_service_account_operator(cp, &sim.url(), key, chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let spec = json!({"policy": {"name": "dns-admin"}, "user": {"email": "rbac@example.com"}});
+    let spec = e2e::spec_names("user", "dns-admin", "rbac@example.com");
     e2e::create(&api, "rbac-dns-admin", spec).await;
     let deadline = std::time::Instant::now() + WAIT;
     let attached = loop {
@@ -409,9 +409,9 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
     for (i, user) in users.iter().enumerate() {
         let spec = if i == 0 {
-            json!({"policy": {"name": "dns-admin"}, "user": {"email": "nsdel-0@example.com"}})
+            e2e::spec_names("user", "dns-admin", "nsdel-0@example.com")
         } else {
-            json!({"policy": {"id": DNS_ADMIN}, "user": {"id": user}})
+            e2e::by_ids(DNS_ADMIN, user)
         };
         e2e::create(&api, &format!("grant-{i}"), spec).await;
     }

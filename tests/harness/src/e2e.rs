@@ -611,7 +611,20 @@ pub fn synced(obj: &PolicyAttachment) -> &Condition {
         .expect("a Synced condition")
 }
 
-/// `spec.user`/`spec.group` JSON helpers.
+/// A spec naming the policy and the user by IDs.
 pub fn by_ids(policy: &str, user: &str) -> Value {
-    serde_json::json!({"policy": {"id": policy}, "user": {"id": user}})
+    spec_ids("user", policy, user)
+}
+
+/// A spec naming the policy and the subject of `kind` ("user", "group" or "role") by
+/// IDs.
+pub fn spec_ids(kind: &str, policy: &str, subject: &str) -> Value {
+    serde_json::json!({"policy": {"id": policy}, kind: {"id": subject}})
+}
+
+/// A spec naming the policy by name and the subject of `kind` by its natural key: a
+/// user by email, a group or a role by name.
+pub fn spec_names(kind: &str, policy: &str, subject: &str) -> Value {
+    let key = if kind == "user" { "email" } else { "name" };
+    serde_json::json!({"policy": {"name": policy}, kind: {key: subject}})
 }

@@ -137,6 +137,13 @@ pub async fn admin_status(sim: &Sim, method: Method, path: &str) -> u16 {
     admin(sim, method, path, None).await.status
 }
 
+/// PUTs `path` twice: 204 both times (out-of-band attaches are idempotent).
+pub async fn put_twice(sim: &Sim, path: &str) {
+    assert_eq!(admin_status(sim, Method::PUT, path).await, 204);
+    let again = admin_status(sim, Method::PUT, path).await;
+    assert_eq!(again, 204, "idempotent");
+}
+
 /// POSTs `body` to a `/_sim` collection, expects 201 and returns the new object's id.
 pub async fn admin_created(sim: &Sim, path: &str, body: Value) -> String {
     let r = admin_with(sim, Method::POST, path, body).await;
