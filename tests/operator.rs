@@ -308,7 +308,7 @@ async fn orphan_leaves_the_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_grant_survives_until_its_last_holder_goes() {
     let env = Env::start("pa-shared").await;
-    env.create_all(&[
+    env.attach_all(&[
         ("first", by_ids(DNS_ADMIN, ALICE)),
         (
             "second",
@@ -316,7 +316,6 @@ async fn a_shared_grant_survives_until_its_last_holder_goes() {
         ),
     ])
     .await;
-    env.wait_attached(&["first", "second"]).await;
 
     env.delete_and_wait_gone("first").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
@@ -329,18 +328,15 @@ async fn a_shared_grant_survives_until_its_last_holder_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_band_detach_is_repaired_at_the_next_verification() {
     let env = Env::start("pa-drift").await;
-    env.create_all(&[
+    env.attach_all(&[
         ("a", by_ids(DNS_ADMIN, ALICE)),
         ("b", by_ids(DNS_ADMIN, BOB)),
     ])
     .await;
-    env.wait_attached(&["a", "b"]).await;
 
     assert!(env.sim.detach_user(DNS_ADMIN, ALICE));
-    let note = env.wait_event("a", "DriftRepaired").await;
-    assert!(note.contains("out of band"), "{note}");
-    wait_attached(&env, DNS_ADMIN, ALICE).await;
-    env.wait_ready("a", "True", "Attached").await;
+    let attached = || env.sim.is_user_attached(DNS_ADMIN, ALICE);
+    env.wait_drift_repaired("a", attached).await;
 
     // One listing per policy per pass serves every attachment of that policy: with 8
     // attachments, per-attachment verification would list at least 8 times per pass.
@@ -376,13 +372,6 @@ async fn out_of_band_detach_is_repaired_at_the_next_verification() {
         last > before,
         "no complete verification pass since {before}: {last}"
     );
-}
-
-async fn wait_attached(env: &Env, policy: &str, user: &str) {
-    support::wait_for("re-attach", WAIT, || async {
-        env.sim.is_user_attached(policy, user).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,12 +524,11 @@ async fn the_relationships_listing_shape_is_understood() {
         listing_shape: vultr_sim::ListingShape::Relationships,
         ..Behaviour::default()
     });
-    env.create_all(&[
+    env.attach_all(&[
         ("u", by_ids(DNS_ADMIN, ALICE)),
         ("g", spec_ids("group", DNS_ADMIN, OPS)),
     ])
     .await;
-    env.wait_attached(&["u", "g"]).await;
     // Verified from the listing, so a second reconcile sends no second POST.
     assert_eq!(attach_posts(&env, DNS_ADMIN), 2);
     env.sim.detach_group(DNS_ADMIN, OPS);
@@ -551,12 +539,11 @@ async fn the_relationships_listing_shape_is_understood() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_deletion_revokes_every_grant() {
     let env = Env::start("pa-nsdel").await;
-    env.create_all(&[
+    env.attach_all(&[
         ("a", by_ids(DNS_ADMIN, ALICE)),
         ("b", spec_ids("group", BILLING_READ, DEVELOPERS)),
     ])
     .await;
-    env.wait_attached(&["a", "b"]).await;
     run_ok(env.cp.kubectl().args([
         "delete",
         "namespace",

@@ -268,9 +268,8 @@ async fn a_paused_deletion_set_to_orphan_leaves_the_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_holder_keeps_a_shared_grant() {
     let env = Env::start("pause-shared").await;
-    env.create_all(&[("paused", by_ids(DNS_ADMIN, ALICE)), ("other", by_names())])
+    env.attach_all(&[("paused", by_ids(DNS_ADMIN, ALICE)), ("other", by_names())])
         .await;
-    env.wait_attached(&["paused", "other"]).await;
     set_pause(&env, "paused", Some("true")).await;
     wait_paused(&env, "paused", "remove the annotation to resume").await;
 

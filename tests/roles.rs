@@ -19,13 +19,6 @@ fn role_pair(role: &str, policy: &str) -> String {
     format!("/v2/roles/{role}/policies/{policy}")
 }
 
-async fn wait_role_attached(env: &Env, role: &str, policy: &str) {
-    support::wait_for("role re-attach", WAIT, || async {
-        env.sim.is_role_attached(role, policy).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair() {
     let env = Env::start("pa-role").await;
@@ -124,12 +117,11 @@ async fn role_resolution_failures_are_precise_conditions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_are_shared_repaired_and_verified_per_role() {
     let env = Env::start("pa-role-drift").await;
-    env.create_all(&[
+    env.attach_all(&[
         ("first", spec_ids("role", DNS_ADMIN, AUDITORS)),
         ("second", spec_names("role", "dns-admin", "auditors")),
     ])
     .await;
-    env.wait_attached(&["first", "second"]).await;
     env.delete_and_wait_gone("first").await;
     assert!(env.sim.is_role_attached(AUDITORS, DNS_ADMIN));
     assert!(env.requests("DELETE", "/v2/").is_empty());
@@ -137,10 +129,8 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
 
     // Out-of-band detach of a role grant: repaired at the next verification.
     assert!(env.sim.detach_role(AUDITORS, DNS_ADMIN));
-    let note = env.wait_event("second", "DriftRepaired").await;
-    assert!(note.contains("out of band"), "{note}");
-    wait_role_attached(&env, AUDITORS, DNS_ADMIN).await;
-    env.wait_ready("second", "True", "Attached").await;
+    let attached = || env.sim.is_role_attached(AUDITORS, DNS_ADMIN);
+    env.wait_drift_repaired("second", attached).await;
 
     // Eight attachments of one role: one role listing per pass serves them all (per
     // attachment, it would be at least 8 listings per pass).
@@ -224,12 +214,11 @@ async fn the_relationships_shape_of_role_listings_is_understood() {
         listing_shape: ListingShape::Relationships,
         ..Behaviour::default()
     });
-    env.create("r", spec_ids("role", DNS_ADMIN, AUDITORS)).await;
-    env.wait_ready("r", "True", "Attached").await;
+    env.attach("r", spec_ids("role", DNS_ADMIN, AUDITORS)).await;
     // Verified from the listing, so later reconciles send no second POST.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(env.requests("POST", "/v2/").len(), 1);
     env.sim.detach_role(AUDITORS, DNS_ADMIN);
-    env.wait_event("r", "DriftRepaired").await;
-    wait_role_attached(&env, AUDITORS, DNS_ADMIN).await;
+    let attached = || env.sim.is_role_attached(AUDITORS, DNS_ADMIN);
+    env.wait_drift_repaired("r", attached).await;
 }

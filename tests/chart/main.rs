@@ -97,6 +97,11 @@ fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
 
+/// Asserts that `what` exited successfully, with its output when it did not.
+fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", combined(out));
+}
+
 fn combined(out: &Output) -> String {
     format!(
         "{}{}",
@@ -113,6 +118,12 @@ fn render(namespace: &str, args: &[&str]) -> String {
             .args(["--kube-version", KUBE_VERSION])
             .args(args),
     )
+}
+
+/// The documents of the chart rendered into [`NAMESPACE`] with these `--set` values.
+fn rendered_with(set: &[&str]) -> Vec<Value> {
+    let args: Vec<&str> = set.iter().flat_map(|value| ["--set", value]).collect();
+    documents(&render(NAMESPACE, &args))
 }
 
 /// The YAML documents of a multi-document stream, as JSON values (empty ones skipped).

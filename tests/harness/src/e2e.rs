@@ -443,6 +443,14 @@ impl Env {
         self.start_operator(&args, &vars)
     }
 
+    /// Creates an object per (name, spec), then waits until each is Ready=True with
+    /// reason Attached.
+    pub async fn attach_all(&self, objects: &[(&str, Value)]) {
+        self.create_all(objects).await;
+        let names: Vec<&str> = objects.iter().map(|(name, _)| *name).collect();
+        self.wait_attached(&names).await;
+    }
+
     /// Deletes `name` and waits until it is gone (its finalizer released).
     pub async fn delete_and_wait_gone(&self, name: &str) {
         self.delete(name).await;
@@ -528,6 +536,19 @@ impl Env {
                 .map(|(_, _, note)| note)
         })
         .await
+    }
+
+    /// Waits until the operator repaired the grant of `name` removed out of band: a
+    /// DriftRepaired Event that says so, the grant in Vultr again (`attached`), and
+    /// `name` Ready=True.
+    pub async fn wait_drift_repaired(&self, name: &str, attached: impl Fn() -> bool) {
+        let note = self.wait_event(name, "DriftRepaired").await;
+        assert!(note.contains("out of band"), "{note}");
+        wait_for("the grant attached again", WAIT, || async {
+            attached().then_some(())
+        })
+        .await;
+        self.wait_ready(name, "True", "Attached").await;
     }
 
     /// Journal entries of the simulator with this method whose path starts with `prefix`.

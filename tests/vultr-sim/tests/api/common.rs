@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
-use vultr_sim::{Sim, SimConfig};
+use vultr_sim::{Behaviour, Sim, SimConfig};
 
 pub const KEY: &str = "test-key";
 pub const READ_ONLY_KEY: &str = "read-only-key";
@@ -25,6 +25,13 @@ pub fn demo_config() -> SimConfig {
 
 pub async fn demo_sim() -> Sim {
     Sim::start(demo_config()).await.expect("sim starts")
+}
+
+/// [`demo_sim`] with these behaviours.
+pub async fn demo_sim_with(behaviour: Behaviour) -> Sim {
+    let sim = demo_sim().await;
+    sim.set_behaviour(behaviour);
+    sim
 }
 
 pub fn client() -> reqwest::Client {

@@ -349,11 +349,11 @@ async fn relationships_shape_by_config_and_at_run_time() {
 
 #[tokio::test]
 async fn listing_lags_behind_a_fresh_attach() {
-    let sim = demo_sim().await;
-    sim.set_behaviour(Behaviour {
+    let sim = demo_sim_with(Behaviour {
         listing_lag: Duration::from_millis(800),
         ..Behaviour::default()
-    });
+    })
+    .await;
     let listing = format!("/v2/policies/{DNS_ADMIN}/users");
     assert_eq!(
         v2(&sim, Method::POST, &format!("{listing}/{ALICE}"))
@@ -384,11 +384,11 @@ async fn listing_lags_behind_a_fresh_attach() {
 
 #[tokio::test]
 async fn listing_lags_behind_a_detach() {
-    let sim = demo_sim().await;
-    sim.set_behaviour(Behaviour {
+    let sim = demo_sim_with(Behaviour {
         detach_lag: Duration::from_millis(800),
         ..Behaviour::default()
-    });
+    })
+    .await;
     let listing = format!("/v2/policies/{DNS_ADMIN}/users");
     let pair = format!("{listing}/{ALICE}");
     assert_eq!(v2(&sim, Method::POST, &pair).await.status, 201);

@@ -86,12 +86,12 @@ async fn role_listing_relationships_shape() {
 
 #[tokio::test]
 async fn role_attach_lags_and_existing_pairs_follow_the_behaviour() {
-    let sim = demo_sim().await;
-    sim.set_behaviour(Behaviour {
+    let sim = demo_sim_with(Behaviour {
         listing_lag: Duration::from_millis(300),
         attach_existing: 409,
         ..Behaviour::default()
-    });
+    })
+    .await;
     let pair = format!("/v2/roles/{ON_CALL}/policies/{DNS_ADMIN}");
     assert_eq!(v2(&sim, Method::POST, &pair).await.status, 201);
     let r = get(&sim, &format!("/v2/roles/{ON_CALL}/policies")).await;
