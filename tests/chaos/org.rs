@@ -7,7 +7,7 @@
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use vultr_sim::{Seed, SeedGroup, SeedPolicy, SeedRole, SeedUser};
+use vultr_sim::{Seed, SeedGroup, SeedNamed, SeedUser};
 
 use super::model::{Kind, Pair};
 
@@ -79,44 +79,28 @@ impl Org {
 
     /// The organisation as a simulator seed; no attachments.
     pub fn seed(&self) -> Seed {
+        let named = |e: &Entity| SeedNamed {
+            id: Some(e.id.clone()),
+            name: e.key.clone(),
+            description: String::new(),
+        };
         Seed {
-            policies: self
-                .policies
-                .iter()
-                .map(|p| SeedPolicy {
-                    id: Some(p.id.clone()),
-                    name: p.key.clone(),
-                    description: String::new(),
-                })
-                .collect(),
-            users: self
-                .users
-                .iter()
-                .chain(&self.outsiders)
+            policies: self.policies.iter().map(named).collect(),
+            users: (self.users.iter().chain(&self.outsiders))
                 .map(|u| SeedUser {
                     id: Some(u.id.clone()),
                     email: u.key.clone(),
                     name: String::new(),
                 })
                 .collect(),
-            groups: self
-                .groups
-                .iter()
-                .chain([&self.reused])
+            groups: (self.groups.iter().chain([&self.reused]))
                 .map(|g| SeedGroup {
                     id: Some(g.id.clone()),
                     display_name: g.key.clone(),
                 })
                 .collect(),
-            roles: self
-                .roles
-                .iter()
-                .chain(&self.outsider_roles)
-                .map(|r| SeedRole {
-                    id: Some(r.id.clone()),
-                    name: r.key.clone(),
-                    description: String::new(),
-                })
+            roles: (self.roles.iter().chain(&self.outsider_roles))
+                .map(named)
                 .collect(),
             ..Seed::default()
         }

@@ -17,33 +17,39 @@ use crate::extract::{Ids, json, status_only};
 use crate::pagination::{Links, Meta, PageRequest};
 use crate::shared::Shared;
 use crate::state::{
-    AttachOutcome, DetachOutcome, Group, Link, Policy, Role, Store, Subject, Table, User,
+    AttachOutcome, DetachOutcome, Group, Link, Policy, Store, Subject, Table, User,
 };
 
 type Sh = State<Arc<Shared>>;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/v2/policies", get(list_policies))
-        .route("/v2/policies/{policy_id}", get(get_policy))
-        .route("/v2/policies/{policy_id}/users", get(list_policy_users))
+        .route("/v2/policies", list_of(|s| &s.policies, "policies"))
+        .route(
+            "/v2/policies/{policy_id}",
+            one_of(|s| &s.policies, "policy"),
+        )
+        .route("/v2/policies/{policy_id}/users", listing_of(Subject::User))
         .route(
             "/v2/policies/{policy_id}/users/{user_id}",
             attachment(Subject::User),
         )
-        .route("/v2/policies/{policy_id}/groups", get(list_policy_groups))
+        .route(
+            "/v2/policies/{policy_id}/groups",
+            listing_of(Subject::Group),
+        )
         .route(
             "/v2/policies/{policy_id}/groups/{group_id}",
             attachment(Subject::Group),
         )
-        .route("/v2/users", get(list_users))
-        .route("/v2/users/{user_id}", get(get_user))
+        .route("/v2/users", list_of(|s| &s.users, "users"))
+        .route("/v2/users/{user_id}", one_of(|s| &s.users, "user"))
         .route("/v2/users/{user_id}/policies", get(user_policies))
         .route("/v2/groups", get(list_groups))
         .route("/v2/groups/{group_id}", get(get_group))
-        .route("/v2/roles", get(list_roles))
-        .route("/v2/roles/{role_id}", get(get_role))
-        .route("/v2/roles/{role_id}/policies", get(list_role_policies))
+        .route("/v2/roles", list_of(|s| &s.roles, "roles"))
+        .route("/v2/roles/{role_id}", one_of(|s| &s.roles, "role"))
+        .route("/v2/roles/{role_id}/policies", listing_of(Subject::Role))
         .route(
             "/v2/roles/{role_id}/policies/{policy_id}",
             attachment(Subject::Role),
@@ -185,32 +191,31 @@ fn page(query: &Option<String>) -> Result<PageRequest, ApiError> {
     PageRequest::from_query(query.as_deref())
 }
 
-async fn list_policies(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = sh.store();
-    let (range, meta) = page.window(store.policies.len());
-    let items: Vec<&Policy> = store.policies.slice(range.start, range.len()).collect();
-    Ok(listing("policies", items, &meta))
+/// A paged `GET` of a collection served as stored, under `key`.
+fn list_of<T: Serialize + Send + Sync + 'static>(
+    table: fn(&Store) -> &Table<T>,
+    key: &'static str,
+) -> MethodRouter<Arc<Shared>> {
+    get(move |State(sh): Sh, RawQuery(q): RawQuery| async move {
+        let page = page(&q)?;
+        let store = sh.store();
+        let (range, meta) = page.window(table(&store).len());
+        let items: Vec<&T> = table(&store).slice(range.start, range.len()).collect();
+        Ok::<_, ApiError>(listing(key, items, &meta))
+    })
 }
 
-async fn get_policy(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = sh.store();
-    let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(single("policy", policy))
-}
-
-async fn list_users(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = sh.store();
-    let (range, meta) = page.window(store.users.len());
-    let items: Vec<&User> = store.users.slice(range.start, range.len()).collect();
-    Ok(listing("users", items, &meta))
-}
-
-async fn get_user(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = sh.store();
-    let user = store.users.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(single("user", user))
+/// A `GET` of one object of a collection served as stored, under `key`; 404 for an
+/// unknown id.
+fn one_of<T: Serialize + Send + Sync + 'static>(
+    table: fn(&Store) -> &Table<T>,
+    key: &'static str,
+) -> MethodRouter<Arc<Shared>> {
+    get(move |State(sh): Sh, Ids(id): Ids<String>| async move {
+        let store = sh.store();
+        let item = table(&store).get(&id).ok_or_else(ApiError::not_found)?;
+        Ok::<_, ApiError>(single(key, item))
+    })
 }
 
 async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -231,20 +236,6 @@ async fn get_group(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiE
     Ok(single("group", OrgGroup::new(&store, group, None)))
 }
 
-async fn list_roles(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = sh.store();
-    let (range, meta) = page.window(store.roles.len());
-    let items: Vec<&Role> = store.roles.slice(range.start, range.len()).collect();
-    Ok(listing("roles", items, &meta))
-}
-
-async fn get_role(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = sh.store();
-    let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(single("role", role))
-}
-
 /// The page of `owner`'s links that listings show now, each with its target, and the
 /// page's meta.
 fn linked<'s, T>(
@@ -262,100 +253,100 @@ fn linked<'s, T>(
     )
 }
 
-async fn list_policy_users(
-    State(sh): Sh,
-    Ids(id): Ids<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = sh.store();
-    let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let (pairs, meta) = linked(store.links(Subject::User), &store.users, &id, page);
-    Ok(match sh.behaviour().listing_shape {
+/// The listing in the configured shape: govultr's objects (`govultr`, under `keys[0]`)
+/// or the OpenAPI document's relationship records (`relationship`, under `keys[1]`).
+fn shaped<'s, T: 's, G: Serialize, R: Serialize>(
+    shape: ListingShape,
+    (pairs, meta): (impl Iterator<Item = (&'s Link, &'s T)>, Meta),
+    keys: [&'static str; 2],
+    govultr: impl Fn(&'s Link, &'s T) -> G,
+    relationship: impl Fn(&'s Link, &'s T) -> R,
+) -> Response {
+    match shape {
         ListingShape::Govultr => {
-            let items: Vec<OrgUser> = pairs
-                .map(|(l, u)| OrgUser::new(u, Some(&l.date_assigned)))
-                .collect();
-            listing("users", items, &meta)
+            let items: Vec<G> = pairs.map(|(l, t)| govultr(l, t)).collect();
+            listing(keys[0], items, &meta)
         }
         ListingShape::Relationships => {
-            let items: Vec<UserRelationship> = pairs
-                .map(|(l, u)| UserRelationship {
+            let items: Vec<R> = pairs.map(|(l, t)| relationship(l, t)).collect();
+            listing(keys[1], items, &meta)
+        }
+    }
+}
+
+/// `GET` of an attachment listing: a policy's users or groups, or a role's policies.
+fn listing_of(kind: Subject) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |State(sh): Sh, Ids(owner): Ids<String>, RawQuery(q): RawQuery| async move {
+            attachments(&sh, kind, &owner, &q)
+        },
+    )
+}
+
+fn attachments(
+    sh: &Shared,
+    kind: Subject,
+    owner: &str,
+    query: &Option<String>,
+) -> Result<Response, ApiError> {
+    let page = page(query)?;
+    let shape = sh.behaviour().listing_shape;
+    let store = sh.store();
+    let links = store.links(kind);
+    let store = &*store;
+    Ok(match kind {
+        Subject::User => {
+            let policy = store.policies.get(owner).ok_or_else(ApiError::not_found)?;
+            shaped(
+                shape,
+                linked(links, &store.users, owner, page),
+                ["users", "policy_user_relationships"],
+                |l, u| OrgUser::new(u, Some(&l.date_assigned)),
+                |l, u| UserRelationship {
                     user_id: &u.id,
                     policy_id: &policy.id,
                     policy_name: &policy.name,
                     date_assigned: &l.date_assigned,
                     assigned_by: &l.assigned_by,
-                })
-                .collect();
-            listing("policy_user_relationships", items, &meta)
+                },
+            )
         }
-    })
-}
-
-async fn list_policy_groups(
-    State(sh): Sh,
-    Ids(id): Ids<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = sh.store();
-    let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let (pairs, meta) = linked(store.links(Subject::Group), &store.groups, &id, page);
-    Ok(match sh.behaviour().listing_shape {
-        ListingShape::Govultr => {
-            let items: Vec<OrgGroup> = pairs
-                .map(|(l, g)| OrgGroup::new(&store, g, Some(&l.date_assigned)))
-                .collect();
-            listing("groups", items, &meta)
-        }
-        ListingShape::Relationships => {
-            let items: Vec<GroupRelationship> = pairs
-                .map(|(l, g)| GroupRelationship {
+        Subject::Group => {
+            let policy = store.policies.get(owner).ok_or_else(ApiError::not_found)?;
+            shaped(
+                shape,
+                linked(links, &store.groups, owner, page),
+                ["groups", "policy_group_relationships"],
+                |l, g| OrgGroup::new(store, g, Some(&l.date_assigned)),
+                |l, g| GroupRelationship {
                     group_id: &g.id,
                     group_name: &g.display_name,
                     policy_id: &policy.id,
                     policy_name: &policy.name,
                     date_assigned: &l.date_assigned,
                     assigned_by: &l.assigned_by,
-                })
-                .collect();
-            listing("policy_group_relationships", items, &meta)
+                },
+            )
         }
-    })
-}
-
-async fn list_role_policies(
-    State(sh): Sh,
-    Ids(id): Ids<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = sh.store();
-    let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
-    let (pairs, meta) = linked(store.links(Subject::Role), &store.policies, &id, page);
-    Ok(match sh.behaviour().listing_shape {
-        ListingShape::Govultr => {
-            let items: Vec<RolePolicy> = pairs
-                .map(|(l, p)| RolePolicy {
+        Subject::Role => {
+            let role = store.roles.get(owner).ok_or_else(ApiError::not_found)?;
+            shaped(
+                shape,
+                linked(links, &store.policies, owner, page),
+                ["policies", "role_policy_relationships"],
+                |l, p| RolePolicy {
                     policy: p,
                     assigned_date: &l.date_assigned,
-                })
-                .collect();
-            listing("policies", items, &meta)
-        }
-        ListingShape::Relationships => {
-            let items: Vec<RoleRelationship> = pairs
-                .map(|(l, p)| RoleRelationship {
+                },
+                |l, p| RoleRelationship {
                     policy_id: &p.id,
                     policy_name: &p.name,
                     role_id: &role.id,
                     role_name: &role.name,
                     date_assigned: &l.date_assigned,
                     assigned_by: &l.assigned_by,
-                })
-                .collect();
-            listing("role_policy_relationships", items, &meta)
+                },
+            )
         }
     })
 }
