@@ -21,7 +21,12 @@ use crate::state::{AttachOutcome, DetachOutcome, Store, Subject};
 type Sh = State<Arc<Shared>>;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
+    let attachments = Subject::ALL
+        .into_iter()
+        .fold(Router::new(), |router, kind| {
+            router.route(&kind.attachment_route("/_sim"), attachment(kind))
+        });
+    attachments
         .route("/_sim/state", get(state))
         .route("/_sim/seed", post(load_seed))
         .route("/_sim/policies", post(add_policy))
@@ -37,20 +42,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/_sim/groups/{group_id}/users/{user_id}",
             put(add_member).delete(remove_member),
         )
-        .route(
-            "/_sim/policies/{policy_id}/users/{user_id}",
-            attachment(Subject::User),
-        )
-        .route(
-            "/_sim/policies/{policy_id}/groups/{group_id}",
-            attachment(Subject::Group),
-        )
         .route("/_sim/roles", post(add_role))
         .route("/_sim/roles/{role_id}", removal(Store::remove_role))
-        .route(
-            "/_sim/roles/{role_id}/policies/{policy_id}",
-            attachment(Subject::Role),
-        )
         .route("/_sim/journal", get(journal).delete(clear_journal))
         .route(
             "/_sim/faults",

@@ -23,24 +23,18 @@ use crate::state::{
 type Sh = State<Arc<Shared>>;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
+    let attachments = Subject::ALL
+        .into_iter()
+        .fold(Router::new(), |router, kind| {
+            router
+                .route(&kind.listing_route("/v2"), listing_of(kind))
+                .route(&kind.attachment_route("/v2"), attachment(kind))
+        });
+    attachments
         .route("/v2/policies", list_of(|s| &s.policies, "policies"))
         .route(
             "/v2/policies/{policy_id}",
             one_of(|s| &s.policies, "policy"),
-        )
-        .route("/v2/policies/{policy_id}/users", listing_of(Subject::User))
-        .route(
-            "/v2/policies/{policy_id}/users/{user_id}",
-            attachment(Subject::User),
-        )
-        .route(
-            "/v2/policies/{policy_id}/groups",
-            listing_of(Subject::Group),
-        )
-        .route(
-            "/v2/policies/{policy_id}/groups/{group_id}",
-            attachment(Subject::Group),
         )
         .route("/v2/users", list_of(|s| &s.users, "users"))
         .route("/v2/users/{user_id}", one_of(|s| &s.users, "user"))
@@ -49,11 +43,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v2/groups/{group_id}", get(get_group))
         .route("/v2/roles", list_of(|s| &s.roles, "roles"))
         .route("/v2/roles/{role_id}", one_of(|s| &s.roles, "role"))
-        .route("/v2/roles/{role_id}/policies", listing_of(Subject::Role))
-        .route(
-            "/v2/roles/{role_id}/policies/{policy_id}",
-            attachment(Subject::Role),
-        )
 }
 
 /// `{"<key>": [items], "meta": {...}}` without building a `serde_json::Value` first.

@@ -279,6 +279,29 @@ pub(crate) enum Subject {
 }
 
 impl Subject {
+    pub(crate) const ALL: [Subject; 3] = [Self::User, Self::Group, Self::Role];
+
+    /// The route of the listing of this kind's attachments under `prefix` (`/v2`):
+    /// a policy's users or groups, a role's policies.
+    pub(crate) fn listing_route(self, prefix: &str) -> String {
+        match self {
+            Self::User => format!("{prefix}/policies/{{policy_id}}/users"),
+            Self::Group => format!("{prefix}/policies/{{policy_id}}/groups"),
+            Self::Role => format!("{prefix}/roles/{{role_id}}/policies"),
+        }
+    }
+
+    /// The route of one attachment under `prefix` (`/v2` or `/_sim`): the listing's
+    /// route and the other id (role first for roles, as Vultr's routes).
+    pub(crate) fn attachment_route(self, prefix: &str) -> String {
+        let other = match self {
+            Self::User => "{user_id}",
+            Self::Group => "{group_id}",
+            Self::Role => "{policy_id}",
+        };
+        format!("{}/{other}", self.listing_route(prefix))
+    }
+
     /// "user", "group" or "role".
     pub(crate) fn name(self) -> &'static str {
         match self {
