@@ -457,12 +457,8 @@ async fn a_stale_snapshot_never_writes_onto_a_re_created_object() {
     assert!(now.finalizers().iter().any(|f| f == FINALIZER), "{now:?}");
 
     // Controls: without the UID test, both writes land on the new object.
-    let apply = json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"uid": stale.uid()},
-        "status": {"policy": "stale"},
-    });
+    let mut apply = status_apply(json!({"policy": "stale"}));
+    apply["metadata"] = json!({"uid": stale.uid()});
     env.api
         .patch_status(
             "x",

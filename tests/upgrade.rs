@@ -56,11 +56,7 @@ async fn write_layout(env: &Env, name: &str, layout: Layout, policy: &str, user:
         ],
     };
     for (manager, status) in applies {
-        let patch = json!({
-            "apiVersion": "iam.vultr-operator.io/v1alpha1",
-            "kind": "PolicyAttachment",
-            "status": status,
-        });
+        let patch = e2e::status_apply(status);
         env.api
             .patch_status(
                 name,

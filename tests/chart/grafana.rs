@@ -337,11 +337,8 @@ fn attachment(value: Value) -> Arc<PolicyAttachment> {
 }
 
 fn attachment_json(name: &str, ready: Option<&str>) -> Value {
-    let mut obj = json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1", "kind": "PolicyAttachment",
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "a@example.com"}},
-    });
+    let mut obj = e2e::manifest(name, e2e::spec_names("user", "dns-admin", "a@example.com"));
+    obj["metadata"]["namespace"] = json!("team-a");
     if let Some(status) = ready {
         obj["status"] = json!({"conditions": [{"type": "Ready", "status": status,
             "reason": if status == "True" { "Attached" } else { "PolicyNotFound" },

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
 use vultr_iam_operator::crd::{PolicyAttachment, READY, SYNCED};
@@ -77,13 +78,28 @@ pub fn install_crd(cp: &ControlPlane) {
 
 /// A PolicyAttachment named `name` with this spec (the one fixture builder).
 pub fn policy_attachment(name: &str, spec: Value) -> PolicyAttachment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("a valid PolicyAttachment")
+    serde_json::from_value(manifest(name, spec)).expect("a valid PolicyAttachment")
+}
+
+/// [`policy_attachment`] as JSON, for a test that adds what the type would refuse or
+/// a tool reads as JSON (metadata, a status).
+pub fn manifest(name: &str, spec: Value) -> Value {
+    let mut manifest = typed(serde_json::json!({"metadata": {"name": name}}));
+    manifest["spec"] = spec;
+    manifest
+}
+
+/// A server-side apply of this status (the body of a `patch_status` with
+/// `Patch::Apply`).
+pub fn status_apply(status: Value) -> Value {
+    typed(serde_json::json!({"status": status}))
+}
+
+/// `object` with the PolicyAttachment's apiVersion and kind.
+fn typed(mut object: Value) -> Value {
+    object["apiVersion"] = PolicyAttachment::api_version(&()).into();
+    object["kind"] = PolicyAttachment::kind(&()).into();
+    object
 }
 
 /// Runs a command and returns its output, panicking with stderr when it fails.
