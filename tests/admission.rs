@@ -1,7 +1,6 @@
 //! The CRD rejects bad input at admission with messages a person understands.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use e2e::*;
 use support::{ControlPlane, TestNamespace};

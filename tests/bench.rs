@@ -9,8 +9,7 @@
 //! listings; the bound is that number divided by the rate. The peak RSS is taken after
 //! growing to BENCH_RSS_N objects (5,000), all Ready.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,8 +19,8 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use support::{ControlPlane, TestNamespace};
-use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{RateLimit, Seed, SeedPolicy, SeedUser, Sim, SimConfig};
+use vultr_iam_operator::crd::PolicyAttachment;
+use vultr_sim::{Seed, SeedPolicy, SeedUser, Sim};
 
 const RATE: f64 = 30.0;
 const RESYNC: &str = "20s";
@@ -52,30 +51,53 @@ fn pages(items: usize) -> usize {
         .max(1)
 }
 
-/// The fewest listing pages (P policies sharing N attachments) and directory pages (one
-/// walk of users, groups and policies) a convergence can read.
-fn bound_pages(n: usize, p: usize, users: usize, groups: usize) -> (usize, usize) {
-    (
-        p * pages(n.div_ceil(p)),
-        pages(users) + pages(groups) + pages(p),
-    )
+/// The fewest calls a convergence of N attachments can make, and the time they take at
+/// the simulator's rate: N POSTs, the listing pages of P policies sharing them and one
+/// directory walk (users, groups and policies).
+struct Bound {
+    listing_pages: usize,
+    walk_pages: usize,
+    min_calls: usize,
+    time: Duration,
+}
+
+impl Bound {
+    fn of(n: usize, p: usize, users: usize, groups: usize) -> Bound {
+        let listing_pages = p * pages(n.div_ceil(p));
+        let walk_pages = pages(users) + pages(groups) + pages(p);
+        let min_calls = n + listing_pages + walk_pages;
+        Bound {
+            listing_pages,
+            walk_pages,
+            min_calls,
+            time: Duration::from_secs_f64(min_calls as f64 / RATE),
+        }
+    }
 }
 
 fn email(i: usize) -> String {
     format!("bench-{i}@example.com")
 }
 
+/// Field order matters for drop: the namespace goes last.
 struct Bench {
     sim: Sim,
     api: Api<PolicyAttachment>,
     policies: Vec<(String, String)>,
     users: Vec<String>,
     p: usize,
+    cp: &'static ControlPlane,
+    ns: TestNamespace,
 }
 
 impl Bench {
-    /// The simulator (30 req/s) with P policies and `users_n` users.
-    async fn start(client: &kube::Client, ns: &TestNamespace, p: usize, users_n: usize) -> Bench {
+    /// A namespace `prefix-...` and the simulator (30 req/s) with P policies and
+    /// `users_n` users.
+    async fn start(prefix: &str, p: usize, users_n: usize) -> Bench {
+        let cp = ControlPlane::shared();
+        install_crd(cp);
+        let client = cp.client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
         let seed = Seed {
             policies: (0..p)
                 .map(|i| SeedPolicy {
@@ -91,17 +113,7 @@ impl Bench {
                 .collect(),
             ..Default::default()
         };
-        let sim = Sim::start(SimConfig {
-            api_keys: vec![API_KEY.to_owned()],
-            rate_limit: Some(RateLimit {
-                per_second: RATE,
-                burst: 30,
-            }),
-            seed,
-            ..SimConfig::default()
-        })
-        .await
-        .expect("start the simulator");
+        let sim = e2e::start_sim(e2e::sim_config().seed(seed).rate_limit(RATE, 30)).await;
         let state = sim.state();
         let policies: Vec<(String, String)> = (0..p)
             .map(|i| {
@@ -129,11 +141,24 @@ impl Bench {
             .collect();
         Bench {
             sim,
-            api: Api::namespaced(client.clone(), &ns.name),
+            api: Api::namespaced(client, &ns.name),
             policies,
             users,
             p,
+            cp,
+            ns,
         }
+    }
+
+    /// The bound of a convergence of `n` attachments.
+    fn bound(&self, n: usize) -> Bound {
+        let groups = self.sim.state().groups.len();
+        Bound::of(n, self.p, self.users.len(), groups)
+    }
+
+    /// An operator on the benchmark's namespace with these flags.
+    fn operator(&self, flags: &[&str]) -> Operator {
+        Operator::start(self.cp, &self.sim.url(), API_KEY, &self.ns.name, flags)
     }
 
     /// The manifest of attachment `i`: user `i` gets policy `i % P`; even ones by
@@ -143,7 +168,7 @@ impl Bench {
         let spec = if i.is_multiple_of(2) {
             json!({"policy": {"name": policy_name}, "user": {"email": email(i)}})
         } else {
-            json!({"policy": {"id": policy_id}, "user": {"id": self.users[i]}})
+            by_ids(policy_id, &self.users[i])
         };
         policy_attachment(&format!("pa-{i}"), spec)
     }
@@ -322,11 +347,31 @@ impl Phases {
     }
 }
 
-fn is_ready(obj: &PolicyAttachment) -> bool {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.condition(READY))
-        .is_some_and(|c| c.status == "True")
+/// A report: a blank line, these lines, and the head of its table.
+fn heading(lines: &[String]) {
+    println!();
+    for line in lines {
+        println!("{line}");
+    }
+    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
+}
+
+/// A row of the report's table: the figure, what was measured, the goal.
+fn row(label: &str, value: String, goal: &str) {
+    println!("{label:<58} {value:>14} {goal:>12}");
+}
+
+/// A row per route: the calls to it.
+fn rows_by_route(by_route: &[(String, usize)]) {
+    for (route, count) in by_route {
+        row(&format!("  {route}"), count.to_string(), "");
+    }
+}
+
+/// The first row of each report.
+fn row_converged(converged: Duration) {
+    let value = format!("{:.1} s", converged.as_secs_f64());
+    row("time from operator start to all Ready", value, "");
 }
 
 fn rss_peak_kib(pid: u32) -> Option<u64> {
@@ -346,17 +391,13 @@ async fn converges_at_the_rate_limit_bound() {
     let n = env_usize("BENCH_N", 2000);
     let p = env_usize("BENCH_P", 20);
     let users_n = env_usize("BENCH_USERS", 5000).max(n + n / 2);
-    let cp = ControlPlane::shared();
-    install_crd(cp);
-    let client = cp.client().await;
-    let ns = TestNamespace::new(&client, "bench").await;
-
-    let bench = Bench::start(&client, &ns, p, users_n).await;
-    let groups = bench.sim.state().groups.len();
-    // The bound: N POSTs + listing pages of P policies + one directory walk.
-    let (listing_pages, walk_pages) = bound_pages(n, p, users_n, groups);
-    let min_calls = n + listing_pages + walk_pages;
-    let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
+    let bench = Bench::start("bench", p, users_n).await;
+    let Bound {
+        listing_pages,
+        walk_pages,
+        min_calls,
+        time: bound,
+    } = bench.bound(n);
 
     let created = Instant::now();
     bench.create(0..n).await;
@@ -365,7 +406,7 @@ async fn converges_at_the_rate_limit_bound() {
     bench.sim.clear_journal();
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    let mut operator = bench.operator(&flags);
     bench.wait_ready_count(n).await;
     let converged = started.elapsed();
     let journal = bench.sim.journal();
@@ -378,7 +419,7 @@ async fn converges_at_the_rate_limit_bound() {
     assert!(operator.terminate(), "the operator did not stop cleanly");
     let versions = bench.resource_versions().await;
     bench.sim.clear_journal();
-    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    let mut operator = bench.operator(&flags);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let restart_journal = bench.sim.journal();
     let restart_calls = restart_journal.len();
@@ -394,7 +435,7 @@ async fn converges_at_the_rate_limit_bound() {
             _ => [f[0], f[1]],
         })
         .collect();
-    let mut operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &pass_flags);
+    let mut operator = bench.operator(&pass_flags);
     while !operator.logs().contains("verification pass") {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -424,28 +465,22 @@ async fn converges_at_the_rate_limit_bound() {
     operator.kill();
 
     let ratio = converged.as_secs_f64() / bound.as_secs_f64();
-    println!();
-    println!(
-        "vultr-iam-operator benchmark: N={n} attachments, P={p} policies, {users_n} users, \
-         rate limit {RATE} req/s (simulator and operator)"
-    );
-    println!(
-        "created the {n} objects in {:.1} s before the operator started",
-        creating.as_secs_f64()
-    );
-    println!(
-        "bound: {min_calls} calls ({n} POSTs + {listing_pages} listing pages + {walk_pages} \
-         directory pages) / {RATE} req/s = {:.1} s",
-        bound.as_secs_f64()
-    );
-    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
-    let row =
-        |label: &str, value: String, goal: &str| println!("{label:<58} {value:>14} {goal:>12}");
-    row(
-        "time from operator start to all Ready",
-        format!("{:.1} s", converged.as_secs_f64()),
-        "",
-    );
+    heading(&[
+        format!(
+            "vultr-iam-operator benchmark: N={n} attachments, P={p} policies, {users_n} \
+             users, rate limit {RATE} req/s (simulator and operator)"
+        ),
+        format!(
+            "created the {n} objects in {:.1} s before the operator started",
+            creating.as_secs_f64()
+        ),
+        format!(
+            "bound: {min_calls} calls ({n} POSTs + {listing_pages} listing pages + \
+             {walk_pages} directory pages) / {RATE} req/s = {:.1} s",
+            bound.as_secs_f64()
+        ),
+    ]);
+    row_converged(converged);
     row("  ÷ the bound", format!("{ratio:.2}"), "<= 1.10");
     row("  first Vultr call", phases.first_call, "");
     row("  POSTs from .. to (POSTs/s)", phases.posts, "");
@@ -455,18 +490,14 @@ async fn converges_at_the_rate_limit_bound() {
         format!("{:.3}", calls as f64 / n as f64),
         "<= 1.10",
     );
-    for (route, count) in &by_route {
-        row(&format!("  {route}"), count.to_string(), "");
-    }
+    rows_by_route(&by_route);
     row("429s provoked", throttled.to_string(), "0");
     row(
         "Vultr calls in the first 60 s after a restart",
         restart_calls.to_string(),
         &format!("<= {}", listing_pages + walk_pages),
     );
-    for (route, count) in &restart_routes {
-        row(&format!("  {route}"), count.to_string(), "");
-    }
+    rows_by_route(&restart_routes);
     row(
         "Kubernetes writes in those 60 s",
         restart_writes.to_string(),
@@ -546,21 +577,18 @@ async fn everything_at_once() {
     let p = env_usize("BENCH_ALL_P", 50);
     let cycles = env_usize("BENCH_CYCLES", 10_000);
     let wave = env_usize("BENCH_WAVE", 500).min(n).max(1);
-    let cp = ControlPlane::shared();
-    install_crd(cp);
-    let client = cp.client().await;
-    let ns = TestNamespace::new(&client, "bench-all").await;
-    let bench = Bench::start(&client, &ns, p, n).await;
-    let groups = bench.sim.state().groups.len();
-    let (listing_pages, walk_pages) = bound_pages(n, p, n, groups);
-    let min_calls = n + listing_pages + walk_pages;
-    let bound = Duration::from_secs_f64(min_calls as f64 / RATE);
+    let bench = Bench::start("bench-all", p, n).await;
+    let Bound {
+        min_calls,
+        time: bound,
+        ..
+    } = bench.bound(n);
 
     bench.create(0..n).await;
     let flags = CONVERGE_FLAGS;
     bench.sim.clear_journal();
     let started = Instant::now();
-    let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &flags);
+    let operator = bench.operator(&flags);
     bench.wait_ready_count(n).await;
     let converged = started.elapsed();
     let journal = bench.sim.journal();
@@ -589,7 +617,7 @@ async fn everything_at_once() {
         "--resync-interval",
         "5s",
     ];
-    let operator = Operator::start(cp, &bench.sim.url(), API_KEY, &ns.name, &cycle_flags);
+    let operator = bench.operator(&cycle_flags);
     let pid = operator.pid().expect("the operator runs");
     // Two passes with no object: the baseline.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -617,20 +645,12 @@ async fn everything_at_once() {
         .metric("vultr_iam_tracked_object_entries", &[])
         .await;
 
-    println!();
-    println!(
+    heading(&[format!(
         "vultr-iam-operator benchmark, everything at once: {n} attachments created before \
          the operator starts, over {p} policies and {n} users (half by name/email), rate \
          limit {RATE} req/s; then all deleted at once; then {cycles} create/delete cycles"
-    );
-    println!("{:<58} {:>14} {:>12}", "figure", "measured", "goal");
-    let row =
-        |label: &str, value: String, goal: &str| println!("{label:<58} {value:>14} {goal:>12}");
-    row(
-        "time from operator start to all Ready",
-        format!("{:.1} s", converged.as_secs_f64()),
-        "",
-    );
+    )]);
+    row_converged(converged);
     row(
         &format!("  ÷ the bound ({min_calls} calls / {RATE} req/s)"),
         format!("{:.2}", converged.as_secs_f64() / bound.as_secs_f64()),
@@ -641,9 +661,7 @@ async fn everything_at_once() {
         format!("{:.3}", calls as f64 / n as f64),
         "<= 1.10",
     );
-    for (route, count) in &by_route {
-        row(&format!("  {route}"), count.to_string(), "");
-    }
+    rows_by_route(&by_route);
     row(
         "peak RSS while converging",
         mib(rss_converging),

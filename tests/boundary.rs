@@ -2,8 +2,7 @@
 //! the simulator: a grant outside it is never sent, one made before it narrowed is
 //! revoked, and `Audit` makes and keeps it but reports it.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use e2e::*;
 use serde_json::json;
@@ -74,7 +73,7 @@ async fn a_narrowed_boundary_revokes_and_an_audit_boundary_only_reports() {
     // The administrator narrows the boundary: the grant outside it goes.
     env.operator.kill();
     let narrowed = ["--allowed-policy", "dns-admin"];
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &narrowed);
+    env.operator = env.start_operator(&narrowed, &[]);
     env.wait_ready("compute-bob", "False", "NotPermitted").await;
     assert!(!env.sim.is_user_attached(COMPUTE_ADMIN, BOB));
     support::wait_for("the revocation's Event", WAIT, || async {
@@ -89,7 +88,7 @@ async fn a_narrowed_boundary_revokes_and_an_audit_boundary_only_reports() {
     // In Audit, the same grant is made and kept, and reported.
     env.operator.kill();
     let audit = [narrowed.as_slice(), &["--boundary-enforcement", "audit"]].concat();
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &audit);
+    env.operator = env.start_operator(&audit, &[]);
     env.wait_ready("compute-bob", "True", "Attached").await;
     env.wait_condition("compute-bob", "Permitted", "False", "NotPermitted")
         .await;

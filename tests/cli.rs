@@ -2,8 +2,10 @@
 
 use std::process::Command;
 
+use vio_harness::support::operator_binary;
+
 fn operator(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+    let out = Command::new(operator_binary())
         .args(args)
         .output()
         .expect("run the operator binary");
@@ -61,7 +63,7 @@ fn crd_subcommand_prints_the_committed_crd() {
 
 #[test]
 fn the_api_key_cannot_be_passed_as_a_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+    let out = Command::new(operator_binary())
         .args(["run", "--vultr-api-key", "secret"])
         .output()
         .expect("run the operator binary");
@@ -71,7 +73,7 @@ fn the_api_key_cannot_be_passed_as_a_flag() {
 
 #[test]
 fn a_missing_key_is_a_clear_startup_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+    let out = Command::new(operator_binary())
         .args(["run", "--vultr-api-key-file", "/nonexistent/key"])
         .env_remove("VULTR_API_KEY")
         .output()

@@ -1,7 +1,8 @@
 //! Proves the local control plane is a real Kubernetes: API machinery, RBAC, and the
 //! controllers (namespace deletion, garbage collection) the operator relies on.
 
-mod support;
+use vio_harness::e2e::run_ok;
+use vio_harness::support;
 
 use std::time::Duration;
 
@@ -17,9 +18,8 @@ use kube::api::{
 };
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{ControlPlane, OPERATOR_USER, TestNamespace, wait_for};
+use support::{ControlPlane, OPERATOR_USER, TestNamespace, WAIT, wait_for, wait_gone};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
 const GROUP: &str = "cp-test.vio.example";
 const FINALIZER: &str = "cp-test.vio.example/hold";
 
@@ -65,7 +65,7 @@ async fn widget_crd(client: &Client) -> ApiResource {
     )
     .await
     .unwrap();
-    wait_for("the Widget CRD to become Established", TIMEOUT, || async {
+    wait_for("the Widget CRD to become Established", WAIT, || async {
         let crd = crds.get(&name).await.unwrap();
         let conditions = crd.status?.conditions?;
         conditions
@@ -83,18 +83,41 @@ fn widget(ar: &ApiResource, name: &str, size: i64, finalizers: &[&str]) -> Dynam
     obj
 }
 
-async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    wait_for(what, TIMEOUT, || async {
-        match api.get(name).await {
-            Err(e) if is_status(&e, 404) => Some(()),
-            Err(e) => panic!("get {name}: {e}"),
-            Ok(_) => None,
-        }
-    })
-    .await;
+/// A namespace of its own holding the Widget `held`, which carries [`FINALIZER`].
+async fn held_widget(client: &Client, prefix: &str) -> (TestNamespace, Api<DynamicObject>) {
+    let ar = widget_crd(client).await;
+    let ns = TestNamespace::new(client, prefix).await;
+    let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &ar);
+    widgets
+        .create(
+            &PostParams::default(),
+            &widget(&ar, "held", 1, &[FINALIZER]),
+        )
+        .await
+        .unwrap();
+    (ns, widgets)
+}
+
+/// Removes every finalizer of the Widget `held`.
+async fn release_held(widgets: &Api<DynamicObject>) {
+    widgets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// Deletes the namespace `name`; returns the namespaces API.
+async fn delete_namespace(client: &Client, name: &str) -> Api<Namespace> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    namespaces
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespaces
 }
 
 #[tokio::test]
@@ -131,12 +154,12 @@ async fn custom_resource_with_status_subresource() {
     );
 
     // The status subresource writes status and ignores spec.
+    let merge = |size: i64, phase: &str| {
+        Patch::Merge(json!({ "spec": { "size": size }, "status": { "phase": phase } }))
+    };
+    let pp = PatchParams::default();
     let patched = widgets
-        .patch_status(
-            "w1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "size": 99 }, "status": { "phase": "Ready" } })),
-        )
+        .patch_status("w1", &pp, &merge(99, "Ready"))
         .await
         .unwrap();
     assert_eq!(patched.data["status"]["phase"], "Ready");
@@ -150,14 +173,7 @@ async fn custom_resource_with_status_subresource() {
     );
 
     // The main resource writes spec and ignores status.
-    let patched = widgets
-        .patch(
-            "w1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "size": 2 }, "status": { "phase": "Hacked" } })),
-        )
-        .await
-        .unwrap();
+    let patched = widgets.patch("w1", &pp, &merge(2, "Hacked")).await.unwrap();
     assert_eq!(patched.data["spec"]["size"], 2);
     assert_eq!(
         patched.data["status"]["phase"], "Ready",
@@ -293,17 +309,13 @@ async fn service_account_token_needs_a_role_binding() {
         .unwrap();
 
     // The RBAC authorizer reads roles from an informer cache: allow it to catch up.
-    wait_for(
-        "the RoleBinding to allow listing Secrets",
-        TIMEOUT,
-        || async {
-            match secrets.list(&ListParams::default()).await {
-                Ok(_) => Some(()),
-                Err(e) if is_status(&e, 403) => None,
-                Err(e) => panic!("list secrets: {e}"),
-            }
-        },
-    )
+    wait_for("the RoleBinding to allow listing Secrets", WAIT, || async {
+        match secrets.list(&ListParams::default()).await {
+            Ok(_) => Some(()),
+            Err(e) if is_status(&e, 403) => None,
+            Err(e) => panic!("list secrets: {e}"),
+        }
+    })
     .await;
     // The binding is namespaced: other namespaces and verbs stay denied.
     let err = Api::<Secret>::namespaced(operator.clone(), "default")
@@ -339,32 +351,15 @@ async fn deleted_namespace_disappears() {
         .await
         .unwrap();
 
-    let namespaces = Api::<Namespace>::all(client.clone());
-    namespaces
-        .delete(&ns.name, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(
-        &namespaces,
-        &ns.name,
-        "the namespace controller to delete the namespace",
-    )
-    .await;
+    // The namespace controller deletes the namespace and what it holds.
+    let namespaces = delete_namespace(&client, &ns.name).await;
+    wait_gone(&namespaces, &ns.name).await;
 }
 
 #[tokio::test]
 async fn finalizer_holds_deletion_until_removed() {
     let client = admin().await;
-    let ar = widget_crd(&client).await;
-    let ns = TestNamespace::new(&client, "cp-final").await;
-    let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &ar);
-    widgets
-        .create(
-            &PostParams::default(),
-            &widget(&ar, "held", 1, &[FINALIZER]),
-        )
-        .await
-        .unwrap();
+    let (_ns, widgets) = held_widget(&client, "cp-final").await;
 
     widgets
         .delete("held", &DeleteParams::default())
@@ -383,46 +378,22 @@ async fn finalizer_holds_deletion_until_removed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    widgets
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
-    wait_gone(
-        &widgets,
-        "held",
-        "the object to go once its finalizer is removed",
-    )
-    .await;
+    // The object goes once its finalizer is removed.
+    release_held(&widgets).await;
+    wait_gone(&widgets, "held").await;
 }
 
 #[tokio::test]
 async fn namespace_deletion_waits_for_finalizers_of_its_objects() {
     let client = admin().await;
-    let ar = widget_crd(&client).await;
-    let ns = TestNamespace::new(&client, "cp-nsfinal").await;
-    let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &ar);
-    widgets
-        .create(
-            &PostParams::default(),
-            &widget(&ar, "held", 1, &[FINALIZER]),
-        )
-        .await
-        .unwrap();
+    let (ns, widgets) = held_widget(&client, "cp-nsfinal").await;
 
-    let namespaces = Api::<Namespace>::all(client.clone());
-    namespaces
-        .delete(&ns.name, &DeleteParams::default())
-        .await
-        .unwrap();
+    let namespaces = delete_namespace(&client, &ns.name).await;
     // The namespace controller deletes the object; its finalizer keeps it, and the
     // namespace, until removed.
     wait_for(
         "the namespace controller to delete the Widget",
-        TIMEOUT,
+        WAIT,
         || async {
             widgets
                 .get("held")
@@ -443,20 +414,9 @@ async fn namespace_deletion_waits_for_finalizers_of_its_objects() {
         .phase;
     assert_eq!(phase.as_deref(), Some("Terminating"));
 
-    widgets
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
-    wait_gone(
-        &namespaces,
-        &ns.name,
-        "the namespace to go once the finalizer is removed",
-    )
-    .await;
+    // The namespace goes once the finalizer is removed.
+    release_held(&widgets).await;
+    wait_gone(&namespaces, &ns.name).await;
 }
 
 #[tokio::test]
@@ -481,12 +441,8 @@ async fn garbage_collector_deletes_dependents() {
         .delete("owner", &DeleteParams::background())
         .await
         .unwrap();
-    wait_gone(
-        &configmaps,
-        "dependent",
-        "the garbage collector to delete the dependent",
-    )
-    .await;
+    // The garbage collector deletes the dependent.
+    wait_gone(&configmaps, "dependent").await;
 }
 
 #[tokio::test]
@@ -494,34 +450,19 @@ async fn kubectl_and_helm_reach_the_cluster() {
     let cp = ControlPlane::shared();
     let ns = TestNamespace::new(&cp.client().await, "cp-cli").await;
 
-    let out = cp
-        .kubectl()
-        .args(["version", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl version: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let version: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_ok(cp.kubectl().args(["version", "-o", "json"]));
+    let version: serde_json::Value = serde_json::from_str(&out).unwrap();
     for side in ["clientVersion", "serverVersion"] {
         let v = version[side]["gitVersion"].as_str().unwrap_or_default();
         assert!(v.starts_with("v1.37."), "{side} {v}");
     }
 
-    let out = cp
-        .helm()
-        .args(["list", "--namespace", &ns.name, "--output", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm list: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        cp.helm()
+            .args(["list", "--namespace", &ns.name, "--output", "json"]),
     );
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         json!([])
     );
 }

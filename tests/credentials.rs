@@ -1,8 +1,7 @@
 //! The API key file is followed while the operator runs: a rotated Secret takes effect
 //! without a restart, a broken update keeps the key in use, and no key is ever logged.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::path::PathBuf;
 
@@ -26,11 +25,7 @@ struct SecretVolume {
 
 impl SecretVolume {
     fn new(key: &str) -> SecretVolume {
-        let dir = tempfile::Builder::new()
-            .prefix("vio-secret-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let dir = support::kept_dir("vio-secret-");
         let mut volume = SecretVolume { dir, generation: 0 };
         volume.write(key);
         std::os::unix::fs::symlink("..data/api-key", volume.path()).expect("api-key symlink");
@@ -89,8 +84,7 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
     )
     .await;
 
-    env.create("before", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("before", "True", "Attached").await;
+    env.attach("before", by_ids(DNS_ADMIN, ALICE)).await;
 
     // A broken update (an empty key) is refused with a warning; the key in use stays.
     volume.write("");
@@ -99,9 +93,7 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
         "holds no usable key: keeping the previous key",
     )
     .await;
-    env.create("during-broken-update", by_ids(BILLING_READ, ALICE))
-        .await;
-    env.wait_ready("during-broken-update", "True", "Attached")
+    env.attach("during-broken-update", by_ids(BILLING_READ, ALICE))
         .await;
 
     // The rotation: Vultr accepts only the new key from now on, then the Secret changes.
@@ -113,14 +105,12 @@ async fn a_rotated_key_file_is_used_without_a_restart() {
         .expect("valid keys");
     volume.write(&format!("{ROTATED_KEY}\n"));
     wait_log(&env.operator, "later requests use the new key").await;
-    env.create("after", by_ids(COMPUTE_ADMIN, ALICE)).await;
-    env.wait_ready("after", "True", "Attached").await;
+    env.attach("after", by_ids(COMPUTE_ADMIN, ALICE)).await;
     assert!(env.sim.is_user_attached(COMPUTE_ADMIN, ALICE));
     assert!(env.operator.is_running(), "the operator restarted");
 
     // Deleting works with the new key too (the revocation is what matters most).
-    env.delete("before").await;
-    env.wait_gone("before").await;
+    env.delete_and_wait_gone("before").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
 
     let logs = env.operator.logs();
@@ -161,8 +151,7 @@ async fn a_rotated_key_is_not_answered_by_failures_of_the_old_one() {
         ],
     )
     .await;
-    env.create("before", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("before", "True", "Attached").await;
+    env.attach("before", by_ids(DNS_ADMIN, ALICE)).await;
 
     // Vultr accepts only the new key from now on: the next listing fails with 401 ...
     env.sim

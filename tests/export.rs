@@ -3,8 +3,7 @@
 //! prints adopt every grant without a POST, a deletion revokes exactly its grant, and
 //! filters, references, `--unmanaged` and errors behave as documented.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::process::{Command, Output};
 
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use support::TestNamespace;
 use vultr_iam_operator::crd::PolicyAttachment;
-use vultr_sim::{Fault, Seed, Sim, SimConfig};
+use vultr_sim::{Fault, Sim};
 
 /// The two users of the demo organisation that share `shared@example.com`.
 const SHARED_ONE: &str = "c0ffee00-1111-4222-8333-444455556605";
@@ -22,7 +21,7 @@ const CAROL: &str = "9e8f7a6b-5c4d-4e3f-8a2b-1c0d9e8f7a04";
 
 /// The binary's `export` with these arguments, against `sim`, with `key`.
 fn export_with(sim_url: &str, key: Option<&str>, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    let mut cmd = Command::new(support::operator_binary());
     cmd.args(["export", "--vultr-api-url", sim_url])
         .args(args)
         .env_remove("VULTR_API_KEY")
@@ -56,6 +55,20 @@ fn documents(yaml: &str) -> Vec<PolicyAttachment> {
         .collect()
 }
 
+/// An export with the regular key that must yield exactly one document: (YAML, it).
+fn export_one(sim_url: &str, args: &[&str]) -> (String, PolicyAttachment) {
+    let (yaml, _) = export_ok(&mut export_with(sim_url, Some(API_KEY), args));
+    let mut docs = documents(&yaml);
+    assert_eq!(docs.len(), 1, "{yaml}");
+    (yaml, docs.remove(0))
+}
+
+/// The paths the simulator journaled that `pred` accepts, oldest first.
+fn journaled(sim: &Sim, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let paths = sim.journal().into_iter().map(|e| e.path);
+    paths.filter(|p| pred(p)).collect()
+}
+
 fn name(obj: &PolicyAttachment) -> &str {
     obj.metadata.name.as_deref().expect("a name")
 }
@@ -73,18 +86,6 @@ fn find<'a>(
                 && pred(d)
         })
         .unwrap_or_else(|| panic!("no document for {policy}: {docs:#?}"))
-}
-
-async fn demo_sim() -> Sim {
-    Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        read_only_keys: vec![READ_ONLY_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,8 +131,7 @@ async fn applying_an_export_adopts_every_grant_without_a_post_and_a_deletion_rev
     let posts = env.requests("POST", "/v2/");
     assert!(posts.is_empty(), "adopting sent POSTs: {posts:?}");
 
-    env.delete(name(alice)).await;
-    env.wait_gone(name(alice)).await;
+    env.delete_and_wait_gone(name(alice)).await;
     let deletes = env.requests("DELETE", "/v2/");
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(
@@ -168,7 +168,7 @@ async fn unmanaged_prints_only_the_grants_no_object_declares() {
     // Declared by an object the operator reconciles (status and spec).
     env.create(
         "managed",
-        json!({"policy": {"name": "export-unmanaged"}, "user": {"email": "managed@export.example"}}),
+        spec_names("user", "export-unmanaged", "managed@export.example"),
     )
     .await;
     env.wait_ready("managed", "True", "Attached").await;
@@ -185,7 +185,7 @@ async fn unmanaged_prints_only_the_grants_no_object_declares() {
     // ...and by a recorded pair whose spec no longer resolves.
     let recorded = policy_attachment(
         "recorded",
-        json!({"policy": {"name": "renamed-since"}, "user": {"email": "status@export.example"}}),
+        spec_names("user", "renamed-since", "status@export.example"),
     );
     api.create(&PostParams::default(), &recorded)
         .await
@@ -279,27 +279,18 @@ async fn references_filters_and_repeated_runs() {
 
     // Filters: one user (and then no group listing is read).
     sim.clear_journal();
-    let (yaml, _) = export_ok(&mut export_with(
-        &url,
-        Some(API_KEY),
-        &["--user", "ALICE@example.com"],
-    ));
-    let docs = documents(&yaml);
-    assert_eq!(docs.len(), 1, "{yaml}");
+    let (_, doc) = export_one(&url, &["--user", "ALICE@example.com"]);
     assert_eq!(
-        docs[0].spec.user.as_ref().and_then(|u| u.email.as_deref()),
+        doc.spec.user.as_ref().and_then(|u| u.email.as_deref()),
         Some("alice@example.com")
     );
-    let group_listings: Vec<_> = sim
-        .journal()
-        .into_iter()
-        .filter(|e| e.path.ends_with("/groups") && e.path.starts_with("/v2/policies/"))
-        .collect();
+    let group_listings = journaled(&sim, |p| {
+        p.ends_with("/groups") && p.starts_with("/v2/policies/")
+    });
     assert!(group_listings.is_empty(), "{group_listings:?}");
     // A group and a policy by ID, with a namespace and Orphan.
-    let (yaml, _) = export_ok(&mut export_with(
+    let (yaml, doc) = export_one(
         &url,
-        Some(API_KEY),
         &[
             "--group",
             "ops",
@@ -310,34 +301,21 @@ async fn references_filters_and_repeated_runs() {
             "--deletion-policy",
             "Orphan",
         ],
-    ));
-    let docs = documents(&yaml);
-    assert_eq!(docs.len(), 1, "{yaml}");
+    );
     assert_eq!(
-        docs[0].spec.group.as_ref().and_then(|g| g.name.as_deref()),
+        doc.spec.group.as_ref().and_then(|g| g.name.as_deref()),
         Some("ops")
     );
-    assert_eq!(docs[0].metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(doc.metadata.namespace.as_deref(), Some("team-a"));
     assert!(yaml.contains("deletionPolicy: Orphan"), "{yaml}");
     // A role by name: only its listing of policies is read, no policy listing.
     sim.clear_journal();
-    let (yaml, _) = export_ok(&mut export_with(
-        &url,
-        Some(API_KEY),
-        &["--role", "auditors"],
-    ));
-    let docs = documents(&yaml);
-    assert_eq!(docs.len(), 1, "{yaml}");
+    let (_, doc) = export_one(&url, &["--role", "auditors"]);
     assert_eq!(
-        docs[0].spec.role.as_ref().and_then(|r| r.name.as_deref()),
+        doc.spec.role.as_ref().and_then(|r| r.name.as_deref()),
         Some("auditors")
     );
-    let listings: Vec<String> = sim
-        .journal()
-        .into_iter()
-        .map(|e| e.path)
-        .filter(|p| p.matches('/').count() == 4)
-        .collect();
+    let listings = journaled(&sim, |p| p.matches('/').count() == 4);
     assert_eq!(listings, [format!("/v2/roles/{AUDITORS}/policies")]);
     // Filters of different kinds must all match: carol has no dns-admin.
     let (yaml, stderr) = export_ok(&mut export_with(
@@ -390,7 +368,7 @@ async fn errors_are_clear_and_exit_non_zero() {
     // The connection flags are run's, with run's messages.
     let stderr = failing(Some(API_KEY), &["--vultr-ca-file", "/nonexistent/ca.crt"]);
     assert!(stderr.contains("cannot read the Vultr CA file"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+    let out = Command::new(support::operator_binary())
         .args(["export", "--vultr-api-url", "http://vultr.invalid"])
         .env("VULTR_API_KEY", API_KEY)
         .output()

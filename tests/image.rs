@@ -9,8 +9,7 @@
 //!
 //! Running the image needs root (chroot, a private mount namespace).
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
@@ -21,12 +20,11 @@ use std::time::Duration;
 
 use e2e::{API_KEY, DNS_ADMIN, Operator, repo_path, run_ok};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{Seed, Sim, SimConfig};
 
 const RELEASE: &str = "vultr-iam-operator";
 /// The static token in `operator.kubeconfig` is the ServiceAccount `vultr-iam-operator`
@@ -46,7 +44,7 @@ fn build_image(out: &Path) -> String {
     run_ok(
         Command::new(repo_path("deploy/image/build.sh"))
             .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+            .arg(support::operator_binary())
             .arg("--out")
             .arg(out),
     );
@@ -106,20 +104,13 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
     e2e::install_crd(cp);
     let client = cp.client().await;
     let ns = TestNamespace::new(&client, "image").await;
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let user = sim.add_user("image@example.com");
 
     // The chart, rendered for this cluster: the simulator as the Vultr API, a free port
     // (the machine is shared), the test namespace watched (a cluster-wide operator
     // would take other tests' objects).
-    let port = free_port();
+    let port = support::free_port();
     let docs = render(
         cp,
         &[
@@ -230,18 +221,12 @@ async fn the_image_runs_the_operator_as_the_chart_configures_it() {
 
     // Attach, then revoke.
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let pa = e2e::policy_attachment(
-        "image-dns-admin",
-        json!({"policy": {"name": "dns-admin"}, "user": {"email": "image@example.com"}}),
-    );
-    api.create(&PostParams::default(), &pa)
-        .await
-        .expect("create the PolicyAttachment");
+    let spec = e2e::spec_names("user", "dns-admin", "image@example.com");
+    e2e::create(&api, "image-dns-admin", spec).await;
     wait_for("Ready=True Attached", WAIT, || async {
         assert!(running(), "the operator exited:\n{}", logs());
         let obj = api.get_opt("image-dns-admin").await.ok()??;
-        let c = obj.status.as_ref()?.condition(READY)?;
-        (c.status == "True" && c.reason == "Attached").then_some(())
+        e2e::has_condition(&obj, READY, "True", "Attached").then_some(())
     })
     .await;
     assert!(sim.is_user_attached(DNS_ADMIN, &user), "no grant in Vultr");
@@ -497,13 +482,6 @@ fn tempdir() -> tempfile::TempDir {
         .prefix("vio-image-")
         .tempdir()
         .expect("temp dir")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn is_root() -> bool {

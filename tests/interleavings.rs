@@ -2,8 +2,7 @@
 //! latency fault, a watch held back by a proxy, an unreadable scope, a kill at a chosen
 //! point) on the real control plane and the Vultr simulator.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,13 +15,6 @@ use support::watch_delay::WatchDelayProxy;
 use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::READY;
 use vultr_sim::{Behaviour, Fault, FaultKind};
-
-fn is_ready(obj: &vultr_iam_operator::crd::PolicyAttachment) -> bool {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.condition(READY))
-        .is_some_and(|c| c.status == "True")
-}
 
 /// Watches `b` (DNS_ADMIN for ALICE) for `span`: whenever it says Ready=True, the
 /// grant must exist in Vultr. Returns how often it was seen Ready.
@@ -50,8 +42,7 @@ async fn ready_only_with_the_grant(env: &Env, span: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
     let env = Env::start("il-rename").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.sim.add_fault(
         Fault::new(FaultKind::Latency { ms: 1500 })
             .on(
@@ -76,14 +67,12 @@ async fn a_rename_never_leaves_the_new_object_ready_without_its_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_lagging_a_detach_never_makes_the_new_object_ready() {
     let env = Env::start("il-detach-lag").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.sim.set_behaviour(Behaviour {
         detach_lag: Duration::from_secs(3),
         ..Behaviour::default()
     });
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE), "a was revoked");
     env.create("b", by_ids(DNS_ADMIN, ALICE)).await;
 
@@ -102,11 +91,7 @@ async fn a_deletion_racing_the_first_attach_still_revokes() {
     env.operator.kill();
     let proxy = WatchDelayProxy::start(env.cp, Duration::from_secs(6)).await;
     let kubeconfig = proxy.kubeconfig.display().to_string();
-    env.operator = Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
+    env.operator = env.start_operator(
         // No verification pass in the middle of the race.
         &["--resync-interval", "60s"],
         &[("KUBECONFIG", &kubeconfig)],
@@ -129,8 +114,7 @@ async fn a_deletion_racing_the_first_attach_still_revokes() {
         obj.status.as_ref()?.condition(READY).map(|_| ())
     })
     .await;
-    env.delete("racy").await;
-    env.wait_gone("racy").await;
+    env.delete_and_wait_gone("racy").await;
 
     let posts = env.requests("POST", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
     let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"));
@@ -166,14 +150,7 @@ async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
         listing_lag: Duration::from_millis(500),
         ..env.sim.behaviour()
     });
-    env.operator = Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
-        &["--resync-interval", "1s"],
-        &[("KUBECONFIG", &kubeconfig)],
-    );
+    env.operator = env.start_operator(&["--resync-interval", "1s"], &[("KUBECONFIG", &kubeconfig)]);
     let pairs = FOUR_PAIRS;
     env.attach_then_delete(&pairs).await;
     // The live watch catches up 3 s later; drift passes run every second meanwhile.
@@ -209,13 +186,11 @@ async fn a_lagging_live_watch_never_re_attaches_a_revoked_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_that_vultr_contradicts_is_not_a_revocation() {
     let env = Env::start("il-404").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let path = format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}");
     env.sim
         .add_fault(Fault::status(404).on(Some("DELETE"), Some(&path)).times(2));
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     let statuses: Vec<u16> = env
         .requests("DELETE", &path)
@@ -244,7 +219,7 @@ async fn a_repeated_attach_after_a_restart_is_not_rejected() {
     })
     .await;
     env.operator.kill();
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
 
     let deadline = Instant::now() + WAIT;
     let mut reasons = Vec::new();
@@ -365,11 +340,7 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
 
     let kubeconfig = impersonating_kubeconfig(env.cp, &user);
     let kubeconfig = kubeconfig.display().to_string();
-    env.operator = Operator::start_with_env(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
+    env.operator = env.start_operator(
         &[
             "--watch-namespace",
             &unreadable.name,
@@ -381,23 +352,24 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
     // `keeper` in the other namespace shares a's pair; `solo` has a pair of its own.
     let other_api: Api<vultr_iam_operator::crd::PolicyAttachment> =
         Api::namespaced(client.clone(), &other.name);
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("solo", by_ids(BILLING_READ, BOB)).await;
+    env.create_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        ("solo", by_ids(BILLING_READ, BOB)),
+    ])
+    .await;
     let keeper = policy_attachment("keeper", by_ids(DNS_ADMIN, ALICE));
     other_api
         .create(&PostParams::default(), &keeper)
         .await
         .expect("create keeper");
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("solo", "True", "Attached").await;
+    env.wait_attached(&["a", "solo"]).await;
     wait_for("keeper Ready", WAIT, || async {
         is_ready(&other_api.get_opt("keeper").await.ok().flatten()?).then_some(())
     })
     .await;
 
     // A deletion in a readable scope completes although another scope never synced.
-    env.delete("solo").await;
-    env.wait_gone("solo").await;
+    env.delete_and_wait_gone("solo").await;
     assert!(!env.sim.is_user_attached(BILLING_READ, BOB));
 
     // Now keeper cannot be read any more: the shared grant is revoked, and a says why.
@@ -405,8 +377,7 @@ async fn an_unreadable_scope_stalls_no_other_deletion() {
         .delete("operator", &DeleteParams::default())
         .await
         .expect("delete the RoleBinding");
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     let note = env.wait_event("a", "HolderUnconfirmed").await;
     assert!(note.contains("keeper"), "{note}");
@@ -488,12 +459,8 @@ async fn a_stale_snapshot_never_writes_onto_a_re_created_object() {
     assert!(now.finalizers().iter().any(|f| f == FINALIZER), "{now:?}");
 
     // Controls: without the UID test, both writes land on the new object.
-    let apply = json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"uid": stale.uid()},
-        "status": {"policy": "stale"},
-    });
+    let mut apply = status_apply(json!({"policy": "stale"}));
+    apply["metadata"] = json!({"uid": stale.uid()});
     env.api
         .patch_status(
             "x",

@@ -1,8 +1,7 @@
 //! What an on-call engineer relies on: metrics, health, leader election with a fast
 //! hand-over, JSON logs, namespace scoping.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,23 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sample starting with `prefix` is `value`.
+fn assert_sample(metrics: &str, prefix: &str, value: f64) {
+    assert_eq!(
+        sample(metrics, prefix),
+        Some(value),
+        "{prefix} in {metrics}"
+    );
+}
+
+/// The sample starting with `prefix` is at least 1.
+fn assert_counted(metrics: &str, prefix: &str) {
+    assert!(
+        sample(metrics, prefix).is_some_and(|v| v >= 1.0),
+        "{prefix} in {metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_tell_the_truth() {
     let env = Env::start("op-metrics").await;
@@ -37,66 +53,44 @@ async fn metrics_and_health_tell_the_truth() {
     })
     .await;
 
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "missing",
-        json!({"policy": {"name": "nope"}, "user": {"id": ALICE}}),
-    )
+    env.create_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        (
+            "missing",
+            json!({"policy": {"name": "nope"}, "user": {"id": ALICE}}),
+        ),
+    ])
     .await;
     env.wait_ready("a", "True", "Attached").await;
     env.wait_ready("missing", "False", "PolicyNotFound").await;
 
     let (_, m) = env.operator.http_get("/metrics").await;
-    assert!(
-        sample(
-            &m,
-            r#"vultr_iam_policyattachments{ready="True",reason="Attached"}"#
-        ) == Some(1.0),
-        "{m}"
-    );
-    assert!(
-        sample(
-            &m,
-            r#"vultr_iam_policyattachments{ready="False",reason="PolicyNotFound"}"#
-        ) == Some(1.0),
-        "{m}"
-    );
-    assert!(
-        sample(
-            &m,
-            r#"vultr_iam_reconciles_total{result="success",reason=""}"#
-        )
-        .is_some_and(|v| v >= 1.0),
-        "{m}"
-    );
-    assert!(
-        sample(
-            &m,
-            r#"vultr_iam_reconciles_total{result="error",reason="PolicyNotFound"}"#
-        )
-        .is_some_and(|v| v >= 1.0),
-        "{m}"
-    );
-    assert!(sample(&m, r#"vultr_iam_vultr_requests_total{route="GET /v2/policies/{policy_id}/users",status="200"}"#).is_some_and(|v| v >= 1.0), "{m}");
-    assert!(
-        sample(
-            &m,
-            r#"vultr_iam_vultr_requests_total{route="POST /v2/policies/{policy_id}/users/{user_id}",status="201"}"#
-        ) == Some(1.0),
-        "{m}"
-    );
-    assert!(
-        sample(&m, "vultr_iam_reconcile_duration_seconds_count").is_some_and(|v| v >= 1.0),
-        "{m}"
-    );
-    assert!(
-        sample(&m, "vultr_iam_vultr_limiter_wait_seconds_count").is_some_and(|v| v >= 1.0),
-        "{m}"
-    );
-    assert!(
-        sample(&m, "vultr_iam_revocations_pending") == Some(0.0),
-        "{m}"
-    );
+    for (prefix, value) in [
+        (
+            r#"vultr_iam_policyattachments{ready="True",reason="Attached"}"#,
+            1.0,
+        ),
+        (
+            r#"vultr_iam_policyattachments{ready="False",reason="PolicyNotFound"}"#,
+            1.0,
+        ),
+        (
+            r#"vultr_iam_vultr_requests_total{route="POST /v2/policies/{policy_id}/users/{user_id}",status="201"}"#,
+            1.0,
+        ),
+        ("vultr_iam_revocations_pending", 0.0),
+    ] {
+        assert_sample(&m, prefix, value);
+    }
+    for prefix in [
+        r#"vultr_iam_reconciles_total{result="success",reason=""}"#,
+        r#"vultr_iam_reconciles_total{result="error",reason="PolicyNotFound"}"#,
+        r#"vultr_iam_vultr_requests_total{route="GET /v2/policies/{policy_id}/users",status="200"}"#,
+        "vultr_iam_reconcile_duration_seconds_count",
+        "vultr_iam_vultr_limiter_wait_seconds_count",
+    ] {
+        assert_counted(&m, prefix);
+    }
     // Label values stay bounded: no IDs, names or emails.
     for raw in [DNS_ADMIN, ALICE, "nope", "alice@example.com"] {
         assert!(!m.contains(raw), "metrics carry {raw}");
@@ -109,35 +103,23 @@ async fn metrics_and_health_tell_the_truth() {
     env.wait_synced("a", "False", "ApiUnavailable").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, m) = env.operator.http_get("/metrics").await;
-    assert_eq!(
-        sample(&m, "vultr_iam_revocations_pending"),
-        Some(1.0),
-        "{m}"
+    assert_sample(&m, "vultr_iam_revocations_pending", 1.0);
+    assert_counted(&m, "vultr_iam_oldest_pending_revocation_age_seconds");
+    assert_counted(
+        &m,
+        r#"vultr_iam_vultr_requests_total{route="DELETE /v2/policies/{policy_id}/users/{user_id}",status="503"}"#,
     );
-    assert!(
-        sample(&m, "vultr_iam_oldest_pending_revocation_age_seconds").is_some_and(|v| v >= 1.0),
-        "{m}"
-    );
-    assert!(sample(&m, r#"vultr_iam_vultr_requests_total{route="DELETE /v2/policies/{policy_id}/users/{user_id}",status="503"}"#).is_some_and(|v| v >= 1.0), "{m}");
     env.sim.clear_faults();
     env.wait_gone("a").await;
     let (_, m) = env.operator.http_get("/metrics").await;
-    assert_eq!(
-        sample(&m, "vultr_iam_revocations_pending"),
-        Some(0.0),
-        "{m}"
-    );
+    assert_sample(&m, "vultr_iam_revocations_pending", 0.0);
 
     // Drift repairs are counted.
-    env.create("b", by_ids(DNS_ADMIN, BOB)).await;
-    env.wait_ready("b", "True", "Attached").await;
+    env.attach("b", by_ids(DNS_ADMIN, BOB)).await;
     env.sim.detach_user(DNS_ADMIN, BOB);
     env.wait_event("b", "DriftRepaired").await;
     let (_, m) = env.operator.http_get("/metrics").await;
-    assert!(
-        sample(&m, "vultr_iam_drift_repairs_total").is_some_and(|v| v >= 1.0),
-        "{m}"
-    );
+    assert_counted(&m, "vultr_iam_drift_repairs_total");
 }
 
 /// SIGTERM; the exit status if the process ended within `limit` (else it is left
@@ -240,16 +222,14 @@ async fn the_standby_takes_over_pending_revocations() {
     })
     .await;
     eprintln!("hand-over after SIGTERM: {:?}", term.elapsed());
-    env.create("after", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("after", "True", "Attached").await;
+    env.attach("after", by_ids(DNS_ADMIN, ALICE)).await;
     assert!(third.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_object_and_watch_namespace_scopes() {
     let env = Env::start_with("op-json", API_KEY, &["--log-format", "json"]).await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let logs = env.operator.logs();
     let mut with_object = 0;
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {

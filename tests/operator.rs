@@ -1,8 +1,7 @@
 //! End-to-end behaviour of the operator against the real control plane and the Vultr
 //! simulator: attach, guaranteed revocation, failures, shared grants, drift.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::{Duration, SystemTime};
 
@@ -70,20 +69,17 @@ async fn attaches_by_id_and_revokes_before_the_object_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolves_names_and_emails_and_groups() {
     let env = Env::start("pa-names").await;
-    env.create(
-        "by-name",
-        json!({"policy": {"name": "billing-read"}, "user": {"email": "Bob@Example.com"}}),
-    )
-    .await;
-    env.create(
-        "group-by-name",
-        json!({"policy": {"name": "dns-admin"}, "group": {"name": "developers"}}),
-    )
-    .await;
-    env.create(
-        "group-by-id",
-        json!({"policy": {"id": COMPUTE_ADMIN}, "group": {"id": OPS}}),
-    )
+    env.create_all(&[
+        (
+            "by-name",
+            spec_names("user", "billing-read", "Bob@Example.com"),
+        ),
+        (
+            "group-by-name",
+            spec_names("group", "dns-admin", "developers"),
+        ),
+        ("group-by-id", spec_ids("group", COMPUTE_ADMIN, OPS)),
+    ])
     .await;
 
     let obj = env.wait_ready("by-name", "True", "Attached").await;
@@ -91,8 +87,7 @@ async fn resolves_names_and_emails_and_groups() {
         obj.status.as_ref().and_then(|s| s.subject_id.as_deref()),
         Some(BOB)
     );
-    env.wait_ready("group-by-name", "True", "Attached").await;
-    env.wait_ready("group-by-id", "True", "Attached").await;
+    env.wait_attached(&["group-by-name", "group-by-id"]).await;
     assert!(env.sim.is_user_attached(BILLING_READ, BOB));
     assert!(env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
     assert!(env.sim.is_group_attached(COMPUTE_ADMIN, OPS));
@@ -113,33 +108,31 @@ async fn resolves_names_and_emails_and_groups() {
         "{table}"
     );
 
-    env.delete("group-by-name").await;
-    env.wait_gone("group-by-name").await;
+    env.delete_and_wait_gone("group-by-name").await;
     assert!(!env.sim.is_group_attached(DNS_ADMIN, DEVELOPERS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolution_failures_are_conditions_not_crashes() {
     let env = Env::start("pa-notfound").await;
-    env.create(
-        "no-policy",
-        json!({"policy": {"name": "no-such-policy"}, "user": {"id": ALICE}}),
-    )
-    .await;
-    env.create(
-        "no-user",
-        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "nobody@example.com"}}),
-    )
-    .await;
-    env.create(
-        "no-group",
-        json!({"policy": {"id": DNS_ADMIN}, "group": {"name": "nobody"}}),
-    )
-    .await;
-    env.create(
-        "ambiguous",
-        json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "shared@example.com"}}),
-    )
+    env.create_all(&[
+        (
+            "no-policy",
+            json!({"policy": {"name": "no-such-policy"}, "user": {"id": ALICE}}),
+        ),
+        (
+            "no-user",
+            json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "nobody@example.com"}}),
+        ),
+        (
+            "no-group",
+            json!({"policy": {"id": DNS_ADMIN}, "group": {"name": "nobody"}}),
+        ),
+        (
+            "ambiguous",
+            json!({"policy": {"id": DNS_ADMIN}, "user": {"email": "shared@example.com"}}),
+        ),
+    ])
     .await;
 
     let obj = env.wait_ready("no-policy", "False", "PolicyNotFound").await;
@@ -156,8 +149,7 @@ async fn resolution_failures_are_conditions_not_crashes() {
     env.wait_event("ambiguous", "Ambiguous").await;
 
     // Nothing was recorded, so deleting them revokes nothing and does not hang.
-    env.delete("no-policy").await;
-    env.wait_gone("no-policy").await;
+    env.delete_and_wait_gone("no-policy").await;
     assert!(env.requests("DELETE", "/v2/").is_empty());
 
     // The user appears in Vultr later: the backoff retry picks it up.
@@ -195,13 +187,14 @@ async fn unauthorized_and_forbidden_keys_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_during_deletion_keep_the_finalizer() {
     let env = Env::start("pa-faults").await;
-    env.create("five-hundred", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("rate-limited", by_ids(BILLING_READ, ALICE))
+    env.create_all(&[
+        ("five-hundred", by_ids(DNS_ADMIN, ALICE)),
+        ("rate-limited", by_ids(BILLING_READ, ALICE)),
+        ("outage", by_ids(COMPUTE_ADMIN, BOB)),
+    ])
+    .await;
+    env.wait_attached(&["five-hundred", "rate-limited", "outage"])
         .await;
-    env.create("outage", by_ids(COMPUTE_ADMIN, BOB)).await;
-    for name in ["five-hundred", "rate-limited", "outage"] {
-        env.wait_ready(name, "True", "Attached").await;
-    }
 
     let p500 = format!("/v2/policies/{DNS_ADMIN}/users/");
     let p429 = format!("/v2/policies/{BILLING_READ}/users/");
@@ -284,12 +277,10 @@ async fn transient_failures_during_deletion_keep_the_finalizer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_on_detach_means_revoked() {
     let env = Env::start("pa-404").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     // The grant vanishes, and the policy with it: DELETE answers 404.
     env.sim.remove_policy(DNS_ADMIN);
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     let deletes = env.requests("DELETE", &format!("/v2/policies/{DNS_ADMIN}/"));
     assert!(deletes.iter().any(|e| e.status == 404), "{deletes:?}");
 }
@@ -303,8 +294,7 @@ async fn orphan_leaves_the_grant() {
     )
     .await;
     env.wait_ready("a", "True", "Attached").await;
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(env.requests("DELETE", "/v2/").is_empty());
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     assert!(
@@ -318,46 +308,41 @@ async fn orphan_leaves_the_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_grant_survives_until_its_last_holder_goes() {
     let env = Env::start("pa-shared").await;
-    env.create("first", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "second",
-        json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}}),
-    )
+    env.attach_all(&[
+        ("first", by_ids(DNS_ADMIN, ALICE)),
+        (
+            "second",
+            spec_names("user", "dns-admin", "alice@example.com"),
+        ),
+    ])
     .await;
-    env.wait_ready("first", "True", "Attached").await;
-    env.wait_ready("second", "True", "Attached").await;
 
-    env.delete("first").await;
-    env.wait_gone("first").await;
+    env.delete_and_wait_gone("first").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     assert!(env.requests("DELETE", "/v2/").is_empty());
 
-    env.delete("second").await;
-    env.wait_gone("second").await;
+    env.delete_and_wait_gone("second").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_band_detach_is_repaired_at_the_next_verification() {
     let env = Env::start("pa-drift").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("b", by_ids(DNS_ADMIN, BOB)).await;
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("b", "True", "Attached").await;
+    env.attach_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        ("b", by_ids(DNS_ADMIN, BOB)),
+    ])
+    .await;
 
     assert!(env.sim.detach_user(DNS_ADMIN, ALICE));
-    let note = env.wait_event("a", "DriftRepaired").await;
-    assert!(note.contains("out of band"), "{note}");
-    wait_attached(&env, DNS_ADMIN, ALICE).await;
-    env.wait_ready("a", "True", "Attached").await;
+    let attached = || env.sim.is_user_attached(DNS_ADMIN, ALICE);
+    env.wait_drift_repaired("a", attached).await;
 
     // One listing per policy per pass serves every attachment of that policy: with 8
     // attachments, per-attachment verification would list at least 8 times per pass.
     for i in 0..6 {
         let user = env.sim.add_user(&format!("drift-{i}@example.com"));
-        env.create(&format!("more-{i}"), by_ids(DNS_ADMIN, &user))
-            .await;
-        env.wait_ready(&format!("more-{i}"), "True", "Attached")
+        env.attach(&format!("more-{i}"), by_ids(DNS_ADMIN, &user))
             .await;
     }
     let before = SystemTime::now();
@@ -389,13 +374,6 @@ async fn out_of_band_detach_is_repaired_at_the_next_verification() {
     );
 }
 
-async fn wait_attached(env: &Env, policy: &str, user: &str) {
-    support::wait_for("re-attach", WAIT, || async {
-        env.sim.is_user_attached(policy, user).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_listing_does_not_cause_flapping_or_double_attach() {
     let env = Env::start("pa-lag").await;
@@ -404,8 +382,7 @@ async fn a_lagging_listing_does_not_cause_flapping_or_double_attach() {
         attach_existing: 409,
         ..Behaviour::default()
     });
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     assert_eq!(attach_posts(&env, DNS_ADMIN), 1);
 }
 
@@ -431,7 +408,7 @@ async fn a_burst_of_attaches_is_verified_by_a_few_listings() {
         let policy = if i % 2 == 0 { DNS_ADMIN } else { BILLING_READ };
         env.create(&format!("b{i}"), by_ids(policy, &user)).await;
     }
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &flags);
+    env.operator = env.start_operator(&flags, &[]);
     for i in 0..n {
         env.wait_ready(&format!("b{i}"), "True", "Attached").await;
     }
@@ -454,8 +431,7 @@ async fn a_burst_of_attaches_is_verified_by_a_few_listings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_operator_loses_no_revocation() {
     let mut env = Env::start("pa-kill").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let fault = env
         .sim
         .add_fault(Fault::status(500).on(Some("DELETE"), None));
@@ -467,7 +443,7 @@ async fn a_killed_operator_loses_no_revocation() {
     assert!(env.api.get_opt("a").await.expect("get").is_some());
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
 
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
     env.wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
     // The new process only cleaned up; its revocation log still names the pair.
@@ -485,8 +461,7 @@ async fn a_killed_operator_loses_no_revocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_the_key_never_leaks() {
     let mut env = Env::start("pa-term").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     let obj = env.api.get("a").await.expect("get");
     let status = serde_json::to_string(&obj.status).expect("status json");
     assert!(!status.contains(API_KEY));
@@ -549,14 +524,11 @@ async fn the_relationships_listing_shape_is_understood() {
         listing_shape: vultr_sim::ListingShape::Relationships,
         ..Behaviour::default()
     });
-    env.create("u", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "g",
-        json!({"policy": {"id": DNS_ADMIN}, "group": {"id": OPS}}),
-    )
+    env.attach_all(&[
+        ("u", by_ids(DNS_ADMIN, ALICE)),
+        ("g", spec_ids("group", DNS_ADMIN, OPS)),
+    ])
     .await;
-    env.wait_ready("u", "True", "Attached").await;
-    env.wait_ready("g", "True", "Attached").await;
     // Verified from the listing, so a second reconcile sends no second POST.
     assert_eq!(attach_posts(&env, DNS_ADMIN), 2);
     env.sim.detach_group(DNS_ADMIN, OPS);
@@ -567,14 +539,11 @@ async fn the_relationships_listing_shape_is_understood() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_deletion_revokes_every_grant() {
     let env = Env::start("pa-nsdel").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create(
-        "b",
-        json!({"policy": {"id": BILLING_READ}, "group": {"id": DEVELOPERS}}),
-    )
+    env.attach_all(&[
+        ("a", by_ids(DNS_ADMIN, ALICE)),
+        ("b", spec_ids("group", BILLING_READ, DEVELOPERS)),
+    ])
     .await;
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("b", "True", "Attached").await;
     run_ok(env.cp.kubectl().args([
         "delete",
         "namespace",
@@ -642,11 +611,10 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
     );
     env.sim.remove_fault(slow);
 
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
     env.wait_ready("a", "True", "Attached").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
-    env.delete("a").await;
-    env.wait_gone("a").await;
+    env.delete_and_wait_gone("a").await;
     assert!(!env.sim.is_user_attached(DNS_ADMIN, ALICE));
 }
 
@@ -655,8 +623,7 @@ async fn a_killed_operator_mid_attach_converges_and_still_revokes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_verification_failures_never_flip_ready_and_quiet_passes_write_nothing() {
     let env = Env::start("pa-quiet").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     env.wait_synced("a", "True", "ReconcileSuccess").await;
 
     // Three resync periods (3 s each in tests) with nothing to change: no write at all.
@@ -745,11 +712,8 @@ fn subject_id(obj: &vultr_iam_operator::crd::PolicyAttachment) -> Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_group_name_resolves_to_the_new_group() {
     let env = Env::start_with("pa-name-reuse", API_KEY, &["--directory-max-age", "2s"]).await;
-    env.create(
-        "old",
-        json!({"policy": {"name": "dns-admin"}, "group": {"name": "ops"}}),
-    )
-    .await;
+    env.create("old", spec_names("group", "dns-admin", "ops"))
+        .await;
     let old = env.wait_ready("old", "True", "Attached").await;
     assert_eq!(subject_id(&old).as_deref(), Some(OPS));
 
@@ -757,11 +721,8 @@ async fn a_reused_group_name_resolves_to_the_new_group() {
     let new_ops = env.sim.add_group("ops");
     // Past the bound, whatever walk a resolution uses was made after the rename.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    env.create(
-        "new",
-        json!({"policy": {"name": "compute-admin"}, "group": {"name": "ops"}}),
-    )
-    .await;
+    env.create("new", spec_names("group", "compute-admin", "ops"))
+        .await;
     let new = env.wait_ready("new", "True", "Attached").await;
     assert_eq!(
         subject_id(&new),
@@ -818,8 +779,7 @@ async fn one_new_object_on_an_idle_operator_costs_only_its_own_listing() {
     // Idle for longer than --listing-max-age: every listing at hand is stale.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = env.sim.journal().len();
-    env.create("new", by_ids(&policies[0], BOB)).await;
-    env.wait_ready("new", "True", "Attached").await;
+    env.attach("new", by_ids(&policies[0], BOB)).await;
     // Whatever the new object set off has run by then.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let listings: Vec<String> = env.sim.journal()[before..]
@@ -922,19 +882,12 @@ spec:
     )
     .await;
 
-    env.operator = Operator::start(
-        env.cp,
-        &env.sim.url(),
-        API_KEY,
-        &env.ns.name,
-        &["--resync-interval", "10m"],
-    );
+    env.operator = env.start_operator(&["--resync-interval", "10m"], &[]);
     wait_for("the refused finalizer", WAIT, || async {
         (env.operator.failures("KubernetesApiError").await > 0).then_some(())
     })
     .await;
-    env.create("ok", by_ids(BILLING_READ, BOB)).await;
-    env.wait_ready("ok", "True", "Attached").await;
+    env.attach("ok", by_ids(BILLING_READ, BOB)).await;
     assert_eq!(
         env.operator
             .metric("vultr_iam_verification_batch_waits_total", &[])

@@ -4,8 +4,7 @@
 //! A write the cut leader sent just before the cut is held by Vultr and applied late:
 //! it must land before the new leader's writes.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! deletion held until resumed or orphaned, the paused gauge; and how status, Events and
 //! messages name the pair.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::{Duration, SystemTime};
 
@@ -83,7 +82,7 @@ async fn paused_events(env: &Env, name: &str, text: &str) -> usize {
 }
 
 fn by_names() -> serde_json::Value {
-    json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}})
+    spec_names("user", "dns-admin", "alice@example.com")
 }
 
 /// Created paused: not one Vultr request, across verification passes; Synced and Ready
@@ -137,8 +136,7 @@ async fn an_object_paused_from_the_start_never_calls_vultr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_band_detach_waits_for_the_end_of_the_pause() {
     let env = Env::start("pause-drift").await;
-    env.create("a", by_names()).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_names()).await;
     let note = env.wait_event("a", "Attached").await;
     assert_eq!(
         note,
@@ -190,8 +188,7 @@ async fn an_out_of_band_detach_waits_for_the_end_of_the_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_deletion_waits_for_the_end_of_the_pause() {
     let env = Env::start("pause-delete").await;
-    env.create("a", by_names()).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_names()).await;
     set_pause(&env, "a", Some("true")).await;
     wait_paused(&env, "a", "remove the annotation to resume").await;
     env.sim.clear_journal();
@@ -247,8 +244,7 @@ async fn a_paused_deletion_waits_for_the_end_of_the_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_deletion_set_to_orphan_leaves_the_grant() {
     let env = Env::start("pause-orphan").await;
-    env.create("a", by_ids(DNS_ADMIN, ALICE)).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_ids(DNS_ADMIN, ALICE)).await;
     set_pause(&env, "a", Some("true")).await;
     wait_paused(&env, "a", "remove the annotation to resume").await;
     env.sim.clear_journal();
@@ -272,15 +268,12 @@ async fn a_paused_deletion_set_to_orphan_leaves_the_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_holder_keeps_a_shared_grant() {
     let env = Env::start("pause-shared").await;
-    env.create("paused", by_ids(DNS_ADMIN, ALICE)).await;
-    env.create("other", by_names()).await;
-    env.wait_ready("paused", "True", "Attached").await;
-    env.wait_ready("other", "True", "Attached").await;
+    env.attach_all(&[("paused", by_ids(DNS_ADMIN, ALICE)), ("other", by_names())])
+        .await;
     set_pause(&env, "paused", Some("true")).await;
     wait_paused(&env, "paused", "remove the annotation to resume").await;
 
-    env.delete("other").await;
-    env.wait_gone("other").await;
+    env.delete_and_wait_gone("other").await;
     assert!(env.sim.is_user_attached(DNS_ADMIN, ALICE));
     assert!(env.requests("DELETE", "/v2/").is_empty());
     let note = env.wait_event("other", "GrantShared").await;
@@ -300,7 +293,7 @@ async fn a_paused_holder_keeps_a_shared_grant() {
 }
 
 /// Editing `deletionPolicy` of a Ready object declared by IDs keeps the names that
-/// resolution found (they used to fall back to the raw IDs).
+/// resolution found (not the raw IDs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_policy_edit_keeps_the_resolved_names() {
     let env = Env::start("pause-names").await;
@@ -339,8 +332,7 @@ async fn a_deletion_policy_edit_keeps_the_resolved_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_resolution_names_the_pair() {
     let env = Env::start("pause-notfound").await;
-    env.create("a", by_names()).await;
-    env.wait_ready("a", "True", "Attached").await;
+    env.attach("a", by_names()).await;
     assert!(env.sim.remove_policy(DNS_ADMIN));
     let obj = env.wait_synced("a", "False", "NotFound").await;
     let message = &synced(&obj).message;

@@ -3,8 +3,7 @@
 //! of attachments), revocation of exactly the pair, 404s confirmed by the role listing,
 //! resolution failures, shared pairs, drift and both listing shapes.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::time::Duration;
 
@@ -20,31 +19,10 @@ fn role_pair(role: &str, policy: &str) -> String {
     format!("/v2/roles/{role}/policies/{policy}")
 }
 
-async fn wait_role_attached(env: &Env, role: &str, policy: &str) {
-    support::wait_for("role re-attach", WAIT, || async {
-        env.sim.is_role_attached(role, policy).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair() {
     let env = Env::start("pa-role").await;
-    env.create(
-        "auditors-dns",
-        json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
-    )
-    .await;
-    env.create(
-        "auditors-compute",
-        json!({"policy": {"id": COMPUTE_ADMIN}, "role": {"id": AUDITORS}}),
-    )
-    .await;
-    env.create(
-        "orphan",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": ON_CALL}, "deletionPolicy": "Orphan"}),
-    )
-    .await;
+    env.create_all(&[("auditors-dns", spec_names("role", "dns-admin", "auditors")), ("auditors-compute", spec_ids("role", COMPUTE_ADMIN, AUDITORS)), ("orphan", json!({"policy": {"id": DNS_ADMIN}, "role": {"id": ON_CALL}, "deletionPolicy": "Orphan"}))]).await;
 
     let obj = env.wait_ready("auditors-dns", "True", "Attached").await;
     let st = obj.status.expect("status");
@@ -94,8 +72,7 @@ async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair(
     );
 
     // Deleting one revokes exactly its pair: the role's other grants stay.
-    env.delete("auditors-dns").await;
-    env.wait_gone("auditors-dns").await;
+    env.delete_and_wait_gone("auditors-dns").await;
     let deletes = env.requests("DELETE", "/v2/");
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0].path, role_pair(AUDITORS, DNS_ADMIN));
@@ -106,8 +83,7 @@ async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair(
     env.wait_event("auditors-dns", "Revoked").await;
 
     // Orphan leaves the role grant.
-    env.delete("orphan").await;
-    env.wait_gone("orphan").await;
+    env.delete_and_wait_gone("orphan").await;
     assert_eq!(env.requests("DELETE", "/v2/").len(), 1);
     assert!(env.sim.is_role_attached(ON_CALL, DNS_ADMIN));
 }
@@ -115,21 +91,7 @@ async fn role_grants_by_name_and_id_attach_verify_and_revoke_exactly_their_pair(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_resolution_failures_are_precise_conditions() {
     let env = Env::start("pa-role-nf").await;
-    env.create(
-        "no-role",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "nobody"}}),
-    )
-    .await;
-    env.create(
-        "no-role-id",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": "00000000-0000-4000-8000-000000000000"}}),
-    )
-    .await;
-    env.create(
-        "ambiguous-role",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "on-call"}}),
-    )
-    .await;
+    env.create_all(&[("no-role", json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "nobody"}})), ("no-role-id", json!({"policy": {"id": DNS_ADMIN}, "role": {"id": "00000000-0000-4000-8000-000000000000"}})), ("ambiguous-role", json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "on-call"}}))]).await;
 
     let obj = env.wait_ready("no-role", "False", "RoleNotFound").await;
     let msg = &synced(&obj).message;
@@ -155,40 +117,27 @@ async fn role_resolution_failures_are_precise_conditions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_are_shared_repaired_and_verified_per_role() {
     let env = Env::start("pa-role-drift").await;
-    env.create(
-        "first",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-    )
+    env.attach_all(&[
+        ("first", spec_ids("role", DNS_ADMIN, AUDITORS)),
+        ("second", spec_names("role", "dns-admin", "auditors")),
+    ])
     .await;
-    env.create(
-        "second",
-        json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
-    )
-    .await;
-    env.wait_ready("first", "True", "Attached").await;
-    env.wait_ready("second", "True", "Attached").await;
-    env.delete("first").await;
-    env.wait_gone("first").await;
+    env.delete_and_wait_gone("first").await;
     assert!(env.sim.is_role_attached(AUDITORS, DNS_ADMIN));
     assert!(env.requests("DELETE", "/v2/").is_empty());
     env.wait_event("first", "GrantShared").await;
 
     // Out-of-band detach of a role grant: repaired at the next verification.
     assert!(env.sim.detach_role(AUDITORS, DNS_ADMIN));
-    let note = env.wait_event("second", "DriftRepaired").await;
-    assert!(note.contains("out of band"), "{note}");
-    wait_role_attached(&env, AUDITORS, DNS_ADMIN).await;
-    env.wait_ready("second", "True", "Attached").await;
+    let attached = || env.sim.is_role_attached(AUDITORS, DNS_ADMIN);
+    env.wait_drift_repaired("second", attached).await;
 
     // Eight attachments of one role: one role listing per pass serves them all (per
     // attachment, it would be at least 8 listings per pass).
     for i in 0..7 {
         let policy = env.sim.add_policy(&format!("role-policy-{i}"));
-        env.create(
-            &format!("more-{i}"),
-            json!({"policy": {"id": policy}, "role": {"id": AUDITORS}}),
-        )
-        .await;
+        env.create(&format!("more-{i}"), spec_ids("role", &policy, AUDITORS))
+            .await;
     }
     for i in 0..7 {
         env.wait_ready(&format!("more-{i}"), "True", "Attached")
@@ -203,8 +152,7 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
     );
     assert!(env.requests("GET", "/v2/policies/").is_empty());
 
-    env.delete("second").await;
-    env.wait_gone("second").await;
+    env.delete_and_wait_gone("second").await;
     assert!(!env.sim.is_role_attached(AUDITORS, DNS_ADMIN));
     assert!(env.sim.is_role_attached(AUDITORS, BILLING_READ), "seeded");
 }
@@ -214,19 +162,14 @@ async fn role_grants_are_shared_repaired_and_verified_per_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_delete_404_counts_only_when_the_role_listing_confirms() {
     let env = Env::start("pa-role-404").await;
-    env.create(
-        "a",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-    )
-    .await;
+    env.create("a", spec_ids("role", DNS_ADMIN, AUDITORS)).await;
     let extra = env.sim.add_role("temporary");
     env.create(
         "b",
         json!({"policy": {"id": DNS_ADMIN}, "role": {"name": "temporary"}}),
     )
     .await;
-    env.wait_ready("a", "True", "Attached").await;
-    env.wait_ready("b", "True", "Attached").await;
+    env.wait_attached(&["a", "b"]).await;
 
     // A proxy answering 404 to the DELETE while the grant is still listed.
     let fault = env.sim.add_fault(
@@ -258,8 +201,7 @@ async fn a_role_delete_404_counts_only_when_the_role_listing_confirms() {
 
     // The role itself vanished: its listing is 404, `GET /v2/roles` confirms.
     assert!(env.sim.remove_role(&extra));
-    env.delete("b").await;
-    env.wait_gone("b").await;
+    env.delete_and_wait_gone("b").await;
     let deletes = env.requests("DELETE", &role_pair(&extra, DNS_ADMIN));
     assert!(deletes.iter().all(|e| e.status == 404), "{deletes:?}");
     assert!(!env.requests("GET", "/v2/roles").is_empty());
@@ -272,16 +214,11 @@ async fn the_relationships_shape_of_role_listings_is_understood() {
         listing_shape: ListingShape::Relationships,
         ..Behaviour::default()
     });
-    env.create(
-        "r",
-        json!({"policy": {"id": DNS_ADMIN}, "role": {"id": AUDITORS}}),
-    )
-    .await;
-    env.wait_ready("r", "True", "Attached").await;
+    env.attach("r", spec_ids("role", DNS_ADMIN, AUDITORS)).await;
     // Verified from the listing, so later reconciles send no second POST.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(env.requests("POST", "/v2/").len(), 1);
     env.sim.detach_role(AUDITORS, DNS_ADMIN);
-    env.wait_event("r", "DriftRepaired").await;
-    wait_role_attached(&env, AUDITORS, DNS_ADMIN).await;
+    let attached = || env.sim.is_role_attached(AUDITORS, DNS_ADMIN);
+    env.wait_drift_repaired("r", attached).await;
 }

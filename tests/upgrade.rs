@@ -3,8 +3,7 @@
 //! revocation that fails once is retried with that pair. The layouts and their field
 //! managers are listed in README's "Status layout and field managers".
 
-mod e2e;
-mod support;
+use vio_harness::e2e;
 
 use e2e::*;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -57,11 +56,7 @@ async fn write_layout(env: &Env, name: &str, layout: Layout, policy: &str, user:
         ],
     };
     for (manager, status) in applies {
-        let patch = json!({
-            "apiVersion": "iam.vultr-operator.io/v1alpha1",
-            "kind": "PolicyAttachment",
-            "status": status,
-        });
+        let patch = e2e::status_apply(status);
         env.api
             .patch_status(
                 name,
@@ -117,7 +112,7 @@ async fn every_earlier_status_layout_is_revoked_after_a_failed_delete() {
             .add_fault(Fault::status(503).on(Some("DELETE"), Some(&path)).times(1));
     }
 
-    env.operator = Operator::start(env.cp, &env.sim.url(), API_KEY, &env.ns.name, &[]);
+    env.operator = env.start_operator(&[], &[]);
     // The held deletions say so (a status write of this release), then are let go.
     for (name, _, paused, ..) in objects {
         if paused {

@@ -3,16 +3,14 @@
 //! sends nothing; with it, or with the CA in the system trust store (`SSL_CERT_FILE`, as
 //! the image sets it), it attaches. A file holding no certificate stops it at start.
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use e2e::{API_KEY, DNS_ADMIN, Operator, run_ok};
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use kube::api::Api;
 use support::{ControlPlane, TestNamespace, wait_for};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -20,7 +18,6 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{Seed, Sim, SimConfig};
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, with openssl.
 fn make_certificates(dir: &Path) {
@@ -107,44 +104,47 @@ async fn tls_front(dir: &Path, upstream: std::net::SocketAddr) -> String {
     format!("https://127.0.0.1:{}", addr.port())
 }
 
-fn attachment(name: &str) -> PolicyAttachment {
-    e2e::policy_attachment(
-        name,
-        json!({"policy": {"name": "dns-admin"}, "user": {"email": "tls@example.com"}}),
-    )
+/// One try: a namespace `tls-<name>`, an operator for it that reaches Vultr at `url`
+/// with these flags and variables, and the PolicyAttachment `name` (dns-admin for
+/// tls@example.com).
+struct Trial {
+    operator: Operator,
+    api: Api<PolicyAttachment>,
+    _ns: TestNamespace,
+}
+
+async fn trial(url: &str, name: &str, extra: &[&str], vars: &[(&str, &str)]) -> Trial {
+    let cp = ControlPlane::shared();
+    e2e::install_crd(cp);
+    let client = cp.client().await;
+    let ns = TestNamespace::new(&client, &format!("tls-{name}")).await;
+    let api = Api::namespaced(client, &ns.name);
+    let operator = Operator::start_with_env(cp, url, API_KEY, &ns.name, extra, vars);
+    let spec = e2e::spec_names("user", "dns-admin", "tls@example.com");
+    e2e::create(&api, name, spec).await;
+    Trial {
+        operator,
+        api,
+        _ns: ns,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vultr_ca_file_is_trusted_and_needed() {
     let certs = tempfile::tempdir().expect("temp dir");
     make_certificates(certs.path());
-    let ca_file = certs.path().join("ca.crt");
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let ca = certs.path().join("ca.crt").display().to_string();
+    let sim = e2e::demo_sim().await;
     let user = sim.add_user("tls@example.com");
     let url = tls_front(certs.path(), sim.addr()).await;
-    let cp = ControlPlane::shared();
-    e2e::install_crd(cp);
-    let client = cp.client().await;
 
     // Without the bundle: the certificate is refused, nothing reaches Vultr.
-    let ns = TestNamespace::new(&client, "tls-untrusted").await;
-    let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let mut operator = Operator::start(cp, &url, API_KEY, &ns.name, &[]);
-    api.create(&PostParams::default(), &attachment("untrusted"))
-        .await
-        .expect("create");
+    let mut untrusted = trial(&url, "untrusted", &[], &[]).await;
     wait_for(
         "Ready=False on the untrusted certificate",
         e2e::WAIT,
         || async {
-            let obj = api.get_opt("untrusted").await.ok()??;
+            let obj = untrusted.api.get_opt("untrusted").await.ok()??;
             let c = obj.status.as_ref()?.condition(READY)?;
             (c.status == "False").then_some(())
         },
@@ -155,50 +155,24 @@ async fn the_vultr_ca_file_is_trusted_and_needed() {
         "a request got through: {:?}",
         sim.journal()
     );
+    let logs = untrusted.operator.logs();
     assert!(
-        operator.logs().contains("certificate") || operator.logs().contains("UnknownIssuer"),
-        "{}",
-        operator.logs()
+        logs.contains("certificate") || logs.contains("UnknownIssuer"),
+        "{logs}"
     );
-    operator.kill();
+    untrusted.operator.kill();
 
     // With it: attached through TLS.
-    let ns = TestNamespace::new(&client, "tls-trusted").await;
-    let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let ca = ca_file.display().to_string();
-    let _operator = Operator::start(cp, &url, API_KEY, &ns.name, &["--vultr-ca-file", &ca]);
-    api.create(&PostParams::default(), &attachment("trusted"))
-        .await
-        .expect("create");
-    wait_for("Ready=True Attached through TLS", e2e::WAIT, || async {
-        let obj = api.get_opt("trusted").await.ok()??;
-        let c = obj.status.as_ref()?.condition(READY)?;
-        (c.status == "True" && c.reason == "Attached").then_some(())
-    })
-    .await;
+    let trusted = trial(&url, "trusted", &["--vultr-ca-file", &ca], &[]).await;
+    e2e::wait_condition(&trusted.api, "trusted", READY, "True", "Attached").await;
     assert!(sim.is_user_attached(DNS_ADMIN, &user), "no grant in Vultr");
-    drop(_operator);
+    drop(trusted);
 
     // Or from the system's trust store, as the image sets it (SSL_CERT_FILE): the client
     // verifies with the platform verifier, not with built-in roots only.
-    let ns = TestNamespace::new(&client, "tls-system").await;
-    let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
     sim.detach_user(DNS_ADMIN, &user);
-    let _operator =
-        Operator::start_with_env(cp, &url, API_KEY, &ns.name, &[], &[("SSL_CERT_FILE", &ca)]);
-    api.create(&PostParams::default(), &attachment("system"))
-        .await
-        .expect("create");
-    wait_for(
-        "Ready=True Attached, system trust store",
-        e2e::WAIT,
-        || async {
-            let obj = api.get_opt("system").await.ok()??;
-            let c = obj.status.as_ref()?.condition(READY)?;
-            (c.status == "True" && c.reason == "Attached").then_some(())
-        },
-    )
-    .await;
+    let system = trial(&url, "system", &[], &[("SSL_CERT_FILE", &ca)]).await;
+    e2e::wait_condition(&system.api, "system", READY, "True", "Attached").await;
     assert!(sim.is_user_attached(DNS_ADMIN, &user), "no grant in Vultr");
 }
 
@@ -214,7 +188,7 @@ fn a_ca_file_without_a_certificate_stops_the_start() {
             "cannot read the Vultr CA file",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"))
+        let out = Command::new(support::operator_binary())
             .args(["run", "--vultr-ca-file", &file])
             .env("VULTR_API_KEY", API_KEY)
             .env("KUBECONFIG", "/nonexistent")

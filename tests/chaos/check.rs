@@ -84,90 +84,59 @@ pub const STOP_WITHIN: Duration = Duration::from_secs(5);
 impl Findings {
     /// One line per violated invariant; empty if all held.
     pub fn violations(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        let mut add = |what: &str, n: usize, sample: String| match (n, sample.is_empty()) {
-            (0, _) => {}
-            (_, true) => v.push(format!("{what}: {n}")),
-            (_, false) => v.push(format!("{what}: {n} (e.g. {sample})")),
-        };
-        add(
-            "live objects without their grant",
-            self.missing_grants.len(),
-            first(&self.missing_grants),
-        );
-        add(
-            "live objects not Ready=True",
-            self.not_ready.len(),
-            first(&self.not_ready),
-        );
-        add(
-            "live objects recording another pair",
-            self.wrong_pair.len(),
-            first(&self.wrong_pair),
-        );
-        add(
-            "lost revocations",
-            self.lost_revocations.len(),
-            self.lost_revocations
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        );
-        add(
-            "objects stuck Terminating",
-            self.stuck.len(),
-            first(&self.stuck),
-        );
-        add(
-            "foreign grants removed",
-            self.foreign_removed.len(),
-            self.foreign_removed
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        );
-        add("logs with a panic", self.panics.len(), first(&self.panics));
-        add(
-            "Vultr writes without the Lease",
-            self.unleased_writes.len(),
-            first(&self.unleased_writes),
-        );
-        add(
-            "Vultr writes not attributable to a replica (no User-Agent identity journaled: \
-             the Lease check cannot run)",
-            self.unattributed_writes,
-            String::new(),
-        );
-        add(
-            "grants written to an object whose name was reused",
-            self.replaced_grants.len(),
-            first(&self.replaced_grants),
-        );
-        add(
-            "Vultr requests refused 401 (a key used after its removal)",
-            self.refused.len(),
-            first(&self.refused),
-        );
-        add(
-            "replicas not stopped cleanly within 5 s of SIGTERM",
-            self.slow_stops.len(),
-            first(&self.slow_stops),
-        );
         let leaks: usize = self.key_leaks.iter().map(|(_, n)| n).sum();
-        add(
-            "API key occurrences",
-            leaks,
-            self.key_leaks
-                .first()
-                .map(|(l, n)| format!("{n} in {l}"))
-                .unwrap_or_default(),
-        );
-        v
+        let leak = self.key_leaks.first().map(|(l, n)| format!("{n} in {l}"));
+        let found = [
+            (
+                "live objects without their grant",
+                tally(&self.missing_grants),
+            ),
+            ("live objects not Ready=True", tally(&self.not_ready)),
+            (
+                "live objects recording another pair",
+                tally(&self.wrong_pair),
+            ),
+            ("lost revocations", tally(&self.lost_revocations)),
+            ("objects stuck Terminating", tally(&self.stuck)),
+            ("foreign grants removed", tally(&self.foreign_removed)),
+            ("logs with a panic", tally(&self.panics)),
+            (
+                "Vultr writes without the Lease",
+                tally(&self.unleased_writes),
+            ),
+            (
+                "Vultr writes not attributable to a replica (no User-Agent identity journaled: \
+                 the Lease check cannot run)",
+                (self.unattributed_writes, None),
+            ),
+            (
+                "grants written to an object whose name was reused",
+                tally(&self.replaced_grants),
+            ),
+            (
+                "Vultr requests refused 401 (a key used after its removal)",
+                tally(&self.refused),
+            ),
+            (
+                "replicas not stopped cleanly within 5 s of SIGTERM",
+                tally(&self.slow_stops),
+            ),
+            ("API key occurrences", (leaks, leak)),
+        ];
+        found
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|(what, (n, sample))| match sample {
+                Some(sample) => format!("{what}: {n} (e.g. {sample})"),
+                None => format!("{what}: {n}"),
+            })
+            .collect()
     }
 }
 
-fn first(list: &[String]) -> String {
-    list.first().cloned().unwrap_or_default()
+/// How many, and the first as an example.
+fn tally<T: ToString>(list: &[T]) -> (usize, Option<String>) {
+    (list.len(), list.first().map(ToString::to_string))
 }
 
 pub fn check(state: &EndState) -> Findings {

@@ -53,15 +53,8 @@ fn plan(w: &World, rng: &mut StdRng, counter: &mut usize, pool: Option<usize>) -
 
 /// The object's index in the ledger, if the API server stored it.
 async fn create(w: &World, p: Plan) -> Option<usize> {
-    let obj: PolicyAttachment = match serde_json::from_value(serde_json::json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": p.name, "labels": {"vio-chaos/run": w.run}},
-        "spec": p.spec,
-    })) {
-        Ok(o) => o,
-        Err(e) => panic!("a valid PolicyAttachment: {e}"),
-    };
+    let mut obj = crate::e2e::policy_attachment(&p.name, p.spec.clone());
+    obj.metadata.labels = Some([("vio-chaos/run".to_owned(), w.run.clone())].into());
     // Declared before the call: a create cut short may still have been stored.
     let idx = lock(&w.ledger).declare(Declared {
         namespace: p.namespace.clone(),

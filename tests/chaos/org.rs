@@ -7,7 +7,7 @@
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use vultr_sim::{Seed, SeedGroup, SeedPolicy, SeedRole, SeedUser};
+use vultr_sim::{Seed, SeedGroup, SeedNamed, SeedUser};
 
 use super::model::{Kind, Pair};
 
@@ -79,44 +79,28 @@ impl Org {
 
     /// The organisation as a simulator seed; no attachments.
     pub fn seed(&self) -> Seed {
+        let named = |e: &Entity| SeedNamed {
+            id: Some(e.id.clone()),
+            name: e.key.clone(),
+            description: String::new(),
+        };
         Seed {
-            policies: self
-                .policies
-                .iter()
-                .map(|p| SeedPolicy {
-                    id: Some(p.id.clone()),
-                    name: p.key.clone(),
-                    description: String::new(),
-                })
-                .collect(),
-            users: self
-                .users
-                .iter()
-                .chain(&self.outsiders)
+            policies: self.policies.iter().map(named).collect(),
+            users: (self.users.iter().chain(&self.outsiders))
                 .map(|u| SeedUser {
                     id: Some(u.id.clone()),
                     email: u.key.clone(),
                     name: String::new(),
                 })
                 .collect(),
-            groups: self
-                .groups
-                .iter()
-                .chain([&self.reused])
+            groups: (self.groups.iter().chain([&self.reused]))
                 .map(|g| SeedGroup {
                     id: Some(g.id.clone()),
                     display_name: g.key.clone(),
                 })
                 .collect(),
-            roles: self
-                .roles
-                .iter()
-                .chain(&self.outsider_roles)
-                .map(|r| SeedRole {
-                    id: Some(r.id.clone()),
-                    name: r.key.clone(),
-                    description: String::new(),
-                })
+            roles: (self.roles.iter().chain(&self.outsider_roles))
+                .map(named)
                 .collect(),
             ..Seed::default()
         }
@@ -155,55 +139,36 @@ impl Org {
         Pair {
             policy: self.policies[p.policy].id.clone(),
             kind: p.kind,
-            subject: match p.kind {
-                Kind::User => self.users[p.subject].id.clone(),
-                Kind::Group => self.groups[p.subject].id.clone(),
-                Kind::Role => self.roles[p.subject].id.clone(),
-            },
+            subject: self.subject(p).0.id.clone(),
+        }
+    }
+
+    /// The pair's subject, its field in a spec and the field of its natural key.
+    fn subject(&self, p: &PoolPair) -> (&Entity, &'static str, &'static str) {
+        match p.kind {
+            Kind::User => (&self.users[p.subject], "user", "email"),
+            Kind::Group => (&self.groups[p.subject], "group", "name"),
+            Kind::Role => (&self.roles[p.subject], "role", "name"),
         }
     }
 
     /// A spec for the pair, each side by name/email or by ID at random.
     pub fn spec(&self, rng: &mut StdRng, p: &PoolPair) -> Value {
-        let policy = &self.policies[p.policy];
-        let policy = if rng.random_bool(0.5) {
-            json!({"id": policy.id})
-        } else {
-            json!({"name": policy.key})
-        };
-        let by_id = rng.random_bool(0.5);
-        let mut spec = match p.kind {
-            Kind::User => {
-                let u = &self.users[p.subject];
-                let r = if by_id {
-                    json!({"id": u.id})
-                } else {
-                    json!({"email": u.key})
-                };
-                json!({"policy": policy, "user": r})
-            }
-            Kind::Group => {
-                let g = &self.groups[p.subject];
-                let r = if by_id {
-                    json!({"id": g.id})
-                } else {
-                    json!({"name": g.key})
-                };
-                json!({"policy": policy, "group": r})
-            }
-            Kind::Role => {
-                let role = &self.roles[p.subject];
-                let r = if by_id {
-                    json!({"id": role.id})
-                } else {
-                    json!({"name": role.key})
-                };
-                json!({"policy": policy, "role": r})
-            }
-        };
+        let policy = reference(rng, &self.policies[p.policy], "name");
+        let (subject, field, key) = self.subject(p);
+        let mut spec = json!({"policy": policy, field: reference(rng, subject, key)});
         if p.orphan {
             spec["deletionPolicy"] = json!("Orphan");
         }
         spec
+    }
+}
+
+/// `{"id": ...}` or `{<key>: ...}`, at random.
+fn reference(rng: &mut StdRng, entity: &Entity, key: &str) -> Value {
+    if rng.random_bool(0.5) {
+        json!({"id": entity.id})
+    } else {
+        json!({key: entity.key})
     }
 }

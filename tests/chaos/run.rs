@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
-use vultr_sim::{RateLimit, Sim, SimConfig};
+use vultr_sim::RateLimit;
 
 use super::check::{Findings, check};
 use super::cluster::Cluster;
@@ -58,23 +58,16 @@ pub async fn run(sizes: Sizes) -> Outcome {
         sizes.roles,
     );
     let pool = org.pool(&mut rng, sizes.objects * 4 / 5, 0.12);
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![crate::e2e::API_KEY.to_owned()],
-        rate_limit: Some(RateLimit::default()),
-        seed: org.seed(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let limit = RateLimit::default();
+    let config = crate::e2e::sim_config()
+        .seed(org.seed())
+        .rate_limit(limit.per_second, limit.burst);
+    let sim = crate::e2e::start_sim(config).await;
 
-    let dir = tempfile::Builder::new()
-        .prefix("vio-chaos-")
-        .tempdir()
-        .expect("a directory for the logs")
-        .keep();
+    let dir = crate::support::kept_dir("vio-chaos-");
     let key_file = dir.join("vultr-api-key");
     std::fs::write(&key_file, crate::e2e::API_KEY).expect("write the key file");
-    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    let binary = crate::support::operator_binary();
     // Past the renew deadline a leader must not write; without the flag (older
     // builds) the Lease duration is the margin.
     let renew_deadline = has_flag(&binary, "--renew-deadline").then(|| sizes.lease * 2 / 3);

@@ -72,13 +72,12 @@ pub(super) fn argocd_health(object: &Value) -> (String, String) {
 }
 
 pub(super) fn pa_with(generation: i64, status: Value) -> Value {
-    json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": "alice-dns-admin", "namespace": "platform", "generation": generation},
-        "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}},
-        "status": status,
-    })
+    let spec = e2e::spec_names("user", "dns-admin", "alice@example.com");
+    let mut pa = e2e::manifest("alice-dns-admin", spec);
+    pa["metadata"]["namespace"] = json!("platform");
+    pa["metadata"]["generation"] = json!(generation);
+    pa["status"] = status;
+    pa
 }
 
 pub(super) fn ready(status: &str, reason: &str, message: &str, observed: i64) -> Value {

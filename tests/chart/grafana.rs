@@ -42,6 +42,15 @@ struct Query {
     expr: String,
 }
 
+impl Query {
+    fn new(at: &str, expr: &str) -> Query {
+        Query {
+            at: at.to_owned(),
+            expr: expr.to_owned(),
+        }
+    }
+}
+
 /// The panels' target expressions and the query variables' `label_values(...)` queries.
 fn queries(dash: &Value) -> Vec<Query> {
     let mut out = Vec::new();
@@ -328,11 +337,8 @@ fn attachment(value: Value) -> Arc<PolicyAttachment> {
 }
 
 fn attachment_json(name: &str, ready: Option<&str>) -> Value {
-    let mut obj = json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1", "kind": "PolicyAttachment",
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {"policy": {"name": "dns-admin"}, "user": {"email": "a@example.com"}},
-    });
+    let mut obj = e2e::manifest(name, e2e::spec_names("user", "dns-admin", "a@example.com"));
+    obj["metadata"]["namespace"] = json!("team-a");
     if let Some(status) = ready {
         obj["status"] = json!({"conditions": [{"type": "Ready", "status": status,
             "reason": if status == "True" { "Attached" } else { "PolicyNotFound" },
@@ -522,17 +528,13 @@ fn grafana_queries_are_valid_promql() {
     let queries = queries(&dash);
     assert!(queries.len() > 20, "only {} queries", queries.len());
     let out = check(&queries);
-    assert!(
-        out.status.success(),
-        "promtool check rules: {}",
-        combined(&out)
-    );
+    assert_success(&out, "promtool check rules");
 
     // promtool does reject a malformed query.
-    let bad = [Query {
-        at: "bad".into(),
-        expr: "sum by (le (rate(vultr_iam_reconciles_total[$__rate_interval]))".into(),
-    }];
+    let bad = [Query::new(
+        "bad",
+        "sum by (le (rate(vultr_iam_reconciles_total[$__rate_interval]))",
+    )];
     assert!(
         !check(&bad).status.success(),
         "promtool accepted a bad query"
@@ -567,30 +569,22 @@ fn grafana_queries_select_exported_metrics_and_return_data() {
         )
     };
     let out = run(&queries);
-    assert!(
-        out.status.success(),
-        "promtool test rules: {}",
-        combined(&out)
-    );
+    assert_success(&out, "promtool test rules");
 
     // A misspelt metric or label value fails both checks.
-    let typo = [Query {
-        at: "typo".into(),
-        expr: "sum(rate(vultr_iam_vultr_request_total{status=\"429\"}[$__rate_interval]))".into(),
-    }];
+    let typo = [Query::new(
+        "typo",
+        "sum(rate(vultr_iam_vultr_request_total{status=\"429\"}[$__rate_interval]))",
+    )];
     assert_eq!(unknown_and_unshown(&typo, &text).0.len(), 1);
-    assert!(
-        !run(&typo).status.success(),
-        "a typo'd metric returned data"
-    );
-    let no_data = [Query {
-        at: "label".into(),
-        expr: "sum(rate(vultr_iam_vultr_requests_total{status=\"4029\"}[$__rate_interval]))".into(),
-    }];
-    assert!(
-        !run(&no_data).status.success(),
-        "a typo'd label value returned data"
-    );
+    let no_data = [Query::new(
+        "label",
+        "sum(rate(vultr_iam_vultr_requests_total{status=\"4029\"}[$__rate_interval]))",
+    )];
+    for (queries, what) in [(typo, "metric"), (no_data, "label value")] {
+        let out = run(&queries);
+        assert!(!out.status.success(), "a typo'd {what} returned data");
+    }
 }
 
 #[test]
@@ -614,10 +608,7 @@ fn grafana_dashboard_configmap_renders_only_when_enabled() {
     let docs = documents(&render(NAMESPACE, &[]));
     assert!(!docs.iter().any(is_dashboard), "rendered by default");
 
-    let docs = documents(&render(
-        NAMESPACE,
-        &["--set", "grafanaDashboard.enabled=true"],
-    ));
+    let docs = rendered_with(&["grafanaDashboard.enabled=true"]);
     let cm = find(&docs, "ConfigMap", &name);
     assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1", "{cm:#}");
@@ -627,21 +618,13 @@ fn grafana_dashboard_configmap_renders_only_when_enabled() {
         "the ConfigMap's JSON differs from {DASHBOARD}"
     );
 
-    let docs = documents(&render(
-        NAMESPACE,
-        &[
-            "--set",
-            "grafanaDashboard.enabled=true",
-            "--set",
-            "grafanaDashboard.label=dashboards",
-            "--set",
-            "grafanaDashboard.labelValue=vio",
-            "--set",
-            "grafanaDashboard.namespace=monitoring",
-            "--set",
-            "grafanaDashboard.annotations.grafana_folder=Operators",
-        ],
-    ));
+    let docs = rendered_with(&[
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.label=dashboards",
+        "grafanaDashboard.labelValue=vio",
+        "grafanaDashboard.namespace=monitoring",
+        "grafanaDashboard.annotations.grafana_folder=Operators",
+    ]);
     let cm = find(&docs, "ConfigMap", &name);
     assert_eq!(cm["metadata"]["namespace"], "monitoring");
     assert_eq!(cm["metadata"]["labels"]["dashboards"], "vio", "{cm:#}");

@@ -78,6 +78,17 @@ pub(super) struct Release<'a> {
     cp: &'a ControlPlane,
 }
 
+impl Release<'static> {
+    /// The release namespace prepared (see [`prepare_release_namespace`]) on the shared
+    /// control plane, and an admin client.
+    async fn prepare() -> (Release<'static>, kube::Client) {
+        let cp = ControlPlane::shared();
+        let client = cp.client().await;
+        prepare_release_namespace(cp, &client).await;
+        (Release { cp }, client)
+    }
+}
+
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         let _ = output(self.cp.helm().args(["uninstall", RELEASE, "-n", NAMESPACE]));
@@ -134,10 +145,8 @@ impl Drop for StripFinalizers<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(super) async fn installed_chart_runs_the_operator_with_least_privilege() {
     let _cluster = CLUSTER.lock().await;
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    prepare_release_namespace(cp, &client).await;
-    let release = Release { cp };
+    let (release, client) = Release::prepare().await;
+    let cp = release.cp;
 
     bad_values_install_nothing(cp);
     let (chart_args, key) = install_with_two_replicas(cp).await;
@@ -236,14 +245,7 @@ async fn attach_and_revoke_as_the_service_account(
     chart_args: &[String],
     key: &str,
 ) -> TestNamespace {
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let user = sim.add_user("rbac@example.com");
     let ns = TestNamespace::new(client, "chart-rbac").await;
     let unstick = StripFinalizers { cp, ns: &ns.name };
@@ -251,13 +253,8 @@ async fn attach_and_revoke_as_the_service_account(
     let mut operator = start_service_account_operator(cp, &sim.url(), key, chart_args);
 
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
-    let pa = e2e::policy_attachment(
-        "rbac-dns-admin",
-        json!({"policy": {"name": "dns-admin"}, "user": {"email": "rbac@example.com"}}),
-    );
-    api.create(&PostParams::default(), &pa)
-        .await
-        .expect("create the PolicyAttachment");
+    let spec = e2e::spec_names("user", "dns-admin", "rbac@example.com");
+    e2e::create(&api, "rbac-dns-admin", spec).await;
     let deadline = std::time::Instant::now() + WAIT;
     let attached = loop {
         assert!(
@@ -266,10 +263,7 @@ async fn attach_and_revoke_as_the_service_account(
             operator.logs()
         );
         if let Some(obj) = api.get_opt("rbac-dns-admin").await.ok().flatten()
-            && let Some(c) = obj.status.as_ref().and_then(|s| s.condition(READY))
-            && c.status == "True"
-            && c.reason == "Attached"
-            && c.observed_generation == obj.metadata.generation
+            && e2e::has_condition(&obj, READY, "True", "Attached")
         {
             break obj;
         }
@@ -382,15 +376,13 @@ fn uninstall_keeps_only_the_crd(cp: &ControlPlane) {
 /// `kubectl delete namespace` of a watched namespace, with the operator running as the
 /// chart's ServiceAccount and `watchNamespaces` set: the namespace's RoleBindings go in
 /// the same sweep as its PolicyAttachments, yet every grant in it is revoked and the
-/// namespace goes away. (Before: the `Detaching` status write got 403, the DELETE was
-/// never sent, and the namespace stayed Terminating with its grants live.)
+/// namespace goes away: a `Detaching` status write refused with 403 does not hold back
+/// the DELETE, and the namespace does not stay Terminating with its grants live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_chart_rbac() {
     let _cluster = CLUSTER.lock().await;
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    prepare_release_namespace(cp, &client).await;
-    let release = Release { cp };
+    let (release, client) = Release::prepare().await;
+    let cp = release.cp;
     let ns = TestNamespace::new(&client, "chart-nsdel").await;
     let _unstick = StripFinalizers { cp, ns: &ns.name };
     adopt_existing_crd(cp);
@@ -408,14 +400,7 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
         chart_args.contains(&format!("--watch-namespace={}", ns.name)),
         "{chart_args:?}"
     );
-    let sim = Sim::start(SimConfig {
-        api_keys: vec![API_KEY.to_owned()],
-        rate_limit: None,
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("start the simulator");
+    let sim = e2e::demo_sim().await;
     let users: Vec<String> = (0..3)
         .map(|i| sim.add_user(&format!("nsdel-{i}@example.com")))
         .collect();
@@ -424,27 +409,15 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
     let api: Api<PolicyAttachment> = Api::namespaced(client.clone(), &ns.name);
     for (i, user) in users.iter().enumerate() {
         let spec = if i == 0 {
-            json!({"policy": {"name": "dns-admin"}, "user": {"email": "nsdel-0@example.com"}})
+            e2e::spec_names("user", "dns-admin", "nsdel-0@example.com")
         } else {
-            json!({"policy": {"id": DNS_ADMIN}, "user": {"id": user}})
+            e2e::by_ids(DNS_ADMIN, user)
         };
-        let pa = e2e::policy_attachment(&format!("grant-{i}"), spec);
-        api.create(&PostParams::default(), &pa)
-            .await
-            .expect("create a PolicyAttachment");
+        e2e::create(&api, &format!("grant-{i}"), spec).await;
     }
     wait_for("every grant Ready", WAIT, || async {
         let list = api.list(&ListParams::default()).await.ok()?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|o| {
-                o.status
-                    .as_ref()
-                    .and_then(|s| s.condition(READY))
-                    .is_some_and(|c| c.status == "True")
-            })
-            .count();
+        let ready = list.items.iter().filter(|o| e2e::is_ready(o)).count();
         (ready == users.len()).then_some(())
     })
     .await;
@@ -596,19 +569,11 @@ fn start_service_account_operator(
     key: &str,
     chart_args: &[String],
 ) -> Operator {
-    let dir = tempfile::Builder::new()
-        .prefix("vio-chart-operator-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
+    let dir = support::kept_dir("vio-chart-operator-");
     // What the kubelet would mount from the Secret.
     let key_file = dir.join("api-key");
     std::fs::write(&key_file, key).expect("write the key file");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let metrics_addr = format!("127.0.0.1:{}", support::free_port());
     let overrides = [
         ("--vultr-api-key-file", key_file.display().to_string()),
         ("--vultr-api-url", vultr_url.to_owned()),
@@ -636,7 +601,7 @@ fn start_service_account_operator(
         })
         .collect();
     args.push("--attach-visibility-timeout=5s".to_owned());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+    let mut cmd = Command::new(support::operator_binary());
     cmd.args(&args)
         .env_remove("VULTR_API_KEY")
         .env("KUBECONFIG", &cp.operator_kubeconfig)

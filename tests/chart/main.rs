@@ -17,10 +17,7 @@
 //! `VIO_UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests` (`make manifests`)
 //! rewrites `deploy/kustomize/base` from the chart.
 
-#[path = "../e2e/mod.rs"]
-mod e2e;
-#[path = "../support/mod.rs"]
-mod support;
+use vio_harness::{e2e, support};
 
 mod argocd;
 mod dry_run;
@@ -39,12 +36,11 @@ use std::time::Duration;
 
 use e2e::{API_KEY, DNS_ADMIN, repo_path, run_ok};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
-use vultr_sim::{Seed, Sim, SimConfig};
 
 const CHART: &str = "charts/vultr-iam-operator";
 const RELEASE: &str = "vultr-iam-operator";
@@ -101,6 +97,11 @@ fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
 
+/// Asserts that `what` exited successfully, with its output when it did not.
+fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", combined(out));
+}
+
 fn combined(out: &Output) -> String {
     format!(
         "{}{}",
@@ -117,6 +118,12 @@ fn render(namespace: &str, args: &[&str]) -> String {
             .args(["--kube-version", KUBE_VERSION])
             .args(args),
     )
+}
+
+/// The documents of the chart rendered into [`NAMESPACE`] with these `--set` values.
+fn rendered_with(set: &[&str]) -> Vec<Value> {
+    let args: Vec<&str> = set.iter().flat_map(|value| ["--set", value]).collect();
+    documents(&render(NAMESPACE, &args))
 }
 
 /// The YAML documents of a multi-document stream, as JSON values (empty ones skipped).

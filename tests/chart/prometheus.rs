@@ -13,10 +13,7 @@ pub(super) fn prometheus_rules_pass_promtool_tests() {
         .expect("promtool path")
         .trim()
         .to_owned();
-    let docs = documents(&render(
-        NAMESPACE,
-        &["--set", "prometheusRule.enabled=true"],
-    ));
+    let docs = rendered_with(&["prometheusRule.enabled=true"]);
     let rule = find(&docs, "PrometheusRule", RELEASE);
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = serde_json::to_string(&rule["spec"]).expect("rules JSON");
@@ -32,19 +29,11 @@ pub(super) fn prometheus_rules_pass_promtool_tests() {
             .args(["check", "rules"])
             .arg(dir.path().join("rules.yaml")),
     );
-    assert!(
-        out.status.success(),
-        "promtool check rules: {}",
-        combined(&out)
-    );
+    assert_success(&out, "promtool check rules");
     let out = output(
         Command::new(&promtool)
             .args(["test", "rules", "alerts-test.yaml"])
             .current_dir(dir.path()),
     );
-    assert!(
-        out.status.success(),
-        "promtool test rules: {}",
-        combined(&out)
-    );
+    assert_success(&out, "promtool test rules");
 }

@@ -40,15 +40,12 @@ pub(super) fn chart_crd_is_identical_to_crds() {
         "the chart renders a CRD that differs from crds/"
     );
 
-    let docs = documents(&render(NAMESPACE, &["--set", "crds.install=false"]));
+    let docs = rendered_with(&["crds.install=false"]);
     assert!(
         !docs.iter().any(|d| d["kind"] == "CustomResourceDefinition"),
         "crds.install=false still renders the CRD"
     );
-    let docs = documents(&render(
-        NAMESPACE,
-        &["--set", "crds.keep=false", "--set", "crds.annotations=null"],
-    ));
+    let docs = rendered_with(&["crds.keep=false", "crds.annotations=null"]);
     let crd = find(&docs, "CustomResourceDefinition", CRD_NAME);
     assert!(crd["metadata"]["annotations"].is_null(), "{crd:#}");
 }
@@ -183,15 +180,10 @@ pub(super) fn renders_follow_the_values() {
 
     // Without leader election: Recreate, no Lease Role; another release derives
     // another Lease name; an IPv4 bind address has no brackets.
-    let docs = documents(&render(
-        NAMESPACE,
-        &[
-            "--set",
-            "leaderElection.enabled=false",
-            "--set",
-            "metrics.bindAddress=0.0.0.0",
-        ],
-    ));
+    let docs = rendered_with(&[
+        "leaderElection.enabled=false",
+        "metrics.bindAddress=0.0.0.0",
+    ]);
     let deploy = find(&docs, "Deployment", RELEASE);
     assert_eq!(deploy["spec"]["strategy"]["type"], "Recreate");
     let args = args_of(deploy);
@@ -216,23 +208,14 @@ pub(super) fn renders_follow_the_values() {
 
     // replicaCount > 1 alone turns on leader election; the chart-made Secret; the
     // ServiceMonitor; watched namespaces bind the ClusterRole there only.
-    let docs = documents(&render(
-        NAMESPACE,
-        &[
-            "--set",
-            "replicaCount=2",
-            "--set",
-            "leaderElection.enabled=false",
-            "--set",
-            "apiKey.create=true",
-            "--set",
-            "apiKey.value=dummy",
-            "--set",
-            "serviceMonitor.enabled=true",
-            "--set",
-            "watchNamespaces={team-a,team-b}",
-        ],
-    ));
+    let docs = rendered_with(&[
+        "replicaCount=2",
+        "leaderElection.enabled=false",
+        "apiKey.create=true",
+        "apiKey.value=dummy",
+        "serviceMonitor.enabled=true",
+        "watchNamespaces={team-a,team-b}",
+    ]);
     let deploy = find(&docs, "Deployment", RELEASE);
     let args = args_of(deploy);
     assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
@@ -504,15 +487,7 @@ pub(super) fn real_cluster_values_render() {
     );
 
     // Watched namespaces: created on request, kept on uninstall.
-    let docs = documents(&render(
-        NAMESPACE,
-        &[
-            "--set",
-            "watchNamespaces={team-a}",
-            "--set",
-            "createWatchNamespaces=true",
-        ],
-    ));
+    let docs = rendered_with(&["watchNamespaces={team-a}", "createWatchNamespaces=true"]);
     let ns = find(&docs, "Namespace", "team-a");
     assert_eq!(
         ns["metadata"]["annotations"]["helm.sh/resource-policy"],
@@ -520,19 +495,12 @@ pub(super) fn real_cluster_values_render() {
     );
 
     // ServiceMonitor relabelings; the PrometheusRule.
-    let docs = documents(&render(
-        NAMESPACE,
-        &[
-            "--set",
-            "serviceMonitor.enabled=true",
-            "--set",
-            "serviceMonitor.relabelings[0].targetLabel=cluster",
-            "--set",
-            "serviceMonitor.relabelings[0].replacement=prod",
-            "--set",
-            "prometheusRule.enabled=true",
-        ],
-    ));
+    let docs = rendered_with(&[
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.relabelings[0].targetLabel=cluster",
+        "serviceMonitor.relabelings[0].replacement=prod",
+        "prometheusRule.enabled=true",
+    ]);
     let monitor = find(&docs, "ServiceMonitor", RELEASE);
     assert_eq!(
         monitor["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"],

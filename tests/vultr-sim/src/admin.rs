@@ -1,12 +1,13 @@
 //! The control API under `/_sim`: unauthenticated, not rate limited, not journaled.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ApiKeys, Behaviour, RateLimit};
@@ -15,41 +16,34 @@ use crate::extract::{Ids, JsonBody, json};
 use crate::faults::Fault;
 use crate::seed::{Seed, SeedGroup, SeedPolicy, SeedRole, SeedUser};
 use crate::shared::Shared;
-use crate::state::{AttachOutcome, DetachOutcome};
+use crate::state::{AttachOutcome, DetachOutcome, Store, Subject};
 
 type Sh = State<Arc<Shared>>;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
+    let attachments = Subject::ALL
+        .into_iter()
+        .fold(Router::new(), |router, kind| {
+            router.route(&kind.attachment_route("/_sim"), attachment(kind))
+        });
+    attachments
         .route("/_sim/state", get(state))
         .route("/_sim/seed", post(load_seed))
         .route("/_sim/policies", post(add_policy))
-        .route("/_sim/policies/{policy_id}", delete(remove_policy))
+        .route("/_sim/policies/{policy_id}", removal(Store::remove_policy))
         .route("/_sim/users", post(add_user))
-        .route("/_sim/users/{user_id}", delete(remove_user))
+        .route("/_sim/users/{user_id}", removal(Store::remove_user))
         .route("/_sim/groups", post(add_group))
         .route(
             "/_sim/groups/{group_id}",
-            delete(remove_group).patch(rename_group),
+            removal(Store::remove_group).patch(rename_group),
         )
         .route(
             "/_sim/groups/{group_id}/users/{user_id}",
             put(add_member).delete(remove_member),
         )
-        .route(
-            "/_sim/policies/{policy_id}/users/{user_id}",
-            put(attach_user).delete(detach_user),
-        )
-        .route(
-            "/_sim/policies/{policy_id}/groups/{group_id}",
-            put(attach_group).delete(detach_group),
-        )
         .route("/_sim/roles", post(add_role))
-        .route("/_sim/roles/{role_id}", delete(remove_role))
-        .route(
-            "/_sim/roles/{role_id}/policies/{policy_id}",
-            put(attach_role).delete(detach_role),
-        )
+        .route("/_sim/roles/{role_id}", removal(Store::remove_role))
         .route("/_sim/journal", get(journal).delete(clear_journal))
         .route(
             "/_sim/faults",
@@ -81,18 +75,6 @@ fn created<T: Serialize>(result: Result<T, String>) -> Response {
     }
 }
 
-/// Out-of-band attach is idempotent: 204 whether new or present.
-fn attached(outcome: AttachOutcome) -> Response {
-    found(matches!(
-        outcome,
-        AttachOutcome::Created | AttachOutcome::AlreadyAttached
-    ))
-}
-
-fn detached(outcome: DetachOutcome) -> Response {
-    found(outcome == DetachOutcome::Removed)
-}
-
 async fn state(State(sh): Sh) -> Response {
     json(StatusCode::OK, &sh.snapshot())
 }
@@ -105,27 +87,47 @@ async fn load_seed(State(sh): Sh, JsonBody(seed): JsonBody<Seed>) -> Response {
 }
 
 async fn add_policy(State(sh): Sh, JsonBody(p): JsonBody<SeedPolicy>) -> Response {
-    created(sh.add_policy(&p))
-}
-
-async fn remove_policy(State(sh): Sh, Ids(id): Ids<String>) -> Response {
-    found(sh.remove_policy(&id))
+    created(sh.store().add_policy(&p, SystemTime::now()))
 }
 
 async fn add_user(State(sh): Sh, JsonBody(u): JsonBody<SeedUser>) -> Response {
-    created(sh.add_user(&u))
-}
-
-async fn remove_user(State(sh): Sh, Ids(id): Ids<String>) -> Response {
-    found(sh.remove_user(&id))
+    created(sh.store().add_user(&u, SystemTime::now()))
 }
 
 async fn add_group(State(sh): Sh, JsonBody(g): JsonBody<SeedGroup>) -> Response {
-    created(sh.add_group(&g))
+    created(sh.store().add_group(&g, SystemTime::now()))
 }
 
-async fn remove_group(State(sh): Sh, Ids(id): Ids<String>) -> Response {
-    found(sh.remove_group(&id))
+async fn add_role(State(sh): Sh, JsonBody(r): JsonBody<SeedRole>) -> Response {
+    created(sh.store().add_role(&r, SystemTime::now()))
+}
+
+/// DELETE of a policy, user, group or role (with its attachments and memberships).
+fn removal(remove: fn(&mut Store, &str) -> bool) -> MethodRouter<Arc<Shared>> {
+    delete(
+        move |State(sh): Sh, Ids(id): Ids<String>| async move { found(remove(&mut sh.store(), &id)) },
+    )
+}
+
+/// PUT attaches (idempotent: 204 whether new or present) and DELETE detaches the
+/// attachment the route's two ids name.
+fn attachment(kind: Subject) -> MethodRouter<Arc<Shared>> {
+    put(
+        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+            let (policy, subject) = kind.pair_of_route(ids);
+            let outcome = sh.attach(kind, (&policy, &subject));
+            found(matches!(
+                outcome,
+                AttachOutcome::Created | AttachOutcome::AlreadyAttached
+            ))
+        },
+    )
+    .delete(
+        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+            let (policy, subject) = kind.pair_of_route(ids);
+            found(sh.detach(kind, (&policy, &subject)) == DetachOutcome::Removed)
+        },
+    )
 }
 
 /// `{"display_name": "..."}`: the group's new name.
@@ -140,48 +142,17 @@ async fn rename_group(
     Ids(id): Ids<String>,
     JsonBody(rename): JsonBody<Rename>,
 ) -> Response {
-    found(sh.rename_group(&id, &rename.display_name))
+    found(sh.store().rename_group(&id, &rename.display_name))
 }
 
 async fn add_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {
     // Idempotent like the attachments: 204 if the pair is members afterwards.
-    found(sh.add_member(&g, &u) || sh.is_member(&g, &u))
+    let mut store = sh.store();
+    found(store.add_member(&g, &u) || store.is_member(&g, &u))
 }
 
 async fn remove_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {
-    found(sh.remove_member(&g, &u))
-}
-
-async fn attach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    attached(sh.attach_user(&p, &u))
-}
-
-async fn detach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    detached(sh.detach_user(&p, &u))
-}
-
-async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    attached(sh.attach_group(&p, &g))
-}
-
-async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    detached(sh.detach_group(&p, &g))
-}
-
-async fn add_role(State(sh): Sh, JsonBody(r): JsonBody<SeedRole>) -> Response {
-    created(sh.add_role(&r))
-}
-
-async fn remove_role(State(sh): Sh, Ids(id): Ids<String>) -> Response {
-    found(sh.remove_role(&id))
-}
-
-async fn attach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    attached(sh.attach_role(&r, &p))
-}
-
-async fn detach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    detached(sh.detach_role(&r, &p))
+    found(sh.store().remove_member(&g, &u))
 }
 
 async fn journal(State(sh): Sh) -> Response {

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get, post};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
@@ -15,37 +15,34 @@ use crate::config::ListingShape;
 use crate::error::ApiError;
 use crate::extract::{Ids, json, status_only};
 use crate::pagination::{Links, Meta, PageRequest};
-use crate::shared::{Shared, lock};
-use crate::state::{AttachOutcome, DetachOutcome, Group, Link, Policy, Role, Store, User};
+use crate::shared::Shared;
+use crate::state::{
+    AttachOutcome, DetachOutcome, Group, Link, Policy, Store, Subject, Table, User,
+};
 
 type Sh = State<Arc<Shared>>;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v2/policies", get(list_policies))
-        .route("/v2/policies/{policy_id}", get(get_policy))
-        .route("/v2/policies/{policy_id}/users", get(list_policy_users))
+    let attachments = Subject::ALL
+        .into_iter()
+        .fold(Router::new(), |router, kind| {
+            router
+                .route(&kind.listing_route("/v2"), listing_of(kind))
+                .route(&kind.attachment_route("/v2"), attachment(kind))
+        });
+    attachments
+        .route("/v2/policies", list_of(|s| &s.policies, "policies"))
         .route(
-            "/v2/policies/{policy_id}/users/{user_id}",
-            axum::routing::post(attach_user).delete(detach_user),
+            "/v2/policies/{policy_id}",
+            one_of(|s| &s.policies, "policy"),
         )
-        .route("/v2/policies/{policy_id}/groups", get(list_policy_groups))
-        .route(
-            "/v2/policies/{policy_id}/groups/{group_id}",
-            axum::routing::post(attach_group).delete(detach_group),
-        )
-        .route("/v2/users", get(list_users))
-        .route("/v2/users/{user_id}", get(get_user))
+        .route("/v2/users", list_of(|s| &s.users, "users"))
+        .route("/v2/users/{user_id}", one_of(|s| &s.users, "user"))
         .route("/v2/users/{user_id}/policies", get(user_policies))
         .route("/v2/groups", get(list_groups))
         .route("/v2/groups/{group_id}", get(get_group))
-        .route("/v2/roles", get(list_roles))
-        .route("/v2/roles/{role_id}", get(get_role))
-        .route("/v2/roles/{role_id}/policies", get(list_role_policies))
-        .route(
-            "/v2/roles/{role_id}/policies/{policy_id}",
-            axum::routing::post(attach_role).delete(detach_role),
-        )
+        .route("/v2/roles", list_of(|s| &s.roles, "roles"))
+        .route("/v2/roles/{role_id}", one_of(|s| &s.roles, "role"))
 }
 
 /// `{"<key>": [items], "meta": {...}}` without building a `serde_json::Value` first.
@@ -183,37 +180,36 @@ fn page(query: &Option<String>) -> Result<PageRequest, ApiError> {
     PageRequest::from_query(query.as_deref())
 }
 
-async fn list_policies(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = lock(&sh.store);
-    let (range, meta) = page.window(store.policies.len());
-    let items: Vec<&Policy> = store.policies.slice(range.start, range.len()).collect();
-    Ok(listing("policies", items, &meta))
+/// A paged `GET` of a collection served as stored, under `key`.
+fn list_of<T: Serialize + Send + Sync + 'static>(
+    table: fn(&Store) -> &Table<T>,
+    key: &'static str,
+) -> MethodRouter<Arc<Shared>> {
+    get(move |State(sh): Sh, RawQuery(q): RawQuery| async move {
+        let page = page(&q)?;
+        let store = sh.store();
+        let (range, meta) = page.window(table(&store).len());
+        let items: Vec<&T> = table(&store).slice(range.start, range.len()).collect();
+        Ok::<_, ApiError>(listing(key, items, &meta))
+    })
 }
 
-async fn get_policy(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
-    let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(single("policy", policy))
-}
-
-async fn list_users(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = lock(&sh.store);
-    let (range, meta) = page.window(store.users.len());
-    let items: Vec<&User> = store.users.slice(range.start, range.len()).collect();
-    Ok(listing("users", items, &meta))
-}
-
-async fn get_user(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
-    let user = store.users.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(single("user", user))
+/// A `GET` of one object of a collection served as stored, under `key`; 404 for an
+/// unknown id.
+fn one_of<T: Serialize + Send + Sync + 'static>(
+    table: fn(&Store) -> &Table<T>,
+    key: &'static str,
+) -> MethodRouter<Arc<Shared>> {
+    get(move |State(sh): Sh, Ids(id): Ids<String>| async move {
+        let store = sh.store();
+        let item = table(&store).get(&id).ok_or_else(ApiError::not_found)?;
+        Ok::<_, ApiError>(single(key, item))
+    })
 }
 
 async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (range, meta) = page.window(store.groups.len());
     let items: Vec<OrgGroup> = store
         .groups
@@ -224,140 +220,122 @@ async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, A
 }
 
 async fn get_group(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let group = store.groups.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("group", OrgGroup::new(&store, group, None)))
 }
 
-async fn list_roles(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let store = lock(&sh.store);
-    let (range, meta) = page.window(store.roles.len());
-    let items: Vec<&Role> = store.roles.slice(range.start, range.len()).collect();
-    Ok(listing("roles", items, &meta))
+/// The page of `owner`'s links that listings show now, each with its target, and the
+/// page's meta.
+fn linked<'s, T>(
+    links: &'s crate::state::Links,
+    targets: &'s Table<T>,
+    owner: &str,
+    page: PageRequest,
+) -> (impl Iterator<Item = (&'s Link, &'s T)>, Meta) {
+    let visible = links.visible(owner, Instant::now());
+    let (range, meta) = page.window(visible.len());
+    let shown = visible.into_iter().skip(range.start).take(range.len());
+    (
+        shown.filter_map(|l| Some((l, targets.get(&l.target)?))),
+        meta,
+    )
 }
 
-async fn get_role(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
-    let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(single("role", role))
-}
-
-/// The page of `links` to serve, and its meta.
-fn page_of<'a>(links: &[&'a Link], page: PageRequest) -> (Vec<&'a Link>, Meta) {
-    let (range, meta) = page.window(links.len());
-    (links[range].to_vec(), meta)
-}
-
-async fn list_policy_users(
-    State(sh): Sh,
-    Ids(id): Ids<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = lock(&sh.store);
-    let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let visible = store.user_links.visible(&id, Instant::now());
-    let (links, meta) = page_of(&visible, page);
-    let pairs = links
-        .into_iter()
-        .filter_map(|l| store.users.get(&l.target).map(|u| (l, u)));
-    Ok(match shape {
+/// The listing in the configured shape: govultr's objects (`govultr`, under `keys[0]`)
+/// or the OpenAPI document's relationship records (`relationship`, under `keys[1]`).
+fn shaped<'s, T: 's, G: Serialize, R: Serialize>(
+    shape: ListingShape,
+    (pairs, meta): (impl Iterator<Item = (&'s Link, &'s T)>, Meta),
+    keys: [&'static str; 2],
+    govultr: impl Fn(&'s Link, &'s T) -> G,
+    relationship: impl Fn(&'s Link, &'s T) -> R,
+) -> Response {
+    match shape {
         ListingShape::Govultr => {
-            let items: Vec<OrgUser> = pairs
-                .map(|(l, u)| OrgUser::new(u, Some(&l.date_assigned)))
-                .collect();
-            listing("users", items, &meta)
+            let items: Vec<G> = pairs.map(|(l, t)| govultr(l, t)).collect();
+            listing(keys[0], items, &meta)
         }
         ListingShape::Relationships => {
-            let items: Vec<UserRelationship> = pairs
-                .map(|(l, u)| UserRelationship {
+            let items: Vec<R> = pairs.map(|(l, t)| relationship(l, t)).collect();
+            listing(keys[1], items, &meta)
+        }
+    }
+}
+
+/// `GET` of an attachment listing: a policy's users or groups, or a role's policies.
+fn listing_of(kind: Subject) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |State(sh): Sh, Ids(owner): Ids<String>, RawQuery(q): RawQuery| async move {
+            attachments(&sh, kind, &owner, &q)
+        },
+    )
+}
+
+fn attachments(
+    sh: &Shared,
+    kind: Subject,
+    owner: &str,
+    query: &Option<String>,
+) -> Result<Response, ApiError> {
+    let page = page(query)?;
+    let shape = sh.behaviour().listing_shape;
+    let store = sh.store();
+    let links = store.links(kind);
+    let store = &*store;
+    Ok(match kind {
+        Subject::User => {
+            let policy = store.policies.get(owner).ok_or_else(ApiError::not_found)?;
+            shaped(
+                shape,
+                linked(links, &store.users, owner, page),
+                ["users", "policy_user_relationships"],
+                |l, u| OrgUser::new(u, Some(&l.date_assigned)),
+                |l, u| UserRelationship {
                     user_id: &u.id,
                     policy_id: &policy.id,
                     policy_name: &policy.name,
                     date_assigned: &l.date_assigned,
                     assigned_by: &l.assigned_by,
-                })
-                .collect();
-            listing("policy_user_relationships", items, &meta)
+                },
+            )
         }
-    })
-}
-
-async fn list_policy_groups(
-    State(sh): Sh,
-    Ids(id): Ids<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = lock(&sh.store);
-    let policy = store.policies.get(&id).ok_or_else(ApiError::not_found)?;
-    let visible = store.group_links.visible(&id, Instant::now());
-    let (links, meta) = page_of(&visible, page);
-    let pairs = links
-        .into_iter()
-        .filter_map(|l| store.groups.get(&l.target).map(|g| (l, g)));
-    Ok(match shape {
-        ListingShape::Govultr => {
-            let items: Vec<OrgGroup> = pairs
-                .map(|(l, g)| OrgGroup::new(&store, g, Some(&l.date_assigned)))
-                .collect();
-            listing("groups", items, &meta)
-        }
-        ListingShape::Relationships => {
-            let items: Vec<GroupRelationship> = pairs
-                .map(|(l, g)| GroupRelationship {
+        Subject::Group => {
+            let policy = store.policies.get(owner).ok_or_else(ApiError::not_found)?;
+            shaped(
+                shape,
+                linked(links, &store.groups, owner, page),
+                ["groups", "policy_group_relationships"],
+                |l, g| OrgGroup::new(store, g, Some(&l.date_assigned)),
+                |l, g| GroupRelationship {
                     group_id: &g.id,
                     group_name: &g.display_name,
                     policy_id: &policy.id,
                     policy_name: &policy.name,
                     date_assigned: &l.date_assigned,
                     assigned_by: &l.assigned_by,
-                })
-                .collect();
-            listing("policy_group_relationships", items, &meta)
+                },
+            )
         }
-    })
-}
-
-async fn list_role_policies(
-    State(sh): Sh,
-    Ids(id): Ids<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let page = page(&q)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = lock(&sh.store);
-    let role = store.roles.get(&id).ok_or_else(ApiError::not_found)?;
-    let visible = store.role_links.visible(&id, Instant::now());
-    let (links, meta) = page_of(&visible, page);
-    let pairs = links
-        .into_iter()
-        .filter_map(|l| store.policies.get(&l.target).map(|p| (l, p)));
-    Ok(match shape {
-        ListingShape::Govultr => {
-            let items: Vec<RolePolicy> = pairs
-                .map(|(l, p)| RolePolicy {
+        Subject::Role => {
+            let role = store.roles.get(owner).ok_or_else(ApiError::not_found)?;
+            shaped(
+                shape,
+                linked(links, &store.policies, owner, page),
+                ["policies", "role_policy_relationships"],
+                |l, p| RolePolicy {
                     policy: p,
                     assigned_date: &l.date_assigned,
-                })
-                .collect();
-            listing("policies", items, &meta)
-        }
-        ListingShape::Relationships => {
-            let items: Vec<RoleRelationship> = pairs
-                .map(|(l, p)| RoleRelationship {
+                },
+                |l, p| RoleRelationship {
                     policy_id: &p.id,
                     policy_name: &p.name,
                     role_id: &role.id,
                     role_name: &role.name,
                     date_assigned: &l.date_assigned,
                     assigned_by: &l.assigned_by,
-                })
-                .collect();
-            listing("role_policy_relationships", items, &meta)
+                },
+            )
         }
     })
 }
@@ -402,43 +380,31 @@ fn detach_response(sh: &Shared, outcome: DetachOutcome) -> Response {
     }
 }
 
-async fn attach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    let visible_at = Instant::now() + sh.behaviour().listing_lag;
-    let outcome =
-        lock(&sh.store).attach_user(&p, &u, SystemTime::now(), Some(visible_at), API_ASSIGNER);
-    attach_response(&sh, outcome, (&p, &u), "user")
-}
-
-async fn detach_user(State(sh): Sh, Ids((p, u)): Ids<(String, String)>) -> Response {
-    let listed_until = Instant::now() + sh.behaviour().detach_lag;
-    let outcome = lock(&sh.store).detach_user(&p, &u, Some(listed_until));
-    detach_response(&sh, outcome)
-}
-
-async fn attach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    let visible_at = Instant::now() + sh.behaviour().listing_lag;
-    let outcome =
-        lock(&sh.store).attach_group(&p, &g, SystemTime::now(), Some(visible_at), API_ASSIGNER);
-    attach_response(&sh, outcome, (&p, &g), "group")
-}
-
-async fn detach_group(State(sh): Sh, Ids((p, g)): Ids<(String, String)>) -> Response {
-    let listed_until = Instant::now() + sh.behaviour().detach_lag;
-    let outcome = lock(&sh.store).detach_group(&p, &g, Some(listed_until));
-    detach_response(&sh, outcome)
-}
-
-async fn attach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    let visible_at = Instant::now() + sh.behaviour().listing_lag;
-    let outcome =
-        lock(&sh.store).attach_role(&r, &p, SystemTime::now(), Some(visible_at), API_ASSIGNER);
-    attach_response(&sh, outcome, (&p, &r), "role")
-}
-
-async fn detach_role(State(sh): Sh, Ids((r, p)): Ids<(String, String)>) -> Response {
-    let listed_until = Instant::now() + sh.behaviour().detach_lag;
-    let outcome = lock(&sh.store).detach_role(&r, &p, Some(listed_until));
-    detach_response(&sh, outcome)
+/// POST attaches and DELETE detaches the attachment the route's two ids name; the
+/// listings show the change after the configured lags.
+fn attachment(kind: Subject) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+            let (policy, subject) = kind.pair_of_route(ids);
+            let visible_at = Instant::now() + sh.behaviour().listing_lag;
+            let pair = (policy.as_str(), subject.as_str());
+            let now = SystemTime::now();
+            let outcome = sh
+                .store()
+                .attach(kind, pair, now, Some(visible_at), API_ASSIGNER);
+            attach_response(&sh, outcome, pair, kind.name())
+        },
+    )
+    .delete(
+        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+            let (policy, subject) = kind.pair_of_route(ids);
+            let listed_until = Instant::now() + sh.behaviour().detach_lag;
+            let outcome = sh
+                .store()
+                .detach(kind, (&policy, &subject), Some(listed_until));
+            detach_response(&sh, outcome)
+        },
+    )
 }
 
 /// govultr's `OrganizationPoliciesForUser`: all, direct and inherited (via groups).
@@ -457,7 +423,7 @@ struct UserPoliciesBody<'a> {
 
 /// Not paginated: the list is short and the contract says not to rely on it.
 async fn user_policies(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = lock(&sh.store);
+    let store = sh.store();
     let (direct, inherited) = store
         .user_policies(&id, Instant::now())
         .ok_or_else(ApiError::not_found)?;

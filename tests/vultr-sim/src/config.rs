@@ -40,6 +40,54 @@ impl Default for SimConfig {
     }
 }
 
+/// Presets and a builder, so a test names only what differs from them:
+/// `SimConfig::demo().keys(&[KEY], &[]).start().await`.
+impl SimConfig {
+    /// The demo organization (see `demo-org.yaml`), no rate limit, the default key.
+    pub fn demo() -> Self {
+        Self::default().seed(Seed::demo()).unlimited()
+    }
+
+    /// An empty organization without a rate limit, the default key.
+    pub fn empty() -> Self {
+        Self::default().unlimited()
+    }
+
+    /// Replaces the accepted keys: full access, and read-only (403 on writes).
+    pub fn keys(mut self, full: &[&str], read_only: &[&str]) -> Self {
+        self.api_keys = full.iter().map(|k| (*k).to_owned()).collect();
+        self.read_only_keys = read_only.iter().map(|k| (*k).to_owned()).collect();
+        self
+    }
+
+    pub fn seed(mut self, seed: Seed) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// No token bucket.
+    pub fn unlimited(mut self) -> Self {
+        self.rate_limit = None;
+        self
+    }
+
+    /// A token bucket over all `/v2` requests.
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate_limit = Some(RateLimit { per_second, burst });
+        self
+    }
+
+    pub fn listing_shape(mut self, shape: ListingShape) -> Self {
+        self.listing_shape = shape;
+        self
+    }
+
+    /// [`crate::Sim::start`] with this configuration.
+    pub async fn start(self) -> std::io::Result<crate::Sim> {
+        crate::Sim::start(self).await
+    }
+}
+
 /// Token bucket parameters. A `per_second` of zero or less means "no limit".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {

@@ -21,6 +21,7 @@ mod timefmt;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -31,13 +32,13 @@ pub use config::{ApiKeys, Behaviour, ListingShape, RateLimit, SimConfig};
 pub use faults::{Fault, FaultKind};
 pub use journal::{JournalEntry, key_fingerprint};
 pub use seed::{
-    Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedPolicy, SeedRole,
-    SeedRoleAttachment, SeedUser, SeedUserAttachment,
+    Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedNamed, SeedPolicy,
+    SeedRole, SeedRoleAttachment, SeedUser, SeedUserAttachment,
 };
 pub use state::{AttachmentView, Group, MemberView, Policy, Role, Snapshot, User};
 
 use shared::Shared;
-use state::{AttachOutcome, DetachOutcome};
+use state::{AttachOutcome, DetachOutcome, Store, Subject};
 
 /// A running simulator. Dropping it (or [`Sim::shutdown`]) stops the server.
 #[derive(Debug)]
@@ -101,76 +102,47 @@ impl Sim {
 
     /// Adds a policy with a random id and returns the id.
     pub fn add_policy(&self, name: &str) -> String {
-        self.add(|sh| {
-            sh.add_policy(&SeedPolicy {
-                name: name.to_owned(),
-                ..SeedPolicy::default()
-            })
-            .map(|p| p.id)
-        })
+        let policy = SeedPolicy {
+            name: name.to_owned(),
+            ..SeedPolicy::default()
+        };
+        self.add(|store, now| store.add_policy(&policy, now).map(|p| p.id))
     }
 
     /// Adds a user with a random id and returns the id.
     pub fn add_user(&self, email: &str) -> String {
-        self.add(|sh| {
-            sh.add_user(&SeedUser {
-                email: email.to_owned(),
-                ..SeedUser::default()
-            })
-            .map(|u| u.id)
-        })
+        let user = SeedUser {
+            email: email.to_owned(),
+            ..SeedUser::default()
+        };
+        self.add(|store, now| store.add_user(&user, now).map(|u| u.id))
     }
 
     /// Adds a group with a random id and returns the id.
     pub fn add_group(&self, display_name: &str) -> String {
-        self.add(|sh| {
-            sh.add_group(&SeedGroup {
-                id: None,
-                display_name: display_name.to_owned(),
-            })
-            .map(|g| g.id)
-        })
-    }
-
-    /// Random ids cannot collide in practice; retry anyway rather than panic.
-    fn add(&self, f: impl Fn(&Shared) -> Result<String, String>) -> String {
-        loop {
-            if let Ok(id) = f(&self.shared) {
-                return id;
-            }
-        }
+        let group = SeedGroup {
+            id: None,
+            display_name: display_name.to_owned(),
+        };
+        self.add(|store, now| store.add_group(&group, now).map(|g| g.id))
     }
 
     /// Adds a role with a random id and returns the id.
     pub fn add_role(&self, name: &str) -> String {
-        self.add(|sh| {
-            sh.add_role(&SeedRole {
-                name: name.to_owned(),
-                ..SeedRole::default()
-            })
-            .map(|r| r.id)
-        })
+        let role = SeedRole {
+            name: name.to_owned(),
+            ..SeedRole::default()
+        };
+        self.add(|store, now| store.add_role(&role, now).map(|r| r.id))
     }
 
-    /// Removes the role and its attachments; false if it did not exist.
-    pub fn remove_role(&self, id: &str) -> bool {
-        self.shared.remove_role(id)
-    }
-
-    /// Role first, as Vultr's routes. True if this created the attachment; false if it
-    /// existed or an id is unknown.
-    pub fn attach_role(&self, role_id: &str, policy_id: &str) -> bool {
-        self.shared.attach_role(role_id, policy_id) == AttachOutcome::Created
-    }
-
-    /// True if an attachment was removed.
-    pub fn detach_role(&self, role_id: &str, policy_id: &str) -> bool {
-        self.shared.detach_role(role_id, policy_id) == DetachOutcome::Removed
-    }
-
-    /// The true state, whether or not the listing lag still hides the attachment.
-    pub fn is_role_attached(&self, role_id: &str, policy_id: &str) -> bool {
-        self.shared.is_role_attached(role_id, policy_id)
+    /// Random ids cannot collide in practice; retry anyway rather than panic.
+    fn add(&self, f: impl Fn(&mut Store, SystemTime) -> Result<String, String>) -> String {
+        loop {
+            if let Ok(id) = f(&mut self.shared.store(), SystemTime::now()) {
+                return id;
+            }
+        }
     }
 
     /// Loads more entities and attachments, all or nothing.
@@ -180,60 +152,94 @@ impl Sim {
 
     /// Removes the policy and its attachments; false if it did not exist.
     pub fn remove_policy(&self, id: &str) -> bool {
-        self.shared.remove_policy(id)
+        self.shared.store().remove_policy(id)
     }
 
     /// Removes the user, its attachments and memberships; false if it did not exist.
     pub fn remove_user(&self, id: &str) -> bool {
-        self.shared.remove_user(id)
+        self.shared.store().remove_user(id)
     }
 
     /// Removes the group, its attachments and memberships; false if it did not exist.
     pub fn remove_group(&self, id: &str) -> bool {
-        self.shared.remove_group(id)
+        self.shared.store().remove_group(id)
+    }
+
+    /// Removes the role and its attachments; false if it did not exist.
+    pub fn remove_role(&self, id: &str) -> bool {
+        self.shared.store().remove_role(id)
     }
 
     /// Gives the group another display name; false if it does not exist.
     pub fn rename_group(&self, id: &str, display_name: &str) -> bool {
-        self.shared.rename_group(id, display_name)
+        self.shared.store().rename_group(id, display_name)
     }
 
     /// True if this created the attachment; false if it existed or an id is unknown.
     pub fn attach_user(&self, policy_id: &str, user_id: &str) -> bool {
-        self.shared.attach_user(policy_id, user_id) == AttachOutcome::Created
-    }
-
-    /// True if an attachment was removed.
-    pub fn detach_user(&self, policy_id: &str, user_id: &str) -> bool {
-        self.shared.detach_user(policy_id, user_id) == DetachOutcome::Removed
+        self.attach(Subject::User, (policy_id, user_id))
     }
 
     /// True if this created the attachment; false if it existed or an id is unknown.
     pub fn attach_group(&self, policy_id: &str, group_id: &str) -> bool {
-        self.shared.attach_group(policy_id, group_id) == AttachOutcome::Created
+        self.attach(Subject::Group, (policy_id, group_id))
+    }
+
+    /// Role first, as Vultr's routes. True if this created the attachment; false if it
+    /// existed or an id is unknown.
+    pub fn attach_role(&self, role_id: &str, policy_id: &str) -> bool {
+        self.attach(Subject::Role, (policy_id, role_id))
+    }
+
+    fn attach(&self, kind: Subject, pair: (&str, &str)) -> bool {
+        self.shared.attach(kind, pair) == AttachOutcome::Created
+    }
+
+    /// True if an attachment was removed.
+    pub fn detach_user(&self, policy_id: &str, user_id: &str) -> bool {
+        self.detach(Subject::User, (policy_id, user_id))
     }
 
     /// True if an attachment was removed.
     pub fn detach_group(&self, policy_id: &str, group_id: &str) -> bool {
-        self.shared.detach_group(policy_id, group_id) == DetachOutcome::Removed
+        self.detach(Subject::Group, (policy_id, group_id))
     }
 
-    /// True if the user joined; false if already a member or an id is unknown.
-    pub fn add_group_member(&self, group_id: &str, user_id: &str) -> bool {
-        self.shared.add_member(group_id, user_id)
+    /// True if an attachment was removed.
+    pub fn detach_role(&self, role_id: &str, policy_id: &str) -> bool {
+        self.detach(Subject::Role, (policy_id, role_id))
     }
 
-    pub fn remove_group_member(&self, group_id: &str, user_id: &str) -> bool {
-        self.shared.remove_member(group_id, user_id)
+    fn detach(&self, kind: Subject, pair: (&str, &str)) -> bool {
+        self.shared.detach(kind, pair) == DetachOutcome::Removed
     }
 
     /// The true state, whether or not the listing lag still hides the attachment.
     pub fn is_user_attached(&self, policy_id: &str, user_id: &str) -> bool {
-        self.shared.is_user_attached(policy_id, user_id)
+        self.shared
+            .store()
+            .is_attached(Subject::User, (policy_id, user_id))
     }
 
     pub fn is_group_attached(&self, policy_id: &str, group_id: &str) -> bool {
-        self.shared.is_group_attached(policy_id, group_id)
+        self.shared
+            .store()
+            .is_attached(Subject::Group, (policy_id, group_id))
+    }
+
+    pub fn is_role_attached(&self, role_id: &str, policy_id: &str) -> bool {
+        self.shared
+            .store()
+            .is_attached(Subject::Role, (policy_id, role_id))
+    }
+
+    /// True if the user joined; false if already a member or an id is unknown.
+    pub fn add_group_member(&self, group_id: &str, user_id: &str) -> bool {
+        self.shared.store().add_member(group_id, user_id)
+    }
+
+    pub fn remove_group_member(&self, group_id: &str, user_id: &str) -> bool {
+        self.shared.store().remove_member(group_id, user_id)
     }
 
     /// Everything the simulator holds, as `GET /_sim/state` returns it.

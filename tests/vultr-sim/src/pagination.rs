@@ -130,27 +130,16 @@ mod tests {
 
     #[test]
     fn windows() {
-        let p = PageRequest {
-            offset: 0,
-            per_page: 10,
-        };
-        let (r, m) = p.window(25);
+        let window = |offset, per_page| PageRequest { offset, per_page }.window(25);
+        let (r, m) = window(0, 10);
         assert_eq!(r, 0..10);
         assert_eq!(m.links.prev, "");
         assert_eq!(decode_cursor(&m.links.next), Some(10));
-        let p = PageRequest {
-            offset: 20,
-            per_page: 10,
-        };
-        let (r, m) = p.window(25);
+        let (r, m) = window(20, 10);
         assert_eq!(r, 20..25);
         assert_eq!(m.links.next, "");
         assert_eq!(decode_cursor(&m.links.prev), Some(10));
-        let (r, m) = PageRequest {
-            offset: 99,
-            per_page: 10,
-        }
-        .window(25);
+        let (r, m) = window(99, 10);
         assert!(r.is_empty());
         assert_eq!(m.total, 25);
     }

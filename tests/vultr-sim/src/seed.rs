@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::Store;
+use crate::state::{Store, Subject};
 
 /// A whole organization to load. Every list may be left out of the file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -27,16 +27,19 @@ pub struct Seed {
     pub role_attachments: Vec<SeedRoleAttachment>,
 }
 
-/// A policy; without `id` a random UUID is assigned.
+/// A policy or a role: a name, and an id (a random UUID when left out).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SeedPolicy {
+pub struct SeedNamed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub name: String,
     #[serde(default)]
     pub description: String,
 }
+
+pub type SeedPolicy = SeedNamed;
+pub type SeedRole = SeedNamed;
 
 /// A user; without `name` the email's local part is used.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -55,17 +58,6 @@ pub struct SeedGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub display_name: String,
-}
-
-/// A role; without `id` a random UUID is assigned.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeedRole {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
 }
 
 /// `policy`: id or name; `role`: id or name.
@@ -280,48 +272,51 @@ impl Seed {
     /// Adds this seed to `store`; on error the store may be half-filled, so callers
     /// apply it to a copy.
     pub(crate) fn apply(&self, store: &mut Store, now: SystemTime) -> Result<(), SeedError> {
+        let duplicate = |kind| move |id| SeedError::DuplicateId { kind, id };
         for p in &self.policies {
-            store
-                .add_policy(p, now)
-                .map_err(|id| SeedError::DuplicateId { kind: "policy", id })?;
+            store.add_policy(p, now).map_err(duplicate("policy"))?;
         }
         for u in &self.users {
-            store
-                .add_user(u, now)
-                .map_err(|id| SeedError::DuplicateId { kind: "user", id })?;
+            store.add_user(u, now).map_err(duplicate("user"))?;
         }
         for g in &self.groups {
-            store
-                .add_group(g, now)
-                .map_err(|id| SeedError::DuplicateId { kind: "group", id })?;
+            store.add_group(g, now).map_err(duplicate("group"))?;
         }
         for r in &self.roles {
-            store
-                .add_role(r, now)
-                .map_err(|id| SeedError::DuplicateId { kind: "role", id })?;
+            store.add_role(r, now).map_err(duplicate("role"))?;
         }
-        for a in &self.user_attachments {
-            let p = resolve("policy", &a.policy, store.policy_ids_named(&a.policy))?;
-            let u = resolve("user", &a.user, store.user_ids_with_email(&a.user))?;
-            store.attach_user(&p, &u, now, None, "seed");
-        }
-        for a in &self.group_attachments {
-            let p = resolve("policy", &a.policy, store.policy_ids_named(&a.policy))?;
-            let g = resolve("group", &a.group, store.group_ids_named(&a.group))?;
-            store.attach_group(&p, &g, now, None, "seed");
-        }
-        for a in &self.role_attachments {
-            let p = resolve("policy", &a.policy, store.policy_ids_named(&a.policy))?;
-            let r = resolve("role", &a.role, store.role_ids_named(&a.role))?;
-            store.attach_role(&r, &p, now, None, "seed");
+        let users = self.user_attachments.iter();
+        let groups = self.group_attachments.iter();
+        let roles = self.role_attachments.iter();
+        let attachments = (users.map(|a| (Subject::User, &a.policy, &a.user)))
+            .chain(groups.map(|a| (Subject::Group, &a.policy, &a.group)))
+            .chain(roles.map(|a| (Subject::Role, &a.policy, &a.role)));
+        for (kind, policy, subject) in attachments {
+            let pair = (policy_id(store, policy)?, subject_id(store, kind, subject)?);
+            store.attach(kind, (&pair.0, &pair.1), now, None, "seed");
         }
         for m in &self.group_members {
-            let g = resolve("group", &m.group, store.group_ids_named(&m.group))?;
-            let u = resolve("user", &m.user, store.user_ids_with_email(&m.user))?;
+            let g = subject_id(store, Subject::Group, &m.group)?;
+            let u = subject_id(store, Subject::User, &m.user)?;
             store.add_member(&g, &u);
         }
         Ok(())
     }
+}
+
+/// The policy a seed names by id or name.
+fn policy_id(store: &Store, r: &str) -> Result<String, SeedError> {
+    resolve("policy", r, store.policies.matching(r, |p| p.name == r))
+}
+
+/// The user (id or email), group or role (id or name) a seed names.
+fn subject_id(store: &Store, kind: Subject, r: &str) -> Result<String, SeedError> {
+    let candidates = match kind {
+        Subject::User => store.users.matching(r, |u| u.email == r),
+        Subject::Group => store.groups.matching(r, |g| g.display_name == r),
+        Subject::Role => store.roles.matching(r, |x| x.name == r),
+    };
+    resolve(kind.name(), r, candidates)
 }
 
 /// `candidates` are the ids that match `reference` as an id or as a natural key,

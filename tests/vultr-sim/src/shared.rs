@@ -9,8 +9,8 @@ use crate::config::{ApiKeys, Behaviour, RateLimit, SimConfig};
 use crate::faults::{Fault, FaultSet};
 use crate::journal::{Journal, JournalEntry};
 use crate::ratelimit::TokenBucket;
-use crate::seed::{Seed, SeedError, SeedGroup, SeedPolicy, SeedRole, SeedUser};
-use crate::state::{AttachOutcome, DetachOutcome, Group, Policy, Role, Snapshot, Store, User};
+use crate::seed::{Seed, SeedError};
+use crate::state::{AttachOutcome, DetachOutcome, Snapshot, Store, Subject};
 
 /// `assigned_by` of attachments made out of band.
 const ADMIN: &str = "sim-admin";
@@ -131,99 +131,29 @@ impl Shared {
 
     /// Loads a seed all or nothing.
     pub(crate) fn load_seed(&self, seed: &Seed) -> Result<(), SeedError> {
-        let mut store = lock(&self.store);
+        let mut store = self.store();
         let mut copy = store.clone();
         seed.apply(&mut copy, SystemTime::now())?;
         *store = copy;
         Ok(())
     }
 
-    // The control operations below back both the Sim handle and /_sim; out-of-band
-    // changes are visible in listings at once and are not journaled.
-
-    /// Err carries an id that already exists.
-    pub(crate) fn add_policy(&self, p: &SeedPolicy) -> Result<Policy, String> {
-        lock(&self.store).add_policy(p, SystemTime::now())
+    /// The organization, locked. The control operations of the Sim handle and of
+    /// `/_sim` go through it: out-of-band changes are visible in listings at once and
+    /// are not journaled.
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
     }
 
-    pub(crate) fn add_user(&self, u: &SeedUser) -> Result<User, String> {
-        lock(&self.store).add_user(u, SystemTime::now())
+    /// An out-of-band attach, visible at once.
+    pub(crate) fn attach(&self, kind: Subject, pair: (&str, &str)) -> AttachOutcome {
+        self.store()
+            .attach(kind, pair, SystemTime::now(), None, ADMIN)
     }
 
-    pub(crate) fn add_group(&self, g: &SeedGroup) -> Result<Group, String> {
-        lock(&self.store).add_group(g, SystemTime::now())
-    }
-
-    pub(crate) fn add_role(&self, r: &SeedRole) -> Result<Role, String> {
-        lock(&self.store).add_role(r, SystemTime::now())
-    }
-
-    pub(crate) fn remove_role(&self, id: &str) -> bool {
-        lock(&self.store).remove_role(id)
-    }
-
-    pub(crate) fn attach_role(&self, role: &str, policy: &str) -> AttachOutcome {
-        lock(&self.store).attach_role(role, policy, SystemTime::now(), None, ADMIN)
-    }
-
-    pub(crate) fn detach_role(&self, role: &str, policy: &str) -> DetachOutcome {
-        lock(&self.store).detach_role(role, policy, None)
-    }
-
-    pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
-        lock(&self.store).is_role_attached(role, policy)
-    }
-
-    pub(crate) fn remove_policy(&self, id: &str) -> bool {
-        lock(&self.store).remove_policy(id)
-    }
-
-    pub(crate) fn remove_user(&self, id: &str) -> bool {
-        lock(&self.store).remove_user(id)
-    }
-
-    pub(crate) fn remove_group(&self, id: &str) -> bool {
-        lock(&self.store).remove_group(id)
-    }
-
-    pub(crate) fn rename_group(&self, id: &str, display_name: &str) -> bool {
-        lock(&self.store).rename_group(id, display_name)
-    }
-
-    pub(crate) fn attach_user(&self, policy: &str, user: &str) -> AttachOutcome {
-        lock(&self.store).attach_user(policy, user, SystemTime::now(), None, ADMIN)
-    }
-
-    pub(crate) fn detach_user(&self, policy: &str, user: &str) -> DetachOutcome {
-        lock(&self.store).detach_user(policy, user, None)
-    }
-
-    pub(crate) fn attach_group(&self, policy: &str, group: &str) -> AttachOutcome {
-        lock(&self.store).attach_group(policy, group, SystemTime::now(), None, ADMIN)
-    }
-
-    pub(crate) fn detach_group(&self, policy: &str, group: &str) -> DetachOutcome {
-        lock(&self.store).detach_group(policy, group, None)
-    }
-
-    pub(crate) fn add_member(&self, group: &str, user: &str) -> bool {
-        lock(&self.store).add_member(group, user)
-    }
-
-    pub(crate) fn is_member(&self, group: &str, user: &str) -> bool {
-        lock(&self.store).is_member(group, user)
-    }
-
-    pub(crate) fn remove_member(&self, group: &str, user: &str) -> bool {
-        lock(&self.store).remove_member(group, user)
-    }
-
-    pub(crate) fn is_user_attached(&self, policy: &str, user: &str) -> bool {
-        lock(&self.store).is_user_attached(policy, user)
-    }
-
-    pub(crate) fn is_group_attached(&self, policy: &str, group: &str) -> bool {
-        lock(&self.store).is_group_attached(policy, group)
+    /// An out-of-band detach, gone from listings at once.
+    pub(crate) fn detach(&self, kind: Subject, pair: (&str, &str)) -> DetachOutcome {
+        self.store().detach(kind, pair, None)
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {

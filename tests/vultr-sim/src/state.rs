@@ -104,16 +104,19 @@ impl<T> Default for Table<T> {
     }
 }
 
-impl<T> Table<T> {
-    fn insert(&mut self, id: String, value: T) -> Result<(), String> {
+impl<T: Clone> Table<T> {
+    /// Adds `value` under `id` and returns it; Err carries an id that exists already.
+    fn insert(&mut self, id: String, value: T) -> Result<T, String> {
         if self.by_id.contains_key(&id) {
             return Err(id);
         }
         self.order.push(id.clone());
-        self.by_id.insert(id, value);
-        Ok(())
+        self.by_id.insert(id, value.clone());
+        Ok(value)
     }
+}
 
+impl<T> Table<T> {
     fn remove(&mut self, id: &str) -> bool {
         if self.by_id.remove(id).is_some() {
             self.order.retain(|x| x != id);
@@ -142,6 +145,18 @@ impl<T> Table<T> {
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.slice(0, usize::MAX)
+    }
+
+    /// How a seed's reference `r` resolves: the id `r` if there is one, and the ids
+    /// whose natural key (`key`: a name or an email) is `r`.
+    pub(crate) fn matching(
+        &self,
+        r: &str,
+        key: impl Fn(&T) -> bool,
+    ) -> (Option<String>, Vec<String>) {
+        let by_id = self.by_id.contains_key(r).then(|| r.to_owned());
+        let by_key = self.order.iter().filter(|id| key(&self.by_id[*id]));
+        (by_id, by_key.cloned().collect())
     }
 }
 
@@ -255,6 +270,65 @@ impl Links {
     }
 }
 
+/// What a policy is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    User,
+    Group,
+    Role,
+}
+
+impl Subject {
+    pub(crate) const ALL: [Subject; 3] = [Self::User, Self::Group, Self::Role];
+
+    /// The route of the listing of this kind's attachments under `prefix` (`/v2`):
+    /// a policy's users or groups, a role's policies.
+    pub(crate) fn listing_route(self, prefix: &str) -> String {
+        match self {
+            Self::User => format!("{prefix}/policies/{{policy_id}}/users"),
+            Self::Group => format!("{prefix}/policies/{{policy_id}}/groups"),
+            Self::Role => format!("{prefix}/roles/{{role_id}}/policies"),
+        }
+    }
+
+    /// The route of one attachment under `prefix` (`/v2` or `/_sim`): the listing's
+    /// route and the other id (role first for roles, as Vultr's routes).
+    pub(crate) fn attachment_route(self, prefix: &str) -> String {
+        let other = match self {
+            Self::User => "{user_id}",
+            Self::Group => "{group_id}",
+            Self::Role => "{policy_id}",
+        };
+        format!("{}/{other}", self.listing_route(prefix))
+    }
+
+    /// "user", "group" or "role".
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+            Self::Role => "role",
+        }
+    }
+
+    /// (policy, subject) from the two ids of a route: role routes name the role first.
+    pub(crate) fn pair_of_route(self, (first, second): (String, String)) -> (String, String) {
+        match self {
+            Self::Role => (second, first),
+            Self::User | Self::Group => (first, second),
+        }
+    }
+
+    /// (owner, target) of the link: role links are owned by the role (Vultr lists a
+    /// role's policies), the others by the policy.
+    fn link<'a>(self, policy: &'a str, subject: &'a str) -> (&'a str, &'a str) {
+        match self {
+            Self::Role => (subject, policy),
+            Self::User | Self::Group => (policy, subject),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AttachOutcome {
     Created,
@@ -274,11 +348,12 @@ pub(crate) struct Store {
     pub(crate) policies: Table<Policy>,
     pub(crate) users: Table<User>,
     pub(crate) groups: Table<Group>,
-    pub(crate) user_links: Links,
-    pub(crate) group_links: Links,
+
     pub(crate) roles: Table<Role>,
-    /// Keyed by role: Vultr lists a role's policies, not a policy's roles.
-    pub(crate) role_links: Links,
+    /// Attachments per [`Subject`] kind, in the order of its variants. User and group
+    /// links are owned by the policy, role links by the role (Vultr lists a role's
+    /// policies, not a policy's roles).
+    links: [Links; 3],
     /// (group id, user id) pairs.
     members: Vec<(String, String)>,
 }
@@ -314,8 +389,7 @@ impl Store {
             is_system_policy: false,
             date_created: rfc3339(now),
         };
-        self.policies.insert(policy.id.clone(), policy.clone())?;
-        Ok(policy)
+        self.policies.insert(policy.id.clone(), policy)
     }
 
     pub(crate) fn add_user(&mut self, u: &SeedUser, now: SystemTime) -> Result<User, String> {
@@ -338,8 +412,7 @@ impl Store {
             service_user: false,
             date_created: rfc3339(now),
         };
-        self.users.insert(user.id.clone(), user.clone())?;
-        Ok(user)
+        self.users.insert(user.id.clone(), user)
     }
 
     pub(crate) fn add_group(&mut self, g: &SeedGroup, now: SystemTime) -> Result<Group, String> {
@@ -349,8 +422,7 @@ impl Store {
             description: String::new(),
             date_created: rfc3339(now),
         };
-        self.groups.insert(group.id.clone(), group.clone())?;
-        Ok(group)
+        self.groups.insert(group.id.clone(), group)
     }
 
     pub(crate) fn add_role(&mut self, r: &SeedRole, now: SystemTime) -> Result<Role, String> {
@@ -361,99 +433,59 @@ impl Store {
             role_type: "custom".to_owned(),
             date_created: rfc3339(now),
         };
-        self.roles.insert(role.id.clone(), role.clone())?;
-        Ok(role)
+        self.roles.insert(role.id.clone(), role)
     }
 
     /// Removing an entity removes its attachments and memberships too.
     pub(crate) fn remove_policy(&mut self, id: &str) -> bool {
-        self.user_links.remove_policy(id);
-        self.group_links.remove_policy(id);
-        self.role_links.remove_target(id);
+        self.links_mut(Subject::User).remove_policy(id);
+        self.links_mut(Subject::Group).remove_policy(id);
+        self.links_mut(Subject::Role).remove_target(id);
         self.policies.remove(id)
     }
 
     pub(crate) fn remove_role(&mut self, id: &str) -> bool {
         // Role links are keyed by role.
-        self.role_links.remove_policy(id);
+        self.links_mut(Subject::Role).remove_policy(id);
         self.roles.remove(id)
     }
 
     pub(crate) fn remove_user(&mut self, id: &str) -> bool {
-        self.user_links.remove_target(id);
+        self.links_mut(Subject::User).remove_target(id);
         self.members.retain(|(_, u)| u != id);
         self.users.remove(id)
     }
 
     pub(crate) fn remove_group(&mut self, id: &str) -> bool {
-        self.group_links.remove_target(id);
+        self.links_mut(Subject::Group).remove_target(id);
         self.members.retain(|(g, _)| g != id);
         self.groups.remove(id)
     }
 
     /// `visible_at: None` makes the attachment visible at once.
-    pub(crate) fn attach_user(
+    pub(crate) fn attach(
         &mut self,
-        policy: &str,
-        user: &str,
+        kind: Subject,
+        (policy, subject): (&str, &str),
         now: SystemTime,
         visible_at: Option<Instant>,
         by: &str,
     ) -> AttachOutcome {
-        let known = self.users.get(user).is_some();
-        attach(
-            &self.policies,
-            known,
-            &mut self.user_links,
-            (policy, user),
-            now,
-            visible_at,
-            by,
-        )
-    }
-
-    pub(crate) fn attach_group(
-        &mut self,
-        policy: &str,
-        group: &str,
-        now: SystemTime,
-        visible_at: Option<Instant>,
-        by: &str,
-    ) -> AttachOutcome {
-        let known = self.groups.get(group).is_some();
-        attach(
-            &self.policies,
-            known,
-            &mut self.group_links,
-            (policy, group),
-            now,
-            visible_at,
-            by,
-        )
-    }
-
-    /// Role first, as Vultr's route: `POST /v2/roles/{role}/policies/{policy}`.
-    pub(crate) fn attach_role(
-        &mut self,
-        role: &str,
-        policy: &str,
-        now: SystemTime,
-        visible_at: Option<Instant>,
-        by: &str,
-    ) -> AttachOutcome {
-        if self.roles.get(role).is_none() {
-            return AttachOutcome::UnknownTarget;
-        }
         if self.policies.get(policy).is_none() {
             return AttachOutcome::UnknownPolicy;
         }
-        if self.role_links.contains(role, policy) {
+        if !self.subject_exists(kind, subject) {
+            return AttachOutcome::UnknownTarget;
+        }
+        let (owner, target) = kind.link(policy, subject);
+        let links = self.links_mut(kind);
+        if links.contains(owner, target) {
             return AttachOutcome::AlreadyAttached;
         }
-        self.role_links.insert(
-            role,
+        links.insert(
+            owner,
             Link {
-                target: policy.to_owned(),
+                target: target.to_owned(),
                 date_assigned: rfc3339(now),
                 assigned_by: by.to_owned(),
                 visible_at: visible_at.unwrap_or_else(Instant::now),
@@ -464,36 +496,40 @@ impl Store {
     }
 
     /// `listed_until`: see [`Links::remove`].
-    pub(crate) fn detach_role(
+    pub(crate) fn detach(
         &mut self,
-        role: &str,
-        policy: &str,
+        kind: Subject,
+        (policy, subject): (&str, &str),
         listed_until: Option<Instant>,
     ) -> DetachOutcome {
-        outcome(self.role_links.remove(role, policy, listed_until))
+        let (owner, target) = kind.link(policy, subject);
+        if self.links_mut(kind).remove(owner, target, listed_until) {
+            DetachOutcome::Removed
+        } else {
+            DetachOutcome::NotAttached
+        }
     }
 
-    pub(crate) fn is_role_attached(&self, role: &str, policy: &str) -> bool {
-        self.role_links.contains(role, policy)
+    /// The true state, whether or not the listing lag still hides the attachment.
+    pub(crate) fn is_attached(&self, kind: Subject, (policy, subject): (&str, &str)) -> bool {
+        let (owner, target) = kind.link(policy, subject);
+        self.links(kind).contains(owner, target)
     }
 
-    /// `listed_until`: see [`Links::remove`].
-    pub(crate) fn detach_user(
-        &mut self,
-        policy: &str,
-        user: &str,
-        listed_until: Option<Instant>,
-    ) -> DetachOutcome {
-        outcome(self.user_links.remove(policy, user, listed_until))
+    fn subject_exists(&self, kind: Subject, id: &str) -> bool {
+        match kind {
+            Subject::User => self.users.get(id).is_some(),
+            Subject::Group => self.groups.get(id).is_some(),
+            Subject::Role => self.roles.get(id).is_some(),
+        }
     }
 
-    pub(crate) fn detach_group(
-        &mut self,
-        policy: &str,
-        group: &str,
-        listed_until: Option<Instant>,
-    ) -> DetachOutcome {
-        outcome(self.group_links.remove(policy, group, listed_until))
+    pub(crate) fn links(&self, kind: Subject) -> &Links {
+        &self.links[kind as usize]
+    }
+
+    fn links_mut(&mut self, kind: Subject) -> &mut Links {
+        &mut self.links[kind as usize]
     }
 
     /// Renames a group (out of band); false if it does not exist.
@@ -505,14 +541,6 @@ impl Store {
             }
             None => false,
         }
-    }
-
-    pub(crate) fn is_user_attached(&self, policy: &str, user: &str) -> bool {
-        self.user_links.contains(policy, user)
-    }
-
-    pub(crate) fn is_group_attached(&self, policy: &str, group: &str) -> bool {
-        self.group_links.contains(policy, group)
     }
 
     /// False if either id is unknown or the user is already a member.
@@ -564,7 +592,7 @@ impl Store {
         let mut inherited = Vec::new();
         for p in self.policies.iter() {
             if self
-                .user_links
+                .links(Subject::User)
                 .visible(&p.id, now)
                 .iter()
                 .any(|l| l.target == user)
@@ -572,7 +600,7 @@ impl Store {
                 direct.push(p);
             }
             if self
-                .group_links
+                .links(Subject::Group)
                 .visible(&p.id, now)
                 .iter()
                 .any(|l| groups.contains(&l.target.as_str()))
@@ -583,54 +611,13 @@ impl Store {
         Some((direct, inherited))
     }
 
-    /// Resolution helpers for seeds: (id match, natural-key matches).
-    pub(crate) fn policy_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.policies.get(r).map(|p| p.id.clone());
-        let by_key = self
-            .policies
-            .iter()
-            .filter(|p| p.name == r)
-            .map(|p| p.id.clone());
-        (by_id, by_key.collect())
-    }
-
-    pub(crate) fn user_ids_with_email(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.users.get(r).map(|u| u.id.clone());
-        let by_key = self
-            .users
-            .iter()
-            .filter(|u| u.email == r)
-            .map(|u| u.id.clone());
-        (by_id, by_key.collect())
-    }
-
-    pub(crate) fn group_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.groups.get(r).map(|g| g.id.clone());
-        let by_key = self
-            .groups
-            .iter()
-            .filter(|g| g.display_name == r)
-            .map(|g| g.id.clone());
-        (by_id, by_key.collect())
-    }
-
-    pub(crate) fn role_ids_named(&self, r: &str) -> (Option<String>, Vec<String>) {
-        let by_id = self.roles.get(r).map(|x| x.id.clone());
-        let by_key = self
-            .roles
-            .iter()
-            .filter(|x| x.name == r)
-            .map(|x| x.id.clone());
-        (by_id, by_key.collect())
-    }
-
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
             policies: self.policies.iter().cloned().collect(),
             users: self.users.iter().cloned().collect(),
             groups: self.groups.iter().cloned().collect(),
-            user_attachments: self.user_links.views(&self.policies.order, now),
-            group_attachments: self.group_links.views(&self.policies.order, now),
+            user_attachments: self.links(Subject::User).views(&self.policies.order, now),
+            group_attachments: self.links(Subject::Group).views(&self.policies.order, now),
             group_members: self
                 .members
                 .iter()
@@ -642,7 +629,7 @@ impl Store {
             roles: self.roles.iter().cloned().collect(),
             // Keyed by role: swap back so `policy_id` is the policy.
             role_attachments: self
-                .role_links
+                .links(Subject::Role)
                 .views(&self.roles.order, now)
                 .into_iter()
                 .map(|v| AttachmentView {
@@ -652,44 +639,5 @@ impl Store {
                 })
                 .collect(),
         }
-    }
-}
-
-fn attach(
-    policies: &Table<Policy>,
-    target_known: bool,
-    links: &mut Links,
-    (policy, target): (&str, &str),
-    now: SystemTime,
-    visible_at: Option<Instant>,
-    by: &str,
-) -> AttachOutcome {
-    if policies.get(policy).is_none() {
-        return AttachOutcome::UnknownPolicy;
-    }
-    if !target_known {
-        return AttachOutcome::UnknownTarget;
-    }
-    if links.contains(policy, target) {
-        return AttachOutcome::AlreadyAttached;
-    }
-    links.insert(
-        policy,
-        Link {
-            target: target.to_owned(),
-            date_assigned: rfc3339(now),
-            assigned_by: by.to_owned(),
-            visible_at: visible_at.unwrap_or_else(Instant::now),
-            listed_until: None,
-        },
-    );
-    AttachOutcome::Created
-}
-
-fn outcome(removed: bool) -> DetachOutcome {
-    if removed {
-        DetachOutcome::Removed
-    } else {
-        DetachOutcome::NotAttached
     }
 }

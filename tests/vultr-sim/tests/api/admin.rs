@@ -1,15 +1,13 @@
 //! The `/_sim` control API, the `Sim` handle's control methods, and seeds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use vultr_sim::{
     ApiKeys, Behaviour, FaultKind, ListingShape, Seed, SeedError, SeedGroup, SeedPolicy, SeedUser,
-    SeedUserAttachment, Sim, SimConfig,
+    SeedUserAttachment, SimConfig,
 };
 
 #[test]
@@ -40,13 +38,7 @@ async fn seed_files_resolve_references_by_id_or_natural_key() {
         }"#,
     );
     let seed = Seed::from_file(&path).unwrap();
-    let sim = Sim::start(SimConfig {
-        seed,
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().seed(seed).start().await.unwrap();
     let state = sim.state();
     let p1 = &state.policies[0].id;
     let a = &state.users[0].id;
@@ -70,12 +62,11 @@ async fn bad_seeds_are_refused() {
         policy: "dns-admin".into(),
         user: "shared@example.com".into(),
     });
-    let err = Sim::start(SimConfig {
-        seed: ambiguous,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap_err();
+    let err = SimConfig::default()
+        .seed(ambiguous)
+        .start()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("ambiguous"), "{err}");
 
@@ -159,56 +150,40 @@ async fn handle_control_methods() {
 #[tokio::test]
 async fn admin_entities_and_attachments() {
     let sim = demo_sim().await;
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::POST,
         "/_sim/policies",
-        Some(json!({"name": "net-admin", "description": "networks"})),
+        json!({"name": "net-admin", "description": "networks"}),
     )
     .await;
     assert_eq!(r.status, 201);
     let pid = r.body["id"].as_str().unwrap().to_owned();
     assert_eq!(r.body["description"], "networks");
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::POST,
         "/_sim/users",
-        Some(json!({"email": "erin@example.com", "id": "erin-id", "name": "Erin E"})),
+        json!({"email": "erin@example.com", "id": "erin-id", "name": "Erin E"}),
     )
     .await;
     assert_eq!((r.status, r.body["id"].as_str()), (201, Some("erin-id")));
-    admin(
+    admin_with(
         &sim,
         Method::POST,
         "/_sim/users",
-        Some(json!({"email": "x@example.com", "id": "erin-id"})),
+        json!({"email": "x@example.com", "id": "erin-id"}),
     )
     .await
     .assert_error(409);
-    let r = admin(
-        &sim,
-        Method::POST,
-        "/_sim/groups",
-        Some(json!({"display_name": "net"})),
-    )
-    .await;
-    assert_eq!(r.status, 201);
-    let gid = r.body["id"].as_str().unwrap().to_owned();
+    let gid = admin_created(&sim, "/_sim/groups", json!({"display_name": "net"})).await;
 
     let user_pair = format!("/_sim/policies/{pid}/users/erin-id");
     let group_pair = format!("/_sim/policies/{pid}/groups/{gid}");
-    assert_eq!(admin(&sim, Method::PUT, &user_pair, None).await.status, 204);
-    assert_eq!(
-        admin(&sim, Method::PUT, &user_pair, None).await.status,
-        204,
-        "idempotent"
-    );
-    assert_eq!(
-        admin(&sim, Method::PUT, &group_pair, None).await.status,
-        204
-    );
+    put_twice(&sim, &user_pair).await;
+    assert_eq!(admin_status(&sim, Method::PUT, &group_pair).await, 204);
     let member = format!("/_sim/groups/{gid}/users/erin-id");
-    assert_eq!(admin(&sim, Method::PUT, &member, None).await.status, 204);
+    assert_eq!(admin_status(&sim, Method::PUT, &member).await, 204);
     admin(&sim, Method::PUT, "/_sim/policies/nope/users/erin-id", None)
         .await
         .assert_error(404);
@@ -227,22 +202,16 @@ async fn admin_entities_and_attachments() {
     assert_eq!(state.body["group_attachments"].as_array().unwrap().len(), 2);
     assert_eq!(state.body["group_members"].as_array().unwrap().len(), 3);
 
-    assert_eq!(
-        admin(&sim, Method::DELETE, &user_pair, None).await.status,
-        204
-    );
+    assert_eq!(admin_status(&sim, Method::DELETE, &user_pair).await, 204);
     admin(&sim, Method::DELETE, &user_pair, None)
         .await
         .assert_error(404);
-    assert_eq!(
-        admin(&sim, Method::DELETE, &group_pair, None).await.status,
-        204
-    );
-    assert_eq!(admin(&sim, Method::DELETE, &member, None).await.status, 204);
+    assert_eq!(admin_status(&sim, Method::DELETE, &group_pair).await, 204);
+    assert_eq!(admin_status(&sim, Method::DELETE, &member).await, 204);
     // A rename: the same group under another name (a name Vultr may give away).
     let group = format!("/_sim/groups/{gid}");
     let rename = json!({"display_name": "net-old"});
-    let r = admin(&sim, Method::PATCH, &group, Some(rename.clone())).await;
+    let r = admin_with(&sim, Method::PATCH, &group, rename.clone()).await;
     assert_eq!(r.status, 204);
     assert!(
         sim.state()
@@ -250,7 +219,7 @@ async fn admin_entities_and_attachments() {
             .iter()
             .any(|g| g.id == gid && g.display_name == "net-old")
     );
-    admin(&sim, Method::PATCH, "/_sim/groups/nope", Some(rename))
+    admin_with(&sim, Method::PATCH, "/_sim/groups/nope", rename)
         .await
         .assert_error(404);
     for path in [
@@ -258,33 +227,28 @@ async fn admin_entities_and_attachments() {
         "/_sim/users/erin-id".to_owned(),
         format!("/_sim/groups/{gid}"),
     ] {
-        assert_eq!(admin(&sim, Method::DELETE, &path, None).await.status, 204);
+        assert_eq!(admin_status(&sim, Method::DELETE, &path).await, 204);
         admin(&sim, Method::DELETE, &path, None)
             .await
             .assert_error(404);
     }
-    admin(
-        &sim,
-        Method::POST,
-        "/_sim/policies",
-        Some(json!({"nmae": 1})),
-    )
-    .await
-    .assert_error(400);
+    admin_with(&sim, Method::POST, "/_sim/policies", json!({"nmae": 1}))
+        .await
+        .assert_error(400);
     admin(&sim, Method::GET, "/_sim/policies", None)
         .await
         .assert_error(405);
     let seed = json!({"users": [{"email": "fred@example.com", "id": "fred"}],
                       "user_attachments": [{"policy": "dns-admin", "user": "fred"}]});
     assert_eq!(
-        admin(&sim, Method::POST, "/_sim/seed", Some(seed))
+        admin_with(&sim, Method::POST, "/_sim/seed", seed)
             .await
             .status,
         204
     );
     assert!(sim.is_user_attached(DNS_ADMIN, "fred"));
     let bad = json!({"user_attachments": [{"policy": "dns-admin", "user": "shared@example.com"}]});
-    admin(&sim, Method::POST, "/_sim/seed", Some(bad))
+    admin_with(&sim, Method::POST, "/_sim/seed", bad)
         .await
         .assert_error(400);
 }
@@ -311,7 +275,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     );
     assert!(!journal.body.to_string().contains(KEY));
     // The User-Agent tells writers apart (e.g. two operator replicas).
-    let named = common::http()
+    let named = crate::common::http()
         .user_agent("vultr-iam-operator/0.1.0 (replica-a)")
         .build()
         .unwrap();
@@ -330,21 +294,19 @@ async fn admin_journal_faults_behaviour_rate_limit() {
         "vultr-iam-operator/0.1.0 (replica-a)"
     );
     assert_eq!(
-        admin(&sim, Method::DELETE, "/_sim/journal", None)
-            .await
-            .status,
+        admin_status(&sim, Method::DELETE, "/_sim/journal").await,
         204
     );
     assert!(sim.journal().is_empty());
 
     let fault = json!({"method": "GET", "path_prefix": "/v2/groups",
                        "kind": {"type": "status", "status": 500}, "count": 5});
-    let r = admin(&sim, Method::POST, "/_sim/faults", Some(fault)).await;
+    let r = admin_with(&sim, Method::POST, "/_sim/faults", fault).await;
     assert_eq!(r.status, 201);
     let id = r.body["id"].as_u64().unwrap();
     let hang = json!({"kind": {"type": "hang"}, "path_prefix": "/v2/nothing", "until_ms": 60000});
     assert_eq!(
-        admin(&sim, Method::POST, "/_sim/faults", Some(hang))
+        admin_with(&sim, Method::POST, "/_sim/faults", hang)
             .await
             .status,
         201
@@ -355,27 +317,23 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     assert_eq!(list.body[1]["kind"]["type"], "hang");
     get(&sim, "/v2/groups").await.assert_error(500);
     assert_eq!(
-        admin(&sim, Method::DELETE, &format!("/_sim/faults/{id}"), None)
-            .await
-            .status,
+        admin_status(&sim, Method::DELETE, &format!("/_sim/faults/{id}")).await,
         204
     );
     assert_eq!(get(&sim, "/v2/groups").await.status, 200);
     assert_eq!(
-        admin(&sim, Method::DELETE, "/_sim/faults", None)
-            .await
-            .status,
+        admin_status(&sim, Method::DELETE, "/_sim/faults").await,
         204
     );
     assert_eq!(
         admin(&sim, Method::GET, "/_sim/faults", None).await.body,
         json!([])
     );
-    admin(
+    admin_with(
         &sim,
         Method::POST,
         "/_sim/faults",
-        Some(json!({"kind": {"type": "melt"}})),
+        json!({"kind": {"type": "melt"}}),
     )
     .await
     .assert_error(400);
@@ -389,7 +347,7 @@ async fn admin_journal_faults_behaviour_rate_limit() {
     let b = json!({"attach_existing": 409, "detach_absent": 204, "listing_lag_ms": 1500,
                    "detach_lag_ms": 700, "listing_shape": "relationships"});
     assert_eq!(
-        admin(&sim, Method::PUT, "/_sim/behaviour", Some(b))
+        admin_with(&sim, Method::PUT, "/_sim/behaviour", b)
             .await
             .status,
         200
@@ -404,25 +362,25 @@ async fn admin_journal_faults_behaviour_rate_limit() {
             listing_shape: ListingShape::Relationships,
         }
     );
-    admin(
+    admin_with(
         &sim,
         Method::PUT,
         "/_sim/behaviour",
-        Some(json!({"attach_existing": 99})),
+        json!({"attach_existing": 99}),
     )
     .await
     .assert_error(400);
 
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::PUT,
         "/_sim/rate-limit",
-        Some(json!({"per_second": 2.5, "burst": 4})),
+        json!({"per_second": 2.5, "burst": 4}),
     )
     .await;
     assert_eq!(r.body, json!({"per_second": 2.5, "burst": 4}));
     assert_eq!(sim.rate_limit().map(|r| r.burst), Some(4));
-    let r = admin(&sim, Method::PUT, "/_sim/rate-limit", Some(Value::Null)).await;
+    let r = admin_with(&sim, Method::PUT, "/_sim/rate-limit", Value::Null).await;
     assert_eq!((r.status, r.body), (200, Value::Null));
     assert_eq!(sim.rate_limit(), None);
 }
@@ -451,11 +409,11 @@ async fn api_keys_can_be_replaced_at_run_time() {
     assert_eq!(list(KEY).await.status, 200);
     assert_eq!(list("new-key").await.status, 401);
 
-    let r = admin(
+    let r = admin_with(
         &sim,
         Method::PUT,
         "/_sim/api-keys",
-        Some(json!({"api_keys": ["new-key"], "read_only_keys": ["new-ro"]})),
+        json!({"api_keys": ["new-key"], "read_only_keys": ["new-ro"]}),
     )
     .await;
     assert_eq!(r.status, 204, "{r:?}");
@@ -473,7 +431,7 @@ async fn api_keys_can_be_replaced_at_run_time() {
         json!({"api_keys": ["has space"]}),
         json!({"keys": ["x"]}),
     ] {
-        admin(&sim, Method::PUT, "/_sim/api-keys", Some(bad.clone()))
+        admin_with(&sim, Method::PUT, "/_sim/api-keys", bad.clone())
             .await
             .assert_error(400);
         assert_eq!(list("new-key").await.status, 200, "{bad} changed the keys");

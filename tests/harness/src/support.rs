@@ -7,9 +7,6 @@
 //! temporary directory with `start.sh --watch-pid <this process>`, whose watchdog stops
 //! it and deletes the directory when the test binary exits, however it exits.
 
-// Every integration test binary compiles this module and uses only part of it.
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,12 +64,8 @@ impl ControlPlane {
     /// stopped by start.sh's watchdog when this process exits (for tests that restart
     /// or partition it).
     pub fn start_own(prefix: &str) -> ControlPlane {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir()
-            .expect("create a directory for the control plane")
-            .keep();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane/start.sh");
+        let dir = kept_dir(prefix);
+        let script = repo_path("tests/control-plane/start.sh");
         let status = Command::new(&script)
             .arg("--dir")
             .arg(&dir)
@@ -131,6 +124,50 @@ impl ControlPlane {
     }
 }
 
+/// A fresh directory `/tmp/<prefix>...` that outlives the test (for logs and files a
+/// process of the test keeps using).
+pub fn kept_dir(prefix: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temporary directory")
+        .keep()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A path in the repository, from its root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the harness sits in tests/harness")
+        .join(rel)
+}
+
+/// The operator binary cargo built for the integration tests: it sits in the profile
+/// directory (e.g. `target/debug`) above the test binary's `deps/`.
+pub fn operator_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .expect("a test binary in <profile>/deps")
+        .join("vultr-iam-operator");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with cargo test",
+        bin.display()
+    );
+    bin
+}
+
 async fn client_from(kubeconfig: &Path) -> kube::Client {
     let kc = Kubeconfig::read_from(kubeconfig)
         .unwrap_or_else(|e| panic!("read {}: {e}", kubeconfig.display()));
@@ -187,6 +224,20 @@ impl Drop for TestNamespace {
                 .spawn();
         }
     }
+}
+
+/// How long a test waits for something the cluster or the operator does.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `name` is gone from `api` (its finalizers released).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(&format!("{name} to disappear"), WAIT, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await
 }
 
 /// Polls `probe` every 200 ms until it returns `Some`, panicking after `timeout`.

@@ -1,4 +1,4 @@
-//! The chaos run (issue 9): two operator replicas with leader election on a control
+//! The chaos run: two operator replicas with leader election on a control
 //! plane of its own and the Vultr simulator, while a driver creates, deletes and
 //! renames PolicyAttachments and faults hit every layer (5xx, 429 storms, an outage,
 //! hangs, SIGKILLs of the leader, a kube-apiserver restart, a partition of the leader,
@@ -16,28 +16,17 @@
 //! to stderr and to `target/tmp/chaos-{short,long}.txt`; the replica and control-plane
 //! logs stay in the directory it names when the run failed (or with CHAOS_KEEP=1).
 
-mod e2e;
-mod support;
+use vio_harness::{e2e, support};
 
-#[path = "chaos/check.rs"]
 mod check;
-#[path = "chaos/cluster.rs"]
 mod cluster;
-#[path = "chaos/driver.rs"]
 mod driver;
-#[path = "chaos/faults.rs"]
 mod faults;
-#[path = "chaos/model.rs"]
 mod model;
-#[path = "chaos/observe.rs"]
 mod observe;
-#[path = "chaos/org.rs"]
 mod org;
-#[path = "chaos/replicas.rs"]
 mod replicas;
-#[path = "chaos/run.rs"]
 mod run;
-#[path = "chaos/world.rs"]
 mod world;
 
 use world::Sizes;

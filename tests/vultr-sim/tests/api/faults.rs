@@ -1,12 +1,10 @@
 //! Fault injection and the rate limiter.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
-use vultr_sim::{Fault, FaultKind, RateLimit, Sim, SimConfig};
+use vultr_sim::{Fault, FaultKind, RateLimit, Sim};
 
 fn statuses(sim: &Sim) -> Vec<u16> {
     sim.journal().iter().map(|e| e.status).collect()
@@ -208,15 +206,7 @@ async fn outage_window_ends_by_itself() {
 
 #[tokio::test]
 async fn burst_gets_429_then_recovers_after_retry_after() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: Some(RateLimit {
-            per_second: 5.0,
-            burst: 5,
-        }),
-        ..demo_config()
-    })
-    .await
-    .unwrap();
+    let sim = demo_config().rate_limit(5.0, 5).start().await.unwrap();
     let c = client();
     let url = format!("{}/v2/policies", sim.url());
     let handles: Vec<_> = (0..20)
@@ -273,10 +263,7 @@ async fn rate_limit_is_switchable_and_spares_the_admin_api() {
     .unwrap();
     r.assert_error(429);
     for _ in 0..10 {
-        assert_eq!(
-            admin(&sim, Method::GET, "/_sim/state", None).await.status,
-            200
-        );
+        assert_eq!(admin_status(&sim, Method::GET, "/_sim/state").await, 200);
     }
     sim.set_rate_limit(None);
     for _ in 0..10 {

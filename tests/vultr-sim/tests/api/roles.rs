@@ -1,23 +1,19 @@
 //! Roles: `/v2/roles`, the role-first attach/detach routes, both listing shapes, the
 //! listing lag, faults and the rate limit on role routes, and the `/_sim` role controls.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use vultr_sim::{Behaviour, Fault, FaultKind, ListingShape, RateLimit, Seed, Sim, SimConfig};
+use vultr_sim::{Behaviour, Fault, FaultKind, ListingShape, RateLimit, Seed, SimConfig};
 
 #[tokio::test]
 async fn lists_and_gets_roles() {
     let sim = demo_sim().await;
-    let r = get(&sim, "/v2/roles").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["meta"]["total"], 3);
-    assert_eq!(ids(&r.body, "roles"), [AUDITORS, ON_CALL, ON_CALL_EU]);
-    let auditors = &r.body["roles"][0];
+    let body = listing(&sim, "/v2/roles", 3).await;
+    assert_eq!(ids(&body, "roles"), [AUDITORS, ON_CALL, ON_CALL_EU]);
+    let auditors = &body["roles"][0];
     assert_eq!(auditors["name"], "auditors");
     assert!(auditors["description"].is_string() && auditors["role_type"].is_string());
     assert!(
@@ -90,12 +86,12 @@ async fn role_listing_relationships_shape() {
 
 #[tokio::test]
 async fn role_attach_lags_and_existing_pairs_follow_the_behaviour() {
-    let sim = demo_sim().await;
-    sim.set_behaviour(Behaviour {
+    let sim = demo_sim_with(Behaviour {
         listing_lag: Duration::from_millis(300),
         attach_existing: 409,
         ..Behaviour::default()
-    });
+    })
+    .await;
     let pair = format!("/v2/roles/{ON_CALL}/policies/{DNS_ADMIN}");
     assert_eq!(v2(&sim, Method::POST, &pair).await.status, 201);
     let r = get(&sim, &format!("/v2/roles/{ON_CALL}/policies")).await;
@@ -137,22 +133,9 @@ async fn faults_and_the_rate_limit_apply_to_role_routes() {
 #[tokio::test]
 async fn admin_roles_and_out_of_band_role_attachments() {
     let sim = demo_sim().await;
-    let r = admin(
-        &sim,
-        Method::POST,
-        "/_sim/roles",
-        Some(json!({"name": "viewers"})),
-    )
-    .await;
-    assert_eq!(r.status, 201);
-    let viewers = r.body["id"].as_str().unwrap().to_owned();
+    let viewers = admin_created(&sim, "/_sim/roles", json!({"name": "viewers"})).await;
     let oob = format!("/_sim/roles/{viewers}/policies/{DNS_ADMIN}");
-    assert_eq!(admin(&sim, Method::PUT, &oob, None).await.status, 204);
-    assert_eq!(
-        admin(&sim, Method::PUT, &oob, None).await.status,
-        204,
-        "idempotent"
-    );
+    put_twice(&sim, &oob).await;
     assert!(sim.is_role_attached(&viewers, DNS_ADMIN));
     let state = admin(&sim, Method::GET, "/_sim/state", None).await.body;
     let views: Vec<&Value> = state["role_attachments"]
@@ -166,10 +149,10 @@ async fn admin_roles_and_out_of_band_role_attachments() {
     assert_eq!(views[0]["assigned_by"], "sim-admin");
     assert_eq!(state["roles"].as_array().unwrap().len(), 4);
 
-    assert_eq!(admin(&sim, Method::DELETE, &oob, None).await.status, 204);
-    assert_eq!(admin(&sim, Method::DELETE, &oob, None).await.status, 404);
+    assert_eq!(admin_status(&sim, Method::DELETE, &oob).await, 204);
+    assert_eq!(admin_status(&sim, Method::DELETE, &oob).await, 404);
     let unknown = format!("/_sim/roles/nope/policies/{DNS_ADMIN}");
-    assert_eq!(admin(&sim, Method::PUT, &unknown, None).await.status, 404);
+    assert_eq!(admin_status(&sim, Method::PUT, &unknown).await, 404);
     // Out-of-band calls are not journaled.
     assert!(sim.journal().is_empty());
 
@@ -193,12 +176,7 @@ async fn admin_roles_and_out_of_band_role_attachments() {
 
 #[tokio::test]
 async fn seeds_resolve_roles_by_id_or_name_and_refuse_ambiguous_names() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().start().await.unwrap();
     let seed: Seed = serde_json::from_value(json!({
         "policies": [{"id": "p1", "name": "dns-admin"}],
         "roles": [{"id": "r1", "name": "auditors"}, {"id": "r2", "name": "twin"},

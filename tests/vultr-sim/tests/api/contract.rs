@@ -1,11 +1,9 @@
 //! The `/v2` contract: endpoints, object shapes, errors, pagination, behaviours.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::Value;
 use vultr_sim::{Behaviour, ListingShape, Sim, SimConfig};
@@ -55,16 +53,14 @@ async fn gets_one_policy_or_404() {
 #[tokio::test]
 async fn lists_and_gets_users() {
     let sim = demo_sim().await;
-    let r = get(&sim, "/v2/users").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["meta"]["total"], 5);
-    let alice = &r.body["users"][0];
+    let body = listing(&sim, "/v2/users", 5).await;
+    let alice = &body["users"][0];
     assert_eq!(alice["id"], ALICE);
     assert_eq!(alice["email"], "alice@example.com");
     assert_eq!(alice["name"], "Alice Adams");
     assert_eq!(alice["api_enabled"], true);
     assert_eq!(alice["service_user"], false);
-    let shared = r.body["users"]
+    let shared = body["users"]
         .as_array()
         .unwrap()
         .iter()
@@ -320,12 +316,11 @@ async fn detach_absent_follows_the_behaviour() {
 
 #[tokio::test]
 async fn relationships_shape_by_config_and_at_run_time() {
-    let sim = Sim::start(SimConfig {
-        listing_shape: ListingShape::Relationships,
-        ..demo_config()
-    })
-    .await
-    .unwrap();
+    let sim = demo_config()
+        .listing_shape(ListingShape::Relationships)
+        .start()
+        .await
+        .unwrap();
     assert_eq!(sim.behaviour().listing_shape, ListingShape::Relationships);
     let r = get(&sim, &format!("/v2/policies/{COMPUTE_ADMIN}/users")).await;
     assert!(r.body.get("users").is_none(), "{}", r.body);
@@ -354,11 +349,11 @@ async fn relationships_shape_by_config_and_at_run_time() {
 
 #[tokio::test]
 async fn listing_lags_behind_a_fresh_attach() {
-    let sim = demo_sim().await;
-    sim.set_behaviour(Behaviour {
+    let sim = demo_sim_with(Behaviour {
         listing_lag: Duration::from_millis(800),
         ..Behaviour::default()
-    });
+    })
+    .await;
     let listing = format!("/v2/policies/{DNS_ADMIN}/users");
     assert_eq!(
         v2(&sim, Method::POST, &format!("{listing}/{ALICE}"))
@@ -389,11 +384,11 @@ async fn listing_lags_behind_a_fresh_attach() {
 
 #[tokio::test]
 async fn listing_lags_behind_a_detach() {
-    let sim = demo_sim().await;
-    sim.set_behaviour(Behaviour {
+    let sim = demo_sim_with(Behaviour {
         detach_lag: Duration::from_millis(800),
         ..Behaviour::default()
-    });
+    })
+    .await;
     let listing = format!("/v2/policies/{DNS_ADMIN}/users");
     let pair = format!("{listing}/{ALICE}");
     assert_eq!(v2(&sim, Method::POST, &pair).await.status, 201);
@@ -473,12 +468,7 @@ async fn walk(sim: &Sim, path: &str, key: &str, per_page: usize) -> (Vec<String>
 
 #[tokio::test]
 async fn pagination_walks_1234_users_in_13_pages() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().start().await.unwrap();
     let created: Vec<String> = (0..1234)
         .map(|i| sim.add_user(&format!("user{i}@example.com")))
         .collect();
@@ -514,12 +504,7 @@ async fn pagination_walks_1234_users_in_13_pages() {
 
 #[tokio::test]
 async fn per_page_defaults_clamps_and_rejects() {
-    let sim = Sim::start(SimConfig {
-        rate_limit: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = SimConfig::empty().start().await.unwrap();
     for i in 0..600 {
         sim.add_policy(&format!("policy-{i}"));
     }

@@ -2,8 +2,6 @@
 //! in-process Vultr simulator, and the operator binary as a child process restricted
 //! to the test's own namespace, so tests run in parallel without seeing each other.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -11,12 +9,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
 use vultr_iam_operator::crd::{PolicyAttachment, READY, SYNCED};
-use vultr_sim::{Seed, Sim, SimConfig};
+use vultr_sim::{Sim, SimConfig};
 
-use crate::support::{ControlPlane, TestNamespace, wait_for};
+use crate::support::{ControlPlane, TestNamespace, free_port, kept_dir, operator_binary, wait_for};
+pub use crate::support::{WAIT, repo_path, wait_gone};
 
 /// The key the simulator accepts. Distinctive, so a test can look for leaks of it.
 pub const API_KEY: &str = "vk-SECRET-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -33,8 +33,6 @@ pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
 pub const AUDITORS: &str = "4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c09";
 pub const ON_CALL: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e510";
 
-pub const WAIT: Duration = Duration::from_secs(60);
-
 /// Four distinct user grants of the demo organisation, none attached at the start.
 pub const FOUR_PAIRS: [(&str, &str, &str); 4] = [
     ("a", DNS_ADMIN, ALICE),
@@ -43,12 +41,20 @@ pub const FOUR_PAIRS: [(&str, &str, &str); 4] = [
     ("d", BILLING_READ, BOB),
 ];
 
-/// Waits until `name` is gone from `api` (its finalizer released).
-pub async fn wait_gone(api: &Api<PolicyAttachment>, name: &str) {
-    wait_for(&format!("{name} to disappear"), WAIT, || async {
-        matches!(api.get_opt(name).await, Ok(None)).then_some(())
-    })
-    .await
+/// The simulator of the operator tests: the demo organization, no rate limit, and
+/// [`API_KEY`] and [`READ_ONLY_KEY`]; a test changes what it needs (seed, rate limit).
+pub fn sim_config() -> SimConfig {
+    SimConfig::demo().keys(&[API_KEY], &[READ_ONLY_KEY])
+}
+
+/// A running [`sim_config`] simulator.
+pub async fn demo_sim() -> Sim {
+    start_sim(sim_config()).await
+}
+
+/// Starts a simulator (panics when it cannot).
+pub async fn start_sim(config: SimConfig) -> Sim {
+    config.start().await.expect("start the simulator")
 }
 
 /// Installs the committed CRD once per test binary and waits until it is Established.
@@ -72,17 +78,28 @@ pub fn install_crd(cp: &ControlPlane) {
 
 /// A PolicyAttachment named `name` with this spec (the one fixture builder).
 pub fn policy_attachment(name: &str, spec: Value) -> PolicyAttachment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "iam.vultr-operator.io/v1alpha1",
-        "kind": "PolicyAttachment",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("a valid PolicyAttachment")
+    serde_json::from_value(manifest(name, spec)).expect("a valid PolicyAttachment")
 }
 
-pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+/// [`policy_attachment`] as JSON, for a test that adds what the type would refuse or
+/// a tool reads as JSON (metadata, a status).
+pub fn manifest(name: &str, spec: Value) -> Value {
+    let mut manifest = typed(serde_json::json!({"metadata": {"name": name}}));
+    manifest["spec"] = spec;
+    manifest
+}
+
+/// A server-side apply of this status (the body of a `patch_status` with
+/// `Patch::Apply`).
+pub fn status_apply(status: Value) -> Value {
+    typed(serde_json::json!({"status": status}))
+}
+
+/// `object` with the PolicyAttachment's apiVersion and kind.
+fn typed(mut object: Value) -> Value {
+    object["apiVersion"] = PolicyAttachment::api_version(&()).into();
+    object["kind"] = PolicyAttachment::kind(&()).into();
+    object
 }
 
 /// Runs a command and returns its output, panicking with stderr when it fails.
@@ -142,14 +159,10 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Operator {
-        let dir = tempfile::Builder::new()
-            .prefix("vio-operator-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let dir = kept_dir("vio-operator-");
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vultr-iam-operator"));
+        let mut cmd = Command::new(operator_binary());
         cmd.args([
             "run",
             "--vultr-api-url",
@@ -297,13 +310,6 @@ pub fn terminate(mut child: Child) -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// Everything one test needs. Field order matters for drop: operator first.
 pub struct Env {
     pub operator: Operator,
@@ -351,15 +357,7 @@ impl Env {
         install_crd(cp);
         let client = cp.client().await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let sim = Sim::start(SimConfig {
-            api_keys: vec![API_KEY.to_owned()],
-            read_only_keys: vec![READ_ONLY_KEY.to_owned()],
-            rate_limit: None,
-            seed: Seed::demo(),
-            ..SimConfig::default()
-        })
-        .await
-        .expect("start the simulator");
+        let sim = demo_sim().await;
         let operator = Operator::start(cp, &sim.url(), operator_key, &ns.name, extra);
         let api = Api::namespaced(client.clone(), &ns.name);
         Env {
@@ -373,11 +371,20 @@ impl Env {
     }
 
     pub async fn create(&self, name: &str, spec: Value) -> PolicyAttachment {
-        let obj = policy_attachment(name, spec);
-        self.api
-            .create(&PostParams::default(), &obj)
-            .await
-            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+        create(&self.api, name, spec).await
+    }
+
+    /// Creates `name` and waits until it is Ready=True with reason Attached.
+    pub async fn attach(&self, name: &str, spec: Value) -> PolicyAttachment {
+        self.create(name, spec).await;
+        self.wait_ready(name, "True", "Attached").await
+    }
+
+    /// Creates an object per (name, spec), in this order.
+    pub async fn create_all(&self, objects: &[(&str, Value)]) {
+        for (name, spec) in objects {
+            self.create(name, spec.clone()).await;
+        }
     }
 
     pub async fn delete(&self, name: &str) {
@@ -406,11 +413,23 @@ impl Env {
                     return Some(Some((failed, answered)));
                 }
                 let obj = self.api.get_opt(name).await.ok().flatten()?;
-                let ready = obj.status.as_ref()?.condition(READY)?;
-                (ready.status == "True").then_some(None)
+                is_ready(&obj).then_some(None)
             },
         )
         .await
+    }
+
+    /// An operator process for this test: the simulator, the regular key, the test's
+    /// namespace, plus these flags and variables.
+    pub fn start_operator(&self, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
+        Operator::start_with_env(
+            self.cp,
+            &self.sim.url(),
+            API_KEY,
+            &self.ns.name,
+            extra,
+            vars,
+        )
     }
 
     /// The holder of the Lease replicas of this test elect with (in its namespace).
@@ -437,7 +456,21 @@ impl Env {
         args.extend_from_slice(extra);
         let mut vars = vars.to_vec();
         vars.push(("POD_NAME", name));
-        Operator::start_with_env(self.cp, &self.sim.url(), API_KEY, &ns, &args, &vars)
+        self.start_operator(&args, &vars)
+    }
+
+    /// Creates an object per (name, spec), then waits until each is Ready=True with
+    /// reason Attached.
+    pub async fn attach_all(&self, objects: &[(&str, Value)]) {
+        self.create_all(objects).await;
+        let names: Vec<&str> = objects.iter().map(|(name, _)| *name).collect();
+        self.wait_attached(&names).await;
+    }
+
+    /// Deletes `name` and waits until it is gone (its finalizer released).
+    pub async fn delete_and_wait_gone(&self, name: &str) {
+        self.delete(name).await;
+        self.wait_gone(name).await;
     }
 
     /// Creates an object per (name, policy, user) by IDs, waits until each is Ready,
@@ -446,9 +479,8 @@ impl Env {
         for (name, policy, user) in pairs {
             self.create(name, by_ids(policy, user)).await;
         }
-        for (name, ..) in pairs {
-            self.wait_ready(name, "True", "Attached").await;
-        }
+        let names: Vec<&str> = pairs.iter().map(|(name, ..)| *name).collect();
+        self.wait_attached(&names).await;
         for (name, ..) in pairs {
             self.delete(name).await;
         }
@@ -460,6 +492,13 @@ impl Env {
     /// Waits until `Ready` has this status and reason (and the current generation).
     pub async fn wait_ready(&self, name: &str, status: &str, reason: &str) -> PolicyAttachment {
         self.wait_condition(name, READY, status, reason).await
+    }
+
+    /// Waits until each of `names` is Ready=True with reason Attached.
+    pub async fn wait_attached(&self, names: &[&str]) {
+        for name in names {
+            self.wait_ready(name, "True", "Attached").await;
+        }
     }
 
     /// Waits until `Synced` (did the last reconcile succeed) has this status and reason.
@@ -476,20 +515,7 @@ impl Env {
         status: &str,
         reason: &str,
     ) -> PolicyAttachment {
-        wait_for(
-            &format!("{name} {type_}={status} reason {reason}"),
-            WAIT,
-            || async {
-                let obj = self.api.get_opt(name).await.ok().flatten()?;
-                let st = obj.status.as_ref()?;
-                let c = st.condition(type_)?;
-                (c.status == status
-                    && c.reason == reason
-                    && c.observed_generation == obj.metadata.generation)
-                    .then_some(obj)
-            },
-        )
-        .await
+        wait_condition(&self.api, name, type_, status, reason).await
     }
 
     pub async fn wait_gone(&self, name: &str) {
@@ -528,6 +554,19 @@ impl Env {
         .await
     }
 
+    /// Waits until the operator repaired the grant of `name` removed out of band: a
+    /// DriftRepaired Event that says so, the grant in Vultr again (`attached`), and
+    /// `name` Ready=True.
+    pub async fn wait_drift_repaired(&self, name: &str, attached: impl Fn() -> bool) {
+        let note = self.wait_event(name, "DriftRepaired").await;
+        assert!(note.contains("out of band"), "{note}");
+        wait_for("the grant attached again", WAIT, || async {
+            attached().then_some(())
+        })
+        .await;
+        self.wait_ready(name, "True", "Attached").await;
+    }
+
     /// Journal entries of the simulator with this method whose path starts with `prefix`.
     pub fn requests(&self, method: &str, prefix: &str) -> Vec<vultr_sim::JournalEntry> {
         self.sim
@@ -543,6 +582,54 @@ impl Env {
         cmd.args(["-n", &self.ns.name]);
         cmd
     }
+}
+
+/// Creates the PolicyAttachment `name` with this spec in `api`'s namespace.
+pub async fn create(api: &Api<PolicyAttachment>, name: &str, spec: Value) -> PolicyAttachment {
+    api.create(&PostParams::default(), &policy_attachment(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"))
+}
+
+/// Whether condition `type_` of `obj` has this status and reason, for the object's
+/// current generation.
+pub fn has_condition(obj: &PolicyAttachment, type_: &str, status: &str, reason: &str) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(type_))
+        .is_some_and(|c| {
+            c.status == status
+                && c.reason == reason
+                && c.observed_generation == obj.metadata.generation
+        })
+}
+
+/// Waits until condition `type_` of `name` in `api` has this status and reason (and
+/// the current generation).
+pub async fn wait_condition(
+    api: &Api<PolicyAttachment>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> PolicyAttachment {
+    wait_for(
+        &format!("{name} {type_}={status} reason {reason}"),
+        WAIT,
+        || async {
+            let obj = api.get_opt(name).await.ok().flatten()?;
+            has_condition(&obj, type_, status, reason).then_some(obj)
+        },
+    )
+    .await
+}
+
+/// Whether `obj` is Ready=True (whatever the reason).
+pub fn is_ready(obj: &PolicyAttachment) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .is_some_and(|c| c.status == "True")
 }
 
 /// The `Ready` condition of an object the operator has written status for.
@@ -561,7 +648,20 @@ pub fn synced(obj: &PolicyAttachment) -> &Condition {
         .expect("a Synced condition")
 }
 
-/// `spec.user`/`spec.group` JSON helpers.
+/// A spec naming the policy and the user by IDs.
 pub fn by_ids(policy: &str, user: &str) -> Value {
-    serde_json::json!({"policy": {"id": policy}, "user": {"id": user}})
+    spec_ids("user", policy, user)
+}
+
+/// A spec naming the policy and the subject of `kind` ("user", "group" or "role") by
+/// IDs.
+pub fn spec_ids(kind: &str, policy: &str, subject: &str) -> Value {
+    serde_json::json!({"policy": {"id": policy}, kind: {"id": subject}})
+}
+
+/// A spec naming the policy by name and the subject of `kind` by its natural key: a
+/// user by email, a group or a role by name.
+pub fn spec_names(kind: &str, policy: &str, subject: &str) -> Value {
+    let key = if kind == "user" { "email" } else { "name" };
+    serde_json::json!({"policy": {"name": policy}, kind: {key: subject}})
 }

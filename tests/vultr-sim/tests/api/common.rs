@@ -1,11 +1,10 @@
-//! Helpers shared by the test binaries.
-#![allow(dead_code)] // each test binary uses a different subset
+//! Helpers of the API tests: the demo organization's ids, the simulator, a client.
 
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
-use vultr_sim::{Seed, Sim, SimConfig};
+use vultr_sim::{Behaviour, Sim, SimConfig};
 
 pub const KEY: &str = "test-key";
 pub const READ_ONLY_KEY: &str = "read-only-key";
@@ -21,16 +20,18 @@ pub const DEVELOPERS: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c08";
 
 /// Demo organization, no rate limit, plus a read-only key.
 pub fn demo_config() -> SimConfig {
-    SimConfig {
-        rate_limit: None,
-        read_only_keys: vec![READ_ONLY_KEY.to_owned()],
-        seed: Seed::demo(),
-        ..SimConfig::default()
-    }
+    SimConfig::demo().keys(&[KEY], &[READ_ONLY_KEY])
 }
 
 pub async fn demo_sim() -> Sim {
     Sim::start(demo_config()).await.expect("sim starts")
+}
+
+/// [`demo_sim`] with these behaviours.
+pub async fn demo_sim_with(behaviour: Behaviour) -> Sim {
+    let sim = demo_sim().await;
+    sim.set_behaviour(behaviour);
+    sim
 }
 
 pub fn client() -> reqwest::Client {
@@ -131,6 +132,38 @@ pub async fn admin(sim: &Sim, method: Method, path: &str, body: Option<Value>) -
     )
     .await
     .expect("request succeeds")
+}
+
+/// An unauthenticated `/_sim` call with a JSON body.
+pub async fn admin_with(sim: &Sim, method: Method, path: &str, body: Value) -> Resp {
+    admin(sim, method, path, Some(body)).await
+}
+
+/// The status of an unauthenticated `/_sim` call without a body.
+pub async fn admin_status(sim: &Sim, method: Method, path: &str) -> u16 {
+    admin(sim, method, path, None).await.status
+}
+
+/// PUTs `path` twice: 204 both times (out-of-band attaches are idempotent).
+pub async fn put_twice(sim: &Sim, path: &str) {
+    assert_eq!(admin_status(sim, Method::PUT, path).await, 204);
+    let again = admin_status(sim, Method::PUT, path).await;
+    assert_eq!(again, 204, "idempotent");
+}
+
+/// POSTs `body` to a `/_sim` collection, expects 201 and returns the new object's id.
+pub async fn admin_created(sim: &Sim, path: &str, body: Value) -> String {
+    let r = admin_with(sim, Method::POST, path, body).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    r.body["id"].as_str().expect("an id").to_owned()
+}
+
+/// The body of a `/v2` listing, which must answer 200 with `total` items.
+pub async fn listing(sim: &Sim, path: &str, total: usize) -> Value {
+    let r = get(sim, path).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["meta"]["total"], total, "{}", r.body);
+    r.body
 }
 
 /// The ids in a govultr-shaped listing under `key`.
