@@ -102,8 +102,8 @@ async fn apply_records_the_pair_attaches_and_then_verifies() {
     w.writes_are(&[Call::Attach(grant())]);
 }
 
-#[tokio::test]
-async fn a_grant_already_in_vultr_is_verified_without_a_write() {
+/// `a`, recorded, its grant in Vultr already: verified without a write.
+async fn verified() -> World {
     let w = world(
         org().granting(&grant()),
         [object("a").recorded(&grant(), false)],
@@ -111,16 +111,18 @@ async fn a_grant_already_in_vultr_is_verified_without_a_write() {
     w.live("a").await.expect("verified");
     assert_eq!(w.condition("a", READY), is("True", "Attached"));
     w.writes_are(&[]);
+    w
+}
+
+#[tokio::test]
+async fn a_grant_already_in_vultr_is_verified_without_a_write() {
+    let w = verified().await;
+    assert_eq!(w.cluster.reasons(), ["Attached"]);
 }
 
 #[tokio::test]
 async fn a_grant_removed_out_of_band_is_attached_again_with_a_warning() {
-    let w = world(
-        org().granting(&grant()),
-        [object("a").recorded(&grant(), false)],
-    );
-    w.live("a").await.expect("verified");
-    assert_eq!(w.condition("a", READY), is("True", "Attached"));
+    let w = verified().await;
     w.org.remove_out_of_band(&grant());
     w.live("a").await.expect("repaired");
     w.writes_are(&[Call::Attach(grant())]);

@@ -13,7 +13,7 @@ use super::error::VultrError;
 use super::model::{Group, Policy, Role, User};
 use super::pagination::{PER_PAGE, collect_pages, parse_page};
 use super::response::decode;
-use crate::domain::{ListingSource, Subject, SubjectKind};
+use crate::domain::{Grant, ListingSource, Subject, SubjectKind};
 
 /// Route templates: what logs and metrics show instead of concrete paths.
 pub mod routes {
@@ -154,31 +154,19 @@ impl VultrClient {
     /// `POST /v2/policies/{policy_id}/users|groups/{id}`, or role-first
     /// `POST /v2/roles/{role_id}/policies/{policy_id}`; any 2xx is success, the body is
     /// ignored (undocumented). See `attach_confirmed` for the tolerant version.
-    pub(crate) async fn attach(
-        &self,
-        policy_id: &str,
-        subject: &Subject,
-    ) -> Result<(), VultrError> {
-        self.change(Method::POST, policy_id, subject).await
+    pub(crate) async fn attach(&self, grant: &Grant) -> Result<(), VultrError> {
+        self.change(Method::POST, grant).await
     }
 
     /// `DELETE /v2/policies/{policy_id}/users|groups/{id}`, or role-first
     /// `DELETE /v2/roles/{role_id}/policies/{policy_id}`; any 2xx is success, a 404
     /// comes back as `NotFound`. See `revoke` for the deletion semantics.
-    pub(crate) async fn detach(
-        &self,
-        policy_id: &str,
-        subject: &Subject,
-    ) -> Result<(), VultrError> {
-        self.change(Method::DELETE, policy_id, subject).await
+    pub(crate) async fn detach(&self, grant: &Grant) -> Result<(), VultrError> {
+        self.change(Method::DELETE, grant).await
     }
 
-    async fn change(
-        &self,
-        method: Method,
-        policy_id: &str,
-        subject: &Subject,
-    ) -> Result<(), VultrError> {
+    async fn change(&self, method: Method, grant: &Grant) -> Result<(), VultrError> {
+        let Grant { policy_id, subject } = grant;
         path_id(IdOf::Policy, policy_id)?;
         path_id(IdOf::Subject(subject.kind()), subject.id())?;
         let (attach, detach) = write_routes(subject.kind());

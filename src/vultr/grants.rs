@@ -4,10 +4,10 @@
 use super::client::VultrClient;
 use super::error::VultrError;
 use super::model::{AttachOutcome, Policy, RevokeOutcome, Role};
-use crate::domain::{Grant, ListingSource, Subject};
+use crate::domain::{Grant, ListingSource};
 
 impl VultrClient {
-    /// Attaches `policy_id` to `subject`, for a caller whose listing did not show the
+    /// Attaches `grant`, for a caller whose listing did not show the
     /// pair. What Vultr answers to an existing pair is undocumented (400, 409 and 422 are
     /// all plausible, e.g. after a concurrent or out-of-band attach, or a POST of ours
     /// from before a restart that the listing does not show yet): on such a rejection
@@ -17,13 +17,12 @@ impl VultrClient {
         &self,
         grant: &Grant,
     ) -> Result<AttachOutcome, VultrError> {
-        let Grant { policy_id, subject } = grant;
-        match self.attach(policy_id, subject).await {
+        match self.attach(grant).await {
             Ok(()) => Ok(AttachOutcome::Attached),
             Err(err @ VultrError::Rejected { .. }) => {
-                if self.is_attached(policy_id, subject).await? {
+                if self.is_attached(grant).await? {
                     tracing::debug!(
-                        %subject,
+                        subject = %grant.subject,
                         status = err.status(),
                         "attach was rejected but the listing shows the grant"
                     );
@@ -36,14 +35,14 @@ impl VultrClient {
         }
     }
 
-    /// Detaches `policy_id` from `subject` for a deletion. A 404 means "nothing left to
+    /// Revokes `grant` for a deletion. A 404 means "nothing left to
     /// revoke" (product contract) only once Vultr agrees in a second way: a successful
     /// listing of the pair (the policy's users or groups, the role's policies) without
     /// it, or, when the listing's owner (the policy; the role) is unknown, a successful
     /// listing of those owners without it. A misrouted base URL or a proxy answering
     /// 404 to everything must never count as a revocation.
     pub(crate) async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, VultrError> {
-        match self.detach(&grant.policy_id, &grant.subject).await {
+        match self.detach(grant).await {
             Ok(()) => Ok(RevokeOutcome::Revoked),
             Err(not_found @ VultrError::NotFound { .. }) => {
                 let (source, member) = grant.listing();
@@ -71,11 +70,7 @@ impl VultrClient {
     }
 
     /// Whether the pair's listing shows it as directly attached.
-    async fn is_attached(&self, policy_id: &str, subject: &Subject) -> Result<bool, VultrError> {
-        let grant = Grant {
-            policy_id: policy_id.to_owned(),
-            subject: subject.clone(),
-        };
+    async fn is_attached(&self, grant: &Grant) -> Result<bool, VultrError> {
         let (source, member) = grant.listing();
         Ok(self.listed_ids(&source).await?.contains(member))
     }

@@ -148,7 +148,7 @@ async fn revoke_treats_a_confirmed_404_as_already_absent_and_204_as_revoked() {
     );
     // The raw call keeps the typed 404.
     let err = client
-        .detach(POLICY, &Subject::User("gone".into()))
+        .detach(&pair(POLICY, Subject::User("gone".into())))
         .await
         .unwrap_err();
     assert!(matches!(err, VultrError::NotFound { .. }));
@@ -597,7 +597,7 @@ async fn observer_sees_route_status_and_limiter_wait() {
         .unwrap();
     client
         .clone()
-        .detach(POLICY, &Subject::User(USER.into()))
+        .detach(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap_err();
 
@@ -683,8 +683,11 @@ async fn writes_past_the_fence_are_never_sent_reads_go_on() {
     config.limiter = RateLimiter::new(2.0, 1).unwrap();
     let client = VultrClient::new(config).unwrap();
     let user = Subject::User(USER.into());
-    client.attach(POLICY, &user).await.unwrap();
-    let err = client.detach(POLICY, &user).await.unwrap_err();
+    client.attach(&pair(POLICY, user.clone())).await.unwrap();
+    let err = client
+        .detach(&pair(POLICY, user.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         VultrError::NotLeader {
@@ -699,10 +702,14 @@ async fn writes_past_the_fence_are_never_sent_reads_go_on() {
         .unwrap();
     // A renewal opens it again; closing it is for good.
     fence.open_until(tokio::time::Instant::now() + Duration::from_secs(30));
-    client.detach(POLICY, &user).await.unwrap();
+    client.detach(&pair(POLICY, user.clone())).await.unwrap();
     fence.close();
     assert_eq!(
-        client.attach(POLICY, &user).await.unwrap_err().reason(),
+        client
+            .attach(&pair(POLICY, user.clone()))
+            .await
+            .unwrap_err()
+            .reason(),
         "NotLeader"
     );
     assert_eq!(
@@ -730,7 +737,7 @@ async fn a_write_is_given_up_when_the_fence_closes() {
     config.fence = Some(fence);
     let client = VultrClient::new(config).unwrap();
     let err = client
-        .attach(POLICY, &Subject::User(USER.into()))
+        .attach(&pair(POLICY, Subject::User(USER.into())))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "ApiUnavailable", "{err}");
@@ -759,7 +766,11 @@ async fn a_held_fence_delays_writes_until_it_opens() {
     let client = VultrClient::new(config).unwrap();
     let write = {
         let client = client.clone();
-        tokio::spawn(async move { client.detach(POLICY, &Subject::User(USER.into())).await })
+        tokio::spawn(async move {
+            client
+                .detach(&pair(POLICY, Subject::User(USER.into())))
+                .await
+        })
     };
     client
         .listed_ids(&ListingSource::PolicyUsers(POLICY.into()))
@@ -788,7 +799,7 @@ async fn role_attach_and_detach_are_role_first() {
     .await;
     let client = fake.client();
     let role = Subject::Role(ROLE.into());
-    client.attach(POLICY, &role).await.unwrap();
+    client.attach(&pair(POLICY, role.clone())).await.unwrap();
     assert_eq!(
         client.revoke(&pair(POLICY, role.clone())).await.unwrap(),
         RevokeOutcome::Revoked
