@@ -92,10 +92,13 @@ impl Context {
         obj: &PolicyAttachment,
         grant: &Grant,
     ) -> Result<Observation, VultrError> {
-        let backlog = self.backlog();
+        let backlog = self.batching.backlog(|| self.attaches_to_come());
+        if backlog.drained {
+            self.batching.wake();
+        }
         let observation = self
             .vultr
-            .observe(grant, self.settings.listing_max_age, backlog > 0)
+            .observe(grant, self.settings.listing_max_age, backlog.count > 0)
             .await?;
         if let Observation::Later(_) = observation {
             self.metrics.verification_batched();
@@ -103,26 +106,20 @@ impl Context {
             // The backlog may have emptied since it was counted above, and its wake-up
             // gone before this object was put off: then wake it now (a reconcile
             // triggered while it runs follows right after it).
-            if self.backlog() == 0 {
+            if self.batching.backlog(|| self.attaches_to_come()).count == 0 {
                 self.batching.wake();
             }
         }
         Ok(observation)
     }
 
-    /// Attaches still to come; wakes the objects put off when it empties.
-    fn backlog(&self) -> usize {
-        let backlog = self.batching.backlog(|| {
-            self.cached_objects()
-                .iter()
-                .filter(|o| o.metadata.deletion_timestamp.is_none())
-                .filter(|o| !self.objects.had_turn(&o.uid().unwrap_or_default()))
-                .count()
-        });
-        if backlog.drained {
-            self.batching.wake();
-        }
-        backlog.count
+    /// Live objects in the caches that have not had their first turn yet.
+    fn attaches_to_come(&self) -> usize {
+        self.cached_objects()
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| !self.objects.had_turn(&o.uid().unwrap_or_default()))
+            .count()
     }
 
     /// Registers the "reconcile this object" trigger of the controller of `scope` (a
