@@ -1,4 +1,7 @@
 //! The control API under `/_sim`: unauthenticated, not rate limited, not journaled.
+//! Routes on objects and keys act on the organisation `?org=NAME` names, the default one
+//! without it; the journal spans every organisation unless `?org=` narrows it; a fault
+//! names its organisation in its body; behaviour and the rate limit are global.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,6 +17,7 @@ use crate::config::{ApiKeys, Behaviour, RateLimit};
 use crate::error::ApiError;
 use crate::extract::{Ids, JsonBody, json};
 use crate::faults::Fault;
+use crate::org::{Org, OrgFilter, QueryOrg};
 use crate::seed::{Seed, SeedGroup, SeedPolicy, SeedRole, SeedUser};
 use crate::shared::Shared;
 use crate::state::{AttachOutcome, DetachOutcome, Store, Subject};
@@ -27,6 +31,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             router.route(&kind.attachment_route("/_sim"), attachment(kind))
         });
     attachments
+        .route("/_sim/orgs", get(list_orgs))
         .route("/_sim/state", get(state))
         .route("/_sim/seed", post(load_seed))
         .route("/_sim/policies", post(add_policy))
@@ -75,37 +80,39 @@ fn created<T: Serialize>(result: Result<T, String>) -> Response {
     }
 }
 
-async fn state(State(sh): Sh) -> Response {
-    json(StatusCode::OK, &sh.snapshot())
+async fn state(QueryOrg(org): QueryOrg) -> Response {
+    json(StatusCode::OK, &org.inner().snapshot())
 }
 
-async fn load_seed(State(sh): Sh, JsonBody(seed): JsonBody<Seed>) -> Response {
-    match sh.load_seed(&seed) {
+async fn load_seed(QueryOrg(org): QueryOrg, JsonBody(seed): JsonBody<Seed>) -> Response {
+    match org.inner().load_seed(&seed) {
         Ok(()) => no_content(),
         Err(e) => ApiError::bad_request(e.to_string()).into_response(),
     }
 }
 
-async fn add_policy(State(sh): Sh, JsonBody(p): JsonBody<SeedPolicy>) -> Response {
-    created(sh.store().add_policy(&p, SystemTime::now()))
+async fn add_policy(QueryOrg(org): QueryOrg, JsonBody(p): JsonBody<SeedPolicy>) -> Response {
+    created(org.inner().store().add_policy(&p, SystemTime::now()))
 }
 
-async fn add_user(State(sh): Sh, JsonBody(u): JsonBody<SeedUser>) -> Response {
-    created(sh.store().add_user(&u, SystemTime::now()))
+async fn add_user(QueryOrg(org): QueryOrg, JsonBody(u): JsonBody<SeedUser>) -> Response {
+    created(org.inner().store().add_user(&u, SystemTime::now()))
 }
 
-async fn add_group(State(sh): Sh, JsonBody(g): JsonBody<SeedGroup>) -> Response {
-    created(sh.store().add_group(&g, SystemTime::now()))
+async fn add_group(QueryOrg(org): QueryOrg, JsonBody(g): JsonBody<SeedGroup>) -> Response {
+    created(org.inner().store().add_group(&g, SystemTime::now()))
 }
 
-async fn add_role(State(sh): Sh, JsonBody(r): JsonBody<SeedRole>) -> Response {
-    created(sh.store().add_role(&r, SystemTime::now()))
+async fn add_role(QueryOrg(org): QueryOrg, JsonBody(r): JsonBody<SeedRole>) -> Response {
+    created(org.inner().store().add_role(&r, SystemTime::now()))
 }
 
 /// DELETE of a policy, user, group or role (with its attachments and memberships).
 fn removal(remove: fn(&mut Store, &str) -> bool) -> MethodRouter<Arc<Shared>> {
     delete(
-        move |State(sh): Sh, Ids(id): Ids<String>| async move { found(remove(&mut sh.store(), &id)) },
+        move |QueryOrg(org): QueryOrg, Ids(id): Ids<String>| async move {
+            found(remove(&mut org.inner().store(), &id))
+        },
     )
 }
 
@@ -113,9 +120,9 @@ fn removal(remove: fn(&mut Store, &str) -> bool) -> MethodRouter<Arc<Shared>> {
 /// attachment the route's two ids name.
 fn attachment(kind: Subject) -> MethodRouter<Arc<Shared>> {
     put(
-        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+        move |QueryOrg(org): QueryOrg, Ids(ids): Ids<(String, String)>| async move {
             let (policy, subject) = kind.pair_of_route(ids);
-            let outcome = sh.attach(kind, (&policy, &subject));
+            let outcome = org.inner().attach(kind, (&policy, &subject));
             found(matches!(
                 outcome,
                 AttachOutcome::Created | AttachOutcome::AlreadyAttached
@@ -123,9 +130,9 @@ fn attachment(kind: Subject) -> MethodRouter<Arc<Shared>> {
         },
     )
     .delete(
-        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+        move |QueryOrg(org): QueryOrg, Ids(ids): Ids<(String, String)>| async move {
             let (policy, subject) = kind.pair_of_route(ids);
-            found(sh.detach(kind, (&policy, &subject)) == DetachOutcome::Removed)
+            found(org.inner().detach(kind, (&policy, &subject)) == DetachOutcome::Removed)
         },
     )
 }
@@ -138,35 +145,48 @@ struct Rename {
 }
 
 async fn rename_group(
-    State(sh): Sh,
+    QueryOrg(org): QueryOrg,
     Ids(id): Ids<String>,
     JsonBody(rename): JsonBody<Rename>,
 ) -> Response {
-    found(sh.store().rename_group(&id, &rename.display_name))
+    found(org.inner().store().rename_group(&id, &rename.display_name))
 }
 
-async fn add_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {
+async fn add_member(QueryOrg(org): QueryOrg, Ids((g, u)): Ids<(String, String)>) -> Response {
     // Idempotent like the attachments: 204 if the pair is members afterwards.
-    let mut store = sh.store();
+    let mut store = org.inner().store();
     found(store.add_member(&g, &u) || store.is_member(&g, &u))
 }
 
-async fn remove_member(State(sh): Sh, Ids((g, u)): Ids<(String, String)>) -> Response {
-    found(sh.store().remove_member(&g, &u))
+async fn remove_member(QueryOrg(org): QueryOrg, Ids((g, u)): Ids<(String, String)>) -> Response {
+    found(org.inner().store().remove_member(&g, &u))
 }
 
-async fn journal(State(sh): Sh) -> Response {
-    json(StatusCode::OK, &sh.journal())
+/// Every organisation's requests, or one's with `?org=NAME`.
+async fn journal(State(sh): Sh, OrgFilter(org): OrgFilter) -> Response {
+    json(StatusCode::OK, &sh.journal(org.as_ref().map(Org::name)))
 }
 
-async fn clear_journal(State(sh): Sh) -> Response {
-    sh.clear_journal();
+async fn clear_journal(State(sh): Sh, OrgFilter(org): OrgFilter) -> Response {
+    sh.clear_journal(org.as_ref().map(Org::name));
     no_content()
 }
 
 #[derive(Serialize)]
 struct FaultWithId {
     id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org: Option<String>,
+    #[serde(flatten)]
+    fault: Fault,
+}
+
+/// A fault as `POST /_sim/faults` takes it: a [`Fault`], and `org` to break only the
+/// requests made with that organisation's keys.
+#[derive(Deserialize)]
+struct ScopedFault {
+    #[serde(default)]
+    org: Option<String>,
     #[serde(flatten)]
     fault: Fault,
 }
@@ -175,14 +195,17 @@ async fn list_faults(State(sh): Sh) -> Response {
     let faults: Vec<FaultWithId> = sh
         .faults()
         .into_iter()
-        .map(|(id, fault)| FaultWithId { id, fault })
+        .map(|(id, org, fault)| FaultWithId { id, org, fault })
         .collect();
     json(StatusCode::OK, &faults)
 }
 
-async fn add_fault(State(sh): Sh, JsonBody(fault): JsonBody<Fault>) -> Response {
-    let id = sh.add_fault(fault);
-    json(StatusCode::CREATED, &serde_json::json!({ "id": id }))
+/// 400 if its `org` names no organisation.
+async fn add_fault(State(sh): Sh, JsonBody(f): JsonBody<ScopedFault>) -> Response {
+    match sh.add_fault(f.fault, f.org) {
+        Ok(id) => json(StatusCode::CREATED, &serde_json::json!({ "id": id })),
+        Err(e) => ApiError::bad_request(e).into_response(),
+    }
 }
 
 async fn remove_fault(State(sh): Sh, Ids(id): Ids<u64>) -> Response {
@@ -217,12 +240,31 @@ async fn set_rate_limit(State(sh): Sh, JsonBody(r): JsonBody<Option<RateLimit>>)
     json(StatusCode::OK, &sh.rate_limit())
 }
 
-/// Replaces the accepted keys (a key rotation); lists left out are emptied. Write-only,
-/// so the keys are never echoed.
-async fn set_api_keys(State(sh): Sh, JsonBody(keys): JsonBody<ApiKeys>) -> Response {
-    if let Err(e) = keys.validate() {
-        return ApiError::bad_request(e).into_response();
+/// Replaces the organisation's keys (a key rotation); lists left out are emptied; 400
+/// for a key of another organisation. Write-only, so the keys are never echoed.
+async fn set_api_keys(QueryOrg(org): QueryOrg, JsonBody(keys): JsonBody<ApiKeys>) -> Response {
+    match org.set_api_keys(keys) {
+        Ok(()) => no_content(),
+        Err(e) => ApiError::bad_request(e).into_response(),
     }
-    sh.set_api_keys(&keys);
-    no_content()
+}
+
+/// An organisation as `GET /_sim/orgs` lists it (its keys are never shown).
+#[derive(Serialize)]
+struct OrgView<'a> {
+    name: &'a str,
+    email: &'a str,
+}
+
+/// Every organisation, the default one first.
+async fn list_orgs(State(sh): Sh) -> Response {
+    let orgs: Vec<OrgView> = sh
+        .orgs
+        .iter()
+        .map(|o| OrgView {
+            name: &o.name,
+            email: &o.email,
+        })
+        .collect();
+    json(StatusCode::OK, &orgs)
 }

@@ -1,10 +1,11 @@
-//! The Vultr IAM endpoints under `/v2`.
+//! The Vultr IAM endpoints under `/v2`, and `GET /v2/account`. Each acts on the
+//! organisation of the request's key.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -14,13 +15,13 @@ use serde::ser::{SerializeMap, Serializer};
 use crate::config::ListingShape;
 use crate::error::ApiError;
 use crate::extract::{Ids, json, status_only};
+use crate::org::{KeyOrg, Org};
 use crate::pagination::{Links, Meta, PageRequest};
-use crate::shared::Shared;
+use crate::shared::{Access, Shared};
 use crate::state::{
     AttachOutcome, DetachOutcome, Group, Link, Policy, Store, Subject, Table, User,
 };
-
-type Sh = State<Arc<Shared>>;
+use crate::timefmt::rfc3339;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     let attachments = Subject::ALL
@@ -31,6 +32,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
                 .route(&kind.attachment_route("/v2"), attachment(kind))
         });
     attachments
+        .route("/v2/account", get(account))
         .route("/v2/policies", list_of(|s| &s.policies, "policies"))
         .route(
             "/v2/policies/{policy_id}",
@@ -185,13 +187,15 @@ fn list_of<T: Serialize + Send + Sync + 'static>(
     table: fn(&Store) -> &Table<T>,
     key: &'static str,
 ) -> MethodRouter<Arc<Shared>> {
-    get(move |State(sh): Sh, RawQuery(q): RawQuery| async move {
-        let page = page(&q)?;
-        let store = sh.store();
-        let (range, meta) = page.window(table(&store).len());
-        let items: Vec<&T> = table(&store).slice(range.start, range.len()).collect();
-        Ok::<_, ApiError>(listing(key, items, &meta))
-    })
+    get(
+        move |KeyOrg(org, _): KeyOrg, RawQuery(q): RawQuery| async move {
+            let page = page(&q)?;
+            let store = org.store();
+            let (range, meta) = page.window(table(&store).len());
+            let items: Vec<&T> = table(&store).slice(range.start, range.len()).collect();
+            Ok::<_, ApiError>(listing(key, items, &meta))
+        },
+    )
 }
 
 /// A `GET` of one object of a collection served as stored, under `key`; 404 for an
@@ -200,16 +204,18 @@ fn one_of<T: Serialize + Send + Sync + 'static>(
     table: fn(&Store) -> &Table<T>,
     key: &'static str,
 ) -> MethodRouter<Arc<Shared>> {
-    get(move |State(sh): Sh, Ids(id): Ids<String>| async move {
-        let store = sh.store();
-        let item = table(&store).get(&id).ok_or_else(ApiError::not_found)?;
-        Ok::<_, ApiError>(single(key, item))
-    })
+    get(
+        move |KeyOrg(org, _): KeyOrg, Ids(id): Ids<String>| async move {
+            let store = org.store();
+            let item = table(&store).get(&id).ok_or_else(ApiError::not_found)?;
+            Ok::<_, ApiError>(single(key, item))
+        },
+    )
 }
 
-async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn list_groups(KeyOrg(org, _): KeyOrg, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let store = sh.store();
+    let store = org.store();
     let (range, meta) = page.window(store.groups.len());
     let items: Vec<OrgGroup> = store
         .groups
@@ -219,8 +225,8 @@ async fn list_groups(State(sh): Sh, RawQuery(q): RawQuery) -> Result<Response, A
     Ok(listing("groups", items, &meta))
 }
 
-async fn get_group(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = sh.store();
+async fn get_group(KeyOrg(org, _): KeyOrg, Ids(id): Ids<String>) -> Result<Response, ApiError> {
+    let store = org.store();
     let group = store.groups.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(single("group", OrgGroup::new(&store, group, None)))
 }
@@ -266,21 +272,21 @@ fn shaped<'s, T: 's, G: Serialize, R: Serialize>(
 /// `GET` of an attachment listing: a policy's users or groups, or a role's policies.
 fn listing_of(kind: Subject) -> MethodRouter<Arc<Shared>> {
     get(
-        move |State(sh): Sh, Ids(owner): Ids<String>, RawQuery(q): RawQuery| async move {
-            attachments(&sh, kind, &owner, &q)
+        move |KeyOrg(org, _): KeyOrg, Ids(owner): Ids<String>, RawQuery(q): RawQuery| async move {
+            attachments(&org, kind, &owner, &q)
         },
     )
 }
 
 fn attachments(
-    sh: &Shared,
+    org: &Org,
     kind: Subject,
     owner: &str,
     query: &Option<String>,
 ) -> Result<Response, ApiError> {
     let page = page(query)?;
-    let shape = sh.behaviour().listing_shape;
-    let store = sh.store();
+    let shape = org.shared().behaviour().listing_shape;
+    let store = org.store();
     let links = store.links(kind);
     let store = &*store;
     Ok(match kind {
@@ -384,25 +390,25 @@ fn detach_response(sh: &Shared, outcome: DetachOutcome) -> Response {
 /// listings show the change after the configured lags.
 fn attachment(kind: Subject) -> MethodRouter<Arc<Shared>> {
     post(
-        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+        move |KeyOrg(org, _): KeyOrg, Ids(ids): Ids<(String, String)>| async move {
             let (policy, subject) = kind.pair_of_route(ids);
-            let visible_at = Instant::now() + sh.behaviour().listing_lag;
+            let visible_at = Instant::now() + org.shared().behaviour().listing_lag;
             let pair = (policy.as_str(), subject.as_str());
             let now = SystemTime::now();
-            let outcome = sh
+            let outcome = org
                 .store()
                 .attach(kind, pair, now, Some(visible_at), API_ASSIGNER);
-            attach_response(&sh, outcome, pair, kind.name())
+            attach_response(org.shared(), outcome, pair, kind.name())
         },
     )
     .delete(
-        move |State(sh): Sh, Ids(ids): Ids<(String, String)>| async move {
+        move |KeyOrg(org, _): KeyOrg, Ids(ids): Ids<(String, String)>| async move {
             let (policy, subject) = kind.pair_of_route(ids);
-            let listed_until = Instant::now() + sh.behaviour().detach_lag;
-            let outcome = sh
+            let listed_until = Instant::now() + org.shared().behaviour().detach_lag;
+            let outcome = org
                 .store()
                 .detach(kind, (&policy, &subject), Some(listed_until));
-            detach_response(&sh, outcome)
+            detach_response(org.shared(), outcome)
         },
     )
 }
@@ -422,8 +428,8 @@ struct UserPoliciesBody<'a> {
 }
 
 /// Not paginated: the list is short and the contract says not to rely on it.
-async fn user_policies(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, ApiError> {
-    let store = sh.store();
+async fn user_policies(KeyOrg(org, _): KeyOrg, Ids(id): Ids<String>) -> Result<Response, ApiError> {
+    let store = org.store();
     let (direct, inherited) = store
         .user_policies(&id, Instant::now())
         .ok_or_else(ApiError::not_found)?;
@@ -450,4 +456,56 @@ async fn user_policies(State(sh): Sh, Ids(id): Ids<String>) -> Result<Response, 
             meta,
         },
     ))
+}
+/// What Vultr's user ACLs give a key with full access.
+const FULL_ACLS: &[&str] = &[
+    "manage_users",
+    "subscriptions_view",
+    "subscriptions",
+    "billing",
+    "support",
+    "provisioning",
+    "dns",
+    "abuse",
+    "upgrade",
+    "firewall",
+    "alerts",
+    "objstore",
+    "loadbalancer",
+];
+
+/// A read-only key's ACLs: viewing only, no `manage_users`.
+const READ_ONLY_ACLS: &[&str] = &["subscriptions_view"];
+
+/// govultr's `Account`.
+#[derive(Serialize)]
+struct Account<'a> {
+    name: &'a str,
+    email: &'a str,
+    acls: &'a [&'a str],
+    balance: f64,
+    pending_charges: f64,
+    last_payment_date: String,
+    last_payment_amount: f64,
+}
+
+/// `GET /v2/account`: the organisation the key belongs to. Name and email are its
+/// identity (Vultr exposes no account id); the money fields are constant.
+async fn account(KeyOrg(org, caller): KeyOrg) -> Response {
+    let acls = match caller.access {
+        Access::Full => FULL_ACLS,
+        Access::ReadOnly => READ_ONLY_ACLS,
+    };
+    single(
+        "account",
+        Account {
+            name: org.name(),
+            email: org.email(),
+            acls,
+            balance: 0.0,
+            pending_charges: 0.0,
+            last_payment_date: rfc3339(org.inner().created),
+            last_payment_amount: 0.0,
+        },
+    )
 }

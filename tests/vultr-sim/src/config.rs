@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::seed::Seed;
+use crate::seed::{Seed, SeedError};
 
 /// Everything [`crate::Sim::start`] needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,16 +16,71 @@ use crate::seed::Seed;
 pub struct SimConfig {
     /// Address to bind; port 0 picks a free one. Loopback unless told otherwise.
     pub listen: SocketAddr,
-    /// Keys with full access.
+    /// Keys with full access to the default organisation.
     pub api_keys: Vec<String>,
-    /// Keys that may read but get 403 on POST and DELETE.
+    /// Keys of the default organisation that may read but get 403 on POST and DELETE.
     pub read_only_keys: Vec<String>,
-    /// Token bucket over all `/v2` requests; `None` turns it off.
+    /// Token bucket over all `/v2` requests of every organisation (Vultr limits per
+    /// source IP, not per key); `None` turns it off.
     pub rate_limit: Option<RateLimit>,
     /// Initial shape of the attachment listings (also switchable at run time).
     pub listing_shape: ListingShape,
-    /// Organization loaded at start.
+    /// Objects of the default organisation, loaded at start.
     pub seed: Seed,
+    /// Name of the default organisation (the one `api_keys`, `read_only_keys` and `seed`
+    /// describe): what `GET /v2/account` answers for its keys, and its `?org=` in `/_sim`.
+    pub org_name: String,
+    /// Email of the default organisation, for `GET /v2/account`.
+    pub org_email: String,
+    /// More organisations, each with its own keys and objects. Names and keys must be
+    /// unique across all organisations, the default one included.
+    pub organisations: Vec<OrgConfig>,
+}
+
+/// Name of the default organisation unless [`SimConfig::org_name`] says otherwise.
+pub const DEFAULT_ORG: &str = "default";
+
+/// One more organisation: a Vultr account with its own keys and objects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// Unique among the organisations: the account name `GET /v2/account` answers, and
+    /// what `?org=` and [`crate::Sim::org`] select it by.
+    pub name: String,
+    /// The account email `GET /v2/account` answers.
+    #[serde(default)]
+    pub email: String,
+    /// Keys with full access to this organisation.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Keys that may read this organisation but get 403 on POST and DELETE.
+    #[serde(default)]
+    pub read_only_keys: Vec<String>,
+    /// Objects loaded at start.
+    #[serde(default)]
+    pub seed: Seed,
+}
+
+impl OrgConfig {
+    /// An organisation with one full-access key and nothing in it.
+    pub fn new(name: &str, email: &str, api_key: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            email: email.to_owned(),
+            api_keys: vec![api_key.to_owned()],
+            ..Self::default()
+        }
+    }
+
+    pub fn with_seed(mut self, seed: Seed) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Reads YAML, or JSON when the file name ends in `.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<OrgConfig, SeedError> {
+        crate::seed::read_file(path.as_ref())
+    }
 }
 
 impl Default for SimConfig {
@@ -36,6 +92,9 @@ impl Default for SimConfig {
             rate_limit: Some(RateLimit::default()),
             listing_shape: ListingShape::Govultr,
             seed: Seed::default(),
+            org_name: DEFAULT_ORG.to_owned(),
+            org_email: "admin@example.com".to_owned(),
+            organisations: Vec::new(),
         }
     }
 }
@@ -71,7 +130,7 @@ impl SimConfig {
         self
     }
 
-    /// A token bucket over all `/v2` requests.
+    /// A token bucket over all `/v2` requests of every key and organisation.
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
         self.rate_limit = Some(RateLimit { per_second, burst });
         self
@@ -80,6 +139,33 @@ impl SimConfig {
     pub fn listing_shape(mut self, shape: ListingShape) -> Self {
         self.listing_shape = shape;
         self
+    }
+
+    /// Names the default organisation (`GET /v2/account`, `?org=` in `/_sim`).
+    pub fn org_identity(mut self, name: &str, email: &str) -> Self {
+        self.org_name = name.to_owned();
+        self.org_email = email.to_owned();
+        self
+    }
+
+    /// Adds an organisation beside the default one.
+    pub fn organisation(mut self, org: OrgConfig) -> Self {
+        self.organisations.push(org);
+        self
+    }
+
+    /// Every organisation, the default one first.
+    pub(crate) fn all_orgs(&self) -> Vec<OrgConfig> {
+        let default = OrgConfig {
+            name: self.org_name.clone(),
+            email: self.org_email.clone(),
+            api_keys: self.api_keys.clone(),
+            read_only_keys: self.read_only_keys.clone(),
+            seed: self.seed.clone(),
+        };
+        std::iter::once(default)
+            .chain(self.organisations.iter().cloned())
+            .collect()
     }
 
     /// [`crate::Sim::start`] with this configuration.
@@ -140,8 +226,9 @@ impl FromStr for ListingShape {
     }
 }
 
-/// The accepted keys, replaceable at run time (`PUT /_sim/api-keys`), e.g. to test a
-/// key rotation: a key left out is refused from then on.
+/// One organisation's keys, replaceable at run time (`PUT /_sim/api-keys?org=NAME`,
+/// [`crate::Org::set_api_keys`]), e.g. to test a key rotation: a key left out is refused
+/// from then on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiKeys {

@@ -115,6 +115,8 @@ pub(crate) struct Decision {
 struct Active {
     id: u64,
     fault: Fault,
+    /// The organisation whose keys' requests it breaks; `None`: every request.
+    org: Option<String>,
     deadline: Option<Instant>,
     remaining: Option<u32>,
 }
@@ -126,10 +128,12 @@ pub(crate) struct FaultSet {
 }
 
 impl FaultSet {
-    pub(crate) fn add(&mut self, fault: Fault, now: Instant) -> u64 {
+    /// `org`: break only requests made with a key of the organisation of that name.
+    pub(crate) fn add(&mut self, fault: Fault, org: Option<String>, now: Instant) -> u64 {
         self.next_id += 1;
         self.active.push(Active {
             id: self.next_id,
+            org,
             deadline: fault.until.map(|d| now + d),
             remaining: fault.count,
             fault,
@@ -147,21 +151,21 @@ impl FaultSet {
         self.active.clear();
     }
 
-    /// Active faults with their ids, expired ones left out.
-    pub(crate) fn list(&self, now: Instant) -> Vec<(u64, Fault)> {
+    /// Active faults with their ids and organisations, expired ones left out.
+    pub(crate) fn list(&self, now: Instant) -> Vec<(u64, Option<String>, Fault)> {
         self.active
             .iter()
             .filter(|a| a.deadline.is_none_or(|d| now < d))
-            .map(|a| (a.id, a.fault.clone()))
+            .map(|a| (a.id, a.org.clone(), a.fault.clone()))
             .collect()
     }
 
-    /// Applies the faults, in the order added, to one request. `roll` gives a
-    /// uniform number in [0, 1) and is injected for tests.
+    /// Applies the faults, in the order added, to one request of the organisation named
+    /// `org` (`None` without a known key). `roll` gives a uniform number in [0, 1) and
+    /// is injected for tests.
     pub(crate) fn decide(
         &mut self,
-        method: &str,
-        path: &str,
+        (method, path, org): (&str, &str, Option<&str>),
         now: Instant,
         mut roll: impl FnMut() -> f64,
     ) -> Decision {
@@ -169,7 +173,8 @@ impl FaultSet {
             .retain(|a| a.deadline.is_none_or(|d| now < d) && a.remaining != Some(0));
         let mut decision = Decision::default();
         for a in &mut self.active {
-            if !a.fault.matches(method, path) {
+            let in_scope = a.org.as_deref().is_none_or(|o| Some(o) == org);
+            if !in_scope || !a.fault.matches(method, path) {
                 continue;
             }
             let fires = match a.fault.probability {
@@ -209,6 +214,7 @@ mod tests {
             Fault::status(503)
                 .on(Some("post"), Some("/v2/policies"))
                 .times(2),
+            None,
             now,
         );
         let hit = || {
@@ -218,20 +224,28 @@ mod tests {
             })
         };
         assert_eq!(
-            set.decide("GET", "/v2/policies", now, || 0.0).terminal,
+            set.decide(("GET", "/v2/policies", None), now, || 0.0)
+                .terminal,
             None
         );
-        assert_eq!(set.decide("POST", "/v2/users", now, || 0.0).terminal, None);
         assert_eq!(
-            set.decide("POST", "/v2/policies/x", now, || 0.0).terminal,
+            set.decide(("POST", "/v2/users", None), now, || 0.0)
+                .terminal,
+            None
+        );
+        assert_eq!(
+            set.decide(("POST", "/v2/policies/x", None), now, || 0.0)
+                .terminal,
             hit()
         );
         assert_eq!(
-            set.decide("POST", "/v2/policies/x", now, || 0.0).terminal,
+            set.decide(("POST", "/v2/policies/x", None), now, || 0.0)
+                .terminal,
             hit()
         );
         assert_eq!(
-            set.decide("POST", "/v2/policies/x", now, || 0.0).terminal,
+            set.decide(("POST", "/v2/policies/x", None), now, || 0.0)
+                .terminal,
             None
         );
         assert!(set.list(now).is_empty());
@@ -243,19 +257,23 @@ mod tests {
         let mut set = FaultSet::default();
         set.add(
             Fault::new(FaultKind::Hang).for_duration(Duration::from_secs(1)),
+            None,
             now,
         );
         assert_eq!(
-            set.decide("GET", "/v2", now, || 0.0).terminal,
+            set.decide(("GET", "/v2", None), now, || 0.0).terminal,
             Some(FaultKind::Hang)
         );
         let later = now + Duration::from_secs(2);
-        assert_eq!(set.decide("GET", "/v2", later, || 0.0).terminal, None);
-
-        set.add(Fault::new(FaultKind::Drop).with_probability(0.5), now);
-        assert_eq!(set.decide("GET", "/v2", now, || 0.7).terminal, None);
         assert_eq!(
-            set.decide("GET", "/v2", now, || 0.2).terminal,
+            set.decide(("GET", "/v2", None), later, || 0.0).terminal,
+            None
+        );
+
+        set.add(Fault::new(FaultKind::Drop).with_probability(0.5), None, now);
+        assert_eq!(set.decide(("GET", "/v2", None), now, || 0.7).terminal, None);
+        assert_eq!(
+            set.decide(("GET", "/v2", None), now, || 0.2).terminal,
             Some(FaultKind::Drop)
         );
     }
@@ -264,16 +282,16 @@ mod tests {
     fn latency_adds_up_before_a_terminal_fault() {
         let now = Instant::now();
         let mut set = FaultSet::default();
-        set.add(Fault::new(FaultKind::Latency { ms: 10 }), now);
-        set.add(Fault::new(FaultKind::Latency { ms: 5 }), now);
-        set.add(Fault::status(500).times(1), now);
-        let d = set.decide("GET", "/v2/users", now, || 0.0);
+        set.add(Fault::new(FaultKind::Latency { ms: 10 }), None, now);
+        set.add(Fault::new(FaultKind::Latency { ms: 5 }), None, now);
+        set.add(Fault::status(500).times(1), None, now);
+        let d = set.decide(("GET", "/v2/users", None), now, || 0.0);
         assert_eq!(d.delay, Duration::from_millis(15));
         assert!(matches!(
             d.terminal,
             Some(FaultKind::Status { status: 500, .. })
         ));
-        let d = set.decide("GET", "/v2/users", now, || 0.0);
+        let d = set.decide(("GET", "/v2/users", None), now, || 0.0);
         assert_eq!(d.terminal, None);
     }
 
@@ -285,15 +303,31 @@ mod tests {
             serde_json::from_str(r#"{"method":"POST","kind":{"type":"hold","ms":8000},"count":1}"#)
                 .unwrap();
         assert_eq!(f.kind, FaultKind::Hold { ms: 8000 });
-        set.add(f, now);
-        set.add(Fault::status(500), now);
-        let d = set.decide("POST", "/v2/policies/p/users/u", now, || 0.0);
+        set.add(f, None, now);
+        set.add(Fault::status(500), None, now);
+        let d = set.decide(("POST", "/v2/policies/p/users/u", None), now, || 0.0);
         assert_eq!(d.terminal, Some(FaultKind::Hold { ms: 8000 }));
-        let d = set.decide("POST", "/v2/policies/p/users/u", now, || 0.0);
+        let d = set.decide(("POST", "/v2/policies/p/users/u", None), now, || 0.0);
         assert!(matches!(
             d.terminal,
             Some(FaultKind::Status { status: 500, .. })
         ));
+    }
+
+    #[test]
+    fn a_fault_of_one_organisation_spares_the_others() {
+        let now = Instant::now();
+        let mut set = FaultSet::default();
+        set.add(Fault::status(503), Some("b".to_owned()), now);
+        let request = |org| ("GET", "/v2/users", org);
+        assert_eq!(set.decide(request(Some("a")), now, || 0.0).terminal, None);
+        assert_eq!(set.decide(request(None), now, || 0.0).terminal, None);
+        assert!(
+            set.decide(request(Some("b")), now, || 0.0)
+                .terminal
+                .is_some()
+        );
+        assert_eq!(set.list(now)[0].1.as_deref(), Some("b"));
     }
 
     #[test]

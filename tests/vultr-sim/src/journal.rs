@@ -1,4 +1,5 @@
-//! The request journal: one entry per `/v2` request, faulted ones included.
+//! The request journal: one entry per `/v2` request, faulted ones included, of every
+//! organisation (each entry says which).
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -33,6 +34,10 @@ pub struct JournalEntry {
     /// request used (e.g. across a rotation) without recording the key.
     #[serde(default)]
     pub key_fingerprint: String,
+    /// Name of the organisation the Bearer key belongs to (when the request arrived),
+    /// empty without a key or for an unknown one.
+    #[serde(default)]
+    pub org: String,
 }
 
 /// 8 hex digits of the key's FNV-1a hash: stable across runs, and not the key.
@@ -56,11 +61,20 @@ impl Journal {
         self.entries.push_back(entry);
     }
 
-    pub(crate) fn entries(&self) -> Vec<JournalEntry> {
-        self.entries.iter().cloned().collect()
+    /// Every entry, or those of one organisation.
+    pub(crate) fn entries(&self, org: Option<&str>) -> Vec<JournalEntry> {
+        self.entries
+            .iter()
+            .filter(|e| org.is_none_or(|o| e.org == o))
+            .cloned()
+            .collect()
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+    /// Forgets every entry, or those of one organisation.
+    pub(crate) fn clear(&mut self, org: Option<&str>) {
+        match org {
+            None => self.entries.clear(),
+            Some(o) => self.entries.retain(|e| e.org != o),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! In-memory simulator of the Vultr IAM API (see `shared/vultr-iam-api.md`).
 //!
 //! Use it in-process with [`Sim::start`], or run the `vultr-sim` binary. `/v2` serves
-//! the contract; `/_sim` is an unauthenticated control API (see the README).
+//! the contract, for one or more organisations (one per key, one rate limit for all);
+//! `/_sim` is an unauthenticated control API (see the README).
 
 mod admin;
 mod api;
@@ -10,6 +11,7 @@ mod error;
 mod extract;
 mod faults;
 mod journal;
+mod org;
 mod pagination;
 mod pipeline;
 mod ratelimit;
@@ -21,16 +23,16 @@ mod timefmt;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ApiKeys, Behaviour, ListingShape, RateLimit, SimConfig};
+pub use config::{ApiKeys, Behaviour, DEFAULT_ORG, ListingShape, OrgConfig, RateLimit, SimConfig};
 pub use faults::{Fault, FaultKind};
 pub use journal::{JournalEntry, key_fingerprint};
+pub use org::Org;
 pub use seed::{
     Seed, SeedError, SeedGroup, SeedGroupAttachment, SeedGroupMember, SeedNamed, SeedPolicy,
     SeedRole, SeedRoleAttachment, SeedUser, SeedUserAttachment,
@@ -38,12 +40,18 @@ pub use seed::{
 pub use state::{AttachmentView, Group, MemberView, Policy, Role, Snapshot, User};
 
 use shared::Shared;
-use state::{AttachOutcome, DetachOutcome, Store, Subject};
 
 /// A running simulator. Dropping it (or [`Sim::shutdown`]) stops the server.
+///
+/// It serves one or more organisations ([`SimConfig::organisations`]), each API key
+/// belonging to one of them, behind one rate limit. It dereferences to its default
+/// organisation's [`Org`] handle, so `sim.add_policy(..)`, `sim.state()`,
+/// `sim.set_api_keys(..)` and the like act on the default organisation; `sim.org(name)`
+/// gives another one.
 #[derive(Debug)]
 pub struct Sim {
     shared: Arc<Shared>,
+    default: Org,
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -64,16 +72,19 @@ fn app(shared: Arc<Shared>) -> Router {
 }
 
 impl Sim {
-    /// Loads the seed, binds `config.listen` and serves on the current tokio runtime.
-    /// A seed that does not resolve is an `InvalidData` error.
+    /// Loads the seeds, binds `config.listen` and serves on the current tokio runtime.
+    /// A seed that does not resolve is an `InvalidData` error; an organisation without a
+    /// name, two with the same name or a key of two organisations is `InvalidInput`.
     pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
         let shared = Arc::new(Shared::new(&config)?);
+        let default = Org::new(shared.clone(), 0);
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, app(shared.clone()), stopped));
         Ok(Sim {
             shared,
+            default,
             addr,
             stop,
             task: Some(task),
@@ -97,168 +108,51 @@ impl Sim {
         }
     }
 
-    // Out-of-band control: the same operations as /_sim. Changes are visible in
-    // listings at once (no listing lag) and are not journaled.
-
-    /// Adds a policy with a random id and returns the id.
-    pub fn add_policy(&self, name: &str) -> String {
-        let policy = SeedPolicy {
-            name: name.to_owned(),
-            ..SeedPolicy::default()
-        };
-        self.add(|store, now| store.add_policy(&policy, now).map(|p| p.id))
+    /// The organisation named `name`.
+    ///
+    /// # Panics
+    /// If there is none: organisations are fixed when the simulator starts.
+    pub fn org(&self, name: &str) -> Org {
+        self.try_org(name)
+            .unwrap_or_else(|| panic!("the simulator has no organisation named {name:?}"))
     }
 
-    /// Adds a user with a random id and returns the id.
-    pub fn add_user(&self, email: &str) -> String {
-        let user = SeedUser {
-            email: email.to_owned(),
-            ..SeedUser::default()
-        };
-        self.add(|store, now| store.add_user(&user, now).map(|u| u.id))
+    /// The organisation named `name`, if there is one.
+    pub fn try_org(&self, name: &str) -> Option<Org> {
+        let shared = &self.shared;
+        shared.org_index(name).map(|i| Org::new(shared.clone(), i))
     }
 
-    /// Adds a group with a random id and returns the id.
-    pub fn add_group(&self, display_name: &str) -> String {
-        let group = SeedGroup {
-            id: None,
-            display_name: display_name.to_owned(),
-        };
-        self.add(|store, now| store.add_group(&group, now).map(|g| g.id))
+    /// Every organisation, the default one first.
+    pub fn orgs(&self) -> Vec<Org> {
+        let shared = &self.shared;
+        (0..shared.orgs.len())
+            .map(|i| Org::new(shared.clone(), i))
+            .collect()
     }
 
-    /// Adds a role with a random id and returns the id.
-    pub fn add_role(&self, name: &str) -> String {
-        let role = SeedRole {
-            name: name.to_owned(),
-            ..SeedRole::default()
-        };
-        self.add(|store, now| store.add_role(&role, now).map(|r| r.id))
-    }
+    // What spans every organisation. The rest of the out-of-band control (the same
+    // operations as /_sim) is on `Org`, which `Sim` dereferences to for the default
+    // organisation.
 
-    /// Random ids cannot collide in practice; retry anyway rather than panic.
-    fn add(&self, f: impl Fn(&mut Store, SystemTime) -> Result<String, String>) -> String {
-        loop {
-            if let Ok(id) = f(&mut self.shared.store(), SystemTime::now()) {
-                return id;
-            }
-        }
-    }
-
-    /// Loads more entities and attachments, all or nothing.
-    pub fn load_seed(&self, seed: &Seed) -> Result<(), SeedError> {
-        self.shared.load_seed(seed)
-    }
-
-    /// Removes the policy and its attachments; false if it did not exist.
-    pub fn remove_policy(&self, id: &str) -> bool {
-        self.shared.store().remove_policy(id)
-    }
-
-    /// Removes the user, its attachments and memberships; false if it did not exist.
-    pub fn remove_user(&self, id: &str) -> bool {
-        self.shared.store().remove_user(id)
-    }
-
-    /// Removes the group, its attachments and memberships; false if it did not exist.
-    pub fn remove_group(&self, id: &str) -> bool {
-        self.shared.store().remove_group(id)
-    }
-
-    /// Removes the role and its attachments; false if it did not exist.
-    pub fn remove_role(&self, id: &str) -> bool {
-        self.shared.store().remove_role(id)
-    }
-
-    /// Gives the group another display name; false if it does not exist.
-    pub fn rename_group(&self, id: &str, display_name: &str) -> bool {
-        self.shared.store().rename_group(id, display_name)
-    }
-
-    /// True if this created the attachment; false if it existed or an id is unknown.
-    pub fn attach_user(&self, policy_id: &str, user_id: &str) -> bool {
-        self.attach(Subject::User, (policy_id, user_id))
-    }
-
-    /// True if this created the attachment; false if it existed or an id is unknown.
-    pub fn attach_group(&self, policy_id: &str, group_id: &str) -> bool {
-        self.attach(Subject::Group, (policy_id, group_id))
-    }
-
-    /// Role first, as Vultr's routes. True if this created the attachment; false if it
-    /// existed or an id is unknown.
-    pub fn attach_role(&self, role_id: &str, policy_id: &str) -> bool {
-        self.attach(Subject::Role, (policy_id, role_id))
-    }
-
-    fn attach(&self, kind: Subject, pair: (&str, &str)) -> bool {
-        self.shared.attach(kind, pair) == AttachOutcome::Created
-    }
-
-    /// True if an attachment was removed.
-    pub fn detach_user(&self, policy_id: &str, user_id: &str) -> bool {
-        self.detach(Subject::User, (policy_id, user_id))
-    }
-
-    /// True if an attachment was removed.
-    pub fn detach_group(&self, policy_id: &str, group_id: &str) -> bool {
-        self.detach(Subject::Group, (policy_id, group_id))
-    }
-
-    /// True if an attachment was removed.
-    pub fn detach_role(&self, role_id: &str, policy_id: &str) -> bool {
-        self.detach(Subject::Role, (policy_id, role_id))
-    }
-
-    fn detach(&self, kind: Subject, pair: (&str, &str)) -> bool {
-        self.shared.detach(kind, pair) == DetachOutcome::Removed
-    }
-
-    /// The true state, whether or not the listing lag still hides the attachment.
-    pub fn is_user_attached(&self, policy_id: &str, user_id: &str) -> bool {
-        self.shared
-            .store()
-            .is_attached(Subject::User, (policy_id, user_id))
-    }
-
-    pub fn is_group_attached(&self, policy_id: &str, group_id: &str) -> bool {
-        self.shared
-            .store()
-            .is_attached(Subject::Group, (policy_id, group_id))
-    }
-
-    pub fn is_role_attached(&self, role_id: &str, policy_id: &str) -> bool {
-        self.shared
-            .store()
-            .is_attached(Subject::Role, (policy_id, role_id))
-    }
-
-    /// True if the user joined; false if already a member or an id is unknown.
-    pub fn add_group_member(&self, group_id: &str, user_id: &str) -> bool {
-        self.shared.store().add_member(group_id, user_id)
-    }
-
-    pub fn remove_group_member(&self, group_id: &str, user_id: &str) -> bool {
-        self.shared.store().remove_member(group_id, user_id)
-    }
-
-    /// Everything the simulator holds, as `GET /_sim/state` returns it.
-    pub fn state(&self) -> Snapshot {
-        self.shared.snapshot()
-    }
-
-    /// `/v2` requests so far, oldest first (the last 100,000 at most).
+    /// `/v2` requests so far of every organisation (each entry's `org` says which; empty
+    /// without a known key), oldest first (the last 100,000 at most).
+    /// [`Org::journal`] has one organisation's.
     pub fn journal(&self) -> Vec<JournalEntry> {
-        self.shared.journal()
+        self.shared.journal(None)
     }
 
+    /// Forgets every organisation's journal entries.
     pub fn clear_journal(&self) {
-        self.shared.clear_journal();
+        self.shared.clear_journal(None);
     }
 
-    /// Returns the fault's id.
+    /// Returns the fault's id. It applies to every request, whatever its key;
+    /// [`Org::add_fault`] adds one for one organisation's requests.
     pub fn add_fault(&self, fault: Fault) -> u64 {
-        self.shared.add_fault(fault)
+        self.shared
+            .add_fault(fault, None)
+            .expect("no organisation to check")
     }
 
     /// False if no such fault is active.
@@ -284,15 +178,8 @@ impl Sim {
         self.shared.behaviour()
     }
 
-    /// Replaces the accepted keys (e.g. to rotate them): a key left out gets 401 from now
-    /// on. Err (and no change) for a key no Bearer header could carry.
-    pub fn set_api_keys(&self, keys: ApiKeys) -> Result<(), String> {
-        keys.validate()?;
-        self.shared.set_api_keys(&keys);
-        Ok(())
-    }
-
     /// `None` (or a rate of zero) turns limiting off; a new limit starts with a full bucket.
+    /// One bucket counts the requests of every key of every organisation.
     pub fn set_rate_limit(&self, r: Option<RateLimit>) {
         self.shared.set_rate_limit(r);
     }
@@ -307,6 +194,15 @@ const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Sim>();
 };
+
+impl std::ops::Deref for Sim {
+    type Target = Org;
+
+    /// The default organisation.
+    fn deref(&self) -> &Org {
+        &self.default
+    }
+}
 
 impl Drop for Sim {
     fn drop(&mut self) {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use vultr_sim::{ListingShape, RateLimit, Seed, Sim, SimConfig};
+use vultr_sim::{ListingShape, OrgConfig, RateLimit, Seed, Sim, SimConfig};
 
 /// In-memory simulator of the Vultr IAM API. Prints `listening on http://ADDR`.
 #[derive(Debug, Parser)]
@@ -14,13 +14,15 @@ struct Args {
     /// Address to bind; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// API key with full access (repeatable; default "test-key").
+    /// API key with full access to the default organisation (repeatable; default
+    /// "test-key").
     #[arg(long = "api-key", env = "VULTR_SIM_API_KEYS", value_delimiter = ',')]
     api_keys: Vec<String>,
-    /// API key that gets 403 on POST and DELETE (repeatable).
+    /// API key of the default organisation that gets 403 on POST and DELETE (repeatable).
     #[arg(long = "read-only-key")]
     read_only_keys: Vec<String>,
-    /// Requests per second over all /v2 requests; 0 turns the limit off.
+    /// Requests per second over all /v2 requests of every organisation; 0 turns the
+    /// limit off.
     #[arg(long, default_value_t = 30.0)]
     rate_limit: f64,
     /// Bucket size; defaults to the rate rounded up.
@@ -29,12 +31,22 @@ struct Args {
     /// Shape of the attachment listings: govultr or relationships.
     #[arg(long, default_value = "govultr")]
     listing_shape: ListingShape,
-    /// Seed organization, YAML or JSON (by extension).
+    /// Seed of the default organisation, YAML or JSON (by extension).
     #[arg(long, conflicts_with = "demo")]
     seed: Option<PathBuf>,
-    /// Load the demo organization.
+    /// Load the demo organisation as the default one.
     #[arg(long)]
     demo: bool,
+    /// Name of the default organisation (GET /v2/account, ?org= in /_sim).
+    #[arg(long)]
+    org_name: Option<String>,
+    /// Email of the default organisation (GET /v2/account).
+    #[arg(long)]
+    org_email: Option<String>,
+    /// One more organisation, YAML or JSON (by extension): name, email, api_keys,
+    /// read_only_keys, seed (repeatable).
+    #[arg(long = "org")]
+    orgs: Vec<PathBuf>,
 }
 
 fn config(args: Args) -> Result<SimConfig, Box<dyn std::error::Error>> {
@@ -43,6 +55,11 @@ fn config(args: Args) -> Result<SimConfig, Box<dyn std::error::Error>> {
         (None, true) => Seed::demo(),
         (None, false) => Seed::default(),
     };
+    let organisations = args
+        .orgs
+        .iter()
+        .map(OrgConfig::from_file)
+        .collect::<Result<Vec<_>, _>>()?;
     let defaults = SimConfig::default();
     let rate_limit = (args.rate_limit > 0.0).then(|| RateLimit {
         per_second: args.rate_limit,
@@ -61,6 +78,9 @@ fn config(args: Args) -> Result<SimConfig, Box<dyn std::error::Error>> {
         rate_limit,
         listing_shape: args.listing_shape,
         seed,
+        org_name: args.org_name.unwrap_or(defaults.org_name),
+        org_email: args.org_email.unwrap_or(defaults.org_email),
+        organisations,
     })
 }
 
@@ -97,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let config = config(Args::parse())?;
-    let keys = config.api_keys.len() + config.read_only_keys.len();
+    let orgs = 1 + config.organisations.len();
     let limit = config.rate_limit;
     let sim = Sim::start(config).await?;
     {
@@ -105,7 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         writeln!(out, "listening on {}", sim.url())?;
         out.flush()?;
     }
-    tracing::info!(addr = %sim.addr(), keys, ?limit, "vultr-sim serving");
+    tracing::info!(addr = %sim.addr(), orgs, ?limit, "vultr-sim serving");
     terminated().await;
     tracing::info!("shutting down");
     sim.shutdown().await;

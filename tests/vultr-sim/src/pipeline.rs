@@ -1,6 +1,9 @@
 //! What happens to every `/v2` request before its handler: journaling, faults,
 //! rate limiting and authentication, in that order (an outage answers before
-//! anything else looks at the request).
+//! anything else looks at the request). The key's organisation is looked up on
+//! arrival, for the journal and for faults aimed at one organisation; authentication
+//! looks it up again (a key may have been rotated out while a request was held) and
+//! hands it to the handler as a [`Caller`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,7 +17,7 @@ use crate::error::ApiError;
 use crate::faults::FaultKind;
 use crate::journal::{JournalEntry, key_fingerprint};
 use crate::server::ConnControl;
-use crate::shared::{Access, Shared, lock};
+use crate::shared::{Access, Caller, Shared, lock};
 use crate::timefmt::retry_after_secs;
 
 fn is_v2(path: &str) -> bool {
@@ -30,6 +33,9 @@ pub(crate) async fn v2_pipeline(
         return next.run(req).await;
     }
     let started = Instant::now();
+    let org = bearer(&req)
+        .and_then(|key| shared.caller(key))
+        .map(|c| shared.orgs[c.org].name.clone());
     let entry = JournalEntry {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
@@ -50,11 +56,15 @@ pub(crate) async fn v2_pipeline(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),
         key_fingerprint: bearer(&req).map(key_fingerprint).unwrap_or_default(),
+        org: org.clone().unwrap_or_default(),
     };
     let record = |entry: JournalEntry, status: u16| record_entry(&shared, entry, status, started);
 
-    let decision =
-        lock(&shared.faults).decide(&entry.method, &entry.path, started, rand::random::<f64>);
+    let decision = lock(&shared.faults).decide(
+        (&entry.method, &entry.path, org.as_deref()),
+        started,
+        rand::random::<f64>,
+    );
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
@@ -72,10 +82,7 @@ pub(crate) async fn v2_pipeline(
             let task = tokio::spawn(async move {
                 let _counted = held.hold();
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                let response = match admit(&held, &req) {
-                    Ok(()) => next.run(req).await,
-                    Err(e) => e.into_response(),
-                };
+                let response = admitted(&held, req, next).await;
                 record_entry(&held, entry, response.status().as_u16(), started);
                 response
             });
@@ -96,10 +103,7 @@ pub(crate) async fn v2_pipeline(
             // The connection task drops this future together with the connection.
             return std::future::pending().await;
         }
-        Some(FaultKind::Latency { .. }) | None => match admit(&shared, &req) {
-            Ok(()) => next.run(req).await,
-            Err(e) => e.into_response(),
-        },
+        Some(FaultKind::Latency { .. }) | None => admitted(&shared, req, next).await,
     };
     record(entry, response.status().as_u16());
     response
@@ -112,18 +116,33 @@ fn record_entry(shared: &Shared, mut entry: JournalEntry, status: u16, started: 
     lock(&shared.journal).record(entry);
 }
 
-/// Rate limit, then bearer-key authentication.
-fn admit(shared: &Shared, req: &Request) -> Result<(), ApiError> {
+/// The handler's response if the request is admitted, the error otherwise.
+async fn admitted(shared: &Shared, mut req: Request, next: Next) -> Response {
+    match admit(shared, &req) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Rate limit (one bucket for every key of every organisation), then bearer-key
+/// authentication.
+fn admit(shared: &Shared, req: &Request) -> Result<Caller, ApiError> {
     if let Some(bucket) = lock(&shared.limiter).as_mut() {
         bucket
             .try_take(Instant::now())
             .map_err(|wait| ApiError::too_many_requests(retry_after_secs(wait)))?;
     }
     let key = bearer(req).ok_or_else(ApiError::unauthorized)?;
-    match shared.access(key) {
+    match shared.caller(key) {
         None => Err(ApiError::unauthorized()),
-        Some(Access::ReadOnly) if is_write(req.method()) => Err(ApiError::forbidden()),
-        Some(_) => Ok(()),
+        Some(Caller {
+            access: Access::ReadOnly,
+            ..
+        }) if is_write(req.method()) => Err(ApiError::forbidden()),
+        Some(caller) => Ok(caller),
     }
 }
 

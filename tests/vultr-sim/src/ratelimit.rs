@@ -1,4 +1,5 @@
-//! Token bucket over all `/v2` requests (one bucket: the simulator has one client IP).
+//! Token bucket over all `/v2` requests of every key and organisation (one bucket: Vultr
+//! limits per source IP, and the simulator has one client IP).
 
 use std::time::{Duration, Instant};
 

@@ -153,6 +153,26 @@ fn group(id: &str, display_name: &str) -> SeedGroup {
     }
 }
 
+/// Reads YAML, or JSON when the file name ends in `.json`.
+pub(crate) fn read_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SeedError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SeedError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parse_error = |message: String| SeedError::Parse {
+        path: path.to_owned(),
+        message,
+    };
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))
+    } else {
+        yaml_serde::from_str(&text).map_err(|e| parse_error(e.to_string()))
+    }
+}
+
 impl Seed {
     /// The demo organization; `tests/vultr-sim/demo-org.yaml` holds the same data.
     pub fn demo() -> Seed {
@@ -250,23 +270,7 @@ impl Seed {
 
     /// Reads YAML, or JSON when the file name ends in `.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Seed, SeedError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SeedError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let parse_error = |message: String| SeedError::Parse {
-            path: path.to_owned(),
-            message,
-        };
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        {
-            serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))
-        } else {
-            yaml_serde::from_str(&text).map_err(|e| parse_error(e.to_string()))
-        }
+        read_file(path.as_ref())
     }
 
     /// Adds this seed to `store`; on error the store may be half-filled, so callers

@@ -146,3 +146,81 @@ async fn bad_seed_file_fails_to_start() {
     assert!(out.stdout.is_empty(), "nothing listening");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/seed.yaml"));
 }
+
+async fn get_json(url: &str, key: &str) -> serde_json::Value {
+    http()
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request succeeds")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
+#[tokio::test]
+async fn more_organisations_from_files() {
+    let dir = std::env::temp_dir().join(format!("vultr-sim-bin-orgs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = dir.join("b.yaml");
+    std::fs::write(
+        &b,
+        "name: team-b\nemail: owner@b.example\napi_keys: [key-b]\nread_only_keys: [ro-b]\n\
+         seed:\n  policies:\n    - name: dns-admin\n  users:\n    - email: dana@b.example\n  \
+         user_attachments:\n    - {policy: dns-admin, user: dana@b.example}\n",
+    )
+    .unwrap();
+    let c = dir.join("c.json");
+    std::fs::write(&c, r#"{"name": "team-c", "api_keys": ["key-c"]}"#).unwrap();
+    let (mut child, url) = start(
+        &[
+            "--demo",
+            "--org-name",
+            "Acme",
+            "--org-email",
+            "ops@acme.example",
+            "--org",
+            b.to_str().unwrap(),
+            "--org",
+            c.to_str().unwrap(),
+            "--rate-limit",
+            "0",
+        ],
+        &[],
+    )
+    .await;
+    let account = format!("{url}/v2/account");
+    let acme = get_json(&account, "test-key").await;
+    assert_eq!(acme["account"]["name"], "Acme");
+    assert_eq!(acme["account"]["email"], "ops@acme.example");
+    assert_eq!(
+        get_json(&account, "ro-b").await["account"]["name"],
+        "team-b"
+    );
+    assert_eq!(
+        get_json(&account, "key-c").await["account"]["name"],
+        "team-c"
+    );
+    let policies = get_json(&format!("{url}/v2/policies"), "key-b").await;
+    assert_eq!(policies["meta"]["total"], 1, "{policies}");
+    let c_policies = get_json(&format!("{url}/v2/policies"), "key-c").await;
+    assert_eq!(c_policies["meta"]["total"], 0, "{c_policies}");
+    child.kill().await.unwrap();
+
+    // A key of two organisations is refused at start.
+    let clash = dir.join("clash.yaml");
+    std::fs::write(&clash, "name: clash\napi_keys: [test-key]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--org", clash.to_str().unwrap()])
+        .env_remove("VULTR_SIM_API_KEYS")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another organisation"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
