@@ -106,15 +106,41 @@ pub async fn send(
 
 /// A `/v2` call with the full-access key.
 pub async fn v2(sim: &Sim, method: Method, path: &str) -> Resp {
+    as_key(sim, KEY, method, path).await
+}
+
+/// The route of `policy`'s grant to `user`.
+pub fn user_grant(policy: &str, user: &str) -> String {
+    format!("/v2/policies/{policy}/users/{user}")
+}
+
+/// `method` on `path` of the simulator, with `key` (if any) and a JSON `body` (if any).
+async fn call(
+    sim: &Sim,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
     send(
         &client(),
         method,
         &format!("{}{path}", sim.url()),
-        Some(KEY),
-        None,
+        key,
+        body,
     )
     .await
     .expect("request succeeds")
+}
+
+/// A call without a key.
+pub async fn anonymous(sim: &Sim, method: Method, path: &str) -> Resp {
+    call(sim, method, path, None, None).await
+}
+
+/// A `/v2` call with `key`.
+pub async fn as_key(sim: &Sim, key: &str, method: Method, path: &str) -> Resp {
+    call(sim, method, path, Some(key), None).await
 }
 
 pub async fn get(sim: &Sim, path: &str) -> Resp {
@@ -123,15 +149,7 @@ pub async fn get(sim: &Sim, path: &str) -> Resp {
 
 /// An unauthenticated `/_sim` call.
 pub async fn admin(sim: &Sim, method: Method, path: &str, body: Option<Value>) -> Resp {
-    send(
-        &client(),
-        method,
-        &format!("{}{path}", sim.url()),
-        None,
-        body,
-    )
-    .await
-    .expect("request succeeds")
+    call(sim, method, path, None, body).await
 }
 
 /// An unauthenticated `/_sim` call with a JSON body.

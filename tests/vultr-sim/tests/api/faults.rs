@@ -252,15 +252,7 @@ async fn rate_limit_is_switchable_and_spares_the_admin_api() {
     assert_eq!(get(&sim, "/v2/users").await.status, 200);
     get(&sim, "/v2/users").await.assert_error(429);
     // Unauthenticated requests are limited too: the bucket is checked first.
-    let r = send(
-        &client(),
-        Method::GET,
-        &format!("{}/v2/users", sim.url()),
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let r = anonymous(&sim, Method::GET, "/v2/users").await;
     r.assert_error(429);
     for _ in 0..10 {
         assert_eq!(admin_status(&sim, Method::GET, "/_sim/state").await, 200);

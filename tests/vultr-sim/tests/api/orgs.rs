@@ -48,16 +48,10 @@ async fn two_orgs() -> Sim {
     .expect("sim starts")
 }
 
-async fn as_key(sim: &Sim, key: &str, method: Method, path: &str) -> Resp {
-    send(
-        &client(),
-        method,
-        &format!("{}{path}", sim.url()),
-        Some(key),
-        None,
-    )
-    .await
-    .expect("request succeeds")
+/// `method` on B's grant of its policy to its user, with B's key.
+async fn b_grant(sim: &Sim, method: Method) -> Resp {
+    let path = format!("/v2/policies/{POLICY_B}/users/{USER_B}");
+    as_key(sim, KEY_B, method, &path).await
 }
 
 #[tokio::test]
@@ -90,49 +84,28 @@ async fn a_key_sees_and_changes_only_its_organisation() {
     as_key(&sim, KEY_B, Method::DELETE, &grant)
         .await
         .assert_error(404);
-    as_key(
-        &sim,
-        KEY_B,
-        Method::POST,
-        &format!("/v2/policies/{DNS_ADMIN}/users/{ALICE}"),
-    )
-    .await
-    .assert_error(404);
+    as_key(&sim, KEY_B, Method::POST, &user_grant(DNS_ADMIN, ALICE))
+        .await
+        .assert_error(404);
     assert!(
         sim.is_user_attached(COMPUTE_ADMIN, CAROL),
         "A's grant stays"
     );
     assert!(!sim.is_user_attached(DNS_ADMIN, ALICE));
     // Nor does org A's key reach org B's.
-    as_key(
-        &sim,
-        KEY,
-        Method::DELETE,
-        &format!("/v2/policies/{POLICY_B}/users/{USER_B}"),
-    )
-    .await
-    .assert_error(404);
+    as_key(&sim, KEY, Method::DELETE, &user_grant(POLICY_B, USER_B))
+        .await
+        .assert_error(404);
     assert!(b.is_user_attached(POLICY_B, USER_B));
 
     // Mixing ids across organisations is a 404 too.
-    as_key(
-        &sim,
-        KEY_B,
-        Method::POST,
-        &format!("/v2/policies/{POLICY_B}/users/{ALICE}"),
-    )
-    .await
-    .assert_error(404);
+    as_key(&sim, KEY_B, Method::POST, &user_grant(POLICY_B, ALICE))
+        .await
+        .assert_error(404);
 
     // A write in B lands in B only.
     b.detach_user(POLICY_B, USER_B);
-    let r = as_key(
-        &sim,
-        KEY_B,
-        Method::POST,
-        &format!("/v2/policies/{POLICY_B}/users/{USER_B}"),
-    )
-    .await;
+    let r = b_grant(&sim, Method::POST).await;
     assert_eq!(r.status, 201, "{r:?}");
     assert!(b.is_user_attached(POLICY_B, USER_B));
     assert_eq!(b.state().user_attachments.len(), 1);
@@ -224,15 +197,7 @@ async fn account_answers_the_organisation_of_the_key() {
     as_key(&sim, "unknown-key", Method::GET, "/v2/account")
         .await
         .assert_error(401);
-    let anonymous = send(
-        &client(),
-        Method::GET,
-        &format!("{}/v2/account", sim.url()),
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let anonymous = anonymous(&sim, Method::GET, "/v2/account").await;
     anonymous.assert_error(401);
     as_key(&sim, KEY, Method::POST, "/v2/account")
         .await
@@ -330,22 +295,11 @@ async fn a_fault_can_break_one_organisation_only() {
     let listed = admin(&sim, Method::GET, "/_sim/faults", None).await.body;
     assert_eq!(listed[0]["org"], DEFAULT_ORG);
     assert_eq!(listed[0]["method"], "DELETE");
-    as_key(
-        &sim,
-        KEY,
-        Method::DELETE,
-        &format!("/v2/policies/{COMPUTE_ADMIN}/users/{CAROL}"),
-    )
-    .await
-    .assert_error(500);
+    as_key(&sim, KEY, Method::DELETE, &user_grant(COMPUTE_ADMIN, CAROL))
+        .await
+        .assert_error(500);
     assert!(sim.is_user_attached(COMPUTE_ADMIN, CAROL));
-    let r = as_key(
-        &sim,
-        KEY_B,
-        Method::DELETE,
-        &format!("/v2/policies/{POLICY_B}/users/{USER_B}"),
-    )
-    .await;
+    let r = b_grant(&sim, Method::DELETE).await;
     assert_eq!(r.status, 204, "{r:?}");
     admin(
         &sim,
@@ -419,14 +373,17 @@ async fn sim_routes_act_on_the_organisation_they_name() {
     .await;
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(sim.org("b").state().users.len(), 2);
-    let r = admin(
-        &sim,
-        Method::DELETE,
-        &format!("/_sim/users/{USER_B}?org=b"),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 204);
+    assert_eq!(
+        admin(
+            &sim,
+            Method::DELETE,
+            &format!("/_sim/users/{USER_B}?org=b"),
+            None
+        )
+        .await
+        .status,
+        204
+    );
     admin(&sim, Method::GET, "/_sim/state?org=nope", None)
         .await
         .assert_error(404);
@@ -501,8 +458,12 @@ async fn sim_routes_act_on_the_organisation_they_name() {
         .body;
     assert_eq!(only_b.as_array().unwrap().len(), 1);
     assert_eq!(only_b[0]["path"], "/v2/roles");
-    let r = admin(&sim, Method::DELETE, "/_sim/journal?org=b", None).await;
-    assert_eq!(r.status, 204);
+    assert_eq!(
+        admin(&sim, Method::DELETE, "/_sim/journal?org=b", None)
+            .await
+            .status,
+        204
+    );
     assert_eq!(sim.journal().len(), 2);
     assert!(sim.org("b").journal().is_empty());
     admin(&sim, Method::GET, "/_sim/journal?org=nope", None)

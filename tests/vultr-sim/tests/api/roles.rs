@@ -160,14 +160,17 @@ async fn admin_roles_and_out_of_band_role_attachments() {
     assert!(sim.attach_role(&viewers, COMPUTE_ADMIN));
     assert!(sim.remove_policy(COMPUTE_ADMIN));
     assert!(!sim.is_role_attached(&viewers, COMPUTE_ADMIN));
-    let r = admin(
-        &sim,
-        Method::DELETE,
-        &format!("/_sim/roles/{AUDITORS}"),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 204);
+    assert_eq!(
+        admin(
+            &sim,
+            Method::DELETE,
+            &format!("/_sim/roles/{AUDITORS}"),
+            None
+        )
+        .await
+        .status,
+        204
+    );
     assert!(sim.state().role_attachments.is_empty());
     get(&sim, &format!("/v2/roles/{AUDITORS}/policies"))
         .await
