@@ -1,5 +1,5 @@
-//! Command line: `run` (the operator), `crd` (print the CRD YAML) and `export` (print
-//! manifests for the grants that exist in Vultr).
+//! Command line: `run` (the operator), `crd` (print the CRD YAML), `export` (print
+//! manifests for the grants that exist in Vultr) and `version`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -34,6 +34,8 @@ pub enum Command {
     /// Print PolicyAttachment manifests for the grants that exist in Vultr.
     #[command(long_about = EXPORT_ABOUT)]
     Export(Box<ExportArgs>),
+    /// Print the version, the git commit, and the rustc and kube versions it was built with.
+    Version,
 }
 
 const EXPORT_ABOUT: &str = "\

@@ -8,6 +8,8 @@
 //! - [`run`]: wiring of the `run` command
 //! - [`export`]: the `export` command (manifests for the grants in Vultr)
 //! - [`connect`]: the Vultr client as the command line describes it
+//! - [`build_info`]: what the binary was built from (`version`, `.dep-v0`)
+pub mod build_info;
 pub mod cli;
 pub mod connect;
 pub mod crd;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use vultr_iam_operator::cli::{Cli, Command};
-use vultr_iam_operator::{crdgen, export, run, telemetry};
+use vultr_iam_operator::{build_info, crdgen, export, run, telemetry};
 
 fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -24,6 +24,10 @@ fn main() -> std::process::ExitCode {
 
 async fn command(cli: Cli) -> std::process::ExitCode {
     match cli.command {
+        Command::Version => {
+            print!("{}", build_info::version_text());
+            std::process::ExitCode::SUCCESS
+        }
         Command::Crd => match crdgen::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
