@@ -6,7 +6,9 @@ use super::*;
 
 fn chart_docs(chart: &Path, check: bool) -> Output {
     let mut cmd = Command::new("python3");
-    cmd.arg(repo_path("deploy/chart-docs.py")).arg("--chart").arg(chart);
+    cmd.arg(repo_path("deploy/chart-docs.py"))
+        .arg("--chart")
+        .arg(chart);
     if check {
         cmd.arg("--check");
     }
@@ -33,7 +35,11 @@ pub(super) fn a_new_value_needs_its_doc_and_a_regeneration() {
     std::fs::write(&values, format!("{original}\nnewKnob: 3\n")).expect("write values.yaml");
     let out = chart_docs(&chart, true);
     assert!(!out.status.success(), "a value without a doc passed");
-    assert!(combined(&out).contains("newKnob has no doc"), "{}", combined(&out));
+    assert!(
+        combined(&out).contains("newKnob has no doc"),
+        "{}",
+        combined(&out)
+    );
 
     std::fs::write(
         &values,
@@ -42,7 +48,11 @@ pub(super) fn a_new_value_needs_its_doc_and_a_regeneration() {
     .expect("write values.yaml");
     let out = chart_docs(&chart, true);
     assert!(!out.status.success(), "stale generated files passed");
-    assert!(combined(&out).contains("make chart-docs"), "{}", combined(&out));
+    assert!(
+        combined(&out).contains("make chart-docs"),
+        "{}",
+        combined(&out)
+    );
 
     let out = chart_docs(&chart, false);
     assert!(out.status.success(), "{}", combined(&out));
