@@ -343,6 +343,24 @@ fn grants() -> Vec<Grant> {
     ]
 }
 
+/// SIGTERM: the operator must stop cleanly, and the chart's RBAC must never have denied
+/// it anything.
+fn stop(mut operator: Operator, which: &str) {
+    let logs = operator.logs();
+    assert!(
+        operator.terminate(),
+        "{which} did not stop cleanly:\n{logs}"
+    );
+    let denied: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("is forbidden: User"))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the chart's RBAC denied {which}: {denied:#?}"
+    );
+}
+
 struct Test<'a> {
     api: Api<PolicyAttachment>,
     sim: &'a Sim,
@@ -532,7 +550,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
 
     // ---- the previous release -----------------------------------------------------------
     helm_apply(cp, "install", &previous_chart, &ns.name);
-    let mut operator = start(cp, &previous_binary, &sim);
+    let operator = start(cp, &previous_binary, &sim);
     let first = [
         "user-by-email",
         "group-by-name",
@@ -567,11 +585,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
             .then_some(())
     })
     .await;
-    assert!(
-        operator.terminate(),
-        "the previous operator did not stop:\n{}",
-        operator.logs()
-    );
+    stop(operator, "the previous release's operator");
 
     // ---- upgrade: this chart, this binary ---------------------------------------------
     let mark = sim.journal().len();
@@ -591,7 +605,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         live_crd["spec"]["versions"], committed["spec"]["versions"],
         "helm upgrade did not update the CRD"
     );
-    let mut operator = start(cp, Path::new(BINARY), &sim);
+    let operator = start(cp, Path::new(BINARY), &sim);
     let unchanged = [
         "user-by-email",
         "group-by-name",
@@ -686,16 +700,12 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
             .then_some(())
     })
     .await;
-    assert!(
-        operator.terminate(),
-        "this operator did not stop:\n{}",
-        operator.logs()
-    );
+    stop(operator, "this release's operator");
 
     // ---- downgrade: helm rollback to the previous chart, the previous binary ----------
     let mark = sim.journal().len();
     run_ok(cp.helm().args(["rollback", RELEASE, "1", "-n", NAMESPACE]));
-    let mut operator = start(cp, &previous_binary, &sim);
+    let operator = start(cp, &previous_binary, &sim);
     let unchanged = [
         "user-by-email",
         "group-by-name",
@@ -745,17 +755,8 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         t.wait_gone(name).await;
         assert!(!t.grant(name).live(&sim), "{name} went, its grant stayed");
     }
-    let logs = operator.logs();
-    assert!(
-        operator.terminate(),
-        "the previous operator did not stop:\n{logs}"
-    );
-    let denied: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("is forbidden: User"))
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "the chart's RBAC denied the operator: {denied:#?}"
+    stop(
+        operator,
+        "the previous release's operator after the downgrade",
     );
 }
