@@ -96,10 +96,11 @@ gzip -9 -n <"$work/chart.tar" >"$out/$name.tgz"
 helm lint --strict "$out/$name.tgz" >/dev/null
 
 echo "release $version: plain manifests" >&2
-mkdir -p "$work/overlay"
+mkdir -p "$work/kustomize/overlay"
+cp -a deploy/kustomize/base "$work/kustomize/base"
 repository="$(sed -n 's/^  repository: *//p' "$chart_src/values.yaml" | head -n 1)"
-cat >"$work/overlay/kustomization.yaml" <<YAML
-resources: [$repo/deploy/kustomize/base]
+cat >"$work/kustomize/overlay/kustomization.yaml" <<YAML
+resources: [../base]
 images:
   - name: $repository
     digest: $digest
@@ -107,7 +108,7 @@ YAML
 {
   echo "# vultr-iam-operator $version: the chart's default render (deploy/kustomize/base), image"
   echo "# pinned by digest. kubectl apply --server-side -f $name.yaml"
-  "$tools_bin/kubectl" kustomize "$work/overlay"
+  "$tools_bin/kubectl" kustomize "$work/kustomize/overlay"
 } >"$out/$name.yaml"
 grep -q "image: $repository@$digest" "$out/$name.yaml" \
   || { echo "the manifests do not pin $repository@$digest" >&2; exit 1; }
