@@ -630,7 +630,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
     t.assert_no_write_but_the_failing_delete(mark, "terminating", "after the upgrade");
 
     // As declared: the failing revocation goes through once Vultr answers, a deletion
-    // revokes, an Orphan deletion keeps the grant, a resumed object needs no write.
+    // revokes, an Orphan deletion keeps the grant, a resumed object (Synced back to True) needs no write.
     sim.remove_fault(fault);
     t.wait_gone("terminating").await;
     assert!(
@@ -645,7 +645,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
     assert!(t.grant("orphan").live(&sim), "the Orphan grant was revoked");
     let before_resume = sim.journal().len();
     t.annotate_paused("paused", false).await;
-    t.wait_condition(&operator, "paused", SYNCED, "True", "Resumed")
+    t.wait_condition(&operator, "paused", SYNCED, "True", "ReconcileSuccess")
         .await;
     t.wait_condition(&operator, "paused", READY, "True", "Attached")
         .await;
