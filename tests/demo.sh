@@ -29,7 +29,7 @@ trap cleanup EXIT
 # Only what the demo runs: the control plane (no helm), the operator and the simulator.
 step "Building the control plane (cached after the first run), the operator and the simulator"
 tests/control-plane/build.sh --no-helm >/dev/null
-echo "building the operator and the Vultr simulator (cargo, debug; the first build compiles ~300 crates)"
+echo "building the operator and the Vultr simulator (cargo, debug; the first build compiles ~235 crates)"
 cargo build --bin vultr-iam-operator -p vultr-iam-operator --bin vultr-sim -p vultr-sim 2>&1 |
   awk '/^ *Compiling / { n++; if (n % 25 == 0) printf "  %d crates compiled (now %s %s)\n", n, $2, $3; fflush(); next }
        /^ *(Downloaded|Downloading|Locking|Adding|Updating) / { next } { print; fflush() }'
