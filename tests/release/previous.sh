@@ -10,8 +10,11 @@
 #
 # Its binary is built from `git archive` of that commit with this checkout's target
 # directory (CARGO_TARGET_DIR), so the dependencies already compiled for this checkout
-# are reused (the same Cargo.lock); the binary cargo leaves in target/debug is then
-# rebuilt from this checkout (cargo build, quick), so nothing else runs the old one.
+# are reused (the same Cargo.lock). Cargo names a workspace's own crate by its path
+# relative to the workspace, so the previous crate may share this checkout's artifacts
+# and fingerprints: build.rs is touched (its commit differs, so this checkout's crate is
+# rebuilt) and this checkout's binary is built again, so target/debug holds it, not the
+# previous one.
 set -euo pipefail
 
 PREVIOUS_COMMIT="c5544d2bb427d1fc6557386b4f2b21dd0a9cef55"
@@ -41,6 +44,7 @@ mkdir -p "$staging/charts"
 cp -a "$staging/src/charts/vultr-iam-operator" "$staging/charts/"
 echo "$PREVIOUS_COMMIT" >"$staging/commit"
 rm -rf "$staging/src"
+touch "$repo/build.rs"
 (cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo build --locked --quiet --bin vultr-iam-operator) >&2
 rm -rf "$dir"
 mv "$staging" "$dir"
