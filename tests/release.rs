@@ -392,6 +392,10 @@ fn the_sbom_lists_exactly_the_crates_compiled_into_the_binary() {
                 checksum.as_deref(),
                 "{key:?}: checksum"
             );
+            assert!(
+                c["licenses"][0]["expression"].is_string(),
+                "{key:?}: no licence"
+            );
         }
     }
 

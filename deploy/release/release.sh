@@ -114,7 +114,8 @@ grep -q "image: $repository@$digest" "$out/$name.yaml" \
   || { echo "the manifests do not pin $repository@$digest" >&2; exit 1; }
 
 echo "release $version: SBOM" >&2
-python3 deploy/release/sbom.py --image "$out/$name-image.tar" --lock Cargo.lock \
+cargo metadata --format-version 1 --locked --offline >"$work/metadata.json"
+python3 deploy/release/sbom.py --image "$out/$name-image.tar" --lock Cargo.lock --metadata "$work/metadata.json" \
   --version "$version" --digest "$digest" --timestamp "$timestamp" --out "$out/$name.cdx.json"
 
 (cd "$out" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort |

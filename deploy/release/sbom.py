@@ -2,15 +2,16 @@
 """The image's SBOM (CycloneDX 1.5 JSON), from the image archive itself and the binary's
 embedded dependency list; deterministic (same inputs, same bytes).
 
-    deploy/release/sbom.py --image IMAGE.tar --lock Cargo.lock --version V --out SBOM.json
+    deploy/release/sbom.py --image IMAGE.tar --lock Cargo.lock --metadata METADATA.json \
+        --version V --digest DIGEST --timestamp T --out SBOM.json
 
 What it lists:
 - the operator (metadata.component) and every crate linked into its binary: the
   packages of the binary's `.dep-v0` section (cargo auditable's format, see
   src/build_info.rs) that are not of kind "build", i.e. the crates cargo compiles into
   the binary for this target with these features; build scripts, proc macros and
-  dev-dependencies are not in the image and not listed. Each has its purl and, from
-  Cargo.lock, the SHA-256 of its .crate file;
+  dev-dependencies are not in the image and not listed. Each has its purl, its licence
+  (from `cargo metadata`) and, from Cargo.lock, the SHA-256 of its .crate file;
 - every file of the image's filesystem (type "file", SHA-256), and the Debian packages
   that own the system files (glibc, libgcc) as this build host's dpkg reports them.
 """
@@ -99,6 +100,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--image", required=True)
     parser.add_argument("--lock", required=True)
+    parser.add_argument("--metadata", required=True, help="`cargo metadata --format-version 1` output")
     parser.add_argument("--version", required=True)
     parser.add_argument("--digest", required=True)
     parser.add_argument("--timestamp", required=True, help="ISO 8601, the commit's time")
@@ -110,6 +112,8 @@ def main():
         raise SystemExit(f"no /{BINARY} in {args.image}")
     deps = json.loads(zlib.decompress(elf_section(files[BINARY], ".dep-v0")))["packages"]
     sums = read_lock(args.lock)
+    with open(args.metadata, encoding="utf-8") as f:
+        licenses = {(p["name"], p["version"]): p.get("license") for p in json.load(f)["packages"]}
 
     def purl(p):
         return f"pkg:cargo/{p['name']}@{p['version']}"
@@ -125,6 +129,9 @@ def main():
         checksum = sums.get((p["name"], p["version"]))
         if checksum:
             c["hashes"] = [{"alg": "SHA-256", "content": checksum}]
+        license = licenses.get((p["name"], p["version"]))
+        if license:
+            c["licenses"] = [{"expression": license.replace("/", " OR ")}]
         c["properties"] = [{"name": "cargo:source", "value": p["source"]}]
         components.append(c)
     root_ref = purl(root)
