@@ -168,6 +168,25 @@ async fn prepare(cp: &ControlPlane, client: &kube::Client) {
     }
 }
 
+/// `spec.versions` of the live CRD.
+fn live_crd_versions(cp: &ControlPlane) -> Value {
+    let live: Value = serde_json::from_str(&run_ok(
+        cp.kubectl().args(["get", "crd", CRD_NAME, "-o", "json"]),
+    ))
+    .expect("CRD JSON");
+    live["spec"]["versions"].clone()
+}
+
+/// `spec.versions` of a CRD file.
+fn crd_versions(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let crd: Value =
+        serde_json::to_value(yaml_serde::from_str::<yaml_serde::Value>(&text).expect("CRD YAML"))
+            .expect("CRD as JSON");
+    crd["spec"]["versions"].clone()
+}
+
 /// `helm install` or `helm upgrade` of `chart` with the test's values.
 fn helm_apply(cp: &ControlPlane, verb: &str, chart: &Path, watched: &str) {
     run_ok(
@@ -590,19 +609,9 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
     // ---- upgrade: this chart, this binary ---------------------------------------------
     let mark = sim.journal().len();
     helm_apply(cp, "upgrade", &repo_path(CHART), &ns.name);
-    let live_crd: Value = serde_json::from_str(&run_ok(
-        cp.kubectl().args(["get", "crd", CRD_NAME, "-o", "json"]),
-    ))
-    .expect("CRD JSON");
-    let committed: Value = serde_json::to_value(
-        yaml_serde::from_str::<yaml_serde::Value>(
-            &std::fs::read_to_string(repo_path(CRD_FILE)).expect("the CRD"),
-        )
-        .expect("CRD YAML"),
-    )
-    .expect("CRD as JSON");
     assert_eq!(
-        live_crd["spec"]["versions"], committed["spec"]["versions"],
+        live_crd_versions(cp),
+        crd_versions(&repo_path(CRD_FILE)),
         "helm upgrade did not update the CRD"
     );
     let operator = start(cp, Path::new(BINARY), &sim);
@@ -705,6 +714,13 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
     // ---- downgrade: helm rollback to the previous chart, the previous binary ----------
     let mark = sim.journal().len();
     run_ok(cp.helm().args(["rollback", RELEASE, "1", "-n", NAMESPACE]));
+    assert_eq!(
+        live_crd_versions(cp),
+        crd_versions(
+            &previous_chart.join("files/crds/policyattachments.iam.vultr-operator.io.yaml")
+        ),
+        "helm rollback did not restore the previous release's CRD"
+    );
     let operator = start(cp, &previous_binary, &sim);
     let unchanged = [
         "user-by-email",
