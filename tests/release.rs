@@ -31,15 +31,12 @@ use serde_json::Value;
 const BINARY: &str = env!("CARGO_BIN_EXE_vultr-iam-operator");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The release pipeline run twice into two directories (once per test binary).
+/// The release pipeline run twice into two directories (once per test binary run).
 fn releases() -> &'static (PathBuf, PathBuf) {
     static RELEASES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     RELEASES.get_or_init(|| {
-        let root = tempfile::Builder::new()
-            .prefix("vio-release-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        // In cargo's directory for test files (target/tmp): each run replaces the last.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release");
         let run = |name: &str| {
             let out = root.join(name);
             run_ok(
