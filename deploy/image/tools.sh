@@ -36,9 +36,15 @@ if [[ -n "${crate:-}" ]]; then
   mkdir -p "$(dirname "$out")"
   mv "$staging/bin/$name" "$out"
 else
-  echo "building $name $version from the Go module proxy" >&2
-  GOFLAGS="-buildvcs=false -mod=mod" GOBIN="$staging" CGO_ENABLED=0 \
-    go install -trimpath -ldflags "-s -w" "$module@$version" >&2
+  echo "building $name $version from the Go module proxy (progress: Go packages compiled)" >&2
+  # -v names each package as it is compiled: a count every 50, the end of it on failure.
+  if ! GOFLAGS="-buildvcs=false -mod=mod" GOBIN="$staging" CGO_ENABLED=0 \
+    go install -v -trimpath -ldflags "-s -w" "$module@$version" 2>&1 |
+    tee "$staging/build.log" | awk -v name="$name" '{ n++ } n % 50 == 0 { printf "  %s: %d packages compiled\n", name, n; fflush() }' >&2
+  then
+    tail -n 40 "$staging/build.log" >&2
+    exit 1
+  fi
   mkdir -p "$(dirname "$out")"
   mv "$staging/$name" "$out"
 fi
