@@ -90,7 +90,7 @@ helm package "$work/chart/vultr-iam-operator" --version "$version" --app-version
   --destination "$work/packaged" >/dev/null
 # helm package stamps the current time on every entry: repack with the commit's time.
 mkdir -p "$work/unpacked"
-tar -xzf "$work/packaged/$name.tgz" -C "$work/unpacked"
+tar --warning=no-timestamp -xzf "$work/packaged/$name.tgz" -C "$work/unpacked"
 repro_tar "$work/unpacked" "$work/chart.tar"
 gzip -9 -n <"$work/chart.tar" >"$out/$name.tgz"
 helm lint --strict "$out/$name.tgz" >/dev/null
