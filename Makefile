@@ -3,9 +3,11 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: test lint unit integration control-plane cluster-up cluster-down crds demo image
+.PHONY: test lint unit integration control-plane cluster-up cluster-down crds demo image release
 
-test: lint control-plane tools
+# Before the integration tests: the dependency policy, the tools the tests run (helm,
+# crane, promtool) and the previous release's binary (the upgrade test).
+test: lint deny control-plane tools previous-release
 	$(MAKE) integration
 
 lint:
@@ -27,9 +29,31 @@ VIO_CLUSTER_DIR="$$dir" $(1)
 endef
 
 # Builds (once, cached outside the repository) etcd, kube-apiserver,
-# kube-controller-manager, kubectl and helm from the Kubernetes Go modules.
+# kube-controller-manager, kubectl and helm from the Kubernetes Go modules (`make demo`
+# builds the same without helm).
 control-plane:
 	tests/control-plane/build.sh
+
+# The dependency policy (deny.toml) with cargo-deny (built once from crates.io, cached
+# like the other tools): licences, bans and sources need no network; the advisories
+# check runs when the RustSec database can be fetched, and says so when it cannot.
+.PHONY: deny
+deny:
+	@set -euo pipefail; deny="$$(deploy/image/tools.sh cargo-deny | tail -n 1)"; \
+	"$$deny" --frozen --log-level error check licenses bans sources; \
+	echo "cargo-deny: licenses, bans, sources ok"; \
+	if timeout 120 "$$deny" --log-level error fetch db >/dev/null 2>&1; then \
+	  "$$deny" --frozen --log-level error check advisories; \
+	  echo "cargo-deny: advisories ok"; \
+	else \
+	  echo "cargo-deny: advisories SKIPPED: the RustSec advisory database (github.com/rustsec/advisory-db) cannot be fetched from here; licenses, bans and sources were checked"; \
+	fi
+
+# The previous release's binary and chart (tests/release/previous.sh), built once from
+# its commit and cached, for the upgrade test (tests/release_upgrade.rs).
+.PHONY: previous-release
+previous-release:
+	tests/release/previous.sh >/dev/null
 
 # crane (the image test) and promtool (the alert rules' tests), built once from the Go
 # module proxy and cached like the control plane, before the tests that use them.
@@ -49,6 +73,13 @@ integration:
 image:
 	$(CARGO) build --release --locked --bin vultr-iam-operator
 	deploy/image/build.sh
+
+# Every artifact of the crate's version, reproducibly, into
+# target/release-artifacts/<version>/: image (docker-archive and OCI archive), chart
+# (helm package, image pinned by digest), plain manifests, SBOM (CycloneDX), the binary,
+# SHA256SUMS. See deploy/release/release.sh and README, "Releases".
+release:
+	deploy/release/release.sh
 
 # A control plane that stays up for manual use and the demo:
 #   eval "$$(make -s cluster-up)"   # then kubectl/helm are on PATH, KUBECONFIG is set
@@ -99,7 +130,7 @@ chaos: control-plane
 
 # ---- Helm chart and plain manifests (charts/vultr-iam-operator, deploy/) ---------------
 # helm and kubectl come from the control-plane build (cached after the first build).
-.PHONY: chart-crds chart-dashboards manifests helm-lint chart-test
+.PHONY: chart-crds chart-dashboards chart-docs manifests helm-lint chart-test
 TOOLS_BIN = $(shell tests/control-plane/build.sh | tail -n 1)
 
 # Copies crds/ into the chart, which renders it as a template (tests/chart/ fails
@@ -114,6 +145,11 @@ chart-dashboards:
 	mkdir -p charts/vultr-iam-operator/files/grafana
 	rm -f charts/vultr-iam-operator/files/grafana/*.json
 	cp deploy/grafana/*.json charts/vultr-iam-operator/files/grafana/
+
+# Regenerates the chart's values.schema.json and the values table of its README from the
+# comments of values.yaml (tests/chart/ fails when they are stale).
+chart-docs:
+	python3 deploy/chart-docs.py
 
 # Regenerates deploy/kustomize/base from the chart's default render (tests/chart/
 # fails when it is stale).

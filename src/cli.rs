@@ -1,7 +1,7 @@
-//! Command line: `run` (the operator), `crd` (print the CRD YAML) and `export` (print
-//! manifests for the grants that exist in Vultr), and [`main`], which parses it and
-//! hands over. Each command owns its flags (`export::ExportArgs`, `connect::VultrArgs`,
-//! `telemetry::LogFormat`) but `run`'s, which are here.
+//! Command line: `run` (the operator), `crd` (print the CRD YAML), `export` (print
+//! manifests for the grants that exist in Vultr) and `version`, and [`main`], which
+//! parses it and hands over. Each command owns its flags (`run::RunArgs`,
+//! `export::ExportArgs`, `connect::VultrArgs`, `telemetry::LogFormat`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::export::ExportArgs;
 use crate::run::RunArgs;
-use crate::{crdgen, export, run, telemetry};
+use crate::{build_info, crdgen, export, run, telemetry};
 
 /// The binary: parses the command line and runs the command on a multi-threaded runtime.
 pub fn main() -> ExitCode {
@@ -33,6 +33,10 @@ pub fn main() -> ExitCode {
 
 async fn command(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Version => {
+            print!("{}", build_info::version_text());
+            ExitCode::SUCCESS
+        }
         Command::Crd => match crdgen::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -89,6 +93,8 @@ pub enum Command {
     /// Print PolicyAttachment manifests for the grants that exist in Vultr.
     #[command(long_about = EXPORT_ABOUT)]
     Export(Box<ExportArgs>),
+    /// Print the version, the git commit, and the rustc and kube versions it was built with.
+    Version,
 }
 
 const EXPORT_ABOUT: &str = "\

@@ -13,7 +13,9 @@
 //! - `connect`: the Vultr client as the command line describes it
 //! - `leader`: leader election on a Lease, and the write fence it keeps
 //! - `cli`: the command line, parsed and dispatched
+//! - `build_info`: what the binary was built from (`version`, `.dep-v0`)
 pub(crate) mod boundary;
+pub(crate) mod build_info;
 pub mod cli;
 pub(crate) mod connect;
 pub mod crd;

@@ -26,13 +26,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "Building the control plane (cached after the first run) and the operator"
-tests/control-plane/build.sh >/dev/null
-cargo build --quiet --bin vultr-iam-operator && cargo build --quiet -p vultr-sim --bin vultr-sim
+# Only what the demo runs: the control plane (no helm), the operator and the simulator.
+step "Building the control plane (cached after the first run), the operator and the simulator"
+tests/control-plane/build.sh --no-helm >/dev/null
+echo "building the operator and the Vultr simulator (cargo, debug; the first build compiles ~235 crates)"
+cargo build --bin vultr-iam-operator -p vultr-iam-operator --bin vultr-sim -p vultr-sim 2>&1 |
+  awk '/^ *Compiling / { n++; if (n % 25 == 0) printf "  %d crates compiled (now %s %s)\n", n, $2, $3; fflush(); next }
+       /^ *(Downloaded|Downloading|Locking|Adding|Updating) / { next } { print; fflush() }'
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"
 
 step "Starting etcd, kube-apiserver and kube-controller-manager"
-eval "$(tests/control-plane/start.sh --dir "$work/cluster" --watch-pid $$)"
+eval "$(tests/control-plane/start.sh --dir "$work/cluster" --watch-pid $$ --no-helm)"
 kubectl version 2>/dev/null | grep -i '^server'
 
 step "Starting the Vultr simulator with its demo organization"

@@ -79,8 +79,9 @@ tar --create --file "$work/rootfs.tar" --directory "$root" --no-recursion \
 # crane mutate edits images in a registry: a throwaway one on a free loopback port.
 "$crane" registry serve --address 127.0.0.1:0 >"$work/registry.log" 2>&1 &
 registry_pid=$!
-for _ in $(seq 100); do
-  port="$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$work/registry.log")"
+# Up to 60 s: on a loaded machine crane takes a while to start.
+for _ in $(seq 600); do
+  port="$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$work/registry.log" 2>/dev/null)"
   [[ -n "$port" ]] && break
   sleep 0.1
 done

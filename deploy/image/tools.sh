@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Builds one Go tool from the Go module proxy, once per version, into a cache outside
-# the repository (like tests/control-plane/build.sh). Prints the binary's path.
-#   deploy/image/tools.sh crane     # github.com/google/go-containerregistry/cmd/crane
-#   deploy/image/tools.sh promtool  # github.com/prometheus/prometheus/cmd/promtool
+# Builds one tool, once per version, into a cache outside the repository (like
+# tests/control-plane/build.sh): Go tools from the Go module proxy, Rust tools from
+# crates.io (`cargo install --locked`). Prints the binary's path.
+#   deploy/image/tools.sh crane       # github.com/google/go-containerregistry/cmd/crane
+#   deploy/image/tools.sh promtool    # github.com/prometheus/prometheus/cmd/promtool
+#   deploy/image/tools.sh cargo-deny  # crates.io cargo-deny (the dependency policy)
 set -euo pipefail
 
 CRANE_VERSION="v0.22.1"
 PROMETHEUS_VERSION="v0.316.0"
+CARGO_DENY_VERSION="0.20.2"
 
 case "${1:-}" in
   crane) module=github.com/google/go-containerregistry/cmd/crane; version=$CRANE_VERSION ;;
   promtool) module=github.com/prometheus/prometheus/cmd/promtool; version=$PROMETHEUS_VERSION ;;
-  *) echo "usage: $0 crane|promtool" >&2; exit 2 ;;
+  cargo-deny) crate=cargo-deny; version=$CARGO_DENY_VERSION ;;
+  *) echo "usage: $0 crane|promtool|cargo-deny" >&2; exit 2 ;;
 esac
 name="$1"
 cache_root="${VIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vultr-iam-operator}"
@@ -24,9 +28,24 @@ fi
 mkdir -p "$cache_root/tools"
 staging="$(mktemp -d "$cache_root/tools/build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
-echo "building $name $version from the Go module proxy" >&2
-GOFLAGS="-buildvcs=false -mod=mod" GOBIN="$staging" CGO_ENABLED=0 \
-  go install -trimpath -ldflags "-s -w" "$module@$version" >&2
-mkdir -p "$(dirname "$out")"
-mv "$staging/$name" "$out"
+if [[ -n "${crate:-}" ]]; then
+  # Its own target directory (in the staging one), so the project's is not locked.
+  echo "building $name $version from crates.io (cargo install --locked; cold: several minutes)" >&2
+  CARGO_TARGET_DIR="$staging/target" cargo install --locked --root "$staging" \
+    --version "=$version" "$crate" >&2
+  mkdir -p "$(dirname "$out")"
+  mv "$staging/bin/$name" "$out"
+else
+  echo "building $name $version from the Go module proxy (progress: Go packages compiled)" >&2
+  # -v names each package as it is compiled: a count every 50, the end of it on failure.
+  if ! GOFLAGS="-buildvcs=false -mod=mod" GOBIN="$staging" CGO_ENABLED=0 \
+    go install -v -trimpath -ldflags "-s -w" "$module@$version" 2>&1 |
+    tee "$staging/build.log" | awk -v name="$name" '{ n++ } n % 50 == 0 { printf "  %s: %d packages compiled\n", name, n; fflush() }' >&2
+  then
+    tail -n 40 "$staging/build.log" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$out")"
+  mv "$staging/$name" "$out"
+fi
 echo "$out"

@@ -8,11 +8,11 @@
 //! Tests that use the control plane take [`CLUSTER`]: the release, its namespace and
 //! the CRD are cluster-wide.
 //!
-//! One file per concern: `render` (template, lint, schema), `manifests` (kustomize
-//! base), `argocd` (health check), `dry_run` (server-side dry runs), `install` (real
-//! installs), `rbac` (least privilege), `prometheus` (alert rules), `grafana` (the
-//! dashboard: import fields, PromQL under promtool, metric names, its ConfigMap); shared
-//! helpers here.
+//! One file per concern: `render` (template, lint, schema), `docs` (the values table
+//! and schema generated from values.yaml), `manifests` (kustomize base), `argocd`
+//! (health check), `dry_run` (server-side dry runs), `install` (real installs), `rbac`
+//! (least privilege), `prometheus` (alert rules), `grafana` (the dashboard: import
+//! fields, PromQL under promtool, metric names, its ConfigMap); shared helpers here.
 //!
 //! `VIO_UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests` (`make manifests`)
 //! rewrites `deploy/kustomize/base` from the chart.
@@ -20,6 +20,7 @@
 use vio_harness::{e2e, support};
 
 mod argocd;
+mod docs;
 mod dry_run;
 mod grafana;
 mod install;

@@ -3,10 +3,11 @@
 # on free 127.0.0.1 ports, with generated certificates, an admin identity and a static
 # token for the operator's ServiceAccount.
 #
-# Usage: start.sh [--dir DIR] [--watch-pid PID]
+# Usage: start.sh [--dir DIR] [--watch-pid PID] [--no-helm]
 #   --dir DIR        state directory (default: $CLUSTER_DIR, else <repo>/.cluster)
 #   --watch-pid PID  stop the control plane and delete DIR once process PID exits
 #                    (used by the Rust test harness and `make test`)
+#   --no-helm        do not build helm into the bin directory (`make demo`)
 #
 # Writes DIR/kubeconfig (admin, system:masters), DIR/operator.kubeconfig (static token of
 # system:serviceaccount:vultr-iam-operator:vultr-iam-operator), DIR/pids, DIR/bin-dir and
@@ -19,13 +20,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="${CLUSTER_DIR:-$(cd "$here/../.." && pwd)/.cluster}"
 watch_pid=""
+build_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2 ;;
     --dir=*) dir="${1#--dir=}"; shift ;;
     --watch-pid) watch_pid="$2"; shift 2 ;;
     --watch-pid=*) watch_pid="${1#--watch-pid=}"; shift ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-helm) build_args+=(--no-helm); shift ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "start.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -66,7 +69,7 @@ if [[ -s "$dir/pids" ]]; then
 fi
 
 started=$(date +%s.%N)
-bin="$("$here/build.sh" | tail -n 1)"
+bin="$("$here/build.sh" "${build_args[@]}" | tail -n 1)"
 for b in etcd kube-apiserver kube-controller-manager kubectl; do
   [[ -x "$bin/$b" ]] || { log "build.sh did not produce $bin/$b"; exit 1; }
 done
