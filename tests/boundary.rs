@@ -87,7 +87,7 @@ async fn a_narrowed_boundary_revokes_and_an_audit_boundary_only_reports() {
 
     // In Audit, the same grant is made and kept, and reported.
     env.operator.kill();
-    let audit = [narrowed.as_slice(), &["--boundary-enforcement", "audit"]].concat();
+    let audit = [narrowed.as_slice(), &["--boundary-enforcement", "Audit"]].concat();
     env.operator = env.start_operator(&audit, &[]);
     env.wait_ready("compute-bob", "True", "Attached").await;
     env.wait_condition("compute-bob", "Permitted", "False", "NotPermitted")

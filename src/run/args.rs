@@ -94,8 +94,8 @@ pub struct RunArgs {
     pub retry_period: Option<Duration>,
 
     /// The grant boundary: the only policies that may be granted, by ID or exact name
-    /// (repeatable, or comma-separated). Default: any policy.
-    #[arg(long = "allowed-policy", value_delimiter = ',')]
+    /// (repeatable; a name may hold a comma). Default: any policy.
+    #[arg(long = "allowed-policy")]
     pub allowed_policies: Vec<String>,
 
     /// The grant boundary: the only subject kinds that may receive a grant (User,
@@ -105,7 +105,7 @@ pub struct RunArgs {
 
     /// What happens to a grant outside the boundary: Enforce (never sent; revoked if
     /// made before the boundary narrowed) or Audit (made, kept and reported).
-    #[arg(long, value_enum, default_value_t = Enforcement::Enforce)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Enforcement::Enforce)]
     pub boundary_enforcement: Enforcement,
 
     /// Log format.
