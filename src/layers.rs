@@ -14,7 +14,7 @@ use std::path::Path;
 
 /// Each top-level module of `src/` sits in exactly one layer.
 const LAYERS: &[&[&str]] = &[
-    &["domain", "listen", "telemetry"],
+    &["domain", "listen", "telemetry", "build_info"],
     &["crd", "vultr", "boundary"],
     &[
         "error",

@@ -117,13 +117,7 @@ fn two_releases_of_one_commit_are_identical() {
 /// The image digest as crane computes it from the docker-archive, and as the OCI
 /// archive's index names it.
 fn image_digest(dir: &Path) -> String {
-    let crane = run_ok(Command::new(repo_path("deploy/image/tools.sh")).arg("crane"));
-    let crane = crane
-        .lines()
-        .last()
-        .expect("crane's path")
-        .trim()
-        .to_owned();
+    let crane = e2e::tool("crane");
     let digest = run_ok(
         Command::new(crane)
             .args(["digest", "--tarball"])

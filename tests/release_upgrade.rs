@@ -17,7 +17,6 @@
 use vio_harness::{e2e, support};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use e2e::*;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -62,12 +61,6 @@ fn previous_release() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn output(cmd: &mut Command) -> std::process::Output {
-    cmd.stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
 
 /// Removes the release, restores the committed CRD and strips the test namespace's
@@ -119,52 +112,8 @@ impl Drop for Cleanup<'_> {
 /// The release namespace, empty (a failed earlier run may have left a release), and the
 /// CRD handed to Helm if kubectl installed it (another test binary).
 async fn prepare(cp: &ControlPlane, client: &kube::Client) {
-    let _ = output(
-        cp.helm()
-            .args(["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]),
-    );
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    wait_for(
-        "the release namespace to finish terminating",
-        WAIT,
-        || async {
-            match namespaces.get_opt(NAMESPACE).await.ok()? {
-                Some(ns) if ns.metadata.deletion_timestamp.is_some() => None,
-                _ => Some(()),
-            }
-        },
-    )
-    .await;
-    let manifest = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    \
-         pod-security.kubernetes.io/enforce: restricted\n"
-    );
-    let out = with_stdin(cp.kubectl().args(["apply", "-f", "-"]), &manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if output(cp.kubectl().args(["get", "crd", CRD_NAME]))
-        .status
-        .success()
-    {
-        run_ok(cp.kubectl().args([
-            "label",
-            "--overwrite",
-            "crd",
-            CRD_NAME,
-            "app.kubernetes.io/managed-by=Helm",
-        ]));
-        run_ok(cp.kubectl().args([
-            "annotate",
-            "--overwrite",
-            "crd",
-            CRD_NAME,
-            &format!("meta.helm.sh/release-name={RELEASE}"),
-            &format!("meta.helm.sh/release-namespace={NAMESPACE}"),
-        ]));
-    }
+    e2e::empty_release_namespace(cp, client, RELEASE, NAMESPACE).await;
+    e2e::adopt_crd(cp, CRD_NAME, RELEASE, NAMESPACE);
 }
 
 /// `spec.versions` of the live CRD.
@@ -245,14 +194,7 @@ fn start(cp: &ControlPlane, binary: &Path, sim: &Sim) -> Operator {
         "--vultr-timeout=2s".to_owned(),
         "--attach-visibility-timeout=5s".to_owned(),
     ]);
-    let mut cmd = Command::new(binary);
-    cmd.args(&args)
-        .env_remove("VULTR_API_KEY")
-        .env("KUBECONFIG", &cp.operator_kubeconfig)
-        .env("POD_NAME", POD_NAME)
-        .env("POD_NAMESPACE", NAMESPACE)
-        .env("RUST_LOG", "info,vultr_iam_operator=debug");
-    Operator::spawn(cmd, &dir, metrics_addr)
+    e2e::as_chart_service_account(cp, binary, &args, POD_NAME, NAMESPACE, &dir, metrics_addr)
 }
 
 /// The grants the test declares, and how to tell whether each is live in Vultr.
@@ -408,6 +350,34 @@ impl Test<'_> {
             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
     }
 
+    /// Pauses `name` and waits until `op` says so.
+    async fn pause(&self, op: &Operator, name: &str) {
+        self.annotate_paused(name, true).await;
+        self.wait_condition(op, name, SYNCED, "False", "Paused")
+            .await;
+    }
+
+    /// Deletes `name` with every DELETE of its grant answered 503, and waits for the
+    /// first; returns the fault, to lift it later.
+    async fn delete_with_a_failing_revocation(&self, name: &str) -> u64 {
+        let terminating = self.grant(name).path();
+        let fault = self.sim.add_fault(
+            Fault::status(503)
+                .on(Some("DELETE"), Some(&terminating))
+                .times(100_000),
+        );
+        let before = self.sim.journal().len();
+        self.delete(name).await;
+        wait_for("the failing DELETE", WAIT, || async {
+            self.writes_since(before)
+                .iter()
+                .any(|(m, p, s)| m == "DELETE" && *p == terminating && *s == 503)
+                .then_some(())
+        })
+        .await;
+        fault
+    }
+
     async fn annotate_paused(&self, name: &str, paused: bool) {
         let value = if paused { json!("true") } else { Value::Null };
         let patch = json!({"metadata": {"annotations": {PAUSED_ANNOTATION: value}}});
@@ -430,16 +400,9 @@ impl Test<'_> {
             WAIT,
             || async {
                 let obj = self.api.get_opt(name).await.ok().flatten();
-                let ok = obj.as_ref().is_some_and(|obj| {
-                    obj.status
-                        .as_ref()
-                        .and_then(|s| s.condition(type_))
-                        .is_some_and(|c| {
-                            c.status == status
-                                && c.reason == reason
-                                && c.observed_generation == obj.metadata.generation
-                        })
-                });
+                let ok = obj
+                    .as_ref()
+                    .is_some_and(|obj| e2e::has_condition(obj, type_, status, reason));
                 if !ok && std::env::var_os("VIO_UPGRADE_DEBUG").is_some() {
                     eprintln!("{}", op.logs());
                 }
@@ -586,23 +549,8 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         t.wait_condition(&operator, name, READY, "True", "Attached")
             .await;
     }
-    t.annotate_paused("paused", true).await;
-    t.wait_condition(&operator, "paused", SYNCED, "False", "Paused")
-        .await;
-    let terminating = t.grant("terminating").path();
-    let fault = sim.add_fault(
-        Fault::status(503)
-            .on(Some("DELETE"), Some(&terminating))
-            .times(100_000),
-    );
-    t.delete("terminating").await;
-    wait_for("the failing DELETE", WAIT, || async {
-        t.writes_since(0)
-            .iter()
-            .any(|(m, p, s)| m == "DELETE" && *p == terminating && *s == 503)
-            .then_some(())
-    })
-    .await;
+    t.pause(&operator, "paused").await;
+    let fault = t.delete_with_a_failing_revocation("terminating").await;
     stop(operator, "the previous release's operator");
 
     // ---- upgrade: this chart, this binary ---------------------------------------------
@@ -690,24 +638,10 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         "Attached",
     )
     .await;
-    t.annotate_paused("user-by-ids", true).await;
-    t.wait_condition(&operator, "user-by-ids", SYNCED, "False", "Paused")
+    t.pause(&operator, "user-by-ids").await;
+    let fault = t
+        .delete_with_a_failing_revocation("terminating-at-downgrade")
         .await;
-    let terminating = t.grant("terminating-at-downgrade").path();
-    let fault = sim.add_fault(
-        Fault::status(503)
-            .on(Some("DELETE"), Some(&terminating))
-            .times(100_000),
-    );
-    let before_delete = sim.journal().len();
-    t.delete("terminating-at-downgrade").await;
-    wait_for("the failing DELETE", WAIT, || async {
-        t.writes_since(before_delete)
-            .iter()
-            .any(|(m, p, s)| m == "DELETE" && *p == terminating && *s == 503)
-            .then_some(())
-    })
-    .await;
     stop(operator, "this release's operator");
 
     // ---- downgrade: helm rollback to the previous chart, the previous binary ----------

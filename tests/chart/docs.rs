@@ -35,11 +35,7 @@ pub(super) fn a_new_value_needs_its_doc_and_a_regeneration() {
     std::fs::write(&values, format!("{original}\nnewKnob: 3\n")).expect("write values.yaml");
     let out = chart_docs(&chart, true);
     assert!(!out.status.success(), "a value without a doc passed");
-    assert!(
-        combined(&out).contains("newKnob has no doc"),
-        "{}",
-        combined(&out)
-    );
+    says(&out, "newKnob has no doc");
 
     std::fs::write(
         &values,
@@ -48,11 +44,7 @@ pub(super) fn a_new_value_needs_its_doc_and_a_regeneration() {
     .expect("write values.yaml");
     let out = chart_docs(&chart, true);
     assert!(!out.status.success(), "stale generated files passed");
-    assert!(
-        combined(&out).contains("make chart-docs"),
-        "{}",
-        combined(&out)
-    );
+    says(&out, "make chart-docs");
 
     let out = chart_docs(&chart, false);
     assert!(out.status.success(), "{}", combined(&out));
@@ -70,4 +62,9 @@ pub(super) fn a_new_value_needs_its_doc_and_a_regeneration() {
         readme.contains("| `newKnob` | integer | `3` | A new knob. |"),
         "the table lacks the new value"
     );
+}
+
+/// Asserts that `out` says `text`.
+fn says(out: &std::process::Output, text: &str) {
+    assert!(combined(out).contains(text), "{}", combined(out));
 }

@@ -467,54 +467,15 @@ pub(super) async fn deleting_a_watched_namespace_revokes_its_grants_under_the_ch
 pub(super) const POD_NAME: &str = "vultr-iam-operator-chart-test";
 
 /// A namespace `vultr-iam-operator` that enforces the restricted Pod Security Standard,
-/// without a release in it (a failed earlier run may have left one).
+/// without a release in it.
 pub(super) async fn prepare_release_namespace(cp: &ControlPlane, client: &kube::Client) {
-    let _ = output(
-        cp.helm()
-            .args(["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]),
-    );
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    wait_for(
-        "namespace vultr-iam-operator to finish terminating",
-        WAIT,
-        || async {
-            match namespaces.get_opt(NAMESPACE).await.ok()? {
-                Some(ns) if ns.metadata.deletion_timestamp.is_some() => None,
-                _ => Some(()),
-            }
-        },
-    )
-    .await;
-    let manifest = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    \
-         pod-security.kubernetes.io/enforce: restricted\n"
-    );
-    let out = e2e::with_stdin(cp.kubectl().args(["apply", "-f", "-"]), &manifest);
-    assert!(out.status.success(), "{}", combined(&out));
+    e2e::empty_release_namespace(cp, client, RELEASE, NAMESPACE).await;
 }
 
 /// Another test binary (or `make crds`) may have created the CRD with kubectl: hand it
 /// to the release, as the chart README describes.
 pub(super) fn adopt_existing_crd(cp: &ControlPlane) {
-    let out = output(cp.kubectl().args(["get", "crd", CRD_NAME, "-o", "name"]));
-    if !out.status.success() {
-        return;
-    }
-    run_ok(cp.kubectl().args([
-        "label",
-        "--overwrite",
-        "crd",
-        CRD_NAME,
-        "app.kubernetes.io/managed-by=Helm",
-    ]));
-    run_ok(cp.kubectl().args([
-        "annotate",
-        "--overwrite",
-        "crd",
-        CRD_NAME,
-        &format!("meta.helm.sh/release-name={RELEASE}"),
-        &format!("meta.helm.sh/release-namespace={NAMESPACE}"),
-    ]));
+    e2e::adopt_crd(cp, CRD_NAME, RELEASE, NAMESPACE);
 }
 
 pub(super) fn secret_value(cp: &ControlPlane, name: &str, key: &str) -> String {
@@ -601,14 +562,8 @@ fn start_service_account_operator(
         })
         .collect();
     args.push("--attach-visibility-timeout=5s".to_owned());
-    let mut cmd = Command::new(support::operator_binary());
-    cmd.args(&args)
-        .env_remove("VULTR_API_KEY")
-        .env("KUBECONFIG", &cp.operator_kubeconfig)
-        .env("POD_NAME", POD_NAME)
-        .env("POD_NAMESPACE", NAMESPACE)
-        .env("RUST_LOG", "info,vultr_iam_operator=debug");
-    Operator::spawn(cmd, &dir, metrics_addr)
+    let binary = support::operator_binary();
+    e2e::as_chart_service_account(cp, &binary, &args, POD_NAME, NAMESPACE, &dir, metrics_addr)
 }
 
 /// `helm upgrade` with a chart whose CRD gained a printer column updates the live CRD;

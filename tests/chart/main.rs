@@ -31,11 +31,11 @@ mod render;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use e2e::{API_KEY, DNS_ADMIN, repo_path, run_ok};
+use e2e::{API_KEY, DNS_ADMIN, combined, output, repo_path, run_ok};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde::Deserialize as _;
@@ -92,23 +92,9 @@ fn offline_helm() -> Command {
     cmd
 }
 
-fn output(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
-}
-
 /// Asserts that `what` exited successfully, with its output when it did not.
 fn assert_success(out: &Output, what: &str) {
     assert!(out.status.success(), "{what}: {}", combined(out));
-}
-
-fn combined(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `helm template` of the chart in the repository as release [`RELEASE`].

@@ -6,13 +6,7 @@ use super::*;
 /// fires when it should and stays quiet when it should not.
 #[test]
 pub(super) fn prometheus_rules_pass_promtool_tests() {
-    let promtool = run_ok(Command::new(repo_path("deploy/image/tools.sh")).arg("promtool"));
-    let promtool = promtool
-        .lines()
-        .last()
-        .expect("promtool path")
-        .trim()
-        .to_owned();
+    let promtool = e2e::tool("promtool");
     let docs = rendered_with(&["prometheusRule.enabled=true"]);
     let rule = find(&docs, "PrometheusRule", RELEASE);
     let dir = tempfile::tempdir().expect("temp dir");

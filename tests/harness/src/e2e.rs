@@ -102,6 +102,111 @@ fn typed(mut object: Value) -> Value {
     object
 }
 
+/// Runs `cmd` without input and returns its output, whatever its exit status.
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+/// A command's standard output and error, one after the other.
+pub fn combined(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The path of a tool `deploy/image/tools.sh` builds (and caches): crane, promtool...
+pub fn tool(name: &str) -> String {
+    let printed = run_ok(Command::new(repo_path("deploy/image/tools.sh")).arg(name));
+    printed
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("tools.sh printed no path for {name}"))
+        .trim()
+        .to_owned()
+}
+
+/// The namespace `namespace`, enforcing the restricted Pod Security Standard, without the
+/// Helm release `release` in it (a failed earlier run may have left one).
+pub async fn empty_release_namespace(
+    cp: &ControlPlane,
+    client: &kube::Client,
+    release: &str,
+    namespace: &str,
+) {
+    let _ = output(
+        cp.helm()
+            .args(["uninstall", release, "-n", namespace, "--wait"]),
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    wait_for(
+        &format!("namespace {namespace} to finish terminating"),
+        WAIT,
+        || async {
+            match namespaces.get_opt(namespace).await.ok()? {
+                Some(ns) if ns.metadata.deletion_timestamp.is_some() => None,
+                _ => Some(()),
+            }
+        },
+    )
+    .await;
+    let manifest = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  labels:\n    \
+         pod-security.kubernetes.io/enforce: restricted\n"
+    );
+    let out = with_stdin(cp.kubectl().args(["apply", "-f", "-"]), &manifest);
+    assert!(out.status.success(), "{}", combined(&out));
+}
+
+/// Hands the CRD `crd`, if another test binary created it with kubectl, to the Helm
+/// release `release` of `namespace`, as the chart README describes.
+pub fn adopt_crd(cp: &ControlPlane, crd: &str, release: &str, namespace: &str) {
+    if !output(cp.kubectl().args(["get", "crd", crd, "-o", "name"]))
+        .status
+        .success()
+    {
+        return;
+    }
+    run_ok(
+        cp.kubectl()
+            .args(["label", "--overwrite", "crd", crd])
+            .arg("app.kubernetes.io/managed-by=Helm"),
+    );
+    run_ok(
+        cp.kubectl()
+            .args(["annotate", "--overwrite", "crd", crd])
+            .args([
+                format!("meta.helm.sh/release-name={release}"),
+                format!("meta.helm.sh/release-namespace={namespace}"),
+            ]),
+    );
+}
+
+/// The operator `binary` with `args`, run as the chart's ServiceAccount (the control
+/// plane's `operator.kubeconfig`) as pod `pod` of `namespace`, the key only from its
+/// file; its log in `dir`.
+pub fn as_chart_service_account(
+    cp: &ControlPlane,
+    binary: &Path,
+    args: &[String],
+    pod: &str,
+    namespace: &str,
+    dir: &Path,
+    metrics_addr: String,
+) -> Operator {
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .env_remove("VULTR_API_KEY")
+        .env("KUBECONFIG", &cp.operator_kubeconfig)
+        .env("POD_NAME", pod)
+        .env("POD_NAMESPACE", namespace)
+        .env("RUST_LOG", "info,vultr_iam_operator=debug");
+    Operator::spawn(cmd, dir, metrics_addr)
+}
+
 /// Runs a command and returns its output, panicking with stderr when it fails.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
