@@ -26,10 +26,7 @@ use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};
 use vultr_iam_operator::crd::{PolicyAttachment, READY};
 
-const RELEASE: &str = "vultr-iam-operator";
-/// The static token in `operator.kubeconfig` is the ServiceAccount `vultr-iam-operator`
-/// of this namespace.
-const NAMESPACE: &str = "vultr-iam-operator";
+use e2e::{CHART_NAMESPACE as NAMESPACE, CHART_RELEASE as RELEASE};
 const SERVICE_ACCOUNT: &str = "vultr-iam-operator";
 /// Names of the chart's objects here, so that its cluster-wide RBAC and its Lease never
 /// clash with the chart tests' release on a shared control plane.

@@ -26,10 +26,7 @@ use vultr_iam_operator::crd::{PAUSED_ANNOTATION, PolicyAttachment, READY, SYNCED
 use vultr_sim::{Fault, Seed, Sim, SimConfig};
 
 const CHART: &str = "charts/vultr-iam-operator";
-const RELEASE: &str = "vultr-iam-operator";
-/// The static token of `operator.kubeconfig` is the ServiceAccount `vultr-iam-operator`
-/// of this namespace: the chart's, for a release of this name.
-const NAMESPACE: &str = "vultr-iam-operator";
+use e2e::{CHART_NAMESPACE as NAMESPACE, CHART_RELEASE as RELEASE};
 const CRD_NAME: &str = "policyattachments.iam.vultr-operator.io";
 const CRD_FILE: &str = "crds/policyattachments.iam.vultr-operator.io.yaml";
 const POD_NAME: &str = "vultr-iam-operator-upgrade-test";
@@ -93,19 +90,7 @@ impl Drop for Cleanup<'_> {
                 .helm()
                 .args(["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]),
         );
-        let _ = output(
-            self.cp
-                .kubectl()
-                .args(["apply", "--server-side", "--force-conflicts", "-f"])
-                .arg(repo_path(CRD_FILE)),
-        );
-        let _ = output(self.cp.kubectl().args([
-            "delete",
-            "namespace",
-            NAMESPACE,
-            "--wait=false",
-            "--ignore-not-found",
-        ]));
+        e2e::restore_crd_and_drop(self.cp, &repo_path(CRD_FILE), NAMESPACE);
     }
 }
 
@@ -149,16 +134,7 @@ fn helm_apply(cp: &ControlPlane, verb: &str, chart: &Path, watched: &str) {
 
 /// The container args of the installed Deployment.
 fn chart_args(cp: &ControlPlane) -> Vec<String> {
-    let deployment: Value = serde_json::from_str(&run_ok(cp.kubectl().args([
-        "get",
-        "deployment",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "-o",
-        "json",
-    ])))
-    .expect("deployment JSON");
+    let deployment = e2e::installed_deployment(cp, RELEASE, NAMESPACE);
     deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .expect("container args")
@@ -238,6 +214,8 @@ fn grants() -> Vec<Grant> {
         subject,
         spec,
     };
+    // A user's grant declared by IDs.
+    let ids = |name, policy, user| g(name, policy, Subject::User(user), by_ids(policy, user));
     vec![
         g(
             "user-by-email",
@@ -257,24 +235,9 @@ fn grants() -> Vec<Grant> {
             Subject::Role(AUDITORS),
             json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
         ),
-        g(
-            "user-by-ids",
-            BILLING_READ,
-            Subject::User(BOB),
-            by_ids(BILLING_READ, BOB),
-        ),
-        g(
-            "paused",
-            BILLING_READ,
-            Subject::User(ALICE),
-            by_ids(BILLING_READ, ALICE),
-        ),
-        g(
-            "terminating",
-            COMPUTE_ADMIN,
-            Subject::User(BOB),
-            by_ids(COMPUTE_ADMIN, BOB),
-        ),
+        ids("user-by-ids", BILLING_READ, BOB),
+        ids("paused", BILLING_READ, ALICE),
+        ids("terminating", COMPUTE_ADMIN, BOB),
         g(
             "orphan",
             DNS_ADMIN,
@@ -348,6 +311,64 @@ impl Test<'_> {
             .delete(name, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
+    /// Starts `binary` after a switch made at journal entry `mark`: everything kept as
+    /// declared (see [`Test::kept_as_declared`]), then the failing revocation (`fault`)
+    /// let through: the object goes, and its grant with it.
+    async fn after_switch(
+        &self,
+        cp: &ControlPlane,
+        (binary, mark, fault): (&Path, usize, u64),
+        unchanged: &[&str],
+        held: (&str, &str),
+        when: &str,
+    ) -> Operator {
+        let operator = start(cp, binary, self.sim);
+        self.kept_as_declared(&operator, mark, unchanged, held, when)
+            .await;
+        self.sim.remove_fault(fault);
+        self.gone_and_revoked(held.1).await;
+        operator
+    }
+
+    /// After a switch of operator at journal entry `mark`: the `unchanged` objects Ready
+    /// and their grants live after two verifications; `paused` still paused with its grant;
+    /// `terminating` still there with its grant; no Vultr write but its failing DELETE.
+    async fn kept_as_declared(
+        &self,
+        op: &Operator,
+        mark: usize,
+        unchanged: &[&str],
+        (paused, terminating): (&str, &str),
+        when: &str,
+    ) {
+        self.wait_two_verifications(mark, unchanged).await;
+        self.wait_condition(op, paused, SYNCED, "False", "Paused")
+            .await;
+        self.assert_ready_and_live(unchanged).await;
+        assert!(
+            self.grant(paused).live(self.sim),
+            "{paused} lost its grant {when}"
+        );
+        assert!(
+            self.grant(terminating).live(self.sim),
+            "the failing DELETE revoked the grant {when}"
+        );
+        assert!(
+            self.api.get_opt(terminating).await.expect("get").is_some(),
+            "{terminating} went without its revocation {when}"
+        );
+        self.assert_no_write_but_the_failing_delete(mark, terminating, when);
+    }
+
+    /// Waits until `name` is gone, and checks that its grant went with it.
+    async fn gone_and_revoked(&self, name: &str) {
+        self.wait_gone(name).await;
+        assert!(
+            !self.grant(name).live(self.sim),
+            "{name} went, its grant stayed"
+        );
     }
 
     /// Pauses `name` and waits until `op` says so.
@@ -561,7 +582,6 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         crd_versions(&repo_path(CRD_FILE)),
         "helm upgrade did not update the CRD"
     );
-    let operator = start(cp, Path::new(BINARY), &sim);
     let unchanged = [
         "user-by-email",
         "group-by-name",
@@ -570,32 +590,16 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         "orphan",
         "deleted-after-upgrade",
     ];
-    t.wait_two_verifications(mark, &unchanged).await;
-    t.wait_condition(&operator, "paused", SYNCED, "False", "Paused")
+    let held = ("paused", "terminating");
+    let switch = (Path::new(BINARY), mark, fault);
+    let operator = t
+        .after_switch(cp, switch, &unchanged, held, "after the upgrade")
         .await;
-    t.assert_ready_and_live(&unchanged).await;
-    assert!(t.grant("paused").live(&sim));
-    assert!(
-        t.grant("terminating").live(&sim),
-        "the failing DELETE revoked the grant"
-    );
-    assert!(
-        t.api.get_opt("terminating").await.expect("get").is_some(),
-        "terminating went without its revocation"
-    );
-    t.assert_no_write_but_the_failing_delete(mark, "terminating", "after the upgrade");
 
-    // As declared: the failing revocation goes through once Vultr answers, a deletion
-    // revokes, an Orphan deletion keeps the grant, a resumed object (Synced back to True) needs no write.
-    sim.remove_fault(fault);
-    t.wait_gone("terminating").await;
-    assert!(
-        !t.grant("terminating").live(&sim),
-        "terminating went, its grant stayed"
-    );
+    // As declared: a deletion revokes, an Orphan deletion keeps the grant, a resumed
+    // object (Synced back to True) needs no write.
     t.delete("deleted-after-upgrade").await;
-    t.wait_gone("deleted-after-upgrade").await;
-    assert!(!t.grant("deleted-after-upgrade").live(&sim));
+    t.gone_and_revoked("deleted-after-upgrade").await;
     t.delete("orphan").await;
     t.wait_gone("orphan").await;
     assert!(t.grant("orphan").live(&sim), "the Orphan grant was revoked");
@@ -654,7 +658,6 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         ),
         "helm rollback did not restore the previous release's CRD"
     );
-    let operator = start(cp, &previous_binary, &sim);
     let unchanged = [
         "user-by-email",
         "group-by-name",
@@ -662,28 +665,15 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         "paused",
         "created-by-current",
     ];
-    t.wait_two_verifications(mark, &unchanged).await;
-    t.wait_condition(&operator, "user-by-ids", SYNCED, "False", "Paused")
+    let held = ("user-by-ids", "terminating-at-downgrade");
+    let switch = (previous_binary.as_path(), mark, fault);
+    let operator = t
+        .after_switch(cp, switch, &unchanged, held, "after the downgrade")
         .await;
-    t.assert_ready_and_live(&unchanged).await;
-    assert!(t.grant("user-by-ids").live(&sim));
-    assert!(t.grant("terminating-at-downgrade").live(&sim));
-    t.assert_no_write_but_the_failing_delete(
-        mark,
-        "terminating-at-downgrade",
-        "after the downgrade",
-    );
 
-    // The previous release revokes what this one recorded.
-    sim.remove_fault(fault);
-    t.wait_gone("terminating-at-downgrade").await;
-    assert!(!t.grant("terminating-at-downgrade").live(&sim));
+    // The previous release revokes a grant this one recorded.
     t.delete("created-by-current").await;
-    t.wait_gone("created-by-current").await;
-    assert!(
-        !t.grant("created-by-current").live(&sim),
-        "the previous release did not revoke a grant this one recorded"
-    );
+    t.gone_and_revoked("created-by-current").await;
     t.annotate_paused("user-by-ids", false).await;
     for name in [
         "user-by-email",
@@ -701,8 +691,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         "user-by-ids",
         "paused",
     ] {
-        t.wait_gone(name).await;
-        assert!(!t.grant(name).live(&sim), "{name} went, its grant stayed");
+        t.gone_and_revoked(name).await;
     }
     stop(
         operator,

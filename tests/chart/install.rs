@@ -92,19 +92,7 @@ impl Release<'static> {
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         let _ = output(self.cp.helm().args(["uninstall", RELEASE, "-n", NAMESPACE]));
-        let _ = output(
-            self.cp
-                .kubectl()
-                .args(["apply", "--server-side", "--force-conflicts", "-f"])
-                .arg(repo_path(&format!("crds/{CRD_FILE}"))),
-        );
-        let _ = output(self.cp.kubectl().args([
-            "delete",
-            "namespace",
-            NAMESPACE,
-            "--wait=false",
-            "--ignore-not-found",
-        ]));
+        e2e::restore_crd_and_drop(self.cp, &repo_path(&format!("crds/{CRD_FILE}")), NAMESPACE);
     }
 }
 
@@ -641,14 +629,5 @@ pub(super) fn copy_dir(from: &Path, to: &Path) {
 
 /// The chart's Deployment as installed.
 fn deployment(cp: &ControlPlane) -> Value {
-    serde_json::from_str(&run_ok(cp.kubectl().args([
-        "get",
-        "deployment",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "-o",
-        "json",
-    ])))
-    .expect("deployment JSON")
+    e2e::installed_deployment(cp, RELEASE, NAMESPACE)
 }

@@ -207,6 +207,39 @@ pub fn as_chart_service_account(
     Operator::spawn(cmd, dir, metrics_addr)
 }
 
+/// The release name of the tests that install the chart; also its ServiceAccount's.
+pub const CHART_RELEASE: &str = "vultr-iam-operator";
+/// The namespace of that release: the static token of the control plane's
+/// `operator.kubeconfig` is its ServiceAccount `vultr-iam-operator`.
+pub const CHART_NAMESPACE: &str = "vultr-iam-operator";
+
+/// After a chart test: the CRD of `crd_file` applied again (the test may have changed
+/// it), and `namespace` deleted without waiting. Errors are ignored (a cleanup).
+pub fn restore_crd_and_drop(cp: &ControlPlane, crd_file: &Path, namespace: &str) {
+    let _ = output(
+        cp.kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(crd_file),
+    );
+    let _ = output(cp.kubectl().args([
+        "delete",
+        "namespace",
+        namespace,
+        "--wait=false",
+        "--ignore-not-found",
+    ]));
+}
+
+/// The Deployment `name` of `namespace` as installed, as JSON.
+pub fn installed_deployment(cp: &ControlPlane, name: &str, namespace: &str) -> Value {
+    let json =
+        run_ok(
+            cp.kubectl()
+                .args(["get", "deployment", name, "-n", namespace, "-o", "json"]),
+        );
+    serde_json::from_str(&json).expect("deployment JSON")
+}
+
 /// Runs a command and returns its output, panicking with stderr when it fails.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
