@@ -19,6 +19,7 @@ use vio_harness::{e2e, support};
 use std::path::{Path, PathBuf};
 
 use e2e::*;
+use futures::future::join_all;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::{ControlPlane, TestNamespace, wait_for};
@@ -208,61 +209,75 @@ impl Grant {
 }
 
 fn grants() -> Vec<Grant> {
-    let g = |name, policy, subject, spec| Grant {
-        name,
-        policy,
-        subject,
-        spec,
+    use Subject::{Group, Role, User};
+    // Declared by names: the policy's and the subject's (a user's email).
+    let names = |name, policy, policy_name, subject: Subject, subject_name| {
+        let (kind, field) = match subject {
+            User(_) => ("user", "email"),
+            Group(_) => ("group", "name"),
+            Role(_) => ("role", "name"),
+        };
+        let spec = json!({"policy": {"name": policy_name}, kind: {field: subject_name}});
+        Grant {
+            name,
+            policy,
+            subject,
+            spec,
+        }
     };
-    // A user's grant declared by IDs.
-    let ids = |name, policy, user| g(name, policy, Subject::User(user), by_ids(policy, user));
+    // Declared by IDs.
+    let ids = |name, policy, subject: Subject| {
+        let (kind, id) = match subject {
+            User(id) => ("user", id),
+            Group(id) => ("group", id),
+            Role(id) => ("role", id),
+        };
+        let spec = json!({"policy": {"id": policy}, kind: {"id": id}});
+        Grant {
+            name,
+            policy,
+            subject,
+            spec,
+        }
+    };
+    let mut orphan = ids("orphan", DNS_ADMIN, User(BOB));
+    orphan.spec["deletionPolicy"] = json!("Orphan");
     vec![
-        g(
+        names(
             "user-by-email",
             DNS_ADMIN,
-            Subject::User(ALICE),
-            json!({"policy": {"name": "dns-admin"}, "user": {"email": "alice@example.com"}}),
+            "dns-admin",
+            User(ALICE),
+            "alice@example.com",
         ),
-        g(
+        names(
             "group-by-name",
             COMPUTE_ADMIN,
-            Subject::Group(OPS),
-            json!({"policy": {"name": "compute-admin"}, "group": {"name": "ops"}}),
+            "compute-admin",
+            Group(OPS),
+            "ops",
         ),
-        g(
+        names(
             "role-by-name",
             DNS_ADMIN,
-            Subject::Role(AUDITORS),
-            json!({"policy": {"name": "dns-admin"}, "role": {"name": "auditors"}}),
+            "dns-admin",
+            Role(AUDITORS),
+            "auditors",
         ),
-        ids("user-by-ids", BILLING_READ, BOB),
-        ids("paused", BILLING_READ, ALICE),
-        ids("terminating", COMPUTE_ADMIN, BOB),
-        g(
-            "orphan",
-            DNS_ADMIN,
-            Subject::User(BOB),
-            json!({"policy": {"id": DNS_ADMIN}, "user": {"id": BOB}, "deletionPolicy": "Orphan"}),
-        ),
-        g(
-            "deleted-after-upgrade",
-            BILLING_READ,
-            Subject::Group(DEVELOPERS),
-            json!({"policy": {"id": BILLING_READ}, "group": {"id": DEVELOPERS}}),
-        ),
+        ids("user-by-ids", BILLING_READ, User(BOB)),
+        ids("paused", BILLING_READ, User(ALICE)),
+        ids("terminating", COMPUTE_ADMIN, User(BOB)),
+        orphan,
+        ids("deleted-after-upgrade", BILLING_READ, Group(DEVELOPERS)),
         // Created by this release, read by the previous one after the downgrade.
-        g(
+        names(
             "created-by-current",
             COMPUTE_ADMIN,
-            Subject::User(ALICE),
-            json!({"policy": {"name": "compute-admin"}, "user": {"email": "alice@example.com"}}),
+            "compute-admin",
+            User(ALICE),
+            "alice@example.com",
         ),
-        g(
-            "terminating-at-downgrade",
-            BILLING_READ,
-            Subject::Role(ON_CALL),
-            json!({"policy": {"id": BILLING_READ}, "role": {"id": ON_CALL}}),
-        ),
+        ids("terminating-at-downgrade", BILLING_READ, Role(ON_CALL)),
     ]
 }
 
@@ -360,6 +375,19 @@ impl Test<'_> {
             "{terminating} went without its revocation {when}"
         );
         self.assert_no_write_but_the_failing_delete(mark, terminating, when);
+    }
+
+    /// Creates `names`, then waits until each is Ready.
+    async fn create_attached(&self, op: &Operator, names: &[&str]) {
+        join_all(names.iter().map(|name| self.create(name))).await;
+        let ready = |name| self.wait_condition(op, name, READY, "True", "Attached");
+        join_all(names.iter().map(|name| ready(name))).await;
+    }
+
+    /// Deletes `names`, then waits until each is gone with its grant.
+    async fn delete_revoked(&self, names: &[&str]) {
+        join_all(names.iter().map(|name| self.delete(name))).await;
+        join_all(names.iter().map(|name| self.gone_and_revoked(name))).await;
     }
 
     /// Waits until `name` is gone, and checks that its grant went with it.
@@ -563,13 +591,7 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
         "orphan",
         "deleted-after-upgrade",
     ];
-    for name in first {
-        t.create(name).await;
-    }
-    for name in first {
-        t.wait_condition(&operator, name, READY, "True", "Attached")
-            .await;
-    }
+    t.create_attached(&operator, &first).await;
     t.pause(&operator, "paused").await;
     let fault = t.delete_with_a_failing_revocation("terminating").await;
     stop(operator, "the previous release's operator");
@@ -675,24 +697,14 @@ async fn an_upgrade_and_a_downgrade_keep_or_revoke_every_grant_as_declared() {
     t.delete("created-by-current").await;
     t.gone_and_revoked("created-by-current").await;
     t.annotate_paused("user-by-ids", false).await;
-    for name in [
+    let rest = [
         "user-by-email",
         "group-by-name",
         "role-by-name",
         "user-by-ids",
         "paused",
-    ] {
-        t.delete(name).await;
-    }
-    for name in [
-        "user-by-email",
-        "group-by-name",
-        "role-by-name",
-        "user-by-ids",
-        "paused",
-    ] {
-        t.gone_and_revoked(name).await;
-    }
+    ];
+    t.delete_revoked(&rest).await;
     stop(
         operator,
         "the previous release's operator after the downgrade",
