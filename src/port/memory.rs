@@ -11,7 +11,8 @@ use futures::future::BoxFuture;
 
 use super::{GrantPort, Observation, Resolution};
 use crate::domain::{
-    Grant, GroupRef, ListingSource, PolicyRef, Refs, RoleRef, Subject, SubjectRef, UserRef,
+    Grant, GroupRef, ListingSource, PolicyRef, Refs, RoleRef, Subject, SubjectKind, SubjectRef,
+    UserRef,
 };
 use crate::vultr::{AttachOutcome, RevokeOutcome, VultrError};
 
@@ -33,8 +34,8 @@ pub enum Write {
 
 #[derive(Default)]
 struct Org {
-    /// (kind, ID, name): "policy", "user", "group" or "role".
-    objects: Vec<(&'static str, String, String)>,
+    /// (kind, ID, name): a subject's kind, `None` for a policy.
+    objects: Vec<(Option<SubjectKind>, String, String)>,
     granted: HashSet<Grant>,
     calls: Vec<Call>,
     faults: VecDeque<(Write, VultrError)>,
@@ -50,10 +51,16 @@ impl InMemory {
         self.org.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds an object of `kind` ("policy", "user", "group", "role"); a user's name is
-    /// its email.
-    pub fn with(self, kind: &'static str, id: &str, name: &str) -> Self {
-        self.org().objects.push((kind, id.into(), name.into()));
+    pub fn policy(self, id: &str, name: &str) -> Self {
+        self.org().objects.push((None, id.into(), name.into()));
+        self
+    }
+
+    /// Adds a user, group or role; a user's name is its email.
+    pub fn subject(self, kind: SubjectKind, id: &str, name: &str) -> Self {
+        self.org()
+            .objects
+            .push((Some(kind), id.into(), name.into()));
         self
     }
 
@@ -97,7 +104,7 @@ impl InMemory {
 
     fn find(
         &self,
-        kind: &'static str,
+        kind: Option<SubjectKind>,
         by_id: bool,
         wanted: &str,
     ) -> Result<(String, String), String> {
@@ -109,28 +116,24 @@ impl InMemory {
             .ok_or_else(|| format!("{} {wanted:?}", if by_id { "id" } else { "name" }))
     }
 
-    fn subject(&self, subject: &SubjectRef) -> Result<(Subject, String), VultrError> {
+    fn resolve_subject(&self, subject: &SubjectRef) -> Result<(Subject, String), VultrError> {
+        use SubjectKind::{Group, Role, User};
         let (kind, by_id, wanted) = match subject {
-            SubjectRef::User(UserRef::ById(id)) => ("user", true, id),
-            SubjectRef::User(UserRef::ByEmail(email)) => ("user", false, email),
-            SubjectRef::Group(GroupRef::ById(id)) => ("group", true, id),
-            SubjectRef::Group(GroupRef::ByName(name)) => ("group", false, name),
-            SubjectRef::Role(RoleRef::ById(id)) => ("role", true, id),
-            SubjectRef::Role(RoleRef::ByName(name)) => ("role", false, name),
+            SubjectRef::User(UserRef::ById(id)) => (User, true, id),
+            SubjectRef::User(UserRef::ByEmail(email)) => (User, false, email),
+            SubjectRef::Group(GroupRef::ById(id)) => (Group, true, id),
+            SubjectRef::Group(GroupRef::ByName(name)) => (Group, false, name),
+            SubjectRef::Role(RoleRef::ById(id)) => (Role, true, id),
+            SubjectRef::Role(RoleRef::ByName(name)) => (Role, false, name),
         };
         let (id, name) = self
-            .find(kind, by_id, wanted)
+            .find(Some(kind), by_id, wanted)
             .map_err(|reference| match kind {
-                "user" => VultrError::UserNotFound { reference },
-                "group" => VultrError::GroupNotFound { reference },
-                _ => VultrError::RoleNotFound { reference },
+                User => VultrError::UserNotFound { reference },
+                Group => VultrError::GroupNotFound { reference },
+                Role => VultrError::RoleNotFound { reference },
             })?;
-        let subject = match kind {
-            "user" => Subject::User(id),
-            "group" => Subject::Group(id),
-            _ => Subject::Role(id),
-        };
-        Ok((subject, name))
+        Ok((Subject::new(kind, id), name))
     }
 }
 
@@ -154,9 +157,9 @@ impl GrantPort for InMemory {
                 PolicyRef::ByName(name) => (false, name),
             };
             let (policy_id, policy_name) = self
-                .find("policy", by_id, wanted)
+                .find(None, by_id, wanted)
                 .map_err(|reference| VultrError::PolicyNotFound { reference })?;
-            let (subject, subject_name) = self.subject(subject)?;
+            let (subject, subject_name) = self.resolve_subject(subject)?;
             Ok(Resolution {
                 grant: Grant { policy_id, subject },
                 policy_name,

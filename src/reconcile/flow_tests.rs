@@ -376,7 +376,7 @@ async fn a_grant_outside_the_boundary_is_never_sent_nor_recorded() {
 
 #[tokio::test]
 async fn a_subject_kind_outside_the_boundary_is_refused() {
-    let org = org().with("group", "group-1", "ops");
+    let org = org().subject(SubjectKind::Group, "group-1", "ops");
     let spec = json!({"policy": {"name": "dns-admin"}, "group": {"name": "ops"}});
     let users_only = only("dns-admin", &[SubjectKind::User], Enforcement::Enforce);
     let w = bounded(org, users_only, [object("a").spec(spec)]);

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::boundary::Boundary;
 use crate::crd::{FINALIZER, PAUSED_ANNOTATION, PolicyAttachment};
-use crate::domain::{Grant, Subject};
+use crate::domain::{Grant, Subject, SubjectKind};
 use crate::metrics::Metrics;
 use crate::port::memory::InMemory;
 use crate::reconcile::backoff::Backoff;
@@ -35,9 +35,11 @@ pub fn grant() -> Grant {
 
 /// An organisation with one policy and one user.
 pub fn org() -> InMemory {
-    InMemory::default()
-        .with("policy", POLICY, "dns-admin")
-        .with("user", USER, "alice@example.com")
+    InMemory::default().policy(POLICY, "dns-admin").subject(
+        SubjectKind::User,
+        USER,
+        "alice@example.com",
+    )
 }
 
 /// A PolicyAttachment fixture: live, with the operator's finalizer, granting
